@@ -1,0 +1,84 @@
+//! Example tasks built into the `fluid` binary, so `fluid serve` shows real work at once:
+//! a schedule, params, a failure that retries, and a run slow enough to cancel.
+
+use crate::scheduler::{RetryPolicy, Schedule, Task, TaskContext, TaskError};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddParams {
+    pub a: i64,
+    pub b: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SlowParams {
+    /// How long to work, in seconds.
+    #[serde(default = "default_slow")]
+    pub seconds: f64,
+}
+
+fn default_slow() -> f64 {
+    30.0
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct FlakyParams {
+    /// Attempts that fail before one succeeds.
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+}
+
+fn default_failures() -> u32 {
+    2
+}
+
+pub fn tasks() -> Vec<Task> {
+    vec![
+        Task::new("ping")
+            .description("Says pong every 5 seconds.")
+            .schedule(Schedule::every(Duration::from_secs(5)))
+            .tags(["example", "scheduled"])
+            .timeout(Duration::from_secs(5))
+            .run(|ctx: TaskContext| async move {
+                tracing::info!(run = %ctx.id(), "pong");
+                Ok(())
+            }),
+        Task::new("add")
+            .description("Adds two numbers: POST /tasks/add {\"a\": 1, \"b\": 2}.")
+            .tags(["example"])
+            .params::<AddParams>()
+            .params_schema(serde_json::json!({"type": "object", "required": ["a", "b"], "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}))
+            .run(|ctx: TaskContext| async move {
+                let p: AddParams = ctx.params()?;
+                let sum = p.a.checked_add(p.b).ok_or_else(|| TaskError::failed("overflow"))?;
+                tracing::info!(run = %ctx.id(), a = p.a, b = p.b, sum, "added");
+                Ok(())
+            }),
+        Task::new("flaky")
+            .description("Fails its first `failures` attempts (default 2), then succeeds; retried with back-off.")
+            .tags(["example"])
+            .params::<FlakyParams>()
+            .retry(RetryPolicy::new(3).wait(Duration::from_secs(1)).backoff(2.0).max_wait(Duration::from_secs(10)))
+            .run(|ctx: TaskContext| async move {
+                let p: FlakyParams = ctx.params()?;
+                if ctx.run.retry_attempt < p.failures {
+                    return Err(TaskError::failed(format!("attempt {} fails on purpose", ctx.run.retry_attempt)));
+                }
+                Ok(())
+            }),
+        Task::new("slow")
+            .description("Works for `seconds` (default 30): cancel it with DELETE /task-runs/{id}.")
+            .tags(["example"])
+            .params::<SlowParams>()
+            .timeout(Duration::from_secs(120))
+            .run(|ctx: TaskContext| async move {
+                let p: SlowParams = ctx.params()?;
+                let secs = p.seconds.clamp(0.0, 3600.0);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => Ok(()),
+                    _ = ctx.cancelled() => Err(ctx.abort("cancelled while working")),
+                }
+            }),
+    ]
+}

@@ -1,0 +1,95 @@
+//! Putting it together: store, scheduler, plugin runtime and HTTP server, started and
+//! stopped as one [`Host`].
+
+use crate::http::{self, AppState};
+use crate::scheduler::{Scheduler, SchedulerConfig, Task};
+use crate::store::Store;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Everything `fluid serve` can be told.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The data folder: the SQLite file, the plugins folder by default, the compile cache.
+    pub data_dir: PathBuf,
+    /// `postgres://...` to share one queue between hosts; SQLite in `data_dir` when None.
+    pub database_url: Option<String>,
+    /// Where HTTP listens; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// The plugins folder; `data_dir/plugins` when None.
+    pub plugins_dir: Option<PathBuf>,
+    pub scheduler: SchedulerConfig,
+}
+
+impl HostConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> HostConfig {
+        HostConfig {
+            data_dir: data_dir.into(),
+            database_url: None,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            plugins_dir: None,
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+
+    pub async fn open_store(&self) -> anyhow::Result<Store> {
+        match &self.database_url {
+            Some(url) => Store::connect(url).await,
+            None => Store::open_sqlite(&self.data_dir).await,
+        }
+    }
+}
+
+/// A running host.
+pub struct Host {
+    pub scheduler: Scheduler,
+    /// The address HTTP listens on.
+    pub addr: SocketAddr,
+    stop_http: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Host {
+    /// Opens the store, registers `tasks`, starts the scheduler and the HTTP server.
+    pub async fn start(config: HostConfig, tasks: Vec<Task>) -> anyhow::Result<Host> {
+        let store = config.open_store().await?;
+        let scheduler = Scheduler::new(store, config.scheduler.clone());
+        for t in tasks {
+            let name = t.name.clone();
+            scheduler.register(t).map_err(anyhow::Error::msg).with_context(|| format!("cannot register task {name}"))?;
+        }
+        // First heartbeat before claiming, so this host is alive before it owns runs.
+        scheduler.heartbeat_once().await.context("cannot write to the database")?;
+        scheduler.start();
+        let state = AppState { scheduler: scheduler.clone(), plugin_routes: None };
+        let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
+        let addr = listener.local_addr()?;
+        let stop_http = CancellationToken::new();
+        let stop = stop_http.clone();
+        let app = http::router(state);
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        tracing::info!(%addr, backend = scheduler.store().backend.name(), host = %scheduler.config().host_id, workers = scheduler.config().workers, "fluid host started");
+        Ok(Host { scheduler, addr, stop_http, server })
+    }
+
+    /// Graceful stop: HTTP first, then the scheduler (running runs get `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop_http.cancel();
+        let _ = self.server.await;
+        self.scheduler.shutdown(grace).await;
+        self.scheduler.store().close().await;
+        tracing::info!("fluid host stopped");
+    }
+}

@@ -1,0 +1,71 @@
+//! The HTTP API (axum). Routes are compatible with aio-fluid where it makes sense
+//! (`/tasks`, `/tasks/{name}`, `/tasks-status`, `/tasks-queue`), plus run lookup and
+//! cancel at `/task-runs/{id}`, plugin routes, and `/openapi.json`.
+//!
+//! Every error is JSON `{"detail": "..."}` with a 4xx status for bad input (unknown name:
+//! 404, malformed JSON: 400, invalid params: 422, body over the limit: 413); 5xx only
+//! when the host itself fails (for instance the database is unreachable: 503).
+
+mod error;
+mod openapi;
+mod runs;
+mod tasks;
+
+pub use error::ApiError;
+
+use crate::scheduler::Scheduler;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+
+/// Largest request body accepted (params of one run, a plugin request).
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub scheduler: Scheduler,
+    /// Routes declared by plugins, served by forwarding to the plugin.
+    pub plugin_routes: Option<Arc<dyn PluginRoutes>>,
+}
+
+/// The plugin runtime's side of HTTP: serve a request a plugin declared a route for.
+pub trait PluginRoutes: Send + Sync {
+    /// Returns None when no plugin declared a route matching `method` and `path`.
+    fn serve<'a>(&'a self, method: &'a str, path: &'a str, query: Vec<(String, String)>, body: Vec<u8>)
+    -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<axum::response::Response>> + Send + 'a>>;
+    /// Declared routes, for the OpenAPI document: (method, path, plugin).
+    fn routes(&self) -> Vec<(String, String, String)>;
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(tasks::routes())
+        .merge(runs::routes())
+        .merge(openapi::routes())
+        .fallback(plugin_fallback)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Anything the host does not serve itself goes to the plugin that declared it.
+async fn plugin_fallback(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let query = parse_query(uri.query());
+    if let Some(routes) = &state.plugin_routes {
+        if let Some(resp) = routes.serve(method.as_str(), uri.path(), query, body.to_vec()).await {
+            return resp;
+        }
+    }
+    ApiError::not_found(format!("no route for {} {}", method, uri.path())).into_response()
+}
+
+/// `a=1&b=2&b=3` as ordered pairs (repeated keys kept).
+pub fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}

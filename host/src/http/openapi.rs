@@ -1,0 +1,90 @@
+//! `/openapi.json`: the OpenAPI 3.1 document of the host's routes, plus the routes the
+//! loaded plugins declared. Written by hand from one table rather than derived with a
+//! macro crate: the routes are few, and plugin routes are only known at run time.
+
+use super::AppState;
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(document))
+}
+
+fn op(summary: &str, params: Value, body: Option<Value>, ok: &str, errors: &[(&str, &str)]) -> Value {
+    let mut responses = serde_json::Map::new();
+    let (code, schema) = ok.split_once(' ').unwrap_or((ok, "object"));
+    responses.insert(code.into(), json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}));
+    for (code, what) in errors {
+        responses.insert((*code).into(), json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+    }
+    let mut o = json!({"summary": summary, "parameters": params, "responses": responses});
+    if let Some(b) = body {
+        o["requestBody"] = json!({"content": {"application/json": {"schema": b}}});
+    }
+    o
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+async fn document(State(st): State<AppState>) -> Json<Value> {
+    let name = json!([path_param("name")]);
+    let id = json!([path_param("id")]);
+    let mut paths = json!({
+        "/tasks": {"get": op("List tasks", json!([{"name": "tags", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": true}]), None, "200 TaskInfoList", &[])},
+        "/tasks/{name}": {
+            "get": op("One task", name.clone(), None, "200 TaskInfo", &[("404", "unknown task")]),
+            "patch": op("Enable or disable a task", name.clone(), Some(json!({"type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}}})), "200 TaskInfo", &[("404", "unknown task"), ("400", "malformed JSON"), ("422", "missing or non-boolean enabled")]),
+            "post": op("Queue a run; the body is the params", json!([path_param("name"), {"name": "priority", "in": "query", "schema": {"type": "string", "enum": ["high", "medium", "low"]}}]), Some(json!({"type": "object"})), "201 TaskRun", &[("404", "unknown task"), ("400", "malformed JSON"), ("413", "body too large"), ("422", "invalid params or priority")]),
+        },
+        "/tasks-status": {"get": op("Hosts and queue lengths", json!([]), None, "200 Status", &[])},
+        "/tasks-queue": {"delete": op("Abort every queued run", json!([]), None, "200 QueueCounts", &[])},
+        "/tasks-queue/{priority}": {"delete": op("Abort the queued runs of one priority", json!([path_param("priority")]), None, "200 QueueCounts", &[("422", "bad priority")])},
+        "/task-runs/{id}": {
+            "get": op("One run", id.clone(), None, "200 TaskRun", &[("404", "unknown run")]),
+            "delete": op("Cancel a queued (200) or running (202) run", id.clone(), None, "200 TaskRun", &[("404", "unknown run"), ("409", "run already ended")]),
+        },
+    });
+    if let Some(pr) = &st.plugin_routes {
+        for (method, path, plugin) in pr.routes() {
+            let params: Vec<Value> = path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .map(path_param)
+                .collect();
+            paths[&path][method.to_lowercase()] = op(&format!("Served by plugin {plugin}"), json!(params), None, "200 object", &[("400", "bad input"), ("404", "not found"), ("422", "bad input"), ("503", "plugin unavailable")]);
+        }
+    }
+    let run_props = json!({
+        "id": {"type": "string"}, "task": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
+        "priority": {"type": "string", "enum": ["high", "medium", "low"]},
+        "state": {"type": "string", "enum": ["init", "queued", "running", "success", "failure", "aborted", "rate_limited", "interrupted"]},
+        "params": {"type": "object"}, "queued": {"type": ["string", "null"], "format": "date-time"},
+        "start": {"type": ["string", "null"], "format": "date-time"}, "end": {"type": ["string", "null"], "format": "date-time"},
+        "execute_after": {"type": ["string", "null"], "format": "date-time"},
+        "retry_attempt": {"type": "integer"}, "rate_limit_attempt": {"type": "integer"},
+        "from_run_id": {"type": "string"}, "root_run_id": {"type": "string"}, "error": {"type": ["string", "null"]}
+    });
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": {"title": "fluid", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+            "TaskRun": {"type": "object", "properties": run_props},
+            "TaskInfo": {"type": "object", "properties": {
+                "name": {"type": "string"}, "description": {"type": "string"}, "schedule": {"type": ["string", "null"]},
+                "priority": {"type": "string"}, "timeout_seconds": {"type": "number"}, "max_concurrency": {"type": "integer"},
+                "tags": {"type": "array", "items": {"type": "string"}}, "enabled": {"type": "boolean"},
+                "last_run_end": {"type": ["string", "null"]}, "last_run_duration": {"type": ["string", "null"]}, "last_run_state": {"type": ["string", "null"]}
+            }},
+            "TaskInfoList": {"type": "array", "items": {"$ref": "#/components/schemas/TaskInfo"}},
+            "QueueCounts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "Status": {"type": "object"},
+            "object": {"type": "object"}
+        }}
+    }))
+}

@@ -1,0 +1,25 @@
+//! fluid: a task scheduler host whose plugins are sandboxed WebAssembly components.
+//!
+//! The crate is both the `fluid` binary and a library: applications register native
+//! async Rust tasks with [`scheduler::Task`] and start the host through [`cli::main`] or
+//! [`Host`]. Each concern has its own module with a small public face:
+//!
+//! - [`scheduler`]: tasks, runs and their state machine, schedules, the claim loop and workers.
+//!   It knows nothing of wasmtime.
+//! - [`store`]: the durable queue, runs, change feed and plugin storage on SQLite or PostgreSQL.
+//! - [`plugins`]: WebAssembly components: loading, linking, sandbox, event delivery.
+//! - [`http`]: the axum routes.
+//! - [`cli`]: the `fluid` command line.
+
+pub mod cli;
+pub mod examples;
+pub mod host;
+pub mod http;
+pub mod scheduler;
+pub mod store;
+pub mod time;
+
+pub use host::{Host, HostConfig};
+pub use scheduler::{
+    Priority, RetryPolicy, Schedule, Task, TaskContext, TaskError, TaskRun, TaskState,
+};

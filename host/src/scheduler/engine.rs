@@ -1,0 +1,624 @@
+//! The engine: registry, queueing, the claim loop, execution, the batching finisher,
+//! heartbeats with rescue of runs lost with their host, schedules and shutdown.
+
+use super::context::{PluginDirectory, TaskContext};
+use super::run::{Priority, TaskRun, TaskState};
+use super::task::{Task, TaskError};
+use crate::store::runs::{Cancel, ClaimRules, Finish, Outcome, RunRow};
+use crate::store::{Store, StoreError};
+use crate::time::{now_us, to_datetime};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Tuning of one host's scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Runs executing at once on this host.
+    pub workers: usize,
+    /// Identity in `fluid_hosts` and in each run's `owner`.
+    pub host_id: String,
+    /// How often the claim loop looks for due runs when nothing wakes it.
+    pub poll: Duration,
+    /// How often this host writes its heartbeat, picks up cancel requests and rescues.
+    pub heartbeat: Duration,
+    /// A host silent this long is dead: its running runs are rescued.
+    pub host_timeout: Duration,
+    /// How often schedules are checked.
+    pub schedule_tick: Duration,
+    /// Whether this host fires schedules (every host may; each due time fires once).
+    pub run_schedules: bool,
+    /// Whether this host claims runs (false: an API-only host).
+    pub consume: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            workers: 8,
+            host_id: format!("host-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            poll: Duration::from_millis(250),
+            heartbeat: Duration::from_secs(2),
+            host_timeout: Duration::from_secs(15),
+            schedule_tick: Duration::from_millis(200),
+            run_schedules: true,
+            consume: true,
+        }
+    }
+}
+
+/// A due time later than this when first seen was missed (the host was down): skipped.
+const MISFIRE_GRACE_US: i64 = 5_000_000;
+
+/// Why a run could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("task {0:?} not found")]
+    UnknownTask(String),
+    #[error("invalid params for task {task}: {message}")]
+    InvalidParams { task: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Options of one queued run.
+#[derive(Debug, Clone, Default)]
+pub struct QueueOptions {
+    /// Overrides the task's priority.
+    pub priority: Option<Priority>,
+    /// The run that queues this one (lineage).
+    pub parent: Option<TaskRun>,
+    /// Do not start before this delay.
+    pub delay: Option<Duration>,
+}
+
+/// Outcome of a cancel request.
+#[derive(Debug)]
+pub enum Cancelled {
+    /// The run was queued and is now aborted.
+    Aborted(TaskRun),
+    /// The run is running; its host stops it (at once when it is this host).
+    Stopping(TaskRun),
+}
+
+struct Running {
+    cancel: CancellationToken,
+    /// Set before `cancel` fires: how the run ends.
+    reason: Arc<OnceLock<Outcome>>,
+}
+
+struct Inner {
+    store: Store,
+    config: SchedulerConfig,
+    started_at: i64,
+    registry: RwLock<BTreeMap<String, Arc<Task>>>,
+    rules: RwLock<Arc<BTreeMap<String, ClaimRules>>>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    running: Mutex<HashMap<String, Running>>,
+    stop_claiming: CancellationToken,
+    stop_background: CancellationToken,
+    executions: TaskTracker,
+    background: TaskTracker,
+    finisher: OnceLock<mpsc::Sender<(Finish, oneshot::Sender<Result<TaskRun, StoreError>>)>>,
+    changes: broadcast::Sender<TaskRun>,
+    feed: watch::Sender<u64>,
+    plugins: RwLock<Option<Arc<dyn PluginDirectory>>>,
+}
+
+/// Handle to the scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl Scheduler {
+    pub fn new(store: Store, config: SchedulerConfig) -> Scheduler {
+        let workers = config.workers.max(1);
+        Scheduler {
+            inner: Arc::new(Inner {
+                store,
+                started_at: now_us(),
+                registry: RwLock::default(),
+                rules: RwLock::default(),
+                wake: Notify::new(),
+                slots: Arc::new(Semaphore::new(workers)),
+                running: Mutex::default(),
+                stop_claiming: CancellationToken::new(),
+                stop_background: CancellationToken::new(),
+                executions: TaskTracker::new(),
+                background: TaskTracker::new(),
+                finisher: OnceLock::new(),
+                changes: broadcast::channel(16_384).0,
+                feed: watch::channel(0).0,
+                plugins: RwLock::default(),
+                config: SchedulerConfig { workers, ..config },
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.inner.config
+    }
+
+    /// Adds a task. Refused when the options are invalid or the name is taken.
+    pub fn register(&self, task: Task) -> Result<(), String> {
+        task.check()?;
+        let mut reg = self.inner.registry.write().unwrap();
+        if reg.contains_key(&task.name) {
+            return Err(format!("task {:?} is already registered", task.name));
+        }
+        reg.insert(task.name.clone(), Arc::new(task));
+        self.refresh_rules(&reg);
+        Ok(())
+    }
+
+    /// Removes a task (a task component was unloaded). Its queued runs wait for a host
+    /// that knows it.
+    pub fn unregister(&self, name: &str) -> Option<Arc<Task>> {
+        let mut reg = self.inner.registry.write().unwrap();
+        let t = reg.remove(name);
+        self.refresh_rules(&reg);
+        t
+    }
+
+    fn refresh_rules(&self, reg: &BTreeMap<String, Arc<Task>>) {
+        let rules = reg
+            .iter()
+            .map(|(n, t)| (n.clone(), ClaimRules { max_concurrency: t.max_concurrency, rate_limit_retry: t.rate_limit_retry.clone() }))
+            .collect();
+        *self.inner.rules.write().unwrap() = Arc::new(rules);
+    }
+
+    pub fn task(&self, name: &str) -> Option<Arc<Task>> {
+        self.inner.registry.read().unwrap().get(name).cloned()
+    }
+
+    pub fn tasks(&self) -> Vec<Arc<Task>> {
+        self.inner.registry.read().unwrap().values().cloned().collect()
+    }
+
+    /// Attaches the plugin runtime (reached by tasks through `get_plugin`).
+    pub fn set_plugin_directory(&self, d: Arc<dyn PluginDirectory>) {
+        *self.inner.plugins.write().unwrap() = Some(d);
+    }
+
+    pub(crate) fn plugin_directory(&self) -> Option<Arc<dyn PluginDirectory>> {
+        self.inner.plugins.read().unwrap().clone()
+    }
+
+    /// Every state change committed by this host, after commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskRun> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Bumped after every commit that appended to the change feed (wakes the dispatcher).
+    pub fn feed_signal(&self) -> watch::Receiver<u64> {
+        self.inner.feed.subscribe()
+    }
+
+    fn committed(&self, runs: impl IntoIterator<Item = TaskRun>) {
+        for r in runs {
+            let _ = self.inner.changes.send(r);
+        }
+        self.inner.feed.send_modify(|n| *n += 1);
+    }
+
+    /// Builds a validated `queued` run without storing it.
+    fn new_run(&self, name: &str, params: Value, opts: &QueueOptions) -> Result<TaskRun, QueueError> {
+        let task = self.task(name).ok_or_else(|| QueueError::UnknownTask(name.into()))?;
+        let params = task
+            .validate_params(params)
+            .map_err(|message| QueueError::InvalidParams { task: name.into(), message })?;
+        let now = now_us();
+        let (from_run_id, root_run_id) = match &opts.parent {
+            Some(p) => (p.id.clone(), if p.root_run_id.is_empty() { p.id.clone() } else { p.root_run_id.clone() }),
+            None => (String::new(), String::new()),
+        };
+        let after = now + opts.delay.map_or(0, |d| d.as_micros() as i64);
+        let mut run = TaskRun {
+            id: TaskRun::new_id(),
+            task: task.name.clone(),
+            tags: task.tags.iter().cloned().collect(),
+            priority: opts.priority.unwrap_or(task.priority),
+            state: TaskState::Init,
+            params,
+            queued: None,
+            start: None,
+            end: None,
+            execute_after: Some(to_datetime(after)),
+            retry_attempt: 0,
+            rate_limit_attempt: 0,
+            from_run_id,
+            root_run_id,
+            error: None,
+        };
+        run.state = run.state.transition(TaskState::Queued).expect("init -> queued");
+        run.queued = Some(to_datetime(now));
+        Ok(run)
+    }
+
+    /// Queues a run of `task` with `params` (validated now, not when dequeued).
+    pub async fn queue(&self, task: &str, params: Value, opts: QueueOptions) -> Result<TaskRun, QueueError> {
+        let run = self.new_run(task, params, &opts)?;
+        self.inner.store.insert_runs(std::slice::from_ref(&run)).await?;
+        self.committed([run.clone()]);
+        self.inner.wake.notify_one();
+        Ok(run)
+    }
+
+    pub async fn get_run(&self, id: &str) -> Result<Option<TaskRun>, StoreError> {
+        self.inner.store.get_run(id).await
+    }
+
+    /// Cancels a queued run (it becomes `aborted`) or asks the host running it to stop it
+    /// (it becomes `aborted` with error "cancelled" once stopped).
+    pub async fn cancel(&self, id: &str) -> Result<Cancelled, StoreError> {
+        match self.inner.store.cancel(id).await? {
+            Cancel::Aborted(run) => {
+                self.committed([run.clone()]);
+                Ok(Cancelled::Aborted(run))
+            }
+            Cancel::Requested { run, owner } => {
+                if owner == self.inner.config.host_id {
+                    self.stop_local(id, Outcome::Aborted("cancelled".into()));
+                }
+                Ok(Cancelled::Stopping(run))
+            }
+        }
+    }
+
+    fn stop_local(&self, id: &str, outcome: Outcome) {
+        if let Some(r) = self.inner.running.lock().unwrap().get(id) {
+            let _ = r.reason.set(outcome);
+            r.cancel.cancel();
+        }
+    }
+
+    pub async fn set_enabled(&self, task: &str, enabled: bool) -> Result<(), StoreError> {
+        self.inner.store.set_enabled(task, enabled).await
+    }
+
+    /// Aborts every queued run of the given priorities.
+    pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<BTreeMap<Priority, u64>, StoreError> {
+        let out = self.inner.store.clear_queue(priorities).await?;
+        self.committed([]);
+        Ok(out)
+    }
+
+    /// Runs executing on this host now.
+    pub fn running_here(&self) -> usize {
+        self.inner.running.lock().unwrap().len()
+    }
+
+    /// Starts the background loops: claiming, finishing, heartbeats and schedules.
+    pub fn start(&self) {
+        let (tx, rx) = mpsc::channel(4096);
+        if self.inner.finisher.set(tx).is_err() {
+            return; // already started
+        }
+        let bg = &self.inner.background;
+        bg.spawn(self.clone().finisher_loop(rx));
+        bg.spawn(self.clone().heartbeat_loop());
+        if self.inner.config.consume {
+            bg.spawn(self.clone().claim_loop());
+        }
+        if self.inner.config.run_schedules {
+            bg.spawn(self.clone().schedule_loop());
+        }
+    }
+
+    /// Graceful stop: no new claims; running runs get `grace` to finish, then are
+    /// interrupted and recorded as `interrupted`; then the loops stop.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stop_claiming.cancel();
+        self.inner.executions.close();
+        if tokio::time::timeout(grace, self.inner.executions.wait()).await.is_err() {
+            let ids: Vec<String> = self.inner.running.lock().unwrap().keys().cloned().collect();
+            tracing::warn!(runs = ids.len(), "grace period over: interrupting running runs");
+            for id in ids {
+                self.stop_local(&id, Outcome::Interrupted("host shutting down".into()));
+            }
+            self.inner.executions.wait().await;
+        }
+        self.inner.stop_background.cancel();
+        self.inner.background.close();
+        self.inner.background.wait().await;
+        if let Err(e) = self.inner.store.remove_host(&self.inner.config.host_id).await {
+            tracing::warn!(error = %e, "could not remove host row");
+        }
+    }
+
+    /// Runs one task in this process, without the claim loop (`fluid exec`): queues it,
+    /// claims exactly that run, executes it and returns its final state.
+    pub async fn execute_now(&self, task: &str, params: Value) -> Result<TaskRun, QueueError> {
+        self.start_finisher_only();
+        let run = self.queue(task, params, QueueOptions::default()).await?;
+        let rules = self.inner.rules.read().unwrap().clone();
+        let claimed = self.inner.store.claim_one(&self.inner.config.host_id, &run.id, &rules).await?;
+        self.committed(claimed.ended.iter().cloned().chain(claimed.started.iter().map(|r| r.run.clone())));
+        if let Some(done) = claimed.ended.into_iter().next() {
+            return Ok(done);
+        }
+        let row = claimed.started.into_iter().next().ok_or_else(|| StoreError::RunNotFound(run.id.clone()))?;
+        let task = self.task(&row.run.task).ok_or_else(|| QueueError::UnknownTask(row.run.task.clone()))?;
+        let final_run = self.execute(row, task).await.ok_or_else(|| StoreError::RunNotFound(run.id.clone()))?;
+        Ok(final_run)
+    }
+
+    fn start_finisher_only(&self) {
+        let (tx, rx) = mpsc::channel(64);
+        if self.inner.finisher.set(tx).is_ok() {
+            self.inner.background.spawn(self.clone().finisher_loop(rx));
+        }
+    }
+
+    async fn claim_loop(self) {
+        let inner = &self.inner;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if inner.stop_claiming.is_cancelled() {
+                return;
+            }
+            let free = inner.slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    p = inner.slots.acquire() => drop(p),
+                    _ = inner.stop_claiming.cancelled() => return,
+                }
+                continue;
+            }
+            let rules = inner.rules.read().unwrap().clone();
+            let claimed = match inner.store.claim(&inner.config.host_id, free, &rules).await {
+                Ok(c) => {
+                    backoff = Duration::from_millis(100);
+                    c
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming runs failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = inner.stop_claiming.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let full = claimed.started.len() == free;
+            let busy = full || !claimed.ended.is_empty();
+            if !claimed.started.is_empty() || !claimed.ended.is_empty() {
+                self.committed(claimed.ended.iter().cloned().chain(claimed.started.iter().map(|r| r.run.clone())));
+            }
+            for run in &claimed.ended {
+                tracing::info!(run = %run.id, task = %run.task, state = %run.state, error = run.error.as_deref().unwrap_or(""), "run ended without executing");
+            }
+            for row in claimed.started {
+                let Some(task) = self.task(&row.run.task) else { continue };
+                let permit = inner.slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
+                let this = self.clone();
+                inner.executions.spawn(async move {
+                    this.execute(row, task).await;
+                    drop(permit);
+                });
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                _ = inner.wake.notified() => {}
+                _ = tokio::time::sleep(inner.config.poll) => {}
+                _ = inner.stop_claiming.cancelled() => return,
+            }
+        }
+    }
+
+    /// Executes one claimed run and records its end; returns the recorded run.
+    async fn execute(&self, row: RunRow, task: Arc<Task>) -> Option<TaskRun> {
+        let id = row.run.id.clone();
+        let cancel = CancellationToken::new();
+        let reason = Arc::new(OnceLock::new());
+        self.inner.running.lock().unwrap().insert(id.clone(), Running { cancel: cancel.clone(), reason: reason.clone() });
+        tracing::info!(run = %id, task = %task.name, params = %row.run.params, attempt = row.run.retry_attempt, "start");
+        let ctx = TaskContext { run: row.run.clone(), scheduler: self.clone(), cancel: cancel.clone() };
+        let started = std::time::Instant::now();
+        // Its own tokio task: a panic in the task is caught as a failure of this run only.
+        let mut handle = tokio::spawn((task.executor)(ctx));
+        let outcome = tokio::select! {
+            joined = &mut handle => match joined {
+                Ok(Ok(())) => Outcome::Success,
+                Ok(Err(TaskError::Failed(e))) => Outcome::Failure(e),
+                Ok(Err(TaskError::Aborted(r))) => Outcome::Aborted(r),
+                Err(e) if e.is_panic() => Outcome::Failure(format!("task panicked: {}", panic_message(e))),
+                Err(_) => Outcome::Interrupted("task was cancelled".into()),
+            },
+            _ = tokio::time::sleep(task.timeout) => {
+                handle.abort();
+                Outcome::Failure(format!("timeout after {:?}", task.timeout))
+            }
+            _ = cancel.cancelled() => {
+                handle.abort();
+                reason.get().cloned().unwrap_or(Outcome::Aborted("cancelled".into()))
+            }
+        };
+        let retry_after = match (&outcome, &task.retry) {
+            (Outcome::Failure(_), Some(p)) if p.allows(row.run.retry_attempt + 1) => Some(p.delay(row.run.retry_attempt + 1)),
+            _ => None,
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &outcome {
+            Outcome::Failure(e) => tracing::warn!(run = %id, task = %task.name, error = %e, ms = elapsed_ms, retry_in = ?retry_after, "end - failure"),
+            o => tracing::info!(run = %id, task = %task.name, outcome = ?o, ms = elapsed_ms, "end"),
+        }
+        let finish = Finish { id: id.clone(), lease: row.lease, outcome, retry_after };
+        let result = self.record_finish(finish).await;
+        self.inner.running.lock().unwrap().remove(&id);
+        match result {
+            Ok(run) => Some(run),
+            Err(e) => {
+                tracing::error!(run = %id, error = %e, "could not record the end of a run");
+                None
+            }
+        }
+    }
+
+    /// Sends a finish to the batching writer; retries while the database is unreachable
+    /// so an end is not lost to a passing outage.
+    async fn record_finish(&self, finish: Finish) -> Result<TaskRun, StoreError> {
+        let Some(sender) = self.inner.finisher.get() else {
+            return Err(StoreError::Other(anyhow::anyhow!("scheduler not started")));
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (tx, rx) = oneshot::channel();
+            if sender.send((finish.clone(), tx)).await.is_err() {
+                return Err(StoreError::Other(anyhow::anyhow!("finisher stopped")));
+            }
+            match rx.await {
+                Ok(Err(StoreError::Db(e))) => {
+                    tracing::error!(run = %finish.id, error = %e, "recording a run's end failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Ok(r) => return r,
+                Err(_) => return Err(StoreError::Other(anyhow::anyhow!("finisher stopped"))),
+            }
+        }
+    }
+
+    /// Commits finished runs in batches: one transaction for all that are waiting.
+    async fn finisher_loop(self, mut rx: mpsc::Receiver<(Finish, oneshot::Sender<Result<TaskRun, StoreError>>)>) {
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 256) => if n == 0 { return },
+                _ = self.inner.stop_background.cancelled() => {
+                    if rx.is_empty() { return }
+                    continue;
+                }
+            }
+            let finishes: Vec<Finish> = batch.iter().map(|(f, _)| f.clone()).collect();
+            match self.inner.store.finish_many(&finishes).await {
+                Ok(results) => {
+                    let done: Vec<TaskRun> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+                    self.committed(done);
+                    for ((_, reply), r) in batch.drain(..).zip(results) {
+                        let _ = reply.send(r);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for (_, reply) in batch.drain(..) {
+                        let _ = reply.send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
+                    }
+                }
+            }
+            self.inner.wake.notify_one();
+        }
+    }
+
+    async fn heartbeat_loop(self) {
+        let inner = &self.inner;
+        loop {
+            if let Err(e) = self.heartbeat_once().await {
+                tracing::error!(error = %e, "heartbeat failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(inner.config.heartbeat) => {}
+                _ = inner.stop_background.cancelled() => return,
+            }
+        }
+    }
+
+    /// One heartbeat: mark this host alive, act on cancel requests made through other
+    /// hosts, rescue runs of dead hosts.
+    pub async fn heartbeat_once(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner.store.heartbeat(&inner.config.host_id, inner.started_at, inner.config.workers).await?;
+        for id in inner.store.cancel_requests(&inner.config.host_id).await? {
+            self.stop_local(&id, Outcome::Aborted("cancelled".into()));
+        }
+        let dead_before = now_us() - inner.config.host_timeout.as_micros() as i64;
+        let rescued = inner.store.rescue(dead_before, |run| {
+            let policy = self.task(&run.task)?.retry.clone()?;
+            policy.allows(run.retry_attempt + 1).then(|| policy.delay(run.retry_attempt + 1))
+        });
+        let rescued = rescued.await?;
+        if !rescued.is_empty() {
+            tracing::warn!(runs = rescued.len(), "rescued runs of a host that stopped");
+            self.committed(rescued);
+            inner.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn schedule_loop(self) {
+        let mut due: HashMap<String, i64> = HashMap::new();
+        loop {
+            if let Err(e) = self.schedule_tick(&mut due).await {
+                tracing::error!(error = %e, "schedule tick failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.config.schedule_tick) => {}
+                _ = self.inner.stop_claiming.cancelled() => return,
+            }
+        }
+    }
+
+    /// Fires every schedule whose due time has come. `due` caches each task's next due
+    /// time; the stored one decides (another host may have fired it).
+    async fn schedule_tick(&self, due: &mut HashMap<String, i64>) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        for task in self.tasks() {
+            let Some(schedule) = &task.schedule else { continue };
+            let now = now_us();
+            let cached = match due.get(&task.name) {
+                Some(&d) => d,
+                None => store.schedule_due(&task.name, schedule.first_due(to_datetime(now)).timestamp_micros()).await?,
+            };
+            due.insert(task.name.clone(), cached);
+            if now < cached {
+                continue;
+            }
+            let seen = store.schedule_due(&task.name, cached).await?;
+            if seen != cached {
+                due.insert(task.name.clone(), seen);
+                continue;
+            }
+            let next = schedule.next_due(to_datetime(seen), to_datetime(now)).timestamp_micros();
+            let late = now - seen > MISFIRE_GRACE_US;
+            let enabled = store.task_statuses().await?.get(&task.name).is_none_or(|s| s.enabled);
+            let run = if late || !enabled {
+                None
+            } else {
+                let delay = schedule.jitter();
+                Some(self.new_run(&task.name, Value::Null, &QueueOptions { delay: Some(delay), ..Default::default() }).map_err(|e| StoreError::Other(e.into()))?)
+            };
+            if store.fire_schedule(&task.name, seen, next, run.as_ref()).await? {
+                match run {
+                    Some(run) => {
+                        tracing::debug!(task = %task.name, run = %run.id, "schedule fired");
+                        self.committed([run]);
+                        self.inner.wake.notify_one();
+                    }
+                    None if late => tracing::info!(task = %task.name, missed = %to_datetime(seen), "missed due time skipped"),
+                    None => {}
+                }
+            }
+            due.insert(task.name.clone(), store.schedule_due(&task.name, next).await?);
+        }
+        Ok(())
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let p = e.into_panic();
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}

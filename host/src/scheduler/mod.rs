@@ -1,0 +1,22 @@
+//! The scheduler: what aio-fluid's `TaskScheduler` does, on a durable store.
+//!
+//! A run flows: queue (HTTP, CLI, a schedule, a task chaining another) -> a `queued` row
+//! -> the claim loop takes due rows in priority order, in batches, in one transaction that
+//! also enforces `max_concurrency` and aborts runs of disabled tasks -> each claimed run
+//! executes in its own tokio task under its timeout -> its end is recorded by the batching
+//! finisher (one transaction for many runs), which also re-queues retries. Every state
+//! change is appended to the change feed in the same transaction, which is what plugins
+//! consume. Nothing here knows about WebAssembly: plugins are reached through the
+//! [`PluginDirectory`] trait.
+
+mod context;
+mod engine;
+mod run;
+mod schedule;
+mod task;
+
+pub use context::{PluginCallError, PluginDirectory, PluginHandle, TaskContext};
+pub use engine::{Cancelled, QueueError, QueueOptions, Scheduler, SchedulerConfig};
+pub use run::{InvalidTransition, Priority, TaskRun, TaskState};
+pub use schedule::{Cron, CronError, Every, Schedule};
+pub use task::{Executor, ParamsValidator, RetryPolicy, Task, TaskBuilder, TaskError, TaskFuture};

@@ -1,0 +1,240 @@
+//! A task run: its states, the rules between them, and its priority.
+//!
+//! The state machine follows aio-fluid (reference section 4) with two deliberate changes:
+//! a run that never executes (cancelled, disabled, rate-limited at the door) goes straight
+//! from `queued` to its final state instead of passing through a fake `running`, and a
+//! retry moves the same run from `failure` (or `interrupted`, after a lost host) back to
+//! `queued`. `init` exists only before a run is stored; it is never an event.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The eight states of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Init,
+    Queued,
+    Running,
+    Success,
+    Failure,
+    Aborted,
+    RateLimited,
+    Interrupted,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Init,
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Success,
+        TaskState::Failure,
+        TaskState::Aborted,
+        TaskState::RateLimited,
+        TaskState::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Init => "init",
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Success => "success",
+            TaskState::Failure => "failure",
+            TaskState::Aborted => "aborted",
+            TaskState::RateLimited => "rate_limited",
+            TaskState::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Finished states: nothing happens to the run unless a retry re-queues it.
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            TaskState::Success
+                | TaskState::Failure
+                | TaskState::Aborted
+                | TaskState::RateLimited
+                | TaskState::Interrupted
+        )
+    }
+
+    /// Whether `self -> to` is allowed. Setting the same state again is not a transition;
+    /// callers treat it as a no-op.
+    pub fn can_become(self, to: TaskState) -> bool {
+        use TaskState::*;
+        matches!(
+            (self, to),
+            (Init, Queued)
+                | (Queued, Running | Aborted | RateLimited)
+                | (Running, Success | Failure | Aborted | RateLimited | Interrupted)
+                | (Failure | Interrupted, Queued)
+        )
+    }
+
+    /// Checks a transition, with the error aio-fluid users know.
+    pub fn transition(self, to: TaskState) -> Result<TaskState, InvalidTransition> {
+        if self == to || self.can_become(to) {
+            Ok(to)
+        } else {
+            Err(InvalidTransition { from: self, to })
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid state transition {from} -> {to}")]
+pub struct InvalidTransition {
+    pub from: TaskState,
+    pub to: TaskState,
+}
+
+/// Queue priority: every queued `high` run starts before any `medium` one, and so on.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    High,
+    #[default]
+    Medium,
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
+
+    /// Sort key in the queue: lower starts first.
+    pub fn rank(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_rank(rank: i64) -> Priority {
+        match rank {
+            0 => Priority::High,
+            2 => Priority::Low,
+            _ => Priority::Medium,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One run of a task, as stored and as every plugin sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRun {
+    /// 32 lowercase hex characters (a v4 uuid without dashes), as in aio-fluid.
+    pub id: String,
+    pub task: String,
+    /// The task's tags when this snapshot was taken.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub priority: Priority,
+    pub state: TaskState,
+    pub params: serde_json::Value,
+    pub queued: Option<DateTime<Utc>>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// Not claimed before this time (retry and rate-limit back-off).
+    pub execute_after: Option<DateTime<Utc>>,
+    pub retry_attempt: u32,
+    pub rate_limit_attempt: u32,
+    pub from_run_id: String,
+    pub root_run_id: String,
+    /// Why the run failed, aborted or was interrupted.
+    pub error: Option<String>,
+}
+
+impl TaskRun {
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    /// Run time, when it has both a start and an end.
+    pub fn duration(&self) -> Option<chrono::Duration> {
+        Some(self.end? - self.start?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskState::*;
+    use super::*;
+
+    #[test]
+    fn only_documented_transitions_are_allowed() {
+        let allowed = [
+            (Init, Queued),
+            (Queued, Running),
+            (Queued, Aborted),
+            (Queued, RateLimited),
+            (Running, Success),
+            (Running, Failure),
+            (Running, Aborted),
+            (Running, RateLimited),
+            (Running, Interrupted),
+            (Failure, Queued),
+            (Interrupted, Queued),
+        ];
+        for from in TaskState::ALL {
+            for to in TaskState::ALL {
+                let expected = allowed.contains(&(from, to));
+                assert_eq!(from.can_become(to), expected, "{from} -> {to}");
+                let checked = from.transition(to);
+                assert_eq!(checked.is_ok(), expected || from == to, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn queued_cannot_be_interrupted_or_succeed_without_running() {
+        assert_eq!(
+            Queued.transition(Interrupted).unwrap_err().to_string(),
+            "invalid state transition queued -> interrupted"
+        );
+        assert!(Queued.transition(Success).is_err());
+        assert!(Success.transition(Queued).is_err());
+    }
+
+    #[test]
+    fn states_and_priorities_round_trip_through_text() {
+        for s in TaskState::ALL {
+            assert_eq!(TaskState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for p in Priority::ALL {
+            assert_eq!(Priority::parse(p.as_str()), Some(p));
+            assert_eq!(Priority::from_rank(p.rank()), p);
+        }
+        assert!(Priority::High.rank() < Priority::Medium.rank());
+        assert!(Priority::Medium.rank() < Priority::Low.rank());
+    }
+}

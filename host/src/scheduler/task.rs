@@ -1,0 +1,343 @@
+//! Task definitions: what aio-fluid's `@task` decorator declares, as a builder.
+//!
+//! ```no_run
+//! use fluid_host::{Task, TaskContext, TaskError, Schedule};
+//! use std::time::Duration;
+//!
+//! #[derive(serde::Deserialize, serde::Serialize)]
+//! struct Add { a: i64, b: i64 }
+//!
+//! let add = Task::new("add")
+//!     .description("Adds two numbers")
+//!     .params::<Add>()
+//!     .run(|ctx: TaskContext| async move {
+//!         let p: Add = ctx.params()?;
+//!         tracing::info!(sum = p.a + p.b);
+//!         Ok(())
+//!     });
+//! let ping = Task::new("ping")
+//!     .schedule(Schedule::every(Duration::from_secs(5)))
+//!     .run(|_ctx| async { Ok::<(), TaskError>(()) });
+//! ```
+
+use super::context::TaskContext;
+use super::run::Priority;
+use super::schedule::Schedule;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a run ends other than by success.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TaskError {
+    /// An error: the run ends in `failure` and the retry policy may re-queue it.
+    #[error("{0}")]
+    Failed(String),
+    /// The task gave up on purpose: `aborted`, never retried.
+    #[error("aborted: {0}")]
+    Aborted(String),
+}
+
+impl TaskError {
+    pub fn failed(msg: impl std::fmt::Display) -> TaskError {
+        TaskError::Failed(msg.to_string())
+    }
+}
+
+impl From<anyhow::Error> for TaskError {
+    fn from(e: anyhow::Error) -> Self {
+        TaskError::Failed(format!("{e:#}"))
+    }
+}
+
+impl From<serde_json::Error> for TaskError {
+    fn from(e: serde_json::Error) -> Self {
+        TaskError::Failed(e.to_string())
+    }
+}
+
+pub type TaskFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
+pub type Executor = Arc<dyn Fn(TaskContext) -> TaskFuture + Send + Sync>;
+/// Turns the JSON a caller sent into the params stored with the run, or says why not.
+pub type ParamsValidator = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
+
+/// Retry policy, as aio-fluid's `RetryPolicy`: `delay(n) = min(wait * backoff^(n-1), max_wait)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt; `None` retries forever.
+    pub max_attempts: Option<u32>,
+    #[serde(serialize_with = "secs")]
+    pub wait: Duration,
+    pub backoff: f64,
+    #[serde(serialize_with = "secs")]
+    pub max_wait: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: None, wait: Duration::from_secs(1), backoff: 1.0, max_wait: Duration::from_secs(60) }
+    }
+}
+
+impl RetryPolicy {
+    pub fn new(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy { max_attempts: Some(max_attempts), ..Default::default() }
+    }
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+    pub fn backoff(mut self, backoff: f64) -> Self {
+        self.backoff = backoff;
+        self
+    }
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Delay before retry number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(i32::MAX as u32) as i32;
+        let secs = self.wait.as_secs_f64() * self.backoff.powi(exp);
+        let secs = if secs.is_finite() { secs } else { f64::MAX };
+        Duration::from_secs_f64(secs.min(self.max_wait.as_secs_f64()).max(0.0))
+    }
+
+    /// Whether retry number `attempt` (1-based) is allowed.
+    pub fn allows(&self, attempt: u32) -> bool {
+        self.max_attempts.is_none_or(|max| attempt <= max)
+    }
+}
+
+/// A task: a name, its options and the code that runs it.
+#[derive(Clone)]
+pub struct Task {
+    pub name: String,
+    pub description: String,
+    pub schedule: Option<Schedule>,
+    pub priority: Priority,
+    pub timeout: Duration,
+    /// In-flight runs allowed at once across all hosts; 0 means no limit.
+    pub max_concurrency: u32,
+    pub retry: Option<RetryPolicy>,
+    pub rate_limit_retry: Option<RetryPolicy>,
+    pub tags: BTreeSet<String>,
+    /// JSON schema of the params, when known (shown in /tasks and the OpenAPI document).
+    pub params_schema: Option<Value>,
+    /// Where the task comes from: `native` or the component file that defines it.
+    pub module: String,
+    pub(crate) validate: ParamsValidator,
+    pub(crate) executor: Executor,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task").field("name", &self.name).field("schedule", &self.schedule).finish_non_exhaustive()
+    }
+}
+
+impl Task {
+    /// Starts a task definition. The default options are aio-fluid's: medium priority,
+    /// 60 s timeout, no concurrency limit, no retry, no schedule, params any JSON object.
+    pub fn new(name: impl Into<String>) -> TaskBuilder {
+        TaskBuilder {
+            task: Task {
+                name: name.into(),
+                description: String::new(),
+                schedule: None,
+                priority: Priority::Medium,
+                timeout: Duration::from_secs(60),
+                max_concurrency: 0,
+                retry: None,
+                rate_limit_retry: None,
+                tags: BTreeSet::new(),
+                params_schema: None,
+                module: "native".into(),
+                validate: Arc::new(any_object),
+                executor: Arc::new(|_| Box::pin(async { Ok(()) })),
+            },
+        }
+    }
+
+    /// Validates and normalises params for a new run of this task.
+    pub fn validate_params(&self, params: Value) -> Result<Value, String> {
+        (self.validate)(params)
+    }
+
+    /// Checks the options themselves (a name, a positive timeout).
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err("a task name must have 1 to 64 characters".into());
+        }
+        if !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(format!("task name {:?} may only use letters, digits, '-', '_' and '.'", self.name));
+        }
+        if self.timeout.is_zero() {
+            return Err(format!("task {}: timeout must be positive", self.name));
+        }
+        Ok(())
+    }
+}
+
+/// Params of a task without a params type: `null` becomes `{}`, any object is kept.
+fn any_object(v: Value) -> Result<Value, String> {
+    match v {
+        Value::Null => Ok(Value::Object(Default::default())),
+        Value::Object(_) => Ok(v),
+        other => Err(format!("params must be a JSON object, got {}", json_kind(&other))),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub struct TaskBuilder {
+    task: Task,
+}
+
+impl TaskBuilder {
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.task.description = d.into();
+        self
+    }
+    pub fn schedule(mut self, s: Schedule) -> Self {
+        self.task.schedule = Some(s);
+        self
+    }
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.task.priority = p;
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.task.timeout = t;
+        self
+    }
+    pub fn max_concurrency(mut self, n: u32) -> Self {
+        self.task.max_concurrency = n;
+        self
+    }
+    pub fn retry(mut self, r: RetryPolicy) -> Self {
+        self.task.retry = Some(r);
+        self
+    }
+    pub fn rate_limit_retry(mut self, r: RetryPolicy) -> Self {
+        self.task.rate_limit_retry = Some(r);
+        self
+    }
+    pub fn tag(mut self, t: impl Into<String>) -> Self {
+        self.task.tags.insert(t.into());
+        self
+    }
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.task.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+    pub fn module(mut self, m: impl Into<String>) -> Self {
+        self.task.module = m.into();
+        self
+    }
+    pub fn params_schema(mut self, schema: Value) -> Self {
+        self.task.params_schema = Some(schema);
+        self
+    }
+
+    /// Types the params: a run is only queued when its JSON deserialises into `P`
+    /// (missing fields take their serde defaults; `null` is read as `{}`). What is stored
+    /// is `P` serialised again, so defaults are visible in the history.
+    pub fn params<P: DeserializeOwned + Serialize + 'static>(mut self) -> Self {
+        self.task.validate = Arc::new(|v: Value| {
+            let v = if v.is_null() { Value::Object(Default::default()) } else { v };
+            let typed: P = serde_json::from_value(v).map_err(|e| e.to_string())?;
+            serde_json::to_value(typed).map_err(|e| e.to_string())
+        });
+        self
+    }
+
+    /// Sets a custom params validator (used by task components with a JSON schema).
+    pub fn validator(mut self, v: ParamsValidator) -> Self {
+        self.task.validate = v;
+        self
+    }
+
+    /// The code of the task; finishes the definition.
+    pub fn run<F, Fut>(mut self, f: F) -> Task
+    where
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        self.task.executor = Arc::new(move |ctx| Box::pin(f(ctx)));
+        self.task
+    }
+
+    /// Finishes with an already boxed executor.
+    pub fn executor(mut self, e: Executor) -> Task {
+        self.task.executor = e;
+        self.task
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // aio-fluid tests/scheduler/test_retry.py: fixed, exponential and capped delays.
+    #[test]
+    fn retry_delay_is_fixed_exponential_and_capped() {
+        let fixed = RetryPolicy::new(3).wait(Duration::from_secs(2));
+        assert_eq!(fixed.delay(1), Duration::from_secs(2));
+        assert_eq!(fixed.delay(3), Duration::from_secs(2));
+        let exp = RetryPolicy::new(5).wait(Duration::from_secs(1)).backoff(2.0).max_wait(Duration::from_secs(5));
+        let delays: Vec<u64> = (1..=5).map(|n| exp.delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5]);
+        assert_eq!(RetryPolicy::new(1).backoff(1e300).delay(u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn retry_attempts_are_bounded_unless_unlimited() {
+        let p = RetryPolicy::new(2);
+        assert!(p.allows(1) && p.allows(2) && !p.allows(3));
+        assert!(RetryPolicy::default().allows(1_000_000));
+    }
+
+    #[test]
+    fn typed_params_are_validated_and_normalised() {
+        #[derive(serde::Deserialize, serde::Serialize)]
+        struct P {
+            a: i64,
+            #[serde(default)]
+            b: i64,
+        }
+        let t = Task::new("t").params::<P>().run(|_| async { Ok(()) });
+        assert_eq!(t.validate_params(serde_json::json!({"a": 1})).unwrap(), serde_json::json!({"a": 1, "b": 0}));
+        assert!(t.validate_params(serde_json::json!({"a": "x"})).unwrap_err().contains("invalid type"));
+        assert!(t.validate_params(Value::Null).unwrap_err().contains("missing field"));
+        let untyped = Task::new("u").run(|_| async { Ok(()) });
+        assert_eq!(untyped.validate_params(Value::Null).unwrap(), serde_json::json!({}));
+        assert!(untyped.validate_params(serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn task_options_are_checked() {
+        assert!(Task::new("ok-name_1").run(|_| async { Ok(()) }).check().is_ok());
+        assert!(Task::new("").run(|_| async { Ok(()) }).check().is_err());
+        assert!(Task::new("has space").run(|_| async { Ok(()) }).check().is_err());
+        assert!(Task::new("t").timeout(Duration::ZERO).run(|_| async { Ok(()) }).check().is_err());
+    }
+}

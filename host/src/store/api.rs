@@ -1,0 +1,190 @@
+//! The store's transactions, as the scheduler and plugins use them. Each method is one
+//! transaction; the per-table SQL lives in the sibling modules.
+
+use super::events::Event;
+use super::hosts::HostRow;
+use super::runs::{self, Cancel, ClaimRules, Claimed, Finish};
+use super::tasks::TaskStatus;
+use super::{Store, StoreError, checkpoints, events, hosts, schedules, tasks};
+use crate::scheduler::{Priority, TaskRun};
+use crate::time::now_us;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+impl Store {
+    pub async fn insert_runs(&self, new_runs: &[TaskRun]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        runs::insert(&mut tx, self.backend, new_runs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims due runs for `host` (see [`runs::claim`]).
+    pub async fn claim(&self, host: &str, limit: usize, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Claims one given run, if it is due (`fluid exec`).
+    pub async fn claim_one(&self, host: &str, id: &str, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let claimed = runs::claim(&mut tx, self.backend, host, 1, rules, Some(id)).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records many finished executions in one transaction; each gets its own result
+    /// (a fenced-out one fails alone).
+    pub async fn finish_many(&self, finishes: &[Finish]) -> Result<Vec<Result<TaskRun, StoreError>>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut out = Vec::with_capacity(finishes.len());
+        for f in finishes {
+            match runs::finish(&mut tx, self.backend, f).await {
+                Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
+                r => out.push(r),
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn get_run(&self, id: &str) -> Result<Option<TaskRun>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        Ok(runs::get(&mut conn, self.backend, id, false).await?.map(|r| r.run))
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Cancel, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let out = runs::cancel(&mut tx, self.backend, id).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<BTreeMap<Priority, u64>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let out = runs::clear_queue(&mut tx, self.backend, priorities).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn queue_lengths(&self) -> Result<BTreeMap<Priority, u64>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        Ok(runs::queue_lengths(&mut conn).await?)
+    }
+
+    pub async fn task_statuses(&self) -> Result<HashMap<String, TaskStatus>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        Ok(tasks::all(&mut conn).await?)
+    }
+
+    pub async fn set_enabled(&self, task: &str, enabled: bool) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        tasks::set_enabled(&mut tx, task, enabled).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The next due time of a schedule, set to `first` when new.
+    pub async fn schedule_due(&self, task: &str, first: i64) -> Result<i64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let due = schedules::next_due(&mut tx, task, first).await?;
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    /// Advances a schedule from `seen` to `next` and, if this host won, queues `run`.
+    /// Returns whether this host fired it.
+    pub async fn fire_schedule(&self, task: &str, seen: i64, next: i64, run: Option<&TaskRun>) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if !schedules::advance(&mut tx, task, seen, next).await? {
+            return Ok(false);
+        }
+        if let Some(run) = run {
+            runs::insert(&mut tx, self.backend, std::slice::from_ref(run)).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn heartbeat(&self, host: &str, started_at: i64, workers: usize) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        hosts::beat(&mut tx, host, started_at, now_us(), workers as i64).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn remove_host(&self, host: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        hosts::remove(&mut tx, host).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn live_hosts(&self, alive_after: i64) -> Result<Vec<HostRow>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        Ok(hosts::live(&mut conn, alive_after).await?)
+    }
+
+    /// Rescues runs left `running` by hosts silent since `dead_before`: each becomes
+    /// `interrupted`, then `queued` again when `retry` gives a delay for it.
+    pub async fn rescue(&self, dead_before: i64, retry: impl Fn(&TaskRun) -> Option<Duration>) -> Result<Vec<TaskRun>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let orphans = runs::orphaned(&mut tx, self.backend, dead_before).await?;
+        let mut out = Vec::new();
+        for mut row in orphans {
+            let now = now_us();
+            row.run.state = crate::scheduler::TaskState::Interrupted;
+            row.run.end = Some(crate::time::to_datetime(now));
+            row.run.error = Some(format!("host {} stopped before the run ended", row.owner.as_deref().unwrap_or("?")));
+            runs::write_state(&mut tx, self.backend, &row.run, None, row.lease).await?;
+            if let Some(delay) = retry(&row.run) {
+                runs::requeue(&mut tx, self.backend, &mut row.run, now + delay.as_micros() as i64, row.lease).await?;
+            }
+            out.push(row.run);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn cancel_requests(&self, host: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        Ok(runs::cancel_requests(&mut conn, host).await?)
+    }
+
+    pub async fn events_after(&self, seq: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        Ok(events::after(&mut conn, seq, limit).await?)
+    }
+
+    pub async fn feed_head(&self) -> Result<i64, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        Ok(events::head(&mut conn).await?)
+    }
+
+    /// A plugin's checkpoint; new plugins start at `start`.
+    pub async fn checkpoint(&self, plugin: &str, start: i64) -> Result<i64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let seq = checkpoints::get_or_init(&mut tx, plugin, start).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    pub async fn advance_checkpoint(&self, plugin: &str, seq: i64) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        checkpoints::advance(&mut tx, plugin, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes feed events every plugin has consumed, keeping the last `keep`.
+    pub async fn prune_feed(&self, keep: i64) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let head = events::head(&mut tx).await?;
+        let upto = checkpoints::min(&mut tx).await?.unwrap_or(head).min(head - keep);
+        let n = if upto > 0 { events::prune(&mut tx, upto).await? } else { 0 };
+        tx.commit().await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,64 @@
+//! SQL of `fluid_events`: the change feed.
+//!
+//! Each committed state change is one row with a growing `seq` and the run's snapshot as
+//! JSON. Plugins consume the feed from their checkpoint, so delivery survives crashes.
+//! On PostgreSQL, sequence values are handed out at insert time but become visible at
+//! commit; a transaction-scoped advisory lock taken just before the insert makes commits
+//! happen in `seq` order, so a reader that saw `seq = n` never later finds a smaller one.
+
+use super::Backend;
+use crate::scheduler::TaskRun;
+use sqlx::{AnyConnection, Row};
+
+/// One entry of the feed.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub seq: i64,
+    pub run: TaskRun,
+}
+
+pub(crate) async fn append(conn: &mut AnyConnection, backend: Backend, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(72452)").execute(&mut *conn).await?;
+    }
+    for run in runs {
+        let snapshot = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query("INSERT INTO fluid_events (run_id, state, snapshot) VALUES ($1, $2, $3)")
+            .bind(&run.id)
+            .bind(run.state.as_str())
+            .bind(snapshot)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Up to `limit` events after `seq`, in order.
+pub(crate) async fn after(conn: &mut AnyConnection, seq: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+    let rows = sqlx::query("SELECT seq, snapshot FROM fluid_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let snapshot: String = r.try_get("snapshot")?;
+            let run = serde_json::from_str(&snapshot).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            Ok(Event { seq: r.try_get("seq")?, run })
+        })
+        .collect()
+}
+
+/// The last sequence number written (0 when the feed is empty).
+pub(crate) async fn head(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head FROM fluid_events").fetch_one(&mut *conn).await?;
+    row.try_get("head")
+}
+
+/// Drops events every plugin has consumed (keeps the feed small).
+pub(crate) async fn prune(conn: &mut AnyConnection, upto: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM fluid_events WHERE seq <= $1").bind(upto).execute(&mut *conn).await?.rows_affected())
+}

@@ -1,0 +1,41 @@
+//! SQL of `fluid_hosts`: which hosts are alive, by heartbeat.
+
+use sqlx::{AnyConnection, Row};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostRow {
+    pub id: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub workers: i64,
+}
+
+pub(crate) async fn beat(conn: &mut AnyConnection, id: &str, started_at: i64, now: i64, workers: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO fluid_hosts (id, started_at, heartbeat_at, workers) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, workers = excluded.workers",
+    )
+    .bind(id)
+    .bind(started_at)
+    .bind(now)
+    .bind(workers)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn remove(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM fluid_hosts WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Hosts seen since `alive_after`; forgets those silent for long.
+pub(crate) async fn live(conn: &mut AnyConnection, alive_after: i64) -> Result<Vec<HostRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, started_at, heartbeat_at, workers FROM fluid_hosts WHERE heartbeat_at >= $1 ORDER BY started_at")
+        .bind(alive_after)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok(HostRow { id: r.try_get("id")?, started_at: r.try_get("started_at")?, heartbeat_at: r.try_get("heartbeat_at")?, workers: r.try_get("workers")? }))
+        .collect()
+}

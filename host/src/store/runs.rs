@@ -1,0 +1,400 @@
+//! SQL of `fluid_runs`: the queue and the current state of every run.
+//!
+//! Every state change goes through [`write_state`], which updates the row and appends the
+//! change to the feed ([`super::events`]) in the caller's transaction, so the row and the
+//! feed never disagree. A running run carries a `lease` (incremented at each claim): a
+//! writer holding an older lease is fenced out and cannot overwrite a newer state.
+
+use super::{Backend, StoreError, events};
+use crate::scheduler::{Priority, RetryPolicy, TaskRun, TaskState};
+use crate::time::{now_us, to_datetime};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+pub(crate) const COLUMNS: &str = "id, task, tags, priority, state, params, queued_at, start_at, end_at, \
+    execute_after, retry_attempt, rate_limit_attempt, from_run_id, root_run_id, error, owner, lease, cancel_requested";
+
+/// A run row: the public snapshot plus the claim bookkeeping.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub run: TaskRun,
+    pub owner: Option<String>,
+    pub lease: i64,
+    pub cancel_requested: bool,
+}
+
+pub(crate) fn from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
+    let ts = |name: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+        Ok(row.try_get::<Option<i64>, _>(name)?.map(to_datetime))
+    };
+    let state: String = row.try_get("state")?;
+    let tags: String = row.try_get("tags")?;
+    let params: String = row.try_get("params")?;
+    let run = TaskRun {
+        id: row.try_get("id")?,
+        task: row.try_get("task")?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        priority: Priority::from_rank(row.try_get("priority")?),
+        state: TaskState::parse(&state).ok_or_else(|| sqlx::Error::Decode(format!("unknown state {state}").into()))?,
+        params: serde_json::from_str(&params).unwrap_or(serde_json::Value::Null),
+        queued: ts("queued_at")?,
+        start: ts("start_at")?,
+        end: ts("end_at")?,
+        execute_after: ts("execute_after")?,
+        retry_attempt: row.try_get::<i64, _>("retry_attempt")? as u32,
+        rate_limit_attempt: row.try_get::<i64, _>("rate_limit_attempt")? as u32,
+        from_run_id: row.try_get("from_run_id")?,
+        root_run_id: row.try_get("root_run_id")?,
+        error: row.try_get("error")?,
+    };
+    Ok(RunRow {
+        run,
+        owner: row.try_get("owner")?,
+        lease: row.try_get("lease")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+    })
+}
+
+fn us(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp_micros())
+}
+
+/// Inserts new queued runs and their `queued` events.
+pub(crate) async fn insert(conn: &mut AnyConnection, backend: Backend, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
+    for run in runs {
+        sqlx::query(
+            "INSERT INTO fluid_runs (id, task, tags, priority, state, params, queued_at, start_at, end_at, \
+             execute_after, retry_attempt, rate_limit_attempt, from_run_id, root_run_id, error, owner, lease, cancel_requested) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, 0, 0)",
+        )
+        .bind(&run.id)
+        .bind(&run.task)
+        .bind(serde_json::to_string(&run.tags).unwrap_or_default())
+        .bind(run.priority.rank())
+        .bind(run.state.as_str())
+        .bind(run.params.to_string())
+        .bind(us(run.queued))
+        .bind(us(run.start))
+        .bind(us(run.end))
+        .bind(us(run.execute_after).unwrap_or(0))
+        .bind(run.retry_attempt as i64)
+        .bind(run.rate_limit_attempt as i64)
+        .bind(&run.from_run_id)
+        .bind(&run.root_run_id)
+        .bind(&run.error)
+        .execute(&mut *conn)
+        .await?;
+    }
+    events::append(conn, backend, runs).await
+}
+
+/// Writes the run's new state (the whole snapshot) and appends it to the change feed.
+pub(crate) async fn write_state(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    run: &TaskRun,
+    owner: Option<&str>,
+    lease: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE fluid_runs SET state = $2, queued_at = $3, start_at = $4, end_at = $5, execute_after = $6, \
+         retry_attempt = $7, rate_limit_attempt = $8, error = $9, owner = $10, lease = $11, \
+         cancel_requested = CASE WHEN $2 = 'running' THEN cancel_requested ELSE 0 END WHERE id = $1",
+    )
+    .bind(&run.id)
+    .bind(run.state.as_str())
+    .bind(us(run.queued))
+    .bind(us(run.start))
+    .bind(us(run.end))
+    .bind(us(run.execute_after).unwrap_or(0))
+    .bind(run.retry_attempt as i64)
+    .bind(run.rate_limit_attempt as i64)
+    .bind(&run.error)
+    .bind(owner)
+    .bind(lease)
+    .execute(&mut *conn)
+    .await?;
+    events::append(conn, backend, std::slice::from_ref(run)).await
+}
+
+pub(crate) async fn get(conn: &mut AnyConnection, backend: Backend, id: &str, lock: bool) -> Result<Option<RunRow>, sqlx::Error> {
+    let lock = if lock && backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE id = $1{lock}");
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// What the claimer needs to know about each task it may start.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimRules {
+    pub max_concurrency: u32,
+    pub rate_limit_retry: Option<RetryPolicy>,
+}
+
+/// The result of one claim: runs now `running` on this host, and runs that ended at the
+/// door (disabled task, concurrency limit reached).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub started: Vec<RunRow>,
+    pub ended: Vec<TaskRun>,
+}
+
+/// Claims up to `limit` due runs, highest priority first, FIFO within one priority, for
+/// tasks this host knows. `max_concurrency` is enforced inside the same transaction:
+/// serialised by the single writer on SQLite, by a per-task advisory lock on PostgreSQL
+/// (rows are picked with `FOR UPDATE SKIP LOCKED`, so hosts never claim the same run).
+pub(crate) async fn claim(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    host: &str,
+    limit: usize,
+    rules: &BTreeMap<String, ClaimRules>,
+    only: Option<&str>,
+) -> Result<Claimed, sqlx::Error> {
+    let mut out = Claimed::default();
+    if limit == 0 || rules.is_empty() {
+        return Ok(out);
+    }
+    let now = now_us();
+    let names: Vec<&String> = rules.keys().collect();
+    let placeholders: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 3)).collect();
+    let skip_locked = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let only_sql = if only.is_some() { format!(" AND id = ${}", names.len() + 3) } else { String::new() };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND execute_after <= $1 AND task IN ({}){only_sql} \
+         ORDER BY priority, execute_after, id LIMIT $2{skip_locked}",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(limit as i64);
+    for n in &names {
+        q = q.bind(n.as_str());
+    }
+    if let Some(id) = only {
+        q = q.bind(id);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let candidates: Vec<RunRow> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+
+    let disabled: HashSet<String> = sqlx::query("SELECT name FROM fluid_task_state WHERE enabled = 0")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("name"))
+        .collect::<Result<_, _>>()?;
+
+    // In-flight counts of the limited tasks among the candidates, taken under their locks.
+    let mut limited: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.run.task.as_str())
+        .filter(|t| rules.get(*t).is_some_and(|r| r.max_concurrency > 0))
+        .collect();
+    limited.sort_unstable();
+    limited.dedup();
+    let mut in_flight: HashMap<String, u32> = HashMap::new();
+    for task in limited {
+        if backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(task).execute(&mut *conn).await?;
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = $1 AND state = 'running'")
+            .bind(task)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("n")?;
+        in_flight.insert(task.to_string(), n as u32);
+    }
+
+    for mut c in candidates {
+        let rule = rules.get(&c.run.task).cloned().unwrap_or_default();
+        let t = to_datetime(now);
+        if disabled.contains(&c.run.task) {
+            c.run.state = TaskState::Aborted;
+            c.run.end = Some(t);
+            c.run.error = Some("task disabled".into());
+            write_state(conn, backend, &c.run, None, c.lease).await?;
+            out.ended.push(c.run);
+            continue;
+        }
+        if rule.max_concurrency > 0 {
+            let n = in_flight.entry(c.run.task.clone()).or_default();
+            if *n >= rule.max_concurrency {
+                let attempt = c.run.rate_limit_attempt + 1;
+                match &rule.rate_limit_retry {
+                    Some(p) if p.allows(attempt) => {
+                        // Silent back-off: the run stays queued, no event (as aio-fluid).
+                        let after = now + p.delay(attempt).as_micros() as i64;
+                        sqlx::query("UPDATE fluid_runs SET execute_after = $2, rate_limit_attempt = $3 WHERE id = $1")
+                            .bind(&c.run.id)
+                            .bind(after)
+                            .bind(attempt as i64)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    _ => {
+                        c.run.state = TaskState::RateLimited;
+                        c.run.end = Some(t);
+                        c.run.error = Some(format!("max_concurrency {} reached", rule.max_concurrency));
+                        write_state(conn, backend, &c.run, None, c.lease).await?;
+                        out.ended.push(c.run);
+                    }
+                }
+                continue;
+            }
+            *n += 1;
+        }
+        c.run.state = TaskState::Running;
+        c.run.start = Some(t);
+        c.lease += 1;
+        c.owner = Some(host.to_string());
+        write_state(conn, backend, &c.run, Some(host), c.lease).await?;
+        out.started.push(c);
+    }
+    Ok(out)
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Success,
+    Failure(String),
+    Aborted(String),
+    Interrupted(String),
+}
+
+/// One finished execution to record.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: String,
+    pub lease: i64,
+    pub outcome: Outcome,
+    /// Re-queue the same run after this delay (the retry policy said so).
+    pub retry_after: Option<Duration>,
+}
+
+/// Records one finished execution. Fenced: only the holder of the current lease of a
+/// `running` run may finish it, so a host that lost its lease cannot overwrite what
+/// happened since (a rescue, a newer claim).
+pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finish) -> Result<TaskRun, StoreError> {
+    let Some(mut row) = get(conn, backend, &f.id, true).await? else {
+        return Err(StoreError::RunNotFound(f.id.clone()));
+    };
+    if row.run.state != TaskState::Running || row.lease != f.lease {
+        return Err(StoreError::Conflict {
+            id: f.id.clone(),
+            state: row.run.state.to_string(),
+            why: format!("lease {} is stale (current {})", f.lease, row.lease),
+        });
+    }
+    let now = now_us();
+    let run = &mut row.run;
+    run.end = Some(to_datetime(now));
+    (run.state, run.error) = match &f.outcome {
+        Outcome::Success => (TaskState::Success, None),
+        Outcome::Failure(e) => (TaskState::Failure, Some(e.clone())),
+        Outcome::Aborted(e) => (TaskState::Aborted, Some(e.clone())),
+        Outcome::Interrupted(e) => (TaskState::Interrupted, Some(e.clone())),
+    };
+    write_state(conn, backend, run, None, row.lease).await?;
+    super::tasks::record_last_run(conn, run).await?;
+    if let Some(delay) = f.retry_after {
+        requeue(conn, backend, run, now + delay.as_micros() as i64, row.lease).await?;
+    }
+    Ok(row.run)
+}
+
+/// `failure`/`interrupted` -> `queued` again: same id, one more retry attempt.
+pub(crate) async fn requeue(conn: &mut AnyConnection, backend: Backend, run: &mut TaskRun, after_us: i64, lease: i64) -> Result<(), sqlx::Error> {
+    run.state = TaskState::Queued;
+    run.retry_attempt += 1;
+    run.queued = Some(to_datetime(now_us()));
+    run.start = None;
+    run.end = None;
+    run.execute_after = Some(to_datetime(after_us));
+    write_state(conn, backend, run, None, lease).await
+}
+
+/// Outcome of a cancel request.
+#[derive(Debug)]
+pub enum Cancel {
+    /// It was queued: it is now aborted.
+    Aborted(TaskRun),
+    /// It is running on `owner`: the request is recorded; the owner stops it.
+    Requested { run: TaskRun, owner: String },
+}
+
+pub(crate) async fn cancel(conn: &mut AnyConnection, backend: Backend, id: &str) -> Result<Cancel, StoreError> {
+    let Some(mut row) = get(conn, backend, id, true).await? else {
+        return Err(StoreError::RunNotFound(id.into()));
+    };
+    match row.run.state {
+        TaskState::Queued => {
+            row.run.state = TaskState::Aborted;
+            row.run.end = Some(to_datetime(now_us()));
+            row.run.error = Some("cancelled".into());
+            write_state(conn, backend, &row.run, None, row.lease).await?;
+            Ok(Cancel::Aborted(row.run))
+        }
+        TaskState::Running => {
+            sqlx::query("UPDATE fluid_runs SET cancel_requested = 1 WHERE id = $1").bind(id).execute(&mut *conn).await?;
+            Ok(Cancel::Requested { run: row.run, owner: row.owner.unwrap_or_default() })
+        }
+        state => Err(StoreError::Conflict { id: id.into(), state: state.to_string(), why: "only a queued or running run can be cancelled".into() }),
+    }
+}
+
+/// Aborts every queued run of the given priorities; returns how many per priority.
+pub(crate) async fn clear_queue(conn: &mut AnyConnection, backend: Backend, priorities: &[Priority]) -> Result<BTreeMap<Priority, u64>, sqlx::Error> {
+    let mut counts = BTreeMap::new();
+    for &p in priorities {
+        let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND priority = $1");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(p.rank()).fetch_all(&mut *conn).await?;
+        let now = to_datetime(now_us());
+        for r in &rows {
+            let mut row = from_row(r)?;
+            row.run.state = TaskState::Aborted;
+            row.run.end = Some(now);
+            row.run.error = Some("queue cleared".into());
+            write_state(conn, backend, &row.run, None, row.lease).await?;
+        }
+        counts.insert(p, rows.len() as u64);
+    }
+    Ok(counts)
+}
+
+/// Queued runs per priority.
+pub(crate) async fn queue_lengths(conn: &mut AnyConnection) -> Result<BTreeMap<Priority, u64>, sqlx::Error> {
+    let rows = sqlx::query("SELECT priority, COUNT(*) AS n FROM fluid_runs WHERE state = 'queued' GROUP BY priority")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out: BTreeMap<Priority, u64> = Priority::ALL.into_iter().map(|p| (p, 0)).collect();
+    for r in rows {
+        out.insert(Priority::from_rank(r.try_get("priority")?), r.try_get::<i64, _>("n")? as u64);
+    }
+    Ok(out)
+}
+
+/// Runs `running` on hosts whose heartbeat is older than `dead_before` (or unknown hosts).
+pub(crate) async fn orphaned(conn: &mut AnyConnection, backend: Backend, dead_before: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'running' AND NOT EXISTS \
+         (SELECT 1 FROM fluid_hosts h WHERE h.id = fluid_runs.owner AND h.heartbeat_at >= $1){lock}"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql)).bind(dead_before).fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Ids of this host's running runs that someone asked to cancel.
+pub(crate) async fn cancel_requests(conn: &mut AnyConnection, host: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query("SELECT id FROM fluid_runs WHERE state = 'running' AND owner = $1 AND cancel_requested = 1")
+        .bind(host)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect()
+}

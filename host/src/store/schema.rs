@@ -1,0 +1,82 @@
+//! The host's tables. Migrations are idempotent `CREATE ... IF NOT EXISTS` statements run
+//! at every start, in order; a released statement is never edited, only followed by new ones.
+
+use super::{Backend, Store};
+use sqlx::AssertSqlSafe;
+
+/// Statements with `{serial}` standing for the backend's auto-increment primary key.
+const MIGRATIONS: &[&str] = &[
+    // Runs: the queue and the current state of every run.
+    "CREATE TABLE IF NOT EXISTS fluid_runs (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        priority BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        params TEXT NOT NULL,
+        queued_at BIGINT,
+        start_at BIGINT,
+        end_at BIGINT,
+        execute_after BIGINT NOT NULL,
+        retry_attempt BIGINT NOT NULL DEFAULT 0,
+        rate_limit_attempt BIGINT NOT NULL DEFAULT 0,
+        from_run_id TEXT NOT NULL DEFAULT '',
+        root_run_id TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        owner TEXT,
+        lease BIGINT NOT NULL DEFAULT 0,
+        cancel_requested BIGINT NOT NULL DEFAULT 0
+    )",
+    "CREATE INDEX IF NOT EXISTS fluid_runs_ready ON fluid_runs (priority, execute_after, id) WHERE state = 'queued'",
+    "CREATE INDEX IF NOT EXISTS fluid_runs_running ON fluid_runs (task, owner) WHERE state = 'running'",
+    // The change feed: one row per committed state change, in commit order.
+    "CREATE TABLE IF NOT EXISTS fluid_events (
+        seq {serial},
+        run_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        snapshot TEXT NOT NULL
+    )",
+    // Per-task switches and last-run summary (aio-fluid's TaskInfoUpdate).
+    "CREATE TABLE IF NOT EXISTS fluid_task_state (
+        name TEXT PRIMARY KEY,
+        enabled BIGINT NOT NULL DEFAULT 1,
+        last_run_end BIGINT,
+        last_run_duration_us BIGINT,
+        last_run_state TEXT
+    )",
+    // Next due time of each schedule; advanced by compare-and-set so a due time fires once.
+    "CREATE TABLE IF NOT EXISTS fluid_schedules (
+        task TEXT PRIMARY KEY,
+        next_due BIGINT NOT NULL
+    )",
+    // Live hosts and their heartbeats.
+    "CREATE TABLE IF NOT EXISTS fluid_hosts (
+        id TEXT PRIMARY KEY,
+        started_at BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL,
+        workers BIGINT NOT NULL
+    )",
+    // How far each plugin has consumed the change feed.
+    "CREATE TABLE IF NOT EXISTS fluid_plugin_checkpoints (
+        plugin TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL
+    )",
+];
+
+pub async fn migrate(store: &Store) -> anyhow::Result<()> {
+    let serial = match store.backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+    };
+    let mut tx = store.writer.begin().await?;
+    if store.backend == Backend::Postgres {
+        // Two hosts starting at once must not race on CREATE TABLE.
+        sqlx::query("SELECT pg_advisory_xact_lock(72451)").execute(&mut *tx).await?;
+    }
+    for m in MIGRATIONS {
+        let sql = m.replace("{serial}", serial);
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! SQL of `fluid_task_state`: the enabled switch and last-run summary of each task.
+
+use crate::scheduler::TaskRun;
+use sqlx::{AnyConnection, Row};
+use std::collections::HashMap;
+
+/// What aio-fluid calls `TaskInfoUpdate`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskStatus {
+    pub enabled: bool,
+    pub last_run_end: Option<i64>,
+    pub last_run_duration_us: Option<i64>,
+    pub last_run_state: Option<String>,
+}
+
+pub(crate) async fn all(conn: &mut AnyConnection) -> Result<HashMap<String, TaskStatus>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name, enabled, last_run_end, last_run_duration_us, last_run_state FROM fluid_task_state")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("name")?,
+                TaskStatus {
+                    enabled: r.try_get::<i64, _>("enabled")? != 0,
+                    last_run_end: r.try_get("last_run_end")?,
+                    last_run_duration_us: r.try_get("last_run_duration_us")?,
+                    last_run_state: r.try_get("last_run_state")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+pub(crate) async fn set_enabled(conn: &mut AnyConnection, name: &str, enabled: bool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO fluid_task_state (name, enabled) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled",
+    )
+    .bind(name)
+    .bind(enabled as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a finished run that has a start and an end.
+pub(crate) async fn record_last_run(conn: &mut AnyConnection, run: &TaskRun) -> Result<(), sqlx::Error> {
+    let (Some(end), Some(duration)) = (run.end, run.duration()) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO fluid_task_state (name, enabled, last_run_end, last_run_duration_us, last_run_state) \
+         VALUES ($1, 1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET last_run_end = excluded.last_run_end, \
+         last_run_duration_us = excluded.last_run_duration_us, last_run_state = excluded.last_run_state",
+    )
+    .bind(&run.task)
+    .bind(end.timestamp_micros())
+    .bind(duration.num_microseconds().unwrap_or(i64::MAX))
+    .bind(run.state.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
