@@ -2,6 +2,7 @@
 //! stopped as one [`Host`].
 
 use crate::http::{self, AppState};
+use crate::plugins::{PluginRuntime, PluginSettings};
 use crate::scheduler::{Scheduler, SchedulerConfig, Task};
 use crate::store::Store;
 use anyhow::Context;
@@ -21,6 +22,14 @@ pub struct HostConfig {
     pub bind: SocketAddr,
     /// The plugins folder; `data_dir/plugins` when None.
     pub plugins_dir: Option<PathBuf>,
+    /// Whether to load plugins at all.
+    pub load_plugins: bool,
+    /// Whether to write the bundled plugins (db, stats) into the plugins folder.
+    pub seed_bundled: bool,
+    /// Time limit of one plugin call.
+    pub plugin_call_timeout: Duration,
+    /// Memory cap of one plugin instance.
+    pub plugin_memory_bytes: usize,
     pub scheduler: SchedulerConfig,
 }
 
@@ -31,6 +40,10 @@ impl HostConfig {
             database_url: None,
             bind: "127.0.0.1:0".parse().unwrap(),
             plugins_dir: None,
+            load_plugins: true,
+            seed_bundled: true,
+            plugin_call_timeout: Duration::from_secs(10),
+            plugin_memory_bytes: 64 << 20,
             scheduler: SchedulerConfig::default(),
         }
     }
@@ -50,6 +63,7 @@ impl HostConfig {
 /// A running host.
 pub struct Host {
     pub scheduler: Scheduler,
+    pub plugins: Option<PluginRuntime>,
     /// The address HTTP listens on.
     pub addr: SocketAddr,
     stop_http: CancellationToken,
@@ -67,8 +81,25 @@ impl Host {
         }
         // First heartbeat before claiming, so this host is alive before it owns runs.
         scheduler.heartbeat_once().await.context("cannot write to the database")?;
+        let plugins = if config.load_plugins {
+            let dir = config.plugins_dir();
+            if config.seed_bundled {
+                for f in crate::plugins::bundled::seed(&dir).with_context(|| format!("cannot write bundled plugins to {}", dir.display()))? {
+                    tracing::info!(file = %f.display(), "bundled plugin installed");
+                }
+            }
+            let mut settings = PluginSettings::new(dir);
+            settings.call_timeout = config.plugin_call_timeout;
+            settings.memory_bytes = config.plugin_memory_bytes;
+            let rt = PluginRuntime::new(scheduler.clone(), settings).await?;
+            rt.load_dir().await?;
+            Some(rt)
+        } else {
+            None
+        };
         scheduler.start();
-        let state = AppState { scheduler: scheduler.clone(), plugin_routes: None };
+        let plugin_routes = plugins.clone().map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn http::PluginRoutes>);
+        let state = AppState { scheduler: scheduler.clone(), plugin_routes, plugins: plugins.clone() };
         let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
         let addr = listener.local_addr()?;
         let stop_http = CancellationToken::new();
@@ -81,7 +112,7 @@ impl Host {
             }
         });
         tracing::info!(%addr, backend = scheduler.store().backend.name(), host = %scheduler.config().host_id, workers = scheduler.config().workers, "fluid host started");
-        Ok(Host { scheduler, addr, stop_http, server })
+        Ok(Host { scheduler, plugins, addr, stop_http, server })
     }
 
     /// Graceful stop: HTTP first, then the scheduler (running runs get `grace`).
@@ -89,6 +120,9 @@ impl Host {
         self.stop_http.cancel();
         let _ = self.server.await;
         self.scheduler.shutdown(grace).await;
+        if let Some(p) = &self.plugins {
+            p.shutdown();
+        }
         self.scheduler.store().close().await;
         tracing::info!("fluid host stopped");
     }

@@ -13,7 +13,9 @@
 
 pub mod cli;
 pub mod examples;
+pub mod history;
 pub mod host;
+pub mod plugins;
 pub mod http;
 pub mod scheduler;
 pub mod store;

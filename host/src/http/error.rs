@@ -3,6 +3,7 @@
 use crate::scheduler::QueueError;
 use crate::store::StoreError;
 use axum::Json;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -54,5 +55,17 @@ impl From<QueueError> for ApiError {
             QueueError::InvalidParams { .. } => ApiError::unprocessable(e.to_string()),
             QueueError::Store(s) => s.into(),
         }
+    }
+}
+
+/// A body that could not be read (over [`super::BODY_LIMIT`]: 413) as a JSON error, like
+/// every other error, instead of axum's plain-text rejection.
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        let detail = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => format!("request body is larger than {} bytes", super::BODY_LIMIT),
+            _ => e.body_text(),
+        };
+        ApiError::new(e.status(), detail)
     }
 }

@@ -8,6 +8,7 @@
 
 mod error;
 mod openapi;
+mod plugins;
 mod runs;
 mod tasks;
 
@@ -27,6 +28,8 @@ pub struct AppState {
     pub scheduler: Scheduler,
     /// Routes declared by plugins, served by forwarding to the plugin.
     pub plugin_routes: Option<Arc<dyn PluginRoutes>>,
+    /// The plugin runtime, for `/plugins`.
+    pub plugins: Option<crate::plugins::PluginRuntime>,
 }
 
 /// The plugin runtime's side of HTTP: serve a request a plugin declared a route for.
@@ -43,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes())
         .merge(runs::routes())
         .merge(openapi::routes())
+        .merge(plugins::routes())
         .fallback(plugin_fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -53,9 +57,13 @@ async fn plugin_fallback(
     axum::extract::State(state): axum::extract::State<AppState>,
     method: axum::http::Method,
     uri: axum::http::Uri,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let query = parse_query(uri.query());
     if let Some(routes) = &state.plugin_routes {
         if let Some(resp) = routes.serve(method.as_str(), uri.path(), query, body.to_vec()).await {

@@ -4,6 +4,7 @@ use super::{ApiError, AppState, parse_query};
 use crate::scheduler::{Priority, QueueOptions, Task};
 use crate::store::tasks::TaskStatus;
 use crate::time::{now_us, to_datetime};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{delete, get};
 use axum::{Json, Router, body::Bytes};
@@ -80,8 +81,9 @@ pub fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
 }
 
-async fn patch(State(st): State<AppState>, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn patch(State(st): State<AppState>, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
     let task = find(&st, &name)?;
+    let body = body?;
     let enabled = match json_body(&body)? {
         Value::Object(m) => match m.get("enabled") {
             Some(Value::Bool(b)) => *b,
@@ -95,7 +97,12 @@ async fn patch(State(st): State<AppState>, Path(name): Path<String>, body: Bytes
     Ok(Json(task_info(&task, statuses.get(&name))))
 }
 
-async fn queue(State(st): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery, body: Bytes) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+async fn queue(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
     find(&st, &name)?;
     let mut opts = QueueOptions::default();
     for (k, v) in parse_query(q.as_deref()) {
@@ -106,7 +113,7 @@ async fn queue(State(st): State<AppState>, Path(name): Path<String>, RawQuery(q)
             other => return Err(ApiError::unprocessable(format!("unknown query parameter {other:?} (params go in the body)"))),
         }
     }
-    let params = json_body(&body)?;
+    let params = json_body(&body?)?;
     let run = st.scheduler.queue(&name, params, opts).await?;
     Ok((axum::http::StatusCode::CREATED, Json(serde_json::to_value(run).unwrap_or_default())))
 }

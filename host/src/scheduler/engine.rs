@@ -101,6 +101,9 @@ struct Inner {
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<String, Running>>,
     stop_claiming: CancellationToken,
+    /// Fired when the shutdown grace period is over: every execution, including one that
+    /// a claim in flight at shutdown starts afterwards, ends as `interrupted`.
+    stop_running: CancellationToken,
     stop_background: CancellationToken,
     executions: TaskTracker,
     background: TaskTracker,
@@ -129,6 +132,7 @@ impl Scheduler {
                 slots: Arc::new(Semaphore::new(workers)),
                 running: Mutex::default(),
                 stop_claiming: CancellationToken::new(),
+                stop_running: CancellationToken::new(),
                 stop_background: CancellationToken::new(),
                 executions: TaskTracker::new(),
                 background: TaskTracker::new(),
@@ -289,9 +293,9 @@ impl Scheduler {
 
     /// Aborts every queued run of the given priorities.
     pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<BTreeMap<Priority, u64>, StoreError> {
-        let out = self.inner.store.clear_queue(priorities).await?;
-        self.committed([]);
-        Ok(out)
+        let (counts, aborted) = self.inner.store.clear_queue(priorities).await?;
+        self.committed(aborted);
+        Ok(counts)
     }
 
     /// Runs executing on this host now.
@@ -322,11 +326,10 @@ impl Scheduler {
         self.inner.stop_claiming.cancel();
         self.inner.executions.close();
         if tokio::time::timeout(grace, self.inner.executions.wait()).await.is_err() {
-            let ids: Vec<String> = self.inner.running.lock().unwrap().keys().cloned().collect();
-            tracing::warn!(runs = ids.len(), "grace period over: interrupting running runs");
-            for id in ids {
-                self.stop_local(&id, Outcome::Interrupted("host shutting down".into()));
-            }
+            tracing::warn!(runs = self.running_here(), "grace period over: interrupting running runs");
+            // A token rather than the runs running now: a claim that was in flight when
+            // shutdown began may still start runs, and those must not be waited for.
+            self.inner.stop_running.cancel();
             self.inner.executions.wait().await;
         }
         self.inner.stop_background.cancel();
@@ -447,6 +450,10 @@ impl Scheduler {
                 handle.abort();
                 reason.get().cloned().unwrap_or(Outcome::Aborted("cancelled".into()))
             }
+            _ = self.inner.stop_running.cancelled() => {
+                handle.abort();
+                Outcome::Interrupted("host shutting down".into())
+            }
         };
         let retry_after = match (&outcome, &task.retry) {
             (Outcome::Failure(_), Some(p)) if p.allows(row.run.retry_attempt + 1) => Some(p.delay(row.run.retry_attempt + 1)),
@@ -507,10 +514,13 @@ impl Scheduler {
             let finishes: Vec<Finish> = batch.iter().map(|(f, _)| f.clone()).collect();
             match self.inner.store.finish_many(&finishes).await {
                 Ok(results) => {
-                    let done: Vec<TaskRun> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+                    // Every state written (a retried run: its end, then `queued` again).
+                    let done: Vec<TaskRun> = results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
                     self.committed(done);
                     for ((_, reply), r) in batch.drain(..).zip(results) {
-                        let _ = reply.send(r);
+                        // The caller gets the run as it now stands.
+                        let current = r.and_then(|written| written.into_iter().last().ok_or_else(|| StoreError::Other(anyhow::anyhow!("nothing written"))));
+                        let _ = reply.send(current);
                     }
                 }
                 Err(e) => {
@@ -552,7 +562,7 @@ impl Scheduler {
         });
         let rescued = rescued.await?;
         if !rescued.is_empty() {
-            tracing::warn!(runs = rescued.len(), "rescued runs of a host that stopped");
+            tracing::warn!(runs = rescued.iter().filter(|r| r.state == TaskState::Interrupted).count(), "rescued runs of a host that stopped");
             self.committed(rescued);
             inner.wake.notify_one();
         }

@@ -15,7 +15,7 @@ mod run;
 mod schedule;
 mod task;
 
-pub use context::{PluginCallError, PluginDirectory, PluginHandle, TaskContext};
+pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, TaskContext};
 pub use engine::{Cancelled, QueueError, QueueOptions, Scheduler, SchedulerConfig};
 pub use run::{InvalidTransition, Priority, TaskRun, TaskState};
 pub use schedule::{Cron, CronError, Every, Schedule};

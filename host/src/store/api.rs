@@ -13,7 +13,7 @@ use std::time::Duration;
 
 impl Store {
     pub async fn insert_runs(&self, new_runs: &[TaskRun]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         runs::insert(&mut tx, self.backend, new_runs).await?;
         tx.commit().await?;
         Ok(())
@@ -21,7 +21,7 @@ impl Store {
 
     /// Claims due runs for `host` (see [`runs::claim`]).
     pub async fn claim(&self, host: &str, limit: usize, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
         tx.commit().await?;
         Ok(claimed)
@@ -29,16 +29,17 @@ impl Store {
 
     /// Claims one given run, if it is due (`fluid exec`).
     pub async fn claim_one(&self, host: &str, id: &str, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let claimed = runs::claim(&mut tx, self.backend, host, 1, rules, Some(id)).await?;
         tx.commit().await?;
         Ok(claimed)
     }
 
     /// Records many finished executions in one transaction; each gets its own result
-    /// (a fenced-out one fails alone).
-    pub async fn finish_many(&self, finishes: &[Finish]) -> Result<Vec<Result<TaskRun, StoreError>>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+    /// (a fenced-out one fails alone): the snapshots it wrote, in order (the end state,
+    /// then `queued` again when retried).
+    pub async fn finish_many(&self, finishes: &[Finish]) -> Result<Vec<Result<Vec<TaskRun>, StoreError>>, StoreError> {
+        let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(finishes.len());
         for f in finishes {
             match runs::finish(&mut tx, self.backend, f).await {
@@ -56,14 +57,15 @@ impl Store {
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Cancel, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let out = runs::cancel(&mut tx, self.backend, id).await?;
         tx.commit().await?;
         Ok(out)
     }
 
-    pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<BTreeMap<Priority, u64>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+    /// Aborts every queued run of `priorities`: how many per priority, and the aborted runs.
+    pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<(BTreeMap<Priority, u64>, Vec<TaskRun>), StoreError> {
+        let mut tx = self.write_tx().await?;
         let out = runs::clear_queue(&mut tx, self.backend, priorities).await?;
         tx.commit().await?;
         Ok(out)
@@ -80,7 +82,7 @@ impl Store {
     }
 
     pub async fn set_enabled(&self, task: &str, enabled: bool) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         tasks::set_enabled(&mut tx, task, enabled).await?;
         tx.commit().await?;
         Ok(())
@@ -88,7 +90,7 @@ impl Store {
 
     /// The next due time of a schedule, set to `first` when new.
     pub async fn schedule_due(&self, task: &str, first: i64) -> Result<i64, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let due = schedules::next_due(&mut tx, task, first).await?;
         tx.commit().await?;
         Ok(due)
@@ -97,7 +99,7 @@ impl Store {
     /// Advances a schedule from `seen` to `next` and, if this host won, queues `run`.
     /// Returns whether this host fired it.
     pub async fn fire_schedule(&self, task: &str, seen: i64, next: i64, run: Option<&TaskRun>) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !schedules::advance(&mut tx, task, seen, next).await? {
             return Ok(false);
         }
@@ -109,14 +111,14 @@ impl Store {
     }
 
     pub async fn heartbeat(&self, host: &str, started_at: i64, workers: usize) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         hosts::beat(&mut tx, host, started_at, now_us(), workers as i64).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn remove_host(&self, host: &str) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         hosts::remove(&mut tx, host).await?;
         tx.commit().await?;
         Ok(())
@@ -128,9 +130,10 @@ impl Store {
     }
 
     /// Rescues runs left `running` by hosts silent since `dead_before`: each becomes
-    /// `interrupted`, then `queued` again when `retry` gives a delay for it.
+    /// `interrupted`, then `queued` again when `retry` gives a delay for it. Returns every
+    /// snapshot written, in order (so a retried run appears twice: interrupted, queued).
     pub async fn rescue(&self, dead_before: i64, retry: impl Fn(&TaskRun) -> Option<Duration>) -> Result<Vec<TaskRun>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let orphans = runs::orphaned(&mut tx, self.backend, dead_before).await?;
         let mut out = Vec::new();
         for mut row in orphans {
@@ -140,6 +143,7 @@ impl Store {
             row.run.error = Some(format!("host {} stopped before the run ended", row.owner.as_deref().unwrap_or("?")));
             runs::write_state(&mut tx, self.backend, &row.run, None, row.lease).await?;
             if let Some(delay) = retry(&row.run) {
+                out.push(row.run.clone());
                 runs::requeue(&mut tx, self.backend, &mut row.run, now + delay.as_micros() as i64, row.lease).await?;
             }
             out.push(row.run);
@@ -165,14 +169,14 @@ impl Store {
 
     /// A plugin's checkpoint; new plugins start at `start`.
     pub async fn checkpoint(&self, plugin: &str, start: i64) -> Result<i64, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let seq = checkpoints::get_or_init(&mut tx, plugin, start).await?;
         tx.commit().await?;
         Ok(seq)
     }
 
     pub async fn advance_checkpoint(&self, plugin: &str, seq: i64) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         checkpoints::advance(&mut tx, plugin, seq).await?;
         tx.commit().await?;
         Ok(())
@@ -180,7 +184,7 @@ impl Store {
 
     /// Deletes feed events every plugin has consumed, keeping the last `keep`.
     pub async fn prune_feed(&self, keep: i64) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let head = events::head(&mut tx).await?;
         let upto = checkpoints::min(&mut tx).await?.unwrap_or(head).min(head - keep);
         let n = if upto > 0 { events::prune(&mut tx, upto).await? } else { 0 };

@@ -98,6 +98,17 @@ impl Store {
         Ok(store)
     }
 
+    /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads before it writes cannot wait for the
+    /// lock when another connection (another host on the same file) wrote in between, and
+    /// fails at once with SQLITE_BUSY; an immediate one waits for the lock (busy_timeout).
+    pub async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.writer.begin().await,
+        }
+    }
+
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;

@@ -278,7 +278,10 @@ pub struct Finish {
 /// Records one finished execution. Fenced: only the holder of the current lease of a
 /// `running` run may finish it, so a host that lost its lease cannot overwrite what
 /// happened since (a rescue, a newer claim).
-pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finish) -> Result<TaskRun, StoreError> {
+///
+/// Returns every snapshot written, in order: the end state, then the `queued` one when
+/// the run is retried (both are state changes on the feed; the last is the current row).
+pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finish) -> Result<Vec<TaskRun>, StoreError> {
     let Some(mut row) = get(conn, backend, &f.id, true).await? else {
         return Err(StoreError::RunNotFound(f.id.clone()));
     };
@@ -300,10 +303,12 @@ pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finis
     };
     write_state(conn, backend, run, None, row.lease).await?;
     super::tasks::record_last_run(conn, run).await?;
+    let mut written = vec![run.clone()];
     if let Some(delay) = f.retry_after {
         requeue(conn, backend, run, now + delay.as_micros() as i64, row.lease).await?;
+        written.push(run.clone());
     }
-    Ok(row.run)
+    Ok(written)
 }
 
 /// `failure`/`interrupted` -> `queued` again: same id, one more retry attempt.
@@ -346,9 +351,15 @@ pub(crate) async fn cancel(conn: &mut AnyConnection, backend: Backend, id: &str)
     }
 }
 
-/// Aborts every queued run of the given priorities; returns how many per priority.
-pub(crate) async fn clear_queue(conn: &mut AnyConnection, backend: Backend, priorities: &[Priority]) -> Result<BTreeMap<Priority, u64>, sqlx::Error> {
+/// Aborts every queued run of the given priorities; returns how many per priority and the
+/// aborted runs.
+pub(crate) async fn clear_queue(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    priorities: &[Priority],
+) -> Result<(BTreeMap<Priority, u64>, Vec<TaskRun>), sqlx::Error> {
     let mut counts = BTreeMap::new();
+    let mut aborted = Vec::new();
     for &p in priorities {
         let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND priority = $1");
         let rows = sqlx::query(AssertSqlSafe(sql)).bind(p.rank()).fetch_all(&mut *conn).await?;
@@ -359,10 +370,11 @@ pub(crate) async fn clear_queue(conn: &mut AnyConnection, backend: Backend, prio
             row.run.end = Some(now);
             row.run.error = Some("queue cleared".into());
             write_state(conn, backend, &row.run, None, row.lease).await?;
+            aborted.push(row.run);
         }
         counts.insert(p, rows.len() as u64);
     }
-    Ok(counts)
+    Ok((counts, aborted))
 }
 
 /// Queued runs per priority.

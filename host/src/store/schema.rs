@@ -68,7 +68,7 @@ pub async fn migrate(store: &Store) -> anyhow::Result<()> {
         Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
         Backend::Postgres => "BIGSERIAL PRIMARY KEY",
     };
-    let mut tx = store.writer.begin().await?;
+    let mut tx = store.write_tx().await?;
     if store.backend == Backend::Postgres {
         // Two hosts starting at once must not race on CREATE TABLE.
         sqlx::query("SELECT pg_advisory_xact_lock(72451)").execute(&mut *tx).await?;

@@ -1,0 +1,161 @@
+//! Event delivery: each plugin consumes the durable change feed from its own checkpoint.
+//!
+//! Per plugin, one loop reads the events after its checkpoint, keeps those whose state it
+//! subscribed to, hands them to the plugin in one `on-events` call, and moves the
+//! checkpoint past them only when the call succeeded. So events arrive in commit order,
+//! at least once, survive crashes (replayed from the checkpoint), and a plugin that fails
+//! or traps holds only its own checkpoint, retried with back-off, while the queue and
+//! every other plugin go on.
+
+use super::bindings::tmp::Event;
+use super::bindings::types::{TaskPriority as WitPriority, TaskRun as WitRun, TaskState as WitState};
+use super::runtime::{Loaded, Shared};
+use crate::scheduler::{Priority, TaskRun, TaskState};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn wit_state(s: TaskState) -> WitState {
+    match s {
+        TaskState::Init => WitState::Init,
+        TaskState::Queued => WitState::Queued,
+        TaskState::Running => WitState::Running,
+        TaskState::Success => WitState::Success,
+        TaskState::Failure => WitState::Failure,
+        TaskState::Aborted => WitState::Aborted,
+        TaskState::RateLimited => WitState::RateLimited,
+        TaskState::Interrupted => WitState::Interrupted,
+    }
+}
+
+pub fn host_state(s: WitState) -> TaskState {
+    match s {
+        WitState::Init => TaskState::Init,
+        WitState::Queued => TaskState::Queued,
+        WitState::Running => TaskState::Running,
+        WitState::Success => TaskState::Success,
+        WitState::Failure => TaskState::Failure,
+        WitState::Aborted => TaskState::Aborted,
+        WitState::RateLimited => TaskState::RateLimited,
+        WitState::Interrupted => TaskState::Interrupted,
+    }
+}
+
+pub fn wit_priority(p: Priority) -> WitPriority {
+    match p {
+        Priority::High => WitPriority::High,
+        Priority::Medium => WitPriority::Medium,
+        Priority::Low => WitPriority::Low,
+    }
+}
+
+pub fn host_priority(p: WitPriority) -> Priority {
+    match p {
+        WitPriority::High => Priority::High,
+        WitPriority::Medium => Priority::Medium,
+        WitPriority::Low => Priority::Low,
+    }
+}
+
+pub fn wit_run(r: &TaskRun) -> WitRun {
+    WitRun {
+        id: r.id.clone(),
+        task: r.task.clone(),
+        tags: r.tags.clone(),
+        priority: wit_priority(r.priority),
+        state: wit_state(r.state),
+        params_json: r.params.to_string(),
+        queued: r.queued.map(|t| t.timestamp_micros()),
+        start: r.start.map(|t| t.timestamp_micros()),
+        end: r.end.map(|t| t.timestamp_micros()),
+        retry_attempt: r.retry_attempt,
+        rate_limit_attempt: r.rate_limit_attempt,
+        from_run_id: r.from_run_id.clone(),
+        root_run_id: r.root_run_id.clone(),
+        error: r.error.clone(),
+    }
+}
+
+/// How often a plugin with nothing to do looks at the feed without being woken (other
+/// hosts on a shared database do not wake this one).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// The delivery loop of one plugin; ends when the plugin is unloaded.
+pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
+    let store = shared.scheduler.store().clone();
+    let mut signal = shared.scheduler.feed_signal();
+    let mut backoff = Duration::from_millis(200);
+    let mut checkpoint = loop {
+        match store.checkpoint(&plugin.name, 0).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::error!(plugin = %plugin.name, error = %e, "cannot read checkpoint; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = plugin.stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        if plugin.stop.is_cancelled() {
+            return;
+        }
+        let events = match store.events_after(checkpoint, shared.settings.batch as i64).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(plugin = %plugin.name, error = %e, "cannot read the change feed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = plugin.stop.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        let Some(last) = events.last().map(|e| e.seq) else {
+            tokio::select! {
+                _ = signal.changed() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = plugin.stop.cancelled() => return,
+            }
+            continue;
+        };
+        let batch: Vec<Event> = events
+            .iter()
+            .filter(|e| plugin.subscribed(e.run.state))
+            .map(|e| Event { seq: e.seq as u64, run: wit_run(&e.run) })
+            .collect();
+        let n = batch.len() as u64;
+        let delivered = if batch.is_empty() { Ok(()) } else { plugin.actor.on_events(batch).await };
+        match delivered {
+            Ok(()) => {
+                if let Err(e) = store.advance_checkpoint(&plugin.name, last).await {
+                    // Not advanced: the same events come again (at least once).
+                    tracing::error!(plugin = %plugin.name, error = %e, "cannot save checkpoint");
+                    continue;
+                }
+                checkpoint = last;
+                backoff = Duration::from_millis(200);
+                let mut h = plugin.health.lock().unwrap();
+                h.events_delivered += n;
+                h.checkpoint = checkpoint;
+                if h.state == "failing" {
+                    h.state = "active".into();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %plugin.name, error = %e, retry_in = ?backoff, "event delivery failed; will retry from the checkpoint");
+                {
+                    let mut h = plugin.health.lock().unwrap();
+                    h.errors += 1;
+                    h.last_error = Some(e.to_string());
+                    h.state = "failing".into();
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = plugin.stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The `host` import: logging, `get-plugin` and its `plugin` resource, the task list and
+//! queueing runs.
+
+use super::bindings::host_if::{self, LogLevel, QueueRequest};
+use super::bindings::types::{CallError, TaskInfo, TaskRun as WitRun};
+use super::runtime::PluginState;
+use crate::scheduler::{PluginCallError, QueueError, QueueOptions};
+use wasmtime::component::Resource;
+
+/// Host side of the `plugin` resource: just the target's name.
+pub struct PluginRef {
+    pub name: String,
+}
+
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+pub fn call_error(e: PluginCallError) -> CallError {
+    match e {
+        PluginCallError::NoSuchPlugin(m) => CallError::NoSuchPlugin(m),
+        PluginCallError::UnknownMethod(m) => CallError::UnknownMethod(m),
+        PluginCallError::InvalidInput(m) => CallError::InvalidInput(m),
+        PluginCallError::NotFound(m) => CallError::NotFound(m),
+        PluginCallError::Failed(m) => CallError::Failed(m),
+        PluginCallError::Unavailable(m) => CallError::Unavailable(m),
+    }
+}
+
+pub fn from_call_error(e: CallError) -> PluginCallError {
+    match e {
+        CallError::NoSuchPlugin(m) => PluginCallError::NoSuchPlugin(m),
+        CallError::UnknownMethod(m) => PluginCallError::UnknownMethod(m),
+        CallError::InvalidInput(m) => PluginCallError::InvalidInput(m),
+        CallError::NotFound(m) => PluginCallError::NotFound(m),
+        CallError::Failed(m) => PluginCallError::Failed(m),
+        CallError::Unavailable(m) => PluginCallError::Unavailable(m),
+    }
+}
+
+impl host_if::Host for PluginState {
+    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        if !self.log_budget.take() {
+            return Ok(());
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("… [cut]");
+        }
+        let plugin = self.name.as_str();
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "fluid::plugin", plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "fluid::plugin", plugin, "{message}"),
+            LogLevel::Info => tracing::info!(target: "fluid::plugin", plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "fluid::plugin", plugin, "{message}"),
+            LogLevel::Error => tracing::error!(target: "fluid::plugin", plugin, "{message}"),
+        }
+        Ok(())
+    }
+
+    async fn get_plugin(&mut self, name: String) -> wasmtime::Result<Option<Resource<PluginRef>>> {
+        if !self.shared.has_plugin(&name) {
+            return Ok(None);
+        }
+        Ok(Some(self.table.push(PluginRef { name })?))
+    }
+
+    async fn list_tasks(&mut self) -> wasmtime::Result<Vec<TaskInfo>> {
+        let scheduler = self.shared.scheduler();
+        Ok(scheduler
+            .tasks()
+            .iter()
+            .map(|t| TaskInfo {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                schedule: t.schedule.as_ref().map(|s| s.to_string()),
+                priority: super::dispatch::wit_priority(t.priority),
+                timeout_ms: t.timeout.as_millis() as u64,
+                max_concurrency: t.max_concurrency,
+                tags: t.tags.iter().cloned().collect(),
+            })
+            .collect())
+    }
+
+    async fn queue_run(&mut self, req: QueueRequest) -> wasmtime::Result<Result<WitRun, CallError>> {
+        let scheduler = self.shared.scheduler();
+        let params: serde_json::Value = match serde_json::from_str(&req.params_json) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(CallError::InvalidInput(format!("params-json is not JSON: {e}")))),
+        };
+        let parent = match &req.from_run_id {
+            Some(id) => match scheduler.get_run(id).await {
+                Ok(Some(run)) => Some(run),
+                Ok(None) => return Ok(Err(CallError::NotFound(format!("run {id} not found")))),
+                Err(e) => return Ok(Err(CallError::Unavailable(e.to_string()))),
+            },
+            None => None,
+        };
+        let opts = QueueOptions { priority: req.priority.map(super::dispatch::host_priority), parent, delay: None };
+        Ok(match scheduler.queue(&req.task, params, opts).await {
+            Ok(run) => Ok(super::dispatch::wit_run(&run)),
+            Err(QueueError::UnknownTask(t)) => Err(CallError::NotFound(format!("task {t:?} not found"))),
+            Err(e @ QueueError::InvalidParams { .. }) => Err(CallError::InvalidInput(e.to_string())),
+            Err(QueueError::Store(e)) => Err(CallError::Unavailable(e.to_string())),
+        })
+    }
+}
+
+impl host_if::HostPlugin for PluginState {
+    async fn name(&mut self, this: Resource<PluginRef>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&this)?.name.clone())
+    }
+
+    async fn call(&mut self, this: Resource<PluginRef>, method: String, args_json: String) -> wasmtime::Result<Result<String, CallError>> {
+        let target = self.table.get(&this)?.name.clone();
+        let mut chain = self.chain.clone();
+        chain.push(self.name.clone());
+        let shared = self.shared.clone();
+        Ok(shared.call(&target, &method, args_json, chain).await.map_err(call_error))
+    }
+
+    async fn drop(&mut self, this: Resource<PluginRef>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+/// A token bucket for plugin log lines: a flood is dropped, not fatal.
+pub struct LogBudget {
+    tokens: f64,
+    last: std::time::Instant,
+    dropped: u64,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget { tokens: 200.0, last: std::time::Instant::now(), dropped: 0 }
+    }
+}
+
+impl LogBudget {
+    /// 100 lines per second, bursts of 200.
+    pub fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * 100.0).min(200.0);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            if self.dropped > 0 {
+                tracing::warn!(target: "fluid::plugin", dropped = self.dropped, "plugin log lines dropped (over 100/s)");
+                self.dropped = 0;
+            }
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The `storage` import: structured CRUD on the host's database, each plugin in its own
+//! namespace.
+//!
+//! A plugin's table `t` is the physical table `p_{len}_{plugin}_{t}`: the length prefix
+//! makes the mapping one-to-one, so no pair of plugin and table names can reach another
+//! plugin's table, and no name can reach the host's `fluid_*` tables. Names are checked
+//! against `[a-z][a-z0-9_]*` (24 characters for tables, 48 for columns) and always quoted;
+//! values are bound parameters, converted to the column's declared type. Table schemas are
+//! kept in `fluid_plugin_tables`, so a plugin reloaded later finds its tables again.
+
+use super::bindings::storage_if::{ColumnType, Filter, FilterOp, OrderBy, Query, StorageError, TableDef, Value};
+use crate::store::{Backend, Store};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query as SqlxQuery;
+use sqlx::{Any, AssertSqlSafe, Row};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Rows a single `select` may return.
+pub const MAX_SELECT_ROWS: u32 = 10_000;
+/// Rows per INSERT statement inside one upsert.
+const UPSERT_CHUNK: usize = 200;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Col {
+    name: String,
+    kind: String,
+    nullable: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Meta {
+    physical: String,
+    columns: Vec<Col>,
+    primary_key: Vec<String>,
+}
+
+impl Meta {
+    fn col(&self, name: &str) -> Result<&Col, StorageError> {
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| StorageError::InvalidName(format!("table has no column {name:?}")))
+    }
+}
+
+/// Shared by all plugins; caches table schemas.
+#[derive(Clone)]
+pub struct PluginStorage {
+    store: Store,
+    meta: Arc<Mutex<HashMap<(String, String), Meta>>>,
+}
+
+fn kind_name(k: ColumnType) -> &'static str {
+    match k {
+        ColumnType::Int => "int",
+        ColumnType::Float => "float",
+        ColumnType::Text => "text",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Json => "json",
+    }
+}
+
+/// Checks an identifier: `[a-z][a-z0-9_]*`, at most `max` characters.
+pub fn check_ident(what: &str, s: &str, max: usize) -> Result<(), StorageError> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok { Ok(()) } else { Err(StorageError::InvalidName(format!("{what} {s:?} must match [a-z][a-z0-9_]* and have at most {max} characters"))) }
+}
+
+fn physical(plugin: &str, table: &str) -> String {
+    format!("p_{}_{}_{}", plugin.len(), plugin, table)
+}
+
+fn backend_err(e: sqlx::Error) -> StorageError {
+    tracing::warn!(error = %e, "plugin storage query failed");
+    StorageError::Backend(e.to_string())
+}
+
+fn quote(c: &str) -> String {
+    format!("\"{c}\"")
+}
+
+impl PluginStorage {
+    pub async fn new(store: Store) -> anyhow::Result<PluginStorage> {
+        let mut conn = store.writer.acquire().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS fluid_plugin_tables (plugin TEXT NOT NULL, name TEXT NOT NULL, \
+             physical TEXT NOT NULL, columns TEXT NOT NULL, primary_key TEXT NOT NULL, PRIMARY KEY (plugin, name))",
+        )
+        .execute(&mut *conn)
+        .await?;
+        Ok(PluginStorage { store, meta: Arc::default() })
+    }
+
+    fn backend(&self) -> Backend {
+        self.store.backend
+    }
+
+    async fn meta(&self, plugin: &str, table: &str) -> Result<Meta, StorageError> {
+        check_ident("table", table, 24)?;
+        if let Some(m) = self.meta.lock().unwrap().get(&(plugin.to_string(), table.to_string())) {
+            return Ok(m.clone());
+        }
+        let row = sqlx::query("SELECT physical, columns, primary_key FROM fluid_plugin_tables WHERE plugin = $1 AND name = $2")
+            .bind(plugin)
+            .bind(table)
+            .fetch_optional(&self.store.reader)
+            .await
+            .map_err(backend_err)?
+            .ok_or_else(|| StorageError::NoSuchTable(format!("table {table:?} does not exist: create it with ensure-table")))?;
+        let columns: String = row.try_get("columns").map_err(backend_err)?;
+        let pk: String = row.try_get("primary_key").map_err(backend_err)?;
+        let meta = Meta {
+            physical: row.try_get("physical").map_err(backend_err)?,
+            columns: serde_json::from_str(&columns).map_err(|e| StorageError::Backend(e.to_string()))?,
+            primary_key: serde_json::from_str(&pk).map_err(|e| StorageError::Backend(e.to_string()))?,
+        };
+        self.meta.lock().unwrap().insert((plugin.to_string(), table.to_string()), meta.clone());
+        Ok(meta)
+    }
+
+    pub async fn ensure_table(&self, plugin: &str, def: TableDef) -> Result<(), StorageError> {
+        check_ident("table", &def.name, 24)?;
+        if def.columns.is_empty() || def.columns.len() > 64 {
+            return Err(StorageError::InvalidValue("a table needs 1 to 64 columns".into()));
+        }
+        let mut columns = Vec::new();
+        for c in &def.columns {
+            check_ident("column", &c.name, 48)?;
+            if columns.iter().any(|x: &Col| x.name == c.name) {
+                return Err(StorageError::InvalidName(format!("column {:?} appears twice", c.name)));
+            }
+            columns.push(Col { name: c.name.clone(), kind: kind_name(c.kind).into(), nullable: c.nullable });
+        }
+        if def.primary_key.is_empty() {
+            return Err(StorageError::InvalidValue("a table needs a primary key".into()));
+        }
+        for k in def.primary_key.iter().chain(def.indexes.iter().flatten()) {
+            if !columns.iter().any(|c| &c.name == k) {
+                return Err(StorageError::InvalidName(format!("key or index column {k:?} is not a column")));
+            }
+        }
+        if def.indexes.len() > 16 {
+            return Err(StorageError::InvalidValue("at most 16 indexes".into()));
+        }
+        match self.meta(plugin, &def.name).await {
+            Ok(existing) => {
+                if existing.columns != columns || existing.primary_key != def.primary_key {
+                    return Err(StorageError::SchemaMismatch(format!("table {:?} exists with other columns or key", def.name)));
+                }
+            }
+            Err(StorageError::NoSuchTable(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let phys = physical(plugin, &def.name);
+        let col_sql: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{} {}{}", quote(&c.name), self.sql_type(&c.kind), if c.nullable { "" } else { " NOT NULL" }))
+            .collect();
+        let pk: Vec<String> = def.primary_key.iter().map(|k| quote(k)).collect();
+        let mut tx = self.store.writer.begin().await.map_err(backend_err)?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(72453)").execute(&mut *tx).await.map_err(backend_err)?;
+        }
+        let create = format!("CREATE TABLE IF NOT EXISTS {phys} ({}, PRIMARY KEY ({}))", col_sql.join(", "), pk.join(", "));
+        sqlx::query(AssertSqlSafe(create)).execute(&mut *tx).await.map_err(backend_err)?;
+        for (i, idx) in def.indexes.iter().enumerate() {
+            let cols: Vec<String> = idx.iter().map(|c| quote(c)).collect();
+            let sql = format!("CREATE INDEX IF NOT EXISTS {phys}_i{i} ON {phys} ({})", cols.join(", "));
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await.map_err(backend_err)?;
+        }
+        sqlx::query(
+            "INSERT INTO fluid_plugin_tables (plugin, name, physical, columns, primary_key) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (plugin, name) DO NOTHING",
+        )
+        .bind(plugin)
+        .bind(&def.name)
+        .bind(&phys)
+        .bind(serde_json::to_string(&columns).unwrap_or_default())
+        .bind(serde_json::to_string(&def.primary_key).unwrap_or_default())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+        tx.commit().await.map_err(backend_err)?;
+        self.meta.lock().unwrap().insert(
+            (plugin.to_string(), def.name.clone()),
+            Meta { physical: phys, columns, primary_key: def.primary_key.clone() },
+        );
+        Ok(())
+    }
+
+    fn sql_type(&self, kind: &str) -> &'static str {
+        match (self.backend(), kind) {
+            (Backend::Sqlite, "int" | "boolean") => "INTEGER",
+            (Backend::Sqlite, "float") => "REAL",
+            (Backend::Sqlite, _) => "TEXT",
+            (Backend::Postgres, "int") => "BIGINT",
+            (Backend::Postgres, "float") => "DOUBLE PRECISION",
+            (Backend::Postgres, "boolean") => "BOOLEAN",
+            (Backend::Postgres, "json") => "JSONB",
+            (Backend::Postgres, _) => "TEXT",
+        }
+    }
+
+    /// The placeholder for parameter `n` bound to a column of `kind`.
+    fn placeholder(&self, n: usize, kind: &str) -> String {
+        match (self.backend(), kind) {
+            (Backend::Postgres, "json") => format!("${n}::jsonb"),
+            _ => format!("${n}"),
+        }
+    }
+
+    /// The column as selected: JSON comes back as text on both backends.
+    fn select_expr(&self, c: &Col) -> String {
+        match (self.backend(), c.kind.as_str()) {
+            (Backend::Postgres, "json") => format!("{}::text", quote(&c.name)),
+            _ => quote(&c.name),
+        }
+    }
+
+    pub async fn upsert(&self, plugin: &str, table: &str, columns: Vec<String>, rows: Vec<Vec<Value>>) -> Result<u64, StorageError> {
+        let meta = self.meta(plugin, table).await?;
+        let cols: Vec<Col> = columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?;
+        for k in &meta.primary_key {
+            if !columns.contains(k) {
+                return Err(StorageError::InvalidValue(format!("upsert must give every primary key column; {k:?} is missing")));
+            }
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].contains(c) {
+                return Err(StorageError::InvalidName(format!("column {c:?} given twice")));
+            }
+        }
+        let mut typed = Vec::with_capacity(rows.len());
+        for (i, row) in rows.into_iter().enumerate() {
+            if row.len() != cols.len() {
+                return Err(StorageError::InvalidValue(format!("row {i} has {} values for {} columns", row.len(), cols.len())));
+            }
+            let vals: Vec<Bound> = row.into_iter().zip(&cols).map(|(v, c)| bind_value(self.backend(), c, v)).collect::<Result<_, _>>()?;
+            typed.push(vals);
+        }
+        if typed.is_empty() {
+            return Ok(0);
+        }
+        let col_list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let pk: Vec<String> = meta.primary_key.iter().map(|c| quote(c)).collect();
+        let updates: Vec<String> = columns.iter().filter(|c| !meta.primary_key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
+        let on_conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+        let mut tx = self.store.writer.begin().await.map_err(backend_err)?;
+        let mut written = 0;
+        for chunk in typed.chunks(UPSERT_CHUNK) {
+            let mut n = 0;
+            let tuples: Vec<String> = chunk
+                .iter()
+                .map(|_| {
+                    let ps: Vec<String> = cols.iter().map(|c| { n += 1; self.placeholder(n, &c.kind) }).collect();
+                    format!("({})", ps.join(", "))
+                })
+                .collect();
+            let sql = format!("INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {on_conflict}", meta.physical, col_list.join(", "), tuples.join(", "), pk.join(", "));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for row in chunk {
+                for v in row {
+                    q = v.bind(q);
+                }
+            }
+            written += q.execute(&mut *tx).await.map_err(backend_err)?.rows_affected();
+        }
+        tx.commit().await.map_err(backend_err)?;
+        Ok(written)
+    }
+
+    /// Builds `WHERE ...` for `filters` (and a keyset position), numbering parameters
+    /// from `*n + 1`.
+    fn where_sql(&self, meta: &Meta, filters: Vec<Filter>, after: Option<(&[OrderBy], Vec<Value>)>, n: &mut usize, binds: &mut Vec<Bound>) -> Result<String, StorageError> {
+        let mut parts = Vec::new();
+        for f in filters {
+            let col = meta.col(&f.column)?.clone();
+            let c = quote(&col.name);
+            let cmp = |op: &str, v: Value, binds: &mut Vec<Bound>, n: &mut usize| -> Result<String, StorageError> {
+                if matches!(v, Value::Null) {
+                    return match op {
+                        "=" => Ok(format!("{c} IS NULL")),
+                        "<>" => Ok(format!("{c} IS NOT NULL")),
+                        _ => Err(StorageError::InvalidValue(format!("cannot compare {} with null using {op}", col.name))),
+                    };
+                }
+                binds.push(bind_value(self.backend(), &col, v)?);
+                *n += 1;
+                Ok(format!("{c} {op} {}", self.placeholder(*n, &col.kind)))
+            };
+            let part = match f.op {
+                FilterOp::Eq(v) => cmp("=", v, binds, n)?,
+                FilterOp::Ne(v) => cmp("<>", v, binds, n)?,
+                FilterOp::Lt(v) => cmp("<", v, binds, n)?,
+                FilterOp::Le(v) => cmp("<=", v, binds, n)?,
+                FilterOp::Gt(v) => cmp(">", v, binds, n)?,
+                FilterOp::Ge(v) => cmp(">=", v, binds, n)?,
+                FilterOp::OneOf(vs) => {
+                    if vs.is_empty() {
+                        "1 = 0".to_string()
+                    } else if vs.len() > 1000 {
+                        return Err(StorageError::InvalidValue("one-of takes at most 1000 values".into()));
+                    } else {
+                        let mut ps = Vec::new();
+                        for v in vs {
+                            if matches!(v, Value::Null) {
+                                return Err(StorageError::InvalidValue("one-of cannot hold null".into()));
+                            }
+                            binds.push(bind_value(self.backend(), &col, v)?);
+                            *n += 1;
+                            ps.push(self.placeholder(*n, &col.kind));
+                        }
+                        format!("{c} IN ({})", ps.join(", "))
+                    }
+                }
+                FilterOp::JsonContains(text) => self.json_contains(&col, &text, n, binds)?,
+            };
+            parts.push(part);
+        }
+        if let Some((order, values)) = after {
+            if values.len() != order.len() || order.is_empty() {
+                return Err(StorageError::InvalidValue("after must give one value per order column".into()));
+            }
+            let mut ors = Vec::new();
+            for i in 0..order.len() {
+                let mut ands = Vec::new();
+                for (j, o) in order.iter().enumerate().take(i + 1) {
+                    let col = meta.col(&o.column)?.clone();
+                    let op = if j < i { "=" } else if o.descending { "<" } else { ">" };
+                    binds.push(bind_value(self.backend(), &col, values[j].clone())?);
+                    *n += 1;
+                    ands.push(format!("{} {op} {}", quote(&col.name), self.placeholder(*n, &col.kind)));
+                }
+                ors.push(format!("({})", ands.join(" AND ")));
+            }
+            parts.push(format!("({})", ors.join(" OR ")));
+        }
+        Ok(if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) })
+    }
+
+    fn json_contains(&self, col: &Col, text: &str, n: &mut usize, binds: &mut Vec<Bound>) -> Result<String, StorageError> {
+        if col.kind != "json" {
+            return Err(StorageError::InvalidValue(format!("json-contains needs a json column; {} is {}", col.name, col.kind)));
+        }
+        let obj = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(StorageError::InvalidValue("json-contains takes a JSON object".into())),
+        };
+        let c = quote(&col.name);
+        if self.backend() == Backend::Postgres {
+            binds.push(Bound::Text(Some(text.to_string())));
+            *n += 1;
+            return Ok(format!("{c} @> ${}::jsonb", *n));
+        }
+        if obj.is_empty() {
+            return Ok("1 = 1".into());
+        }
+        // SQLite: every key of the object must be present with an equal value.
+        let mut parts = Vec::new();
+        for (k, v) in obj {
+            if k.contains('"') || k.contains('\\') {
+                return Err(StorageError::InvalidValue(format!("json-contains key {k:?} may not hold quotes or backslashes")));
+            }
+            binds.push(Bound::Text(Some(format!("$.\"{k}\""))));
+            *n += 1;
+            let path = *n;
+            let part = match v {
+                serde_json::Value::Null => format!("json_type({c}, ${path}) = 'null'"),
+                serde_json::Value::Bool(b) => {
+                    format!("json_type({c}, ${path}) = '{}'", if b { "true" } else { "false" })
+                }
+                serde_json::Value::Number(num) => {
+                    binds.push(match num.as_i64() {
+                        Some(i) => Bound::Int(Some(i)),
+                        None => Bound::Float(num.as_f64()),
+                    });
+                    *n += 1;
+                    format!("json_extract({c}, ${path}) = ${}", *n)
+                }
+                serde_json::Value::String(s) => {
+                    binds.push(Bound::Text(Some(s)));
+                    *n += 1;
+                    format!("(json_type({c}, ${path}) = 'text' AND json_extract({c}, ${path}) = ${})", *n)
+                }
+                nested => {
+                    binds.push(Bound::Text(Some(nested.to_string())));
+                    *n += 1;
+                    format!("json_extract({c}, ${path}) = json(${})", *n)
+                }
+            };
+            parts.push(part);
+        }
+        Ok(format!("({})", parts.join(" AND ")))
+    }
+
+    pub async fn select(&self, plugin: &str, table: &str, q: Query) -> Result<Vec<Vec<Value>>, StorageError> {
+        let meta = self.meta(plugin, table).await?;
+        let cols: Vec<Col> = if q.columns.is_empty() {
+            meta.columns.clone()
+        } else {
+            q.columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?
+        };
+        let mut binds = Vec::new();
+        let mut n = 0;
+        let after = q.after.map(|a| (q.order.as_slice(), a));
+        let where_sql = self.where_sql(&meta, q.filters.clone(), after, &mut n, &mut binds)?;
+        let mut order = Vec::new();
+        for o in &q.order {
+            meta.col(&o.column)?;
+            order.push(format!("{} {}", quote(&o.column), if o.descending { "DESC" } else { "ASC" }));
+        }
+        let order_sql = if order.is_empty() { String::new() } else { format!(" ORDER BY {}", order.join(", ")) };
+        let limit = q.limit.unwrap_or(MAX_SELECT_ROWS).min(MAX_SELECT_ROWS);
+        let exprs: Vec<String> = cols.iter().map(|c| format!("{} AS {}", self.select_expr(c), quote(&c.name))).collect();
+        let sql = format!("SELECT {} FROM {}{where_sql}{order_sql} LIMIT {limit}", exprs.join(", "), meta.physical);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for b in &binds {
+            query = b.bind(query);
+        }
+        let rows = query.fetch_all(&self.store.reader).await.map_err(backend_err)?;
+        rows.iter().map(|r| read_row(self.backend(), r, &cols)).collect()
+    }
+
+    pub async fn delete(&self, plugin: &str, table: &str, filters: Vec<Filter>) -> Result<u64, StorageError> {
+        let meta = self.meta(plugin, table).await?;
+        let (mut binds, mut n) = (Vec::new(), 0);
+        let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
+        let mut query = sqlx::query(AssertSqlSafe(format!("DELETE FROM {}{where_sql}", meta.physical)));
+        for b in &binds {
+            query = b.bind(query);
+        }
+        Ok(query.execute(&self.store.writer).await.map_err(backend_err)?.rows_affected())
+    }
+
+    pub async fn count(&self, plugin: &str, table: &str, filters: Vec<Filter>) -> Result<u64, StorageError> {
+        let meta = self.meta(plugin, table).await?;
+        let (mut binds, mut n) = (Vec::new(), 0);
+        let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
+        let mut query = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {}{where_sql}", meta.physical)));
+        for b in &binds {
+            query = b.bind(query);
+        }
+        let row = query.fetch_one(&self.store.reader).await.map_err(backend_err)?;
+        Ok(row.try_get::<i64, _>("n").map_err(backend_err)? as u64)
+    }
+}
+
+/// A value converted to its column's type, ready to bind.
+#[derive(Debug, Clone)]
+enum Bound {
+    Int(Option<i64>),
+    Float(Option<f64>),
+    Text(Option<String>),
+    Bool(Option<bool>),
+}
+
+impl Bound {
+    fn bind<'q>(&self, q: SqlxQuery<'q, Any, AnyArguments>) -> SqlxQuery<'q, Any, AnyArguments> {
+        match self.clone() {
+            Bound::Int(v) => q.bind(v),
+            Bound::Float(v) => q.bind(v),
+            Bound::Text(v) => q.bind(v),
+            Bound::Bool(v) => q.bind(v),
+        }
+    }
+}
+
+fn bind_value(backend: Backend, col: &Col, v: Value) -> Result<Bound, StorageError> {
+    let mismatch = |v: &Value| StorageError::InvalidValue(format!("column {} is {}; got {v:?}", col.name, col.kind));
+    let null = matches!(v, Value::Null);
+    if null && !col.nullable {
+        return Err(StorageError::InvalidValue(format!("column {} is not nullable", col.name)));
+    }
+    Ok(match col.kind.as_str() {
+        "int" => match v {
+            Value::Null => Bound::Int(None),
+            Value::Int(i) => Bound::Int(Some(i)),
+            other => return Err(mismatch(&other)),
+        },
+        "float" => match v {
+            Value::Null => Bound::Float(None),
+            Value::Float(f) => Bound::Float(Some(f)),
+            Value::Int(i) => Bound::Float(Some(i as f64)),
+            other => return Err(mismatch(&other)),
+        },
+        "text" => match v {
+            Value::Null => Bound::Text(None),
+            Value::Text(s) => Bound::Text(Some(s)),
+            other => return Err(mismatch(&other)),
+        },
+        "boolean" => match (v, backend) {
+            (Value::Null, Backend::Postgres) => Bound::Bool(None),
+            (Value::Null, Backend::Sqlite) => Bound::Int(None),
+            (Value::Boolean(b), Backend::Postgres) => Bound::Bool(Some(b)),
+            (Value::Boolean(b), Backend::Sqlite) => Bound::Int(Some(b as i64)),
+            (other, _) => return Err(mismatch(&other)),
+        },
+        _ => match v {
+            Value::Null => Bound::Text(None),
+            Value::Json(s) | Value::Text(s) => {
+                serde_json::from_str::<serde_json::Value>(&s).map_err(|e| StorageError::InvalidValue(format!("column {}: not JSON: {e}", col.name)))?;
+                Bound::Text(Some(s))
+            }
+            other => return Err(mismatch(&other)),
+        },
+    })
+}
+
+fn read_row(backend: Backend, r: &AnyRow, cols: &[Col]) -> Result<Vec<Value>, StorageError> {
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(match c.kind.as_str() {
+                "int" => r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Int),
+                "float" => r.try_get::<Option<f64>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Float),
+                "text" => r.try_get::<Option<String>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Text),
+                "boolean" if backend == Backend::Sqlite => r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, |b| Value::Boolean(b != 0)),
+                "boolean" => r.try_get::<Option<bool>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Boolean),
+                _ => r.try_get::<Option<String>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Json),
+            })
+        })
+        .collect()
+}
+
+impl super::bindings::storage_if::Host for super::runtime::PluginState {
+    async fn ensure_table(&mut self, def: TableDef) -> wasmtime::Result<Result<(), StorageError>> {
+        Ok(self.shared.storage.ensure_table(&self.name, def).await)
+    }
+
+    async fn upsert(&mut self, table: String, columns: Vec<String>, rows: Vec<Vec<Value>>) -> wasmtime::Result<Result<u64, StorageError>> {
+        Ok(self.shared.storage.upsert(&self.name, &table, columns, rows).await)
+    }
+
+    async fn select(&mut self, table: String, q: Query) -> wasmtime::Result<Result<Vec<Vec<Value>>, StorageError>> {
+        Ok(self.shared.storage.select(&self.name, &table, q).await)
+    }
+
+    async fn delete(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
+        Ok(self.shared.storage.delete(&self.name, &table, filters).await)
+    }
+
+    async fn count(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
+        Ok(self.shared.storage.count(&self.name, &table, filters).await)
+    }
+}

@@ -1,0 +1,403 @@
+//! The db plugin: aio-fluid's `TaskDbPlugin` as a WebAssembly component.
+//!
+//! It stores every state change of every run (but `init`, which is never an event, and
+//! runs of tasks tagged `skip_db_tag`) in one table of its own through the host's
+//! `storage` import, and serves the history: `get_history` / `get_run` for tasks and
+//! plugins, `GET /task-history` and `GET /task-history/{id}` over HTTP.
+//!
+//! Config (all optional): `table_name` (default `fluid_tasks`), `tag` (`db`, the handler
+//! tag of its subscriptions), `skip_db_tag` (`skip_db`).
+//!
+//! Idempotent: each row remembers the feed `seq` of the change it holds, and a change
+//! with a smaller or equal `seq` is ignored, so replayed or late events never overwrite
+//! a newer state. Pages are ordered by `queued` descending, then `id` descending, and the
+//! cursor is a keyset position in that order, so no page repeats or skips a row even when
+//! many runs share one queued time.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fluid_guest::storage::{self, Column, ColumnType, Filter, FilterOp, OrderBy, Query, TableDef, Value as V};
+use fluid_guest::{CallError, Event, HistoryQuery, HttpArgs, Plugin, Registration, TaskRunHistory, TaskRunHistoryPage};
+use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+const DEFAULT_LIMIT: u32 = 250;
+const MAX_LIMIT: u32 = 500;
+
+struct Config {
+    table: String,
+    skip_db_tag: String,
+}
+
+thread_local! {
+    static CONFIG: RefCell<Option<Config>> = const { RefCell::new(None) };
+}
+
+fn table() -> String {
+    CONFIG.with(|c| c.borrow().as_ref().map(|c| c.table.clone()).unwrap_or_else(|| "fluid_tasks".into()))
+}
+
+/// Columns, in table order (rows read with `columns: []` come back in this order).
+const COLUMNS: [(&str, ColumnType, bool); 15] = [
+    ("id", ColumnType::Text, false),
+    ("name", ColumnType::Text, false),
+    ("priority", ColumnType::Text, false),
+    ("state", ColumnType::Text, false),
+    ("queued", ColumnType::Int, false),
+    ("start", ColumnType::Int, true),
+    ("end", ColumnType::Int, true),
+    ("params", ColumnType::Json, false),
+    ("tags", ColumnType::Json, false),
+    ("error", ColumnType::Text, true),
+    ("retry_attempt", ColumnType::Int, false),
+    ("rate_limit_attempt", ColumnType::Int, false),
+    ("from_run_id", ColumnType::Text, false),
+    ("root_run_id", ColumnType::Text, false),
+    ("seq", ColumnType::Int, false),
+];
+
+struct Db;
+
+impl Plugin for Db {
+    fn register(config: Value) -> Result<Registration, String> {
+        let get = |k: &str, d: &str| config.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
+        let table = get("table_name", "fluid_tasks");
+        let tag = get("tag", "db");
+        let skip_db_tag = get("skip_db_tag", "skip_db");
+        let def = TableDef {
+            name: table.clone(),
+            columns: COLUMNS.iter().map(|(n, k, null)| Column { name: n.to_string(), kind: *k, nullable: *null }).collect(),
+            primary_key: vec!["id".into()],
+            indexes: vec![
+                vec!["name".into()],
+                vec!["state".into()],
+                vec!["priority".into()],
+                vec!["queued".into(), "id".into()],
+            ],
+        };
+        storage::ensure_table(&def).map_err(|e| format!("cannot create table {table}: {e:?}"))?;
+        CONFIG.with(|c| *c.borrow_mut() = Some(Config { table, skip_db_tag }));
+        Ok(Registration::new("db", env!("CARGO_PKG_VERSION"))
+            .subscribe(&fluid_guest::ALL_EVENT_STATES, &tag)
+            .route("GET", "/task-history", "http_history")
+            .route("GET", "/task-history/{id}", "http_run"))
+    }
+
+    fn on_events(events: Vec<Event>) -> Result<(), String> {
+        let skip = CONFIG.with(|c| c.borrow().as_ref().map(|c| c.skip_db_tag.clone())).unwrap_or_default();
+        // Last change per run within the batch (events come in commit order).
+        let mut latest: HashMap<String, Event> = HashMap::new();
+        for e in events {
+            if e.run.tags.iter().any(|t| *t == skip) {
+                continue;
+            }
+            latest.insert(e.run.id.clone(), e);
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let table = table();
+        // Ignore changes older than what is stored (replays, late deliveries).
+        let ids: Vec<V> = latest.keys().map(|id| V::Text(id.clone())).collect();
+        let stored = storage::select(
+            &table,
+            &Query {
+                columns: vec!["id".into(), "seq".into()],
+                filters: vec![Filter { column: "id".into(), op: FilterOp::OneOf(ids) }],
+                order: vec![],
+                after: None,
+                limit: None,
+            },
+        )
+        .map_err(|e| format!("{e:?}"))?;
+        for row in stored {
+            if let (Some(V::Text(id)), Some(V::Int(seq))) = (row.first(), row.get(1)) {
+                if latest.get(id).is_some_and(|e| e.seq as i64 <= *seq) {
+                    latest.remove(id);
+                }
+            }
+        }
+        let rows: Vec<Vec<V>> = latest.values().map(to_row).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<String> = COLUMNS.iter().map(|c| c.0.to_string()).collect();
+        storage::upsert(&table, &columns, &rows).map_err(|e| format!("{e:?}"))?;
+        Ok(())
+    }
+
+    fn call(method: &str, args: Value) -> Result<Value, CallError> {
+        match method {
+            "get_history" => {
+                let q: HistoryQuery = serde_json::from_value(args).map_err(|e| CallError::InvalidInput(format!("bad HistoryQuery: {e}")))?;
+                Ok(json!(get_history(q)?))
+            }
+            "get_run" => {
+                let id = args.get("id").and_then(Value::as_str).ok_or_else(|| CallError::InvalidInput("expected {\"id\": \"...\"}".into()))?;
+                Ok(json!(get_run(id)?))
+            }
+            "http_history" => {
+                let http: HttpArgs = serde_json::from_value(args).map_err(|e| CallError::InvalidInput(e.to_string()))?;
+                Ok(json!(get_history(query_from_http(&http)?)?))
+            }
+            "http_run" => {
+                let http: HttpArgs = serde_json::from_value(args).map_err(|e| CallError::InvalidInput(e.to_string()))?;
+                let id = http.path.get("id").cloned().unwrap_or_default();
+                Ok(json!(get_run(&id)?))
+            }
+            other => Err(CallError::UnknownMethod(other.to_string())),
+        }
+    }
+}
+
+fn opt_int(v: Option<i64>) -> V {
+    v.map_or(V::Null, V::Int)
+}
+
+fn to_row(e: &Event) -> Vec<V> {
+    let r = &e.run;
+    vec![
+        V::Text(r.id.clone()),
+        V::Text(r.task.clone()),
+        V::Text(r.priority.as_str().into()),
+        V::Text(r.state.as_str().into()),
+        V::Int(r.queued.unwrap_or(0)),
+        opt_int(r.start),
+        opt_int(r.end),
+        V::Json(r.params_json.clone()),
+        V::Json(serde_json::to_string(&r.tags).unwrap_or_else(|_| "[]".into())),
+        r.error.clone().map_or(V::Null, V::Text),
+        V::Int(r.retry_attempt as i64),
+        V::Int(r.rate_limit_attempt as i64),
+        V::Text(r.from_run_id.clone()),
+        V::Text(r.root_run_id.clone()),
+        V::Int(e.seq as i64),
+    ]
+}
+
+fn iso(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+fn from_row(row: &[V]) -> Result<TaskRunHistory, CallError> {
+    let text = |i: usize| match row.get(i) {
+        Some(V::Text(s)) | Some(V::Json(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let int = |i: usize| match row.get(i) {
+        Some(V::Int(n)) => Some(*n),
+        _ => None,
+    };
+    if row.len() != COLUMNS.len() {
+        return Err(CallError::Failed(format!("row has {} columns, expected {}", row.len(), COLUMNS.len())));
+    }
+    Ok(TaskRunHistory {
+        id: text(0),
+        task: text(1),
+        priority: text(2),
+        state: text(3),
+        queued: iso(int(4).unwrap_or(0)),
+        start: int(5).map(iso),
+        end: int(6).map(iso),
+        params: serde_json::from_str(&text(7)).unwrap_or(Value::Null),
+        tags: serde_json::from_str(&text(8)).unwrap_or_default(),
+        error: match row.get(9) {
+            Some(V::Text(s)) => Some(s.clone()),
+            _ => None,
+        },
+        retry_attempt: int(10).unwrap_or(0) as u32,
+        rate_limit_attempt: int(11).unwrap_or(0) as u32,
+        from_run_id: text(12),
+        root_run_id: text(13),
+    })
+}
+
+fn storage_err(e: storage::StorageError) -> CallError {
+    CallError::Failed(format!("storage: {e:?}"))
+}
+
+fn get_run(id: &str) -> Result<TaskRunHistory, CallError> {
+    let rows = storage::select(
+        &table(),
+        &Query {
+            columns: vec![],
+            filters: vec![Filter { column: "id".into(), op: FilterOp::Eq(V::Text(id.into())) }],
+            order: vec![],
+            after: None,
+            limit: Some(1),
+        },
+    )
+    .map_err(storage_err)?;
+    match rows.first() {
+        Some(row) => from_row(row),
+        None => Err(CallError::NotFound(format!("task run {id} not found"))),
+    }
+}
+
+/// Parses an RFC 3339 time (or integer microseconds) into microseconds.
+fn parse_time(field: &str, s: &str) -> Result<i64, CallError> {
+    if let Ok(us) = s.parse::<i64>() {
+        return Ok(us);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| CallError::InvalidInput(format!("{field}: {s:?} is not an RFC 3339 time ({e})")))
+}
+
+/// The query parameters of `GET /task-history` as a `HistoryQuery`.
+fn query_from_http(h: &HttpArgs) -> Result<HistoryQuery, CallError> {
+    let limit = match h.one("limit") {
+        Some(l) => Some(l.parse::<u32>().map_err(|_| CallError::InvalidInput(format!("limit: {l:?} is not a positive integer")))?),
+        None => None,
+    };
+    let params = match h.one("params") {
+        Some(p) => Some(serde_json::from_str::<Value>(&p).map_err(|e| CallError::InvalidInput(format!("params: not JSON ({e})")))?),
+        None => None,
+    };
+    Ok(HistoryQuery {
+        task: h.all("task"),
+        state: h.all("state"),
+        priority: h.all("priority"),
+        start: h.one("start"),
+        end: h.one("end"),
+        params,
+        tags: h.all("tags"),
+        limit,
+        cursor: h.one("cursor").filter(|c| !c.is_empty()),
+    })
+}
+
+/// What a cursor carries: the query it continues and the position after the last row.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    q: HistoryQuery,
+    queued: i64,
+    id: String,
+}
+
+fn decode_cursor(s: &str) -> Result<Cursor, CallError> {
+    let bad = |why: String| CallError::InvalidInput(format!("invalid cursor: {why}"));
+    let bytes = URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
+}
+
+fn encode_cursor(c: &Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
+}
+
+/// A query given with a cursor continues the cursor's query; fields given again win.
+fn merge(base: HistoryQuery, over: HistoryQuery) -> HistoryQuery {
+    HistoryQuery {
+        task: if over.task.is_empty() { base.task } else { over.task },
+        state: if over.state.is_empty() { base.state } else { over.state },
+        priority: if over.priority.is_empty() { base.priority } else { over.priority },
+        start: over.start.or(base.start),
+        end: over.end.or(base.end),
+        params: over.params.or(base.params),
+        tags: if over.tags.is_empty() { base.tags } else { over.tags },
+        limit: over.limit.or(base.limit),
+        cursor: None,
+    }
+}
+
+const STATES: [&str; 8] = ["init", "queued", "running", "success", "failure", "aborted", "rate_limited", "interrupted"];
+const PRIORITIES: [&str; 3] = ["high", "medium", "low"];
+
+fn text_list(field: &str, values: &[String], allowed: Option<&[&str]>) -> Result<Vec<V>, CallError> {
+    values
+        .iter()
+        .map(|v| match allowed {
+            Some(ok) if !ok.contains(&v.as_str()) => Err(CallError::InvalidInput(format!("{field}: {v:?} is not one of {}", ok.join(", ")))),
+            _ => Ok(V::Text(v.clone())),
+        })
+        .collect()
+}
+
+fn get_history(q: HistoryQuery) -> Result<TaskRunHistoryPage, CallError> {
+    let (q, position) = match q.cursor.clone() {
+        Some(c) => {
+            let cur = decode_cursor(&c)?;
+            (merge(cur.q, q), Some((cur.queued, cur.id)))
+        }
+        None => (q, None),
+    };
+    let limit = match q.limit {
+        Some(0) => return Err(CallError::InvalidInput("limit must be at least 1".into())),
+        Some(n) => n.min(MAX_LIMIT),
+        None => DEFAULT_LIMIT,
+    };
+    let mut filters = Vec::new();
+    let mut names: Option<BTreeSet<String>> = (!q.task.is_empty()).then(|| q.task.iter().cloned().collect());
+    if !q.tags.is_empty() {
+        // As aio-fluid: tags select the registered tasks having any of them.
+        let tagged: BTreeSet<String> = fluid_guest::host::list_tasks()
+            .into_iter()
+            .filter(|t| t.tags.iter().any(|tag| q.tags.contains(tag)))
+            .map(|t| t.name)
+            .collect();
+        names = Some(match names {
+            Some(n) => n.intersection(&tagged).cloned().collect(),
+            None => tagged,
+        });
+    }
+    if let Some(names) = names {
+        let list: Vec<String> = names.into_iter().collect();
+        filters.push(Filter { column: "name".into(), op: FilterOp::OneOf(text_list("task", &list, None)?) });
+    }
+    if !q.state.is_empty() {
+        filters.push(Filter { column: "state".into(), op: FilterOp::OneOf(text_list("state", &q.state, Some(&STATES))?) });
+    }
+    if !q.priority.is_empty() {
+        filters.push(Filter { column: "priority".into(), op: FilterOp::OneOf(text_list("priority", &q.priority, Some(&PRIORITIES))?) });
+    }
+    if let Some(s) = &q.start {
+        filters.push(Filter { column: "queued".into(), op: FilterOp::Ge(V::Int(parse_time("start", s)?)) });
+    }
+    if let Some(e) = &q.end {
+        filters.push(Filter { column: "queued".into(), op: FilterOp::Le(V::Int(parse_time("end", e)?)) });
+    }
+    if let Some(p) = &q.params {
+        let obj = match p {
+            Value::Object(_) => p.clone(),
+            Value::String(s) => serde_json::from_str::<Value>(s)
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| CallError::InvalidInput("params must be a JSON object".into()))?,
+            _ => return Err(CallError::InvalidInput("params must be a JSON object".into())),
+        };
+        if !obj.is_object() {
+            return Err(CallError::InvalidInput("params must be a JSON object".into()));
+        }
+        filters.push(Filter { column: "params".into(), op: FilterOp::JsonContains(obj.to_string()) });
+    }
+    let rows = storage::select(
+        &table(),
+        &Query {
+            columns: vec![],
+            filters,
+            order: vec![OrderBy { column: "queued".into(), descending: true }, OrderBy { column: "id".into(), descending: true }],
+            after: position.map(|(queued, id)| vec![V::Int(queued), V::Text(id)]),
+            limit: Some(limit + 1),
+        },
+    )
+    .map_err(storage_err)?;
+    let more = rows.len() > limit as usize;
+    let mut data = Vec::with_capacity(rows.len().min(limit as usize));
+    let mut last = None;
+    for row in rows.iter().take(limit as usize) {
+        if let (Some(V::Int(queued)), Some(V::Text(id))) = (row.get(4), row.first()) {
+            last = Some((*queued, id.clone()));
+        }
+        data.push(from_row(row)?);
+    }
+    let cursor = match (more, last) {
+        (true, Some((queued, id))) => encode_cursor(&Cursor { q: HistoryQuery { limit: Some(limit), cursor: None, ..q }, queued, id }),
+        _ => String::new(),
+    };
+    Ok(TaskRunHistoryPage { data, cursor })
+}
+
+fluid_guest::export_plugin!(Db);
