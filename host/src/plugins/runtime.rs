@@ -86,6 +86,11 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// A snapshot of the plugin's counters and state.
+    pub fn health(&self) -> Health {
+        self.health.lock().unwrap().clone()
+    }
+
     pub fn subscribed(&self, state: TaskState) -> bool {
         self.subscriptions.iter().any(|(s, _)| *s == state)
     }

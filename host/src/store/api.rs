@@ -143,7 +143,6 @@ impl Store {
             row.run.error = Some(format!("host {} stopped before the run ended", row.owner.as_deref().unwrap_or("?")));
             runs::write_state(&mut tx, self.backend, &row.run, None, row.lease).await?;
             if let Some(delay) = retry(&row.run) {
-                out.push(row.run.clone());
                 runs::requeue(&mut tx, self.backend, &mut row.run, now + delay.as_micros() as i64, row.lease).await?;
             }
             out.push(row.run);
@@ -190,5 +189,17 @@ impl Store {
         let n = if upto > 0 { events::prune(&mut tx, upto).await? } else { 0 };
         tx.commit().await?;
         Ok(n)
+    }
+}
+
+impl Store {
+    /// Sets a plugin's checkpoint, backwards too (an operator replaying events).
+    pub async fn reset_checkpoint(&self, plugin: &str, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE fluid_plugin_checkpoints SET seq = $2 WHERE plugin = $1")
+            .bind(plugin)
+            .bind(seq)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 }
