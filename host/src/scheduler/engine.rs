@@ -107,8 +107,16 @@ struct Inner {
     stop_background: CancellationToken,
     executions: TaskTracker,
     background: TaskTracker,
+    /// The claim loop, joined at shutdown before waiting for executions.
+    claimer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     finisher: OnceLock<mpsc::Sender<(Finish, oneshot::Sender<Result<TaskRun, StoreError>>)>>,
     changes: broadcast::Sender<TaskRun>,
+    /// Keeps the broadcast of each run's changes in commit order. A commit is broadcast
+    /// just after it, so a claim committed in between could overtake it (a subscriber
+    /// would see `running` before `queued`, or a retry start before the failure that
+    /// re-queued it). Writers that make a run claimable hold it shared from their commit
+    /// to their broadcast; claims (and clearing the queue) hold it exclusively.
+    publish: tokio::sync::RwLock<()>,
     feed: watch::Sender<u64>,
     plugins: RwLock<Option<Arc<dyn PluginDirectory>>>,
 }
@@ -136,8 +144,10 @@ impl Scheduler {
                 stop_background: CancellationToken::new(),
                 executions: TaskTracker::new(),
                 background: TaskTracker::new(),
+                claimer: Mutex::default(),
                 finisher: OnceLock::new(),
                 changes: broadcast::channel(16_384).0,
+                publish: tokio::sync::RwLock::new(()),
                 feed: watch::channel(0).0,
                 plugins: RwLock::default(),
                 config: SchedulerConfig { workers, ..config },
@@ -253,8 +263,10 @@ impl Scheduler {
     /// Queues a run of `task` with `params` (validated now, not when dequeued).
     pub async fn queue(&self, task: &str, params: Value, opts: QueueOptions) -> Result<TaskRun, QueueError> {
         let run = self.new_run(task, params, &opts)?;
+        let publish = self.inner.publish.read().await;
         self.inner.store.insert_runs(std::slice::from_ref(&run)).await?;
         self.committed([run.clone()]);
+        drop(publish);
         self.inner.wake.notify_one();
         Ok(run)
     }
@@ -266,6 +278,7 @@ impl Scheduler {
     /// Cancels a queued run (it becomes `aborted`) or asks the host running it to stop it
     /// (it becomes `aborted` with error "cancelled" once stopped).
     pub async fn cancel(&self, id: &str) -> Result<Cancelled, StoreError> {
+        let _publish = self.inner.publish.read().await;
         match self.inner.store.cancel(id).await? {
             Cancel::Aborted(run) => {
                 self.committed([run.clone()]);
@@ -293,6 +306,7 @@ impl Scheduler {
 
     /// Aborts every queued run of the given priorities.
     pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<BTreeMap<Priority, u64>, StoreError> {
+        let _publish = self.inner.publish.write().await;
         let (counts, aborted) = self.inner.store.clear_queue(priorities).await?;
         self.committed(aborted);
         Ok(counts)
@@ -310,10 +324,15 @@ impl Scheduler {
             return; // already started
         }
         let bg = &self.inner.background;
+        let this = self.clone();
+        self.inner.store.listen(self.inner.stop_background.clone(), move || {
+            this.inner.wake.notify_one();
+            this.inner.feed.send_modify(|n| *n += 1);
+        });
         bg.spawn(self.clone().finisher_loop(rx));
         bg.spawn(self.clone().heartbeat_loop());
         if self.inner.config.consume {
-            bg.spawn(self.clone().claim_loop());
+            *self.inner.claimer.lock().unwrap() = Some(bg.spawn(self.clone().claim_loop()));
         }
         if self.inner.config.run_schedules {
             bg.spawn(self.clone().schedule_loop());
@@ -324,6 +343,13 @@ impl Scheduler {
     /// interrupted and recorded as `interrupted`; then the loops stop.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stop_claiming.cancel();
+        // A claim committed as shutdown begins still spawns its executions: wait for the
+        // claim loop to stop first, or they could start after the wait below saw none and
+        // be left `running` with nobody to record their end.
+        let claimer = self.inner.claimer.lock().unwrap().take();
+        if let Some(claimer) = claimer {
+            let _ = claimer.await;
+        }
         self.inner.executions.close();
         if tokio::time::timeout(grace, self.inner.executions.wait()).await.is_err() {
             tracing::warn!(runs = self.running_here(), "grace period over: interrupting running runs");
@@ -346,8 +372,10 @@ impl Scheduler {
         self.start_finisher_only();
         let run = self.queue(task, params, QueueOptions::default()).await?;
         let rules = self.inner.rules.read().unwrap().clone();
+        let publish = self.inner.publish.write().await;
         let claimed = self.inner.store.claim_one(&self.inner.config.host_id, &run.id, &rules).await?;
         self.committed(claimed.ended.iter().cloned().chain(claimed.started.iter().map(|r| r.run.clone())));
+        drop(publish);
         if let Some(done) = claimed.ended.into_iter().next() {
             return Ok(done);
         }
@@ -380,12 +408,14 @@ impl Scheduler {
                 continue;
             }
             let rules = inner.rules.read().unwrap().clone();
+            let publish = inner.publish.write().await;
             let claimed = match inner.store.claim(&inner.config.host_id, free, &rules).await {
                 Ok(c) => {
                     backoff = Duration::from_millis(100);
                     c
                 }
                 Err(e) => {
+                    drop(publish);
                     tracing::error!(error = %e, "claiming runs failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -400,11 +430,24 @@ impl Scheduler {
             if !claimed.started.is_empty() || !claimed.ended.is_empty() {
                 self.committed(claimed.ended.iter().cloned().chain(claimed.started.iter().map(|r| r.run.clone())));
             }
+            drop(publish);
             for run in &claimed.ended {
                 tracing::info!(run = %run.id, task = %run.task, state = %run.state, error = run.error.as_deref().unwrap_or(""), "run ended without executing");
             }
             for row in claimed.started {
-                let Some(task) = self.task(&row.run.task) else { continue };
+                let Some(task) = self.task(&row.run.task) else {
+                    // Unregistered since the claim began (a task component was unloaded):
+                    // record an end rather than leave the run `running` on a live host.
+                    let this = self.clone();
+                    let outcome = Outcome::Interrupted(format!("task {} is no longer registered", row.run.task));
+                    let finish = Finish { id: row.run.id.clone(), lease: row.lease, outcome, retry_after: None };
+                    inner.executions.spawn(async move {
+                        if let Err(e) = this.record_finish(finish).await {
+                            tracing::error!(run = %row.run.id, error = %e, "could not record the end of a run");
+                        }
+                    });
+                    continue;
+                };
                 let permit = inner.slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
                 let this = self.clone();
                 inner.executions.spawn(async move {
@@ -512,11 +555,15 @@ impl Scheduler {
                 }
             }
             let finishes: Vec<Finish> = batch.iter().map(|(f, _)| f.clone()).collect();
-            match self.inner.store.finish_many(&finishes).await {
+            let publish = self.inner.publish.read().await;
+            let finished = self.inner.store.finish_many(&finishes).await;
+            if let Ok(results) = &finished {
+                // Every state written (a retried run: its end, then `queued` again).
+                self.committed(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned());
+            }
+            drop(publish);
+            match finished {
                 Ok(results) => {
-                    // Every state written (a retried run: its end, then `queued` again).
-                    let done: Vec<TaskRun> = results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
-                    self.committed(done);
                     for ((_, reply), r) in batch.drain(..).zip(results) {
                         // The caller gets the run as it now stands.
                         let current = r.and_then(|written| written.into_iter().last().ok_or_else(|| StoreError::Other(anyhow::anyhow!("nothing written"))));
@@ -556,6 +603,7 @@ impl Scheduler {
             self.stop_local(&id, Outcome::Aborted("cancelled".into()));
         }
         let dead_before = now_us() - inner.config.host_timeout.as_micros() as i64;
+        let publish = inner.publish.read().await;
         let rescued = inner.store.rescue(dead_before, |run| {
             let policy = self.task(&run.task)?.retry.clone()?;
             policy.allows(run.retry_attempt + 1).then(|| policy.delay(run.retry_attempt + 1))
@@ -564,6 +612,7 @@ impl Scheduler {
         if !rescued.is_empty() {
             tracing::warn!(runs = rescued.iter().filter(|r| r.state == TaskState::Interrupted).count(), "rescued runs of a host that stopped");
             self.committed(rescued);
+            drop(publish);
             inner.wake.notify_one();
         }
         Ok(())
@@ -611,6 +660,7 @@ impl Scheduler {
                 let delay = schedule.jitter();
                 Some(self.new_run(&task.name, Value::Null, &QueueOptions { delay: Some(delay), ..Default::default() }).map_err(|e| StoreError::Other(e.into()))?)
             };
+            let publish = self.inner.publish.read().await;
             if store.fire_schedule(&task.name, seen, next, run.as_ref()).await? {
                 match run {
                     Some(run) => {
@@ -622,6 +672,7 @@ impl Scheduler {
                     None => {}
                 }
             }
+            drop(publish);
             due.insert(task.name.clone(), store.schedule_due(&task.name, next).await?);
         }
         Ok(())

@@ -14,7 +14,8 @@ use std::time::Duration;
 impl Store {
     pub async fn insert_runs(&self, new_runs: &[TaskRun]) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        runs::insert(&mut tx, self.backend, new_runs).await?;
+        runs::insert(&mut tx, new_runs).await?;
+        events::append(&mut tx, self.backend, new_runs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -23,6 +24,7 @@ impl Store {
     pub async fn claim(&self, host: &str, limit: usize, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
         let mut tx = self.write_tx().await?;
         let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
+        events::append(&mut tx, self.backend, &claimed.changes()).await?;
         tx.commit().await?;
         Ok(claimed)
     }
@@ -31,6 +33,7 @@ impl Store {
     pub async fn claim_one(&self, host: &str, id: &str, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
         let mut tx = self.write_tx().await?;
         let claimed = runs::claim(&mut tx, self.backend, host, 1, rules, Some(id)).await?;
+        events::append(&mut tx, self.backend, &claimed.changes()).await?;
         tx.commit().await?;
         Ok(claimed)
     }
@@ -47,6 +50,8 @@ impl Store {
                 r => out.push(r),
             }
         }
+        let written: Vec<TaskRun> = out.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
+        events::append(&mut tx, self.backend, &written).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -59,6 +64,9 @@ impl Store {
     pub async fn cancel(&self, id: &str) -> Result<Cancel, StoreError> {
         let mut tx = self.write_tx().await?;
         let out = runs::cancel(&mut tx, self.backend, id).await?;
+        if let Cancel::Aborted(run) = &out {
+            events::append(&mut tx, self.backend, std::slice::from_ref(run)).await?;
+        }
         tx.commit().await?;
         Ok(out)
     }
@@ -67,6 +75,7 @@ impl Store {
     pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<(BTreeMap<Priority, u64>, Vec<TaskRun>), StoreError> {
         let mut tx = self.write_tx().await?;
         let out = runs::clear_queue(&mut tx, self.backend, priorities).await?;
+        events::append(&mut tx, self.backend, &out.1).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -104,7 +113,8 @@ impl Store {
             return Ok(false);
         }
         if let Some(run) = run {
-            runs::insert(&mut tx, self.backend, std::slice::from_ref(run)).await?;
+            runs::insert(&mut tx, std::slice::from_ref(run)).await?;
+            events::append(&mut tx, self.backend, std::slice::from_ref(run)).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -141,12 +151,14 @@ impl Store {
             row.run.state = crate::scheduler::TaskState::Interrupted;
             row.run.end = Some(crate::time::to_datetime(now));
             row.run.error = Some(format!("host {} stopped before the run ended", row.owner.as_deref().unwrap_or("?")));
-            runs::write_state(&mut tx, self.backend, &row.run, None, row.lease).await?;
+            runs::write_state(&mut tx, &row.run, None, row.lease).await?;
             if let Some(delay) = retry(&row.run) {
-                runs::requeue(&mut tx, self.backend, &mut row.run, now + delay.as_micros() as i64, row.lease).await?;
+                out.push(row.run.clone());
+                runs::requeue(&mut tx, &mut row.run, now + delay.as_micros() as i64, row.lease).await?;
             }
             out.push(row.run);
         }
+        events::append(&mut tx, self.backend, &out).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -200,6 +212,32 @@ impl Store {
             .bind(seq)
             .execute(&self.writer)
             .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Takes or renews `host`'s lease on delivering `plugin`'s events for `ttl`.
+    pub async fn hold_delivery(&self, plugin: &str, host: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_us();
+        let mut tx = self.write_tx().await?;
+        let held = checkpoints::hold(&mut tx, plugin, host, now, now + ttl.as_micros() as i64).await?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    /// Advances `plugin`'s checkpoint if `host` still holds its delivery lease.
+    pub async fn advance_checkpoint_as(&self, plugin: &str, host: &str, seq: i64) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let done = checkpoints::advance_as(&mut tx, plugin, host, seq).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    pub async fn release_delivery(&self, plugin: &str, host: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        checkpoints::release(&mut tx, plugin, host).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

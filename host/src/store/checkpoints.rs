@@ -1,4 +1,6 @@
-//! SQL of `fluid_plugin_checkpoints`: the last feed `seq` each plugin has handled.
+//! SQL of `fluid_plugin_checkpoints`: the last feed `seq` each plugin has handled, and
+//! which host delivers its events now (a lease, so with many hosts on one database each
+//! plugin sees its events once, in order, from one host at a time).
 
 use sqlx::{AnyConnection, Row};
 
@@ -25,4 +27,42 @@ pub(crate) async fn advance(conn: &mut AnyConnection, plugin: &str, seq: i64) ->
 /// The lowest checkpoint among `plugins` (events below it may be pruned).
 pub(crate) async fn min(conn: &mut AnyConnection) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query("SELECT MIN(seq) AS m FROM fluid_plugin_checkpoints").fetch_one(&mut *conn).await?.try_get("m")
+}
+
+/// Takes or renews the delivery lease of `plugin` for `host` until `until`; false when
+/// another host holds an unexpired lease.
+pub(crate) async fn hold(conn: &mut AnyConnection, plugin: &str, host: &str, now: i64, until: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE fluid_plugin_checkpoints SET owner = $2, lease_until = $4 \
+         WHERE plugin = $1 AND (owner = $2 OR owner IS NULL OR lease_until < $3)",
+    )
+    .bind(plugin)
+    .bind(host)
+    .bind(now)
+    .bind(until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves the checkpoint forward only while `host` still holds the lease: a host that lost
+/// it (paused, partitioned) cannot move the checkpoint of the host that took over.
+pub(crate) async fn advance_as(conn: &mut AnyConnection, plugin: &str, host: &str, seq: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE fluid_plugin_checkpoints SET seq = $3 WHERE plugin = $1 AND owner = $2 AND seq < $3")
+        .bind(plugin)
+        .bind(host)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives the lease up (a clean shutdown), so another host takes over at once.
+pub(crate) async fn release(conn: &mut AnyConnection, plugin: &str, host: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE fluid_plugin_checkpoints SET owner = NULL, lease_until = 0 WHERE plugin = $1 AND owner = $2")
+        .bind(plugin)
+        .bind(host)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -33,6 +33,10 @@ pub(crate) async fn append(conn: &mut AnyConnection, backend: Backend, runs: &[T
             .execute(&mut *conn)
             .await?;
     }
+    if backend == Backend::Postgres {
+        // Delivered at commit to every host listening (see `super::notify`).
+        sqlx::query("SELECT pg_notify('fluid', '')").execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

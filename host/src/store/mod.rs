@@ -15,6 +15,7 @@ pub mod api;
 pub mod checkpoints;
 pub mod events;
 pub mod hosts;
+pub mod notify;
 pub mod runs;
 pub mod schedules;
 pub mod schema;
@@ -49,6 +50,8 @@ pub struct Store {
     pub(crate) writer: AnyPool,
     /// Reads that need no transaction (HTTP listings, history).
     pub(crate) reader: AnyPool,
+    /// The connection URL (PostgreSQL's LISTEN needs a connection of its own).
+    pub(crate) url: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -82,7 +85,7 @@ impl Store {
             let writer = opts().max_connections(1).connect(url).await;
             let writer = writer.with_context(|| format!("cannot open SQLite database {url}"))?;
             let reader = opts().max_connections(4).connect(url).await?;
-            Store { backend: Backend::Sqlite, writer, reader }
+            Store { backend: Backend::Sqlite, writer, reader, url: url.to_string() }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
@@ -90,7 +93,7 @@ impl Store {
                 .connect(url)
                 .await
                 .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
-            Store { backend: Backend::Postgres, writer: pool.clone(), reader: pool }
+            Store { backend: Backend::Postgres, writer: pool.clone(), reader: pool, url: url.to_string() }
         } else {
             anyhow::bail!("unsupported database URL {:?}: use sqlite://PATH or postgres://...", redact(url));
         };

@@ -1,11 +1,13 @@
 //! SQL of `fluid_runs`: the queue and the current state of every run.
 //!
-//! Every state change goes through [`write_state`], which updates the row and appends the
-//! change to the feed ([`super::events`]) in the caller's transaction, so the row and the
-//! feed never disagree. A running run carries a `lease` (incremented at each claim): a
+//! Every state change goes through [`write_state`], which updates the row; the caller (one
+//! transaction in [`super::api`]) appends the snapshots it wrote to the change feed
+//! ([`super::events`]) at the end of that same transaction, so the row and the feed never
+//! disagree. Appending last matters on PostgreSQL: the feed's ordering lock is then taken
+//! after every row lock of the transaction, so it can never be part of a lock cycle. A running run carries a `lease` (incremented at each claim): a
 //! writer holding an older lease is fenced out and cannot overwrite a newer state.
 
-use super::{Backend, StoreError, events};
+use super::{Backend, StoreError};
 use crate::scheduler::{Priority, RetryPolicy, TaskRun, TaskState};
 use crate::time::{now_us, to_datetime};
 use sqlx::any::AnyRow;
@@ -61,8 +63,8 @@ fn us(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_micros())
 }
 
-/// Inserts new queued runs and their `queued` events.
-pub(crate) async fn insert(conn: &mut AnyConnection, backend: Backend, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
+/// Inserts new queued runs (the caller appends their `queued` events).
+pub(crate) async fn insert(conn: &mut AnyConnection, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
     for run in runs {
         sqlx::query(
             "INSERT INTO fluid_runs (id, task, tags, priority, state, params, queued_at, start_at, end_at, \
@@ -87,13 +89,12 @@ pub(crate) async fn insert(conn: &mut AnyConnection, backend: Backend, runs: &[T
         .execute(&mut *conn)
         .await?;
     }
-    events::append(conn, backend, runs).await
+    Ok(())
 }
 
-/// Writes the run's new state (the whole snapshot) and appends it to the change feed.
+/// Writes the run's new state (the whole snapshot); the caller appends it to the feed.
 pub(crate) async fn write_state(
     conn: &mut AnyConnection,
-    backend: Backend,
     run: &TaskRun,
     owner: Option<&str>,
     lease: i64,
@@ -116,7 +117,7 @@ pub(crate) async fn write_state(
     .bind(lease)
     .execute(&mut *conn)
     .await?;
-    events::append(conn, backend, std::slice::from_ref(run)).await
+    Ok(())
 }
 
 pub(crate) async fn get(conn: &mut AnyConnection, backend: Backend, id: &str, lock: bool) -> Result<Option<RunRow>, sqlx::Error> {
@@ -139,6 +140,13 @@ pub struct ClaimRules {
 pub struct Claimed {
     pub started: Vec<RunRow>,
     pub ended: Vec<TaskRun>,
+}
+
+impl Claimed {
+    /// Every snapshot the claim wrote (for the change feed).
+    pub fn changes(&self) -> Vec<TaskRun> {
+        self.ended.iter().cloned().chain(self.started.iter().map(|r| r.run.clone())).collect()
+    }
 }
 
 /// Claims up to `limit` due runs, highest priority first, FIFO within one priority, for
@@ -215,7 +223,7 @@ pub(crate) async fn claim(
             c.run.state = TaskState::Aborted;
             c.run.end = Some(t);
             c.run.error = Some("task disabled".into());
-            write_state(conn, backend, &c.run, None, c.lease).await?;
+            write_state(conn, &c.run, None, c.lease).await?;
             out.ended.push(c.run);
             continue;
         }
@@ -238,7 +246,7 @@ pub(crate) async fn claim(
                         c.run.state = TaskState::RateLimited;
                         c.run.end = Some(t);
                         c.run.error = Some(format!("max_concurrency {} reached", rule.max_concurrency));
-                        write_state(conn, backend, &c.run, None, c.lease).await?;
+                        write_state(conn, &c.run, None, c.lease).await?;
                         out.ended.push(c.run);
                     }
                 }
@@ -250,7 +258,7 @@ pub(crate) async fn claim(
         c.run.start = Some(t);
         c.lease += 1;
         c.owner = Some(host.to_string());
-        write_state(conn, backend, &c.run, Some(host), c.lease).await?;
+        write_state(conn, &c.run, Some(host), c.lease).await?;
         out.started.push(c);
     }
     Ok(out)
@@ -301,25 +309,25 @@ pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finis
         Outcome::Aborted(e) => (TaskState::Aborted, Some(e.clone())),
         Outcome::Interrupted(e) => (TaskState::Interrupted, Some(e.clone())),
     };
-    write_state(conn, backend, run, None, row.lease).await?;
+    write_state(conn, run, None, row.lease).await?;
     super::tasks::record_last_run(conn, run).await?;
     let mut written = vec![run.clone()];
     if let Some(delay) = f.retry_after {
-        requeue(conn, backend, run, now + delay.as_micros() as i64, row.lease).await?;
+        requeue(conn, run, now + delay.as_micros() as i64, row.lease).await?;
         written.push(run.clone());
     }
     Ok(written)
 }
 
 /// `failure`/`interrupted` -> `queued` again: same id, one more retry attempt.
-pub(crate) async fn requeue(conn: &mut AnyConnection, backend: Backend, run: &mut TaskRun, after_us: i64, lease: i64) -> Result<(), sqlx::Error> {
+pub(crate) async fn requeue(conn: &mut AnyConnection, run: &mut TaskRun, after_us: i64, lease: i64) -> Result<(), sqlx::Error> {
     run.state = TaskState::Queued;
     run.retry_attempt += 1;
     run.queued = Some(to_datetime(now_us()));
     run.start = None;
     run.end = None;
     run.execute_after = Some(to_datetime(after_us));
-    write_state(conn, backend, run, None, lease).await
+    write_state(conn, run, None, lease).await
 }
 
 /// Outcome of a cancel request.
@@ -340,7 +348,7 @@ pub(crate) async fn cancel(conn: &mut AnyConnection, backend: Backend, id: &str)
             row.run.state = TaskState::Aborted;
             row.run.end = Some(to_datetime(now_us()));
             row.run.error = Some("cancelled".into());
-            write_state(conn, backend, &row.run, None, row.lease).await?;
+            write_state(conn, &row.run, None, row.lease).await?;
             Ok(Cancel::Aborted(row.run))
         }
         TaskState::Running => {
@@ -361,7 +369,9 @@ pub(crate) async fn clear_queue(
     let mut counts = BTreeMap::new();
     let mut aborted = Vec::new();
     for &p in priorities {
-        let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND priority = $1");
+        // Rows a claim holds are being started right now: not queued any more, skip them.
+        let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND priority = $1{lock}");
         let rows = sqlx::query(AssertSqlSafe(sql)).bind(p.rank()).fetch_all(&mut *conn).await?;
         let now = to_datetime(now_us());
         for r in &rows {
@@ -369,7 +379,7 @@ pub(crate) async fn clear_queue(
             row.run.state = TaskState::Aborted;
             row.run.end = Some(now);
             row.run.error = Some("queue cleared".into());
-            write_state(conn, backend, &row.run, None, row.lease).await?;
+            write_state(conn, &row.run, None, row.lease).await?;
             aborted.push(row.run);
         }
         counts.insert(p, rows.len() as u64);

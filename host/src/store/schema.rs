@@ -57,9 +57,13 @@ const MIGRATIONS: &[&str] = &[
         workers BIGINT NOT NULL
     )",
     // How far each plugin has consumed the change feed.
+    // `owner` holds the delivery lease until `lease_until`: one host at a time delivers
+    // a plugin's events.
     "CREATE TABLE IF NOT EXISTS fluid_plugin_checkpoints (
         plugin TEXT PRIMARY KEY,
-        seq BIGINT NOT NULL
+        seq BIGINT NOT NULL,
+        owner TEXT,
+        lease_until BIGINT NOT NULL DEFAULT 0
     )",
 ];
 
