@@ -1,4 +1,4 @@
-//! The `fluid` command line (clap): `serve`, `ls`, `exec`, `enable`.
+//! The `fluid` command line (clap): `serve`, `ls`, `exec`, `enable`, `plugins ls|check`.
 //!
 //! Every option has an environment variable (`FLUID_*`), shown by `--help`.
 
@@ -29,6 +29,9 @@ pub struct Global {
     /// Log format.
     #[arg(long, env = "FLUID_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
     pub log_format: LogFormat,
+    /// Plugin limits, capability grants and config (default: DATA/fluid.toml).
+    #[arg(long = "config", env = "FLUID_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `fluid_host=debug`.
     #[arg(long, env = "FLUID_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -63,6 +66,29 @@ pub enum Command {
         #[arg(long)]
         disable: bool,
     },
+    /// Inspect plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginsCommand {
+    /// List plugins. With --url: a running host's plugins, with state and counters.
+    /// Without: the files of the plugins folder, whether each fits the plugin world, and
+    /// the limits and grants fluid.toml gives it (nothing is started).
+    Ls {
+        /// A running host, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "FLUID_URL")]
+        url: Option<String>,
+        /// Plugins folder (default: DATA/plugins).
+        #[arg(long, env = "FLUID_PLUGINS_DIR")]
+        plugins: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell whether a component fits the fluid:scheduler/plugin@0.1.0 world (exit 1 if not).
+    Check { file: PathBuf },
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +140,7 @@ pub fn main(tasks: Vec<Task>) -> std::process::ExitCode {
 fn config(g: &Global) -> HostConfig {
     let mut c = HostConfig::new(&g.data_dir);
     c.database_url = g.database_url.clone();
+    c.config_file = g.config.clone();
     c
 }
 
@@ -188,8 +215,77 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             println!("{task}: {}", if disable { "disabled" } else { "enabled" });
             s.store().close().await;
         }
+        Command::Plugins(cmd) => return plugins_command(g, cmd).await,
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std::process::ExitCode> {
+    use crate::plugins::{FluidConfig, PluginInfo, inspect};
+    let c = config(g);
+    match cmd {
+        PluginsCommand::Check { file } => match inspect::check_file(&file, None)? {
+            Ok(()) => println!("{}: fits {}", file.display(), crate::plugins::runtime::WORLD),
+            Err(e) => {
+                println!("{e}");
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        },
+        PluginsCommand::Ls { url, plugins, json } => {
+            let list: Vec<PluginInfo> = match url {
+                Some(url) => {
+                    let url = format!("{}/plugins", url.trim_end_matches('/'));
+                    let resp = reqwest::get(&url).await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+                    anyhow::ensure!(resp.status().is_success(), "{url}: HTTP {}", resp.status());
+                    resp.json().await?
+                }
+                None => {
+                    let fluid_toml = FluidConfig::load(&c.config_file(), c.plugin_limits.clone())?;
+                    let dir = plugins.unwrap_or_else(|| c.plugins_dir());
+                    inspect::inspect_dir(&dir, &fluid_toml, Some(&c.data_dir.join("cache")))?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_plugins(&list);
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn print_plugins(list: &[crate::plugins::PluginInfo]) {
+    let num = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v.get(k)).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    println!("{:<16} {:<9} {:<12} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} GRANTS", "NAME", "VERSION", "STATE", "MEM_MIB", "TIMEOUT", "CALLS", "TRAPS", "MEAN_MS", "P99_MS");
+    for p in list {
+        let grants = p.grants.as_ref().map(|g| {
+            let n = |k: &str| g.get(k).and_then(|v| v.as_array()).map_or(0, Vec::len);
+            format!("dirs:{} env:{} net:{}", n("dirs"), n("env"), n("network"))
+        });
+        let ms = |k: &str| p.health.as_ref().and_then(|h| h.get(k)).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.2}"));
+        println!(
+            "{:<16} {:<9} {:<12} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {}",
+            p.name,
+            p.version.as_deref().unwrap_or("-"),
+            p.state,
+            num(&p.limits, "memory_mib"),
+            num(&p.limits, "call_timeout_ms"),
+            num(&p.health, "calls"),
+            num(&p.health, "traps"),
+            ms("mean_call_ms"),
+            ms("p99_call_ms"),
+            grants.unwrap_or_else(|| "-".into())
+        );
+    }
+    for p in list.iter().filter(|p| p.error.is_some() || p.replacement_error.is_some()) {
+        if let Some(e) = &p.error {
+            println!("{}: {e}", p.name);
+        }
+        if let Some(e) = &p.replacement_error {
+            println!("{}: replacement not loaded: {e}", p.name);
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -2,7 +2,7 @@
 //! stopped as one [`Host`].
 
 use crate::http::{self, AppState};
-use crate::plugins::{PluginRuntime, PluginSettings};
+use crate::plugins::{Limits, PluginRuntime, PluginSettings};
 use crate::scheduler::{Scheduler, SchedulerConfig, Task};
 use crate::store::Store;
 use anyhow::Context;
@@ -26,10 +26,12 @@ pub struct HostConfig {
     pub load_plugins: bool,
     /// Whether to write the bundled plugins (db, stats) into the plugins folder.
     pub seed_bundled: bool,
-    /// Time limit of one plugin call.
-    pub plugin_call_timeout: Duration,
-    /// Memory cap of one plugin instance.
-    pub plugin_memory_bytes: usize,
+    /// fluid.toml: per-plugin limits, grants and config; `data_dir/fluid.toml` when None.
+    pub config_file: Option<PathBuf>,
+    /// Limits of plugins fluid.toml says nothing about.
+    pub plugin_limits: Limits,
+    /// How often the plugins folder and fluid.toml are polled for changes; None: never.
+    pub plugin_scan_interval: Option<Duration>,
     pub scheduler: SchedulerConfig,
 }
 
@@ -42,14 +44,29 @@ impl HostConfig {
             plugins_dir: None,
             load_plugins: true,
             seed_bundled: true,
-            plugin_call_timeout: Duration::from_secs(10),
-            plugin_memory_bytes: 64 << 20,
+            config_file: None,
+            plugin_limits: Limits::default(),
+            plugin_scan_interval: Some(Duration::from_millis(500)),
             scheduler: SchedulerConfig::default(),
         }
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.config_file.clone().unwrap_or_else(|| self.data_dir.join("fluid.toml"))
+    }
+
+    /// The plugin runtime's settings: folders, compile cache in `data_dir/cache`, limits.
+    pub fn plugin_settings(&self) -> PluginSettings {
+        let mut s = PluginSettings::new(self.plugins_dir());
+        s.config_path = self.config_file();
+        s.cache_dir = Some(self.data_dir.join("cache"));
+        s.limits = self.plugin_limits.clone();
+        s.scan_interval = self.plugin_scan_interval;
+        s
     }
 
     pub async fn open_store(&self) -> anyhow::Result<Store> {
@@ -88,11 +105,9 @@ impl Host {
                     tracing::info!(file = %f.display(), "bundled plugin installed");
                 }
             }
-            let mut settings = PluginSettings::new(dir);
-            settings.call_timeout = config.plugin_call_timeout;
-            settings.memory_bytes = config.plugin_memory_bytes;
-            let rt = PluginRuntime::new(scheduler.clone(), settings).await?;
+            let rt = PluginRuntime::new(scheduler.clone(), config.plugin_settings()).await?;
             rt.load_dir().await?;
+            rt.watch();
             Some(rt)
         } else {
             None

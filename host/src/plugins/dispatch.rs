@@ -5,10 +5,12 @@
 //! checkpoint past them only when the call succeeded. So events arrive in commit order,
 //! at least once, survive crashes (replayed from the checkpoint), and a plugin that fails
 //! or traps holds only its own checkpoint, retried with back-off, while the queue and
-//! every other plugin go on.
+//! every other plugin go on. A batch is cut to the plugin's `max_args_kib`; one event
+//! over it alone is a delivery failure (counted toward quarantine), not a trap.
 
 use super::bindings::tmp::Event;
 use super::bindings::types::{TaskPriority as WitPriority, TaskRun as WitRun, TaskState as WitState};
+use super::actor::DeliveryError;
 use super::runtime::{Loaded, Shared};
 use crate::scheduler::{Priority, TaskRun, TaskState};
 use std::sync::Arc;
@@ -79,10 +81,43 @@ pub fn wit_run(r: &TaskRun) -> WitRun {
 /// hosts on a shared database do not wake this one).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
-/// The delivery loop of one plugin; ends when the plugin is unloaded.
+/// Roughly what an event weighs once passed to the plugin: its texts plus fixed fields.
+fn event_bytes(e: &Event) -> usize {
+    let r = &e.run;
+    256 + r.id.len() + r.task.len() + r.params_json.len() + r.tags.iter().map(|t| t.len() + 8).sum::<usize>()
+        + r.error.as_ref().map_or(0, String::len) + r.from_run_id.len() + r.root_run_id.len()
+}
+
+/// The next batch from `events` (read after the checkpoint): the subscribed ones among the
+/// longest prefix that fits in `max_bytes`, and the seq the checkpoint moves to once the
+/// plugin has them. Err when the first subscribed event alone is over the limit.
+fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes: usize) -> Result<(Vec<Event>, i64), String> {
+    let (mut batch, mut bytes, mut last) = (Vec::new(), 0, 0);
+    for e in events {
+        if plugin.subscribed(e.run.state) {
+            let ev = Event { seq: e.seq as u64, run: wit_run(&e.run) };
+            let size = event_bytes(&ev);
+            if bytes + size > max_bytes {
+                if batch.is_empty() {
+                    return Err(format!("event seq {} is about {size} bytes, over the plugin's limit of {max_bytes} bytes (max_args_kib)", e.seq));
+                }
+                break;
+            }
+            bytes += size;
+            batch.push(ev);
+        }
+        last = e.seq;
+    }
+    Ok((batch, last))
+}
+
+/// The delivery loop of one plugin; ends when the plugin is unloaded, replaced or
+/// quarantined, after settling the batch in hand.
 pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
     let store = shared.scheduler.store().clone();
     let mut signal = shared.scheduler.feed_signal();
+    let sup = plugin.sup.clone();
+    let stop = sup.stop.clone();
     let mut backoff = Duration::from_millis(200);
     let mut checkpoint = loop {
         match store.checkpoint(&plugin.name, 0).await {
@@ -91,13 +126,14 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                 tracing::error!(plugin = %plugin.name, error = %e, "cannot read checkpoint; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = plugin.stop.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
             }
         }
     };
+    sup.update(|h| h.checkpoint = checkpoint);
     loop {
-        if plugin.stop.is_cancelled() {
+        if stop.is_cancelled() {
             return;
         }
         let events = match store.events_after(checkpoint, shared.settings.batch as i64).await {
@@ -106,28 +142,40 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                 tracing::error!(plugin = %plugin.name, error = %e, "cannot read the change feed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = plugin.stop.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
                 continue;
             }
         };
-        let Some(last) = events.last().map(|e| e.seq) else {
+        if events.is_empty() {
             tokio::select! {
                 _ = signal.changed() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
-                _ = plugin.stop.cancelled() => return,
+                _ = stop.cancelled() => return,
             }
             continue;
+        }
+        let delivered = match next_batch(&plugin, &events, sup.policy.limits.max_args_bytes()) {
+            Err(msg) => {
+                sup.fail(&msg, false);
+                Err(msg)
+            }
+            Ok((batch, last)) => {
+                let n = batch.len() as u64;
+                let r = if batch.is_empty() { Ok(()) } else { plugin.actor.on_events(batch).await };
+                match r {
+                    Ok(()) => Ok((n, last)),
+                    Err(DeliveryError::Stopped) => return,
+                    Err(DeliveryError::Trapped(msg)) => Err(msg),
+                    Err(DeliveryError::Refused(msg)) => {
+                        sup.fail(&msg, false);
+                        Err(msg)
+                    }
+                }
+            }
         };
-        let batch: Vec<Event> = events
-            .iter()
-            .filter(|e| plugin.subscribed(e.run.state))
-            .map(|e| Event { seq: e.seq as u64, run: wit_run(&e.run) })
-            .collect();
-        let n = batch.len() as u64;
-        let delivered = if batch.is_empty() { Ok(()) } else { plugin.actor.on_events(batch).await };
         match delivered {
-            Ok(()) => {
+            Ok((n, last)) => {
                 if let Err(e) = store.advance_checkpoint(&plugin.name, last).await {
                     // Not advanced: the same events come again (at least once).
                     tracing::error!(plugin = %plugin.name, error = %e, "cannot save checkpoint");
@@ -135,24 +183,27 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                 }
                 checkpoint = last;
                 backoff = Duration::from_millis(200);
-                let mut h = plugin.health.lock().unwrap();
-                h.events_delivered += n;
-                h.checkpoint = checkpoint;
-                if h.state == "failing" {
-                    h.state = "active".into();
-                }
+                sup.update(|h| {
+                    h.events_delivered += n;
+                    h.checkpoint = checkpoint;
+                    if h.state == "failing" {
+                        h.state = "active".into();
+                    }
+                });
             }
-            Err(e) => {
-                tracing::warn!(plugin = %plugin.name, error = %e, retry_in = ?backoff, "event delivery failed; will retry from the checkpoint");
-                {
-                    let mut h = plugin.health.lock().unwrap();
-                    h.errors += 1;
-                    h.last_error = Some(e.to_string());
-                    h.state = "failing".into();
+            Err(msg) => {
+                if stop.is_cancelled() {
+                    return;
                 }
+                tracing::warn!(plugin = %plugin.name, error = %msg, retry_in = ?backoff, "event delivery failed; will retry from the checkpoint");
+                sup.update(|h| {
+                    if h.state == "active" {
+                        h.state = "failing".into();
+                    }
+                });
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = plugin.stop.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }

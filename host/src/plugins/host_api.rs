@@ -3,7 +3,7 @@
 
 use super::bindings::host_if::{self, LogLevel, QueueRequest};
 use super::bindings::types::{CallError, TaskInfo, TaskRun as WitRun};
-use super::runtime::PluginState;
+use super::sandbox::PluginState;
 use crate::scheduler::{PluginCallError, QueueError, QueueOptions};
 use wasmtime::component::Resource;
 
@@ -39,6 +39,7 @@ pub fn from_call_error(e: CallError) -> PluginCallError {
 impl host_if::Host for PluginState {
     async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         if !self.log_budget.take() {
+            self.sup.update(|h| h.log_lines_dropped += 1);
             return Ok(());
         }
         let mut message = message;

@@ -1,22 +1,41 @@
 //! Plugins as WebAssembly components.
 //!
 //! - [`bindings`]: the generated types of the `plugin` world (the only `bindgen!`).
-//! - [`runtime`]: the engine, linker and the set of loaded plugins; loading a folder.
+//! - [`config`]: fluid.toml: limits, capability grants and config per plugin.
+//! - [`runtime`]: the engine, linker and the set of loaded plugins; calls between them.
+//! - [`loader`]: loading, swapping, unloading and re-enabling a plugin from its file.
+//! - [`watcher`]: polls the plugins folder and fluid.toml while the host runs.
+//! - [`cache`]: compiled components on disk, keyed by content and engine.
+//! - [`sandbox`]: a plugin instance's store: memory cap and WASI with only its grants.
 //! - [`actor`]: one task per plugin owns its instance: calls are handled one at a time,
-//!   each under a time limit and a memory cap; a trap discards the instance and the next
-//!   call gets a fresh one.
+//!   each under a time limit; a trap discards the instance and the next call gets a
+//!   fresh one.
+//! - [`supervisor`]: counters, failures in a window, quarantine.
 //! - [`dispatch`]: delivers the change feed to each plugin from its checkpoint.
-//! - [`storage`]: the `storage` import on sqlx, each plugin in its own namespace.
+//! - [`storage`]: the `storage` import on sqlx, each plugin in its own namespace, with quotas.
+//! - [`quota`]: storage quotas: tables, rows, bytes.
 //! - [`host_api`]: the `host` import: log, get-plugin, tasks, queueing.
+//! - [`inspect`]: checking plugin files without running them (the CLI).
 //! - [`routes`]: HTTP routes declared by plugins.
 
 pub mod actor;
-pub mod bundled;
 pub mod bindings;
+pub mod bundled;
+pub mod cache;
+pub mod config;
 pub mod dispatch;
 pub mod host_api;
+pub mod inspect;
+pub mod loader;
+pub mod quota;
 pub mod routes;
 pub mod runtime;
+pub mod sandbox;
 pub mod storage;
+pub mod supervisor;
+pub mod watcher;
 
+pub use config::{FluidConfig, Grants, Limits, Policy};
+pub use loader::{EnableError, check_component};
 pub use runtime::{PluginInfo, PluginRuntime, PluginSettings};
+pub use supervisor::Health;

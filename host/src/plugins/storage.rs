@@ -7,7 +7,10 @@
 //! against `[a-z][a-z0-9_]*` (24 characters for tables, 48 for columns) and always quoted;
 //! values are bound parameters, converted to the column's declared type. Table schemas are
 //! kept in `fluid_plugin_tables`, so a plugin reloaded later finds its tables again.
+//! Quotas (tables, rows, bytes) are enforced as `quota` describes.
 
+use super::config::Limits;
+use super::quota::{self, Bounds, Usage};
 use super::bindings::storage_if::{ColumnType, Filter, FilterOp, OrderBy, Query, StorageError, TableDef, Value};
 use crate::store::{Backend, Store};
 use sqlx::any::{AnyArguments, AnyRow};
@@ -49,6 +52,7 @@ impl Meta {
 pub struct PluginStorage {
     store: Store,
     meta: Arc<Mutex<HashMap<(String, String), Meta>>>,
+    bounds: Bounds,
 }
 
 fn kind_name(k: ColumnType) -> &'static str {
@@ -92,7 +96,7 @@ impl PluginStorage {
         )
         .execute(&mut *conn)
         .await?;
-        Ok(PluginStorage { store, meta: Arc::default() })
+        Ok(PluginStorage { store, meta: Arc::default(), bounds: Bounds::default() })
     }
 
     fn backend(&self) -> Backend {
@@ -122,7 +126,7 @@ impl PluginStorage {
         Ok(meta)
     }
 
-    pub async fn ensure_table(&self, plugin: &str, def: TableDef) -> Result<(), StorageError> {
+    pub async fn ensure_table(&self, plugin: &str, def: TableDef, limits: &Limits) -> Result<(), StorageError> {
         check_ident("table", &def.name, 24)?;
         if def.columns.is_empty() || def.columns.len() > 64 {
             return Err(StorageError::InvalidValue("a table needs 1 to 64 columns".into()));
@@ -146,15 +150,16 @@ impl PluginStorage {
         if def.indexes.len() > 16 {
             return Err(StorageError::InvalidValue("at most 16 indexes".into()));
         }
-        match self.meta(plugin, &def.name).await {
+        let exists = match self.meta(plugin, &def.name).await {
             Ok(existing) => {
                 if existing.columns != columns || existing.primary_key != def.primary_key {
                     return Err(StorageError::SchemaMismatch(format!("table {:?} exists with other columns or key", def.name)));
                 }
+                true
             }
-            Err(StorageError::NoSuchTable(_)) => {}
+            Err(StorageError::NoSuchTable(_)) => false,
             Err(e) => return Err(e),
-        }
+        };
         let phys = physical(plugin, &def.name);
         let col_sql: Vec<String> = columns
             .iter()
@@ -164,6 +169,9 @@ impl PluginStorage {
         let mut tx = self.store.writer.begin().await.map_err(backend_err)?;
         if self.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(72453)").execute(&mut *tx).await.map_err(backend_err)?;
+        }
+        if !exists {
+            quota::check_new_table(&mut tx, plugin, limits).await?;
         }
         let create = format!("CREATE TABLE IF NOT EXISTS {phys} ({}, PRIMARY KEY ({}))", col_sql.join(", "), pk.join(", "));
         sqlx::query(AssertSqlSafe(create)).execute(&mut *tx).await.map_err(backend_err)?;
@@ -221,7 +229,18 @@ impl PluginStorage {
         }
     }
 
-    pub async fn upsert(&self, plugin: &str, table: &str, columns: Vec<String>, rows: Vec<Vec<Value>>) -> Result<u64, StorageError> {
+    /// Current usage of `plugin`'s tables: the upper bound, measured first when unknown.
+    async fn usage_bound(&self, plugin: &str) -> Result<Usage, StorageError> {
+        if let Some(u) = self.bounds.get(plugin) {
+            return Ok(u);
+        }
+        let mut conn = self.store.reader.acquire().await.map_err(backend_err)?;
+        let u = quota::measure(&mut conn, self.backend(), plugin).await?;
+        self.bounds.set(plugin, u);
+        Ok(u)
+    }
+
+    pub async fn upsert(&self, plugin: &str, table: &str, columns: Vec<String>, rows: Vec<Vec<Value>>, limits: &Limits) -> Result<u64, StorageError> {
         let meta = self.meta(plugin, table).await?;
         let cols: Vec<Col> = columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?;
         for k in &meta.primary_key {
@@ -245,6 +264,10 @@ impl PluginStorage {
         if typed.is_empty() {
             return Ok(0);
         }
+        let new_rows = typed.len() as u64;
+        let new_bytes: u64 = typed.iter().flatten().map(Bound::size).sum();
+        let bound = self.usage_bound(plugin).await?;
+        let may_cross = Usage { rows: bound.rows + new_rows, bytes: bound.bytes + new_bytes }.over(limits).is_some();
         let col_list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let pk: Vec<String> = meta.primary_key.iter().map(|c| quote(c)).collect();
         let updates: Vec<String> = columns.iter().filter(|c| !meta.primary_key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
@@ -269,7 +292,18 @@ impl PluginStorage {
             }
             written += q.execute(&mut *tx).await.map_err(backend_err)?.rows_affected();
         }
-        tx.commit().await.map_err(backend_err)?;
+        if may_cross {
+            let exact = quota::measure(&mut tx, self.backend(), plugin).await?;
+            if let Some(why) = exact.over(limits) {
+                tx.rollback().await.map_err(backend_err)?;
+                return Err(quota::exceeded(format!("upsert refused: the plugin's tables would hold {why}")));
+            }
+            tx.commit().await.map_err(backend_err)?;
+            self.bounds.set(plugin, exact);
+        } else {
+            tx.commit().await.map_err(backend_err)?;
+            self.bounds.add(plugin, new_rows, new_bytes);
+        }
         Ok(written)
     }
 
@@ -433,7 +467,9 @@ impl PluginStorage {
         for b in &binds {
             query = b.bind(query);
         }
-        Ok(query.execute(&self.store.writer).await.map_err(backend_err)?.rows_affected())
+        let n = query.execute(&self.store.writer).await.map_err(backend_err)?.rows_affected();
+        self.bounds.remove_rows(plugin, n);
+        Ok(n)
     }
 
     pub async fn count(&self, plugin: &str, table: &str, filters: Vec<Filter>) -> Result<u64, StorageError> {
@@ -459,6 +495,15 @@ enum Bound {
 }
 
 impl Bound {
+    /// Bytes the value counts for in the storage quota.
+    fn size(&self) -> u64 {
+        match self {
+            Bound::Text(Some(s)) => s.len() as u64,
+            Bound::Text(None) | Bound::Int(None) | Bound::Float(None) | Bound::Bool(None) => 0,
+            _ => 8,
+        }
+    }
+
     fn bind<'q>(&self, q: SqlxQuery<'q, Any, AnyArguments>) -> SqlxQuery<'q, Any, AnyArguments> {
         match self.clone() {
             Bound::Int(v) => q.bind(v),
@@ -526,13 +571,13 @@ fn read_row(backend: Backend, r: &AnyRow, cols: &[Col]) -> Result<Vec<Value>, St
         .collect()
 }
 
-impl super::bindings::storage_if::Host for super::runtime::PluginState {
+impl super::bindings::storage_if::Host for super::sandbox::PluginState {
     async fn ensure_table(&mut self, def: TableDef) -> wasmtime::Result<Result<(), StorageError>> {
-        Ok(self.shared.storage.ensure_table(&self.name, def).await)
+        Ok(self.shared.storage.ensure_table(&self.name, def, &self.sup.policy.limits).await)
     }
 
     async fn upsert(&mut self, table: String, columns: Vec<String>, rows: Vec<Vec<Value>>) -> wasmtime::Result<Result<u64, StorageError>> {
-        Ok(self.shared.storage.upsert(&self.name, &table, columns, rows).await)
+        Ok(self.shared.storage.upsert(&self.name, &table, columns, rows, &self.sup.policy.limits).await)
     }
 
     async fn select(&mut self, table: String, q: Query) -> wasmtime::Result<Result<Vec<Vec<Value>>, StorageError>> {

@@ -1,0 +1,272 @@
+//! Loading, swapping, unloading and re-enabling plugins, one at a time.
+//!
+//! A swap never loses or doubles an event: the new version is compiled, instantiated and
+//! registered while the old one still runs (if that fails, the old one keeps running and
+//! the reason is shown); then the old actor and delivery loop are stopped and awaited, so
+//! its last batch is either acknowledged (checkpoint moved) or not, and only then does the
+//! new version's delivery loop start, from the stored checkpoint.
+
+use super::actor::{self, Actor, ActorCtx};
+use super::bindings::PluginPre;
+use super::cache;
+use super::config::FluidConfig;
+use super::dispatch;
+use super::runtime::{Loaded, PluginRuntime, WORLD};
+use super::sandbox::PluginState;
+use super::storage::check_ident;
+use super::supervisor::Supervisor;
+use crate::scheduler::TaskState;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+/// Size and modification time of a file: how the watcher tells a file changed, and that a
+/// file being written has settled (the same stamp on two scans in a row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub len: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        let m = std::fs::metadata(path).ok()?;
+        m.is_file().then(|| FileStamp { len: m.len(), modified: m.modified().ok() })
+    }
+}
+
+/// A file that failed to load, and the stamp it had then (not retried until it changes).
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub reason: String,
+    pub stamp: Option<FileStamp>,
+}
+
+/// Why `enable` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum EnableError {
+    #[error("plugin {0:?} not found")]
+    NotFound(String),
+    #[error("plugin {0:?} is not quarantined")]
+    NotQuarantined(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A new version, registered and ready to take over.
+struct Prepared {
+    name: String,
+    version: String,
+    file: PathBuf,
+    sha256: String,
+    stamp: FileStamp,
+    subscriptions: Vec<(TaskState, String)>,
+    routes: Vec<(String, String, String)>,
+    ctx: ActorCtx,
+    instance: actor::Instance,
+}
+
+/// Compiles `bytes` (the file at `path`, `sha` their hash; through the compile cache when
+/// `cache_dir` is given) and checks them against the `plugin` world: a clear error naming
+/// the file and what does not fit.
+pub fn check_component(engine: &Engine, linker: &Linker<PluginState>, path: &Path, bytes: &[u8], cache_dir: Option<&Path>) -> Result<PluginPre<PluginState>, String> {
+    let file = path.display();
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(format!("{file}: not a WebAssembly file"));
+    }
+    let component = cache::component(engine, bytes, &cache::sha256(bytes), cache_dir).map_err(|e| {
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            format!("{file}: a core WebAssembly module, not a component (build for wasm32-wasip2 or wrap it with `wasm-tools component new`)")
+        } else {
+            format!("{file}: not a valid component: {e:#}")
+        }
+    })?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| format!("{file}: imports something fluid does not provide: {e:#}"))?;
+    PluginPre::new(pre).map_err(|e| format!("{file}: does not implement the {WORLD} world (it must export task-manager-plugin): {e:#}"))
+}
+
+impl PluginRuntime {
+    /// Loads every `*.wasm` in the plugins folder. A file that fails is recorded with its
+    /// reason (and logged); the others still load.
+    pub async fn load_dir(&self) -> anyhow::Result<()> {
+        let dir = &self.shared.settings.dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create plugins folder {}", dir.display()))?;
+        for f in wasm_files(dir)? {
+            let _ = self.load_file(&f).await;
+        }
+        Ok(())
+    }
+
+    /// Loads one component file, registers it and starts its event delivery; a plugin
+    /// already loaded from it is swapped for the new version. On failure the reason is
+    /// recorded (shown by `/plugins`) and a running older version keeps running.
+    pub async fn load_file(&self, path: &Path) -> Result<Arc<Loaded>, String> {
+        let _admin = self.shared.admin.lock().await;
+        self.load_locked(path).await
+    }
+
+    async fn load_locked(&self, path: &Path) -> Result<Arc<Loaded>, String> {
+        let stamp = FileStamp::of(path);
+        match self.prepare(path).await {
+            Ok(p) => Ok(self.install(p).await),
+            Err(reason) => {
+                tracing::error!(file = %path.display(), error = %reason, "plugin not loaded");
+                self.shared.failed.write().unwrap().insert(path.to_path_buf(), Failed { reason: reason.clone(), stamp });
+                Err(reason)
+            }
+        }
+    }
+
+    async fn prepare(&self, path: &Path) -> Result<Prepared, String> {
+        let shared = &self.shared;
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        check_ident("plugin name (the file name)", &name, 24).map_err(|e| format!("{}: {e:?}", path.display()))?;
+        if let Some(other) = shared.plugin(&name).filter(|o| o.file != path) {
+            return Err(format!("{}: a plugin named {name:?} is already loaded from {}", path.display(), other.file.display()));
+        }
+        let stamp = FileStamp::of(path).ok_or_else(|| format!("{}: cannot read", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let pre = check_component(&shared.engine, &shared.linker, path, &bytes, shared.settings.cache_dir.as_deref())?;
+        let policy = shared.config.read().unwrap().policy(&name).map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
+        let config_json = match &policy.config {
+            Some(v) => v.to_string(),
+            None => legacy_config(path)?,
+        };
+        let sup = Arc::new(Supervisor::new(&name, Arc::new(policy), shared.stop.child_token()));
+        let ctx = ActorCtx { config_json, shared: shared.clone(), pre, sup };
+        let (instance, reg) = actor::instantiate(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        if reg.name != name {
+            return Err(format!("{}: the component registers as {:?}; name the file {}.wasm", path.display(), reg.name, reg.name));
+        }
+        let mut routes = Vec::new();
+        for r in &reg.routes {
+            let method = r.method.to_ascii_uppercase();
+            if !r.path.starts_with('/') {
+                return Err(format!("{}: route path {:?} must start with /", path.display(), r.path));
+            }
+            let taken = shared.plugins.read().unwrap().values().any(|p| p.name != name && p.routes.iter().any(|(m, pth, _)| *m == method && *pth == r.path));
+            if taken || super::routes::host_owns(&r.path) {
+                return Err(format!("{}: route {method} {} is already served", path.display(), r.path));
+            }
+            routes.push((method, r.path.clone(), r.handler.clone()));
+        }
+        let subscriptions: Vec<(TaskState, String)> = reg.subscriptions.iter().map(|s| (dispatch::host_state(s.state), s.tag.clone())).collect();
+        let file = path.to_path_buf();
+        Ok(Prepared { name, version: reg.version, file, sha256: cache::sha256(&bytes), stamp, subscriptions, routes, ctx, instance })
+    }
+
+    /// Stops the version in place (if any), then starts this one.
+    async fn install(&self, p: Prepared) -> Arc<Loaded> {
+        if let Some(old) = self.shared.plugin(&p.name) {
+            stop_and_wait(&old).await;
+        }
+        let sup = p.ctx.sup.clone();
+        let actor = Actor::spawn(p.ctx, p.instance, sup.stop.clone());
+        let (name, version, file, sha256, stamp, subscriptions, routes) = (p.name, p.version, p.file, p.sha256, p.stamp, p.subscriptions, p.routes);
+        let loaded = Arc::new(Loaded { name, version, file, sha256, stamp, subscriptions, routes, actor, sup, delivery: Mutex::new(None) });
+        self.shared.plugins.write().unwrap().insert(loaded.name.clone(), loaded.clone());
+        self.shared.failed.write().unwrap().remove(&loaded.file);
+        *loaded.delivery.lock().unwrap() = Some(tokio::spawn(dispatch::deliver(self.shared.clone(), loaded.clone())));
+        tracing::info!(plugin = %loaded.name, version = %loaded.version, file = %loaded.file.display(), sha256 = %loaded.sha256,
+            subscriptions = loaded.subscriptions.len(), routes = loaded.routes.len(), "plugin loaded");
+        loaded
+    }
+
+    /// Unloads a plugin: no more calls or deliveries; its checkpoint and tables stay.
+    pub async fn unload(&self, name: &str) -> bool {
+        let _admin = self.shared.admin.lock().await;
+        let Some(p) = self.shared.plugins.write().unwrap().remove(name) else { return false };
+        stop_and_wait(&p).await;
+        tracing::info!(plugin = %name, file = %p.file.display(), "plugin unloaded");
+        true
+    }
+
+    /// Restarts a quarantined plugin (or retries a file that failed to load) from its file,
+    /// with fluid.toml read again. Its held events are then delivered, or skipped when
+    /// `skip_events` (its checkpoint moves to the head of the feed first).
+    pub async fn enable(&self, name: &str, skip_events: bool) -> Result<Arc<Loaded>, EnableError> {
+        let _admin = self.shared.admin.lock().await;
+        self.reload_config().map_err(|e| EnableError::Failed(format!("{e:#}")))?;
+        let loaded = self.shared.plugin(name);
+        let path = match &loaded {
+            Some(p) if !p.sup.quarantined() => return Err(EnableError::NotQuarantined(name.into())),
+            Some(p) => p.file.clone(),
+            None => {
+                let failed = self.shared.failed.read().unwrap();
+                failed.keys().find(|f| f.file_stem().and_then(|s| s.to_str()) == Some(name)).cloned().ok_or_else(|| EnableError::NotFound(name.into()))?
+            }
+        };
+        if let Some(old) = &loaded {
+            stop_and_wait(old).await;
+        }
+        if skip_events {
+            let store = self.shared.scheduler.store();
+            let skip = async {
+                let head = store.feed_head().await?;
+                store.checkpoint(name, head).await?;
+                store.reset_checkpoint(name, head).await
+            };
+            skip.await.map_err(|e| EnableError::Failed(format!("cannot move the checkpoint: {e}")))?;
+            tracing::warn!(plugin = %name, "events held for the quarantined plugin skipped by the operator");
+        }
+        let result = self.load_locked(&path).await;
+        if let (Err(reason), Some(old)) = (&result, &loaded) {
+            old.sup.update(|h| h.last_error = Some(reason.clone()));
+        }
+        result.map_err(EnableError::Failed)
+    }
+
+    /// Reads fluid.toml again; an invalid file is an error and the previous one stays in force.
+    pub(crate) fn reload_config(&self) -> anyhow::Result<()> {
+        let s = &self.shared.settings;
+        let fresh = FluidConfig::load(&s.config_path, s.limits.clone())?;
+        *self.shared.config.write().unwrap() = fresh;
+        Ok(())
+    }
+
+    /// Swaps a loaded plugin for the version in its file (the watcher's and the config
+    /// reload's entry point).
+    pub(crate) async fn replace(&self, path: &Path) {
+        let _admin = self.shared.admin.lock().await;
+        let _ = self.load_locked(path).await;
+    }
+}
+
+/// Stops a plugin's actor and delivery loop and waits for the loop to end (it finishes
+/// the batch in hand first, so the checkpoint is settled when this returns).
+async fn stop_and_wait(p: &Loaded) {
+    p.sup.stop.cancel();
+    let handle = p.delivery.lock().unwrap().take();
+    if let Some(h) = handle {
+        let _ = h.await;
+    }
+}
+
+/// `NAME.json` beside `NAME.wasm`: the config before fluid.toml, still honoured when
+/// fluid.toml gives none.
+fn legacy_config(path: &Path) -> Result<String, String> {
+    let config_path = path.with_extension("json");
+    match std::fs::read_to_string(&config_path) {
+        Ok(s) => {
+            let v: serde_json::Value = serde_json::from_str(&s).map_err(|e| format!("{}: config is not JSON: {e}", config_path.display()))?;
+            if !v.is_object() {
+                return Err(format!("{}: config must be a JSON object", config_path.display()));
+            }
+            Ok(s)
+        }
+        Err(_) => Ok("{}".to_string()),
+    }
+}
+
+/// The `*.wasm` files of a folder, sorted.
+pub fn wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,103 @@
+//! Storage quotas of a plugin: tables, rows and bytes across all its tables.
+//!
+//! Tables are counted in `fluid_plugin_tables`. Rows and bytes are measured with SQL over
+//! the plugin's own tables (`COUNT(*)` and the summed length of every value, as text: an
+//! approximation of the bytes stored, indexes and page overhead not included). Measuring
+//! on every write would cost a scan per write, so each plugin keeps an upper bound: set by
+//! a measurement, raised by what each upsert sends (as if every row were new and no value
+//! replaced), lowered by deletes. A write whose bound stays under the quota goes through
+//! without measuring; one that could cross it is measured exactly inside its own
+//! transaction, after its rows are written, and rolled back if the plugin is over. The
+//! bound is this host's: with several hosts writing one plugin's tables on PostgreSQL, a
+//! host measures when its own bound nears the limit, so the quota can be overshot by what
+//! the others wrote since.
+
+use super::bindings::storage_if::StorageError;
+use super::config::Limits;
+use crate::store::Backend;
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Rows and bytes of one plugin's tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Usage {
+    pub fn over(&self, limits: &Limits) -> Option<String> {
+        if self.rows > limits.max_rows {
+            return Some(format!("{} rows, over the quota of {} (max_rows)", self.rows, limits.max_rows));
+        }
+        (self.bytes > limits.max_storage_bytes()).then(|| format!("about {} bytes, over the quota of {} MiB (max_storage_mib)", self.bytes, limits.max_storage_mib))
+    }
+}
+
+/// Upper bounds of each plugin's usage, as described above.
+#[derive(Clone, Default)]
+pub struct Bounds(Arc<Mutex<HashMap<String, Usage>>>);
+
+impl Bounds {
+    pub fn get(&self, plugin: &str) -> Option<Usage> {
+        self.0.lock().unwrap().get(plugin).copied()
+    }
+    pub fn set(&self, plugin: &str, u: Usage) {
+        self.0.lock().unwrap().insert(plugin.to_string(), u);
+    }
+    pub fn add(&self, plugin: &str, rows: u64, bytes: u64) {
+        if let Some(u) = self.0.lock().unwrap().get_mut(plugin) {
+            u.rows = u.rows.saturating_add(rows);
+            u.bytes = u.bytes.saturating_add(bytes);
+        }
+    }
+    pub fn remove_rows(&self, plugin: &str, rows: u64) {
+        if let Some(u) = self.0.lock().unwrap().get_mut(plugin) {
+            u.rows = u.rows.saturating_sub(rows);
+        }
+    }
+}
+
+pub fn exceeded(msg: String) -> StorageError {
+    StorageError::QuotaExceeded(msg)
+}
+
+/// Refuses a new table when the plugin already has `max_tables`.
+pub async fn check_new_table(conn: &mut AnyConnection, plugin: &str, limits: &Limits) -> Result<(), StorageError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM fluid_plugin_tables WHERE plugin = $1").bind(plugin).fetch_one(&mut *conn).await.map_err(backend_err)?;
+    let n: i64 = row.try_get("n").map_err(backend_err)?;
+    if n as u64 >= limits.max_tables {
+        return Err(exceeded(format!("the plugin has {n} tables, its quota (max_tables)")));
+    }
+    Ok(())
+}
+
+/// Exact rows and approximate bytes of every table of `plugin`.
+pub async fn measure(conn: &mut AnyConnection, backend: Backend, plugin: &str) -> Result<Usage, StorageError> {
+    let tables = sqlx::query("SELECT physical, columns FROM fluid_plugin_tables WHERE plugin = $1").bind(plugin).fetch_all(&mut *conn).await.map_err(backend_err)?;
+    let mut total = Usage::default();
+    for t in tables {
+        let physical: String = t.try_get("physical").map_err(backend_err)?;
+        let columns: String = t.try_get("columns").map_err(backend_err)?;
+        let names: Vec<serde_json::Value> = serde_json::from_str(&columns).map_err(|e| StorageError::Backend(e.to_string()))?;
+        let lengths: Vec<String> = names
+            .iter()
+            .filter_map(|c| c.get("name").and_then(|n| n.as_str()))
+            .map(|n| match backend {
+                Backend::Sqlite => format!("COALESCE(LENGTH(\"{n}\"), 0)"),
+                Backend::Postgres => format!("COALESCE(OCTET_LENGTH(\"{n}\"::text), 0)"),
+            })
+            .collect();
+        // Names come from fluid_plugin_tables, checked as identifiers when the table was made.
+        let sql = format!("SELECT COUNT(*) AS n, COALESCE(SUM({}), 0) AS b FROM {physical}", lengths.join(" + "));
+        let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut *conn).await.map_err(backend_err)?;
+        total.rows += row.try_get::<i64, _>("n").map_err(backend_err)? as u64;
+        total.bytes += row.try_get::<i64, _>("b").map_err(backend_err)? as u64;
+    }
+    Ok(total)
+}
+
+fn backend_err(e: sqlx::Error) -> StorageError {
+    StorageError::Backend(e.to_string())
+}

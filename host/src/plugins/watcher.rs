@@ -1,0 +1,98 @@
+//! Hot reload: the plugins folder and fluid.toml are polled (every 500 ms by default,
+//! `PluginSettings::scan_interval`), with no extra dependency and the same behaviour on
+//! every file system, network mounts included.
+//!
+//! A file is acted on only once its size and modification time are the same on two scans
+//! in a row, so a file still being copied in is never loaded half-written; and a
+//! replacement that fails to load leaves the running version in place. Then:
+//! - a new `NAME.wasm` is loaded;
+//! - a changed one is swapped for the new version (see `loader`), which resumes from the
+//!   same checkpoint; this also re-enables a quarantined plugin;
+//! - a removed one is unloaded (its checkpoint and tables stay for a later return);
+//! - a changed fluid.toml is read again, and every running plugin whose limits, grants
+//!   or config changed is swapped to pick them up (a quarantined one waits for `enable`).
+
+use super::loader::{FileStamp, wasm_files};
+use super::runtime::PluginRuntime;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+type Scan = BTreeMap<PathBuf, FileStamp>;
+
+impl PluginRuntime {
+    /// Starts polling the plugins folder, until `shutdown`. Does nothing without a
+    /// `scan_interval`.
+    pub fn watch(&self) {
+        let Some(every) = self.shared.settings.scan_interval else { return };
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let mut prev = Scan::new();
+            let mut config_prev = FileStamp::of(&rt.shared.settings.config_path);
+            let mut config_seen = config_prev;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = rt.shared.stop.cancelled() => return,
+                }
+                let config_now = FileStamp::of(&rt.shared.settings.config_path);
+                if config_now == config_prev && config_now != config_seen {
+                    config_seen = config_now;
+                    rt.config_changed().await;
+                }
+                config_prev = config_now;
+                prev = rt.scan(prev).await;
+            }
+        });
+    }
+
+    /// One scan: acts on files stable since `prev`; returns this scan.
+    async fn scan(&self, prev: Scan) -> Scan {
+        let dir = &self.shared.settings.dir;
+        let now: Scan = match wasm_files(dir) {
+            Ok(files) => files.into_iter().filter_map(|f| FileStamp::of(&f).map(|s| (f, s))).collect(),
+            Err(e) => {
+                tracing::warn!(folder = %dir.display(), error = %e, "cannot read the plugins folder");
+                return prev;
+            }
+        };
+        let loaded: BTreeMap<PathBuf, (String, FileStamp)> =
+            self.shared.plugins.read().unwrap().values().map(|p| (p.file.clone(), (p.name.clone(), p.stamp))).collect();
+        for (file, stamp) in &now {
+            if prev.get(file) != Some(stamp) {
+                continue; // new or still changing: look again next scan
+            }
+            let failed_same = self.shared.failed.read().unwrap().get(file).is_some_and(|f| f.stamp == Some(*stamp));
+            let current = loaded.get(file).is_some_and(|(_, s)| s == stamp);
+            if !current && !failed_same {
+                tracing::info!(file = %file.display(), "plugin file added or changed; loading it");
+                self.replace(file).await;
+            }
+        }
+        for (file, (name, _)) in &loaded {
+            if !now.contains_key(file) && !prev.contains_key(file) {
+                self.unload(name).await;
+            }
+        }
+        self.shared.failed.write().unwrap().retain(|f, _| now.contains_key(f) || prev.contains_key(f));
+        now
+    }
+
+    /// fluid.toml changed: read it, and swap the running plugins it now says otherwise about.
+    async fn config_changed(&self) {
+        if let Err(e) = self.reload_config() {
+            tracing::error!(error = %format!("{e:#}"), "fluid.toml not applied; the previous settings stay in force");
+            return;
+        }
+        tracing::info!(file = %self.shared.settings.config_path.display(), "fluid.toml read again");
+        // Files refused before (a missing granted folder, say) get another chance.
+        self.shared.failed.write().unwrap().values_mut().for_each(|f| f.stamp = None);
+        let plugins: Vec<_> = self.shared.plugins.read().unwrap().values().cloned().collect();
+        for p in plugins {
+            let fresh = self.shared.config.read().unwrap().policy(&p.name).ok();
+            if !p.sup.quarantined() && fresh.as_ref() != Some(p.policy()) {
+                tracing::info!(plugin = %p.name, "settings changed in fluid.toml; reloading the plugin");
+                self.replace(&p.file).await;
+            }
+        }
+    }
+}
