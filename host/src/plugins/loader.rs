@@ -164,6 +164,10 @@ impl PluginRuntime {
             stop_and_wait(&old).await;
         }
         let sup = p.ctx.sup.clone();
+        // Shown at once by `/plugins` (the delivery loop reads it again, retrying on errors).
+        if let Ok(cp) = self.shared.scheduler.store().checkpoint(&p.name, 0).await {
+            sup.update(|h| h.checkpoint = cp);
+        }
         let actor = Actor::spawn(p.ctx, p.instance, sup.stop.clone());
         let (name, version, file, sha256, stamp, subscriptions, routes) = (p.name, p.version, p.file, p.sha256, p.stamp, p.subscriptions, p.routes);
         let loaded = Arc::new(Loaded { name, version, file, sha256, stamp, subscriptions, routes, actor, sup, delivery: Mutex::new(None) });
