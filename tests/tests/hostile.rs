@@ -500,3 +500,33 @@ async fn enable_with_skip_events_moves_the_checkpoint_to_the_head_of_the_feed() 
     assert!(!seen(&h).await.is_empty());
     h.shutdown(Duration::ZERO).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_quotas_refuse_more_tables_rows_and_bytes_with_a_typed_error() {
+    let dir = TempDir::new();
+    let quota = "[plugins.storage_hog.limits]\nmax_tables = 3\nmax_rows = 20\nmax_storage_mib = 1";
+    let h = host(dir.path(), &["storage-hog"], quota).await;
+    let b = before(&h).await;
+    let quota_error = |out: &Value| out["error"].as_str().is_some_and(|e| e.contains("QuotaExceeded"));
+    // `rows` is one table already: two more, then refused.
+    let out = call(&h, "storage_hog", "tables", json!({ "n": 5 })).await.unwrap();
+    assert_eq!(out["done"], 2, "{out}");
+    assert!(quota_error(&out) && out["error"].as_str().unwrap().contains("max_tables"), "{out}");
+    let out = call(&h, "storage_hog", "rows", json!({ "from": 0, "n": 30, "kib": 1 })).await.unwrap();
+    assert_eq!((out["done"].as_u64(), out["rows"].as_u64()), (Some(20), Some(20)), "{out}");
+    assert!(quota_error(&out) && out["error"].as_str().unwrap().contains("max_rows"), "{out}");
+    // At the quota, existing rows can still be rewritten; deleting makes room again.
+    let out = call(&h, "storage_hog", "rows", json!({ "from": 0, "n": 20, "kib": 1 })).await.unwrap();
+    assert_eq!((out["done"].as_u64(), out["error"].is_null()), (Some(20), true), "{out}");
+    let out = call(&h, "storage_hog", "delete", json!({ "below": 20 })).await.unwrap();
+    assert_eq!((out["done"].as_u64(), out["rows"].as_u64()), (Some(20), Some(0)), "{out}");
+    // Bytes: rows of 100 KiB fill 1 MiB after about ten.
+    let out = call(&h, "storage_hog", "rows", json!({ "from": 100, "n": 20, "kib": 100 })).await.unwrap();
+    let done = out["done"].as_u64().unwrap();
+    assert!((9..=10).contains(&done), "{out}");
+    assert!(quota_error(&out) && out["error"].as_str().unwrap().contains("max_storage_mib"), "{out}");
+    let info = plugin_info(&h, "storage_hog").await;
+    assert_eq!((info["health"]["traps"].as_u64(), info["state"].as_str()), (Some(0), Some("active")), "{info}");
+    unharmed(&h, &b).await;
+    h.shutdown(Duration::ZERO).await;
+}

@@ -1,0 +1,274 @@
+//! A plugin's life while the host runs: dropped into the folder, replaced (without losing
+//! or doubling an event), replaced by a broken file, still being written, removed; the
+//! compile cache across a restart; and the `fluid plugins` commands and the log of a real
+//! `fluid` process.
+
+mod common;
+
+use common::*;
+use fluid_host::plugins::bundled::guest_wasm_dir;
+use fluid_host::{Host, Task};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Scans of the plugins folder in these tests (500 ms in production).
+const SCAN: Duration = Duration::from_millis(200);
+
+fn event_log_wasm() -> Vec<u8> {
+    std::fs::read(guest_wasm_dir().join("fluid_test_event_log.wasm")).unwrap()
+}
+
+/// The same component with a custom section appended: another file, another hash.
+fn event_log_v2() -> Vec<u8> {
+    let mut b = event_log_wasm();
+    b.extend_from_slice(&[0x00, 0x08, 0x02, b'v', b'2', b'f', b'l', b'u', b'i', b'd']);
+    b
+}
+
+async fn host(dir: &Path) -> Host {
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    let mut c = config(dir);
+    c.load_plugins = true;
+    c.plugin_scan_interval = Some(SCAN);
+    start(c, vec![Task::new("ok").run(|_| async { Ok(()) })]).await
+}
+
+async fn plugins(h: &Host) -> Vec<Value> {
+    let r = client().get(url(h, "/plugins")).send().await.unwrap();
+    r.json::<Vec<Value>>().await.unwrap()
+}
+
+async fn plugin(h: &Host, name: &str) -> Option<Value> {
+    plugins(h).await.into_iter().find(|p| p["name"] == name)
+}
+
+async fn wait_plugin(h: &Host, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    poll(what, WAIT, || async { plugin(h, name).await.filter(|p| pred(p)) }).await
+}
+
+/// Waits until event_log has consumed the feed, then checks it saw every event once.
+async fn every_event_once(h: &Host) {
+    let store = h.scheduler.store().clone();
+    let head = store.feed_head().await.unwrap();
+    wait_plugin(h, "event_log", "event_log to catch up", |p| p["health"]["checkpoint"].as_i64() >= Some(head)).await;
+    let want: Vec<(i64, i64)> = store.events_after(0, 1_000_000).await.unwrap().iter().map(|e| (e.seq, 1)).collect();
+    let got: Vec<(i64, i64)> = serde_json::from_str(&h.scheduler.get_plugin("event_log").unwrap().call_json("seen", "{}".into()).await.unwrap()).unwrap();
+    assert_eq!(got, want, "each event exactly once, none missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_dropped_into_the_folder_is_loaded_and_a_removed_one_unloaded() {
+    let dir = TempDir::new();
+    let h = host(dir.path()).await;
+    let run = queue(&h.scheduler, "ok", json!({})).await;
+    wait_done(&h.scheduler, &run.id).await;
+    let file = dir.path().join("plugins/event_log.wasm");
+    std::fs::write(&file, event_log_wasm()).unwrap();
+    wait_plugin(&h, "event_log", "event_log to load", |p| p["state"] == "active").await;
+    every_event_once(&h).await;
+    std::fs::remove_file(&file).unwrap();
+    poll("event_log to be unloaded", WAIT, || async { plugin(&h, "event_log").await.is_none().then_some(()) }).await;
+    assert!(h.scheduler.get_plugin("event_log").is_none());
+    assert_eq!(plugin(&h, "db").await.unwrap()["state"], "active");
+    h.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_plugin_resumes_from_its_checkpoint_without_losing_or_doubling_events() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(dir.path().join("plugins/event_log.wasm"), event_log_wasm()).unwrap();
+    let h = host(dir.path()).await;
+    // Runs keep coming while the plugin is swapped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (s, stop) = (h.scheduler.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                ids.push(queue(&s, "ok", json!({})).await.id);
+                tokio::task::yield_now().await;
+            }
+            for id in &ids {
+                wait_done(&s, id).await;
+            }
+            ids.len()
+        })
+    };
+    wait_plugin(&h, "event_log", "some events delivered", |p| p["health"]["events_delivered"].as_u64() > Some(10)).await;
+    let v2 = event_log_v2();
+    std::fs::write(dir.path().join("fluid.toml"), "[plugins.event_log.config]\nversion = \"2\"").unwrap();
+    std::fs::write(dir.path().join("plugins/event_log.wasm"), &v2).unwrap();
+    let sha = fluid_host::plugins::cache::sha256(&v2);
+    let swapped = wait_plugin(&h, "event_log", "version 2 to run", |p| p["version"] == "2" && p["sha256"] == sha.as_str()).await;
+    assert_eq!(swapped["state"], "active", "{swapped}");
+    stop.store(true, Ordering::SeqCst);
+    assert!(producer.await.unwrap() > 0);
+    every_event_once(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_being_written_is_never_loaded_until_it_settles() {
+    let dir = TempDir::new();
+    let h = host(dir.path()).await;
+    let bytes = event_log_wasm();
+    let file = dir.path().join("plugins/event_log.wasm");
+    // A slow copy: a chunk every 50 ms, each scan (200 ms) sees another size.
+    let writer = {
+        let (file, bytes) = (file.clone(), bytes.clone());
+        tokio::spawn(async move {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&file).unwrap();
+            for chunk in bytes.chunks(bytes.len().div_ceil(30)) {
+                f.write_all(chunk).unwrap();
+                f.flush().unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    while !writer.is_finished() {
+        assert!(plugin(&h, "event_log").await.is_none(), "a half-written file was acted on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer.await.unwrap();
+    let p = wait_plugin(&h, "event_log", "the finished file to be acted on", |p| p["state"] == "active" || p["state"] == "failed").await;
+    assert_eq!(p["state"], "active", "{p}");
+    h.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_that_fails_to_load_leaves_the_running_version_in_place() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    let file = dir.path().join("plugins/event_log.wasm");
+    std::fs::write(&file, event_log_wasm()).unwrap();
+    let h = host(dir.path()).await;
+    let sha = plugin(&h, "event_log").await.unwrap()["sha256"].clone();
+    // Replaced the careful way (beside, then renamed), but with a broken file.
+    let tmp = dir.path().join("plugins/.event_log.wasm.part");
+    std::fs::write(&tmp, b"\0asm\x0d\0\x01\0 broken").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let p = wait_plugin(&h, "event_log", "the refused replacement to show", |p| p["replacement_error"].is_string()).await;
+    assert_eq!((p["state"].as_str(), &p["sha256"]), (Some("active"), &sha), "{p}");
+    assert!(p["replacement_error"].as_str().unwrap().contains("not a valid component"), "{p}");
+    let run = queue(&h.scheduler, "ok", json!({})).await;
+    wait_done(&h.scheduler, &run.id).await;
+    every_event_once(&h).await;
+    // A good file later is picked up.
+    std::fs::write(&file, event_log_v2()).unwrap();
+    wait_plugin(&h, "event_log", "the fixed file to load", |p| p["replacement_error"].is_null() && p["sha256"] != sha).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
+fn cache_files(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
+    let mut v: Vec<(PathBuf, SystemTime)> = std::fs::read_dir(dir.join("cache"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().modified().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reuses_the_compiled_components_in_the_cache() {
+    let dir = TempDir::new();
+    let h = host(dir.path()).await;
+    h.shutdown(Duration::ZERO).await;
+    let first = cache_files(dir.path());
+    assert_eq!(first.len(), 2, "db and stats compiled once: {first:?}");
+    let h = host(dir.path()).await;
+    assert_eq!(plugin(&h, "db").await.unwrap()["state"], "active");
+    assert_eq!(cache_files(dir.path()), first, "nothing recompiled or rewritten");
+    h.shutdown(Duration::ZERO).await;
+}
+
+/// `fluid-test-host ARGS` (a real `fluid` binary): exit status and stdout.
+fn fluid(data: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fluid-test-host")).arg("--data").arg(data).args(args).stdin(Stdio::null()).output().expect("run fluid");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_check_tells_an_author_whether_a_component_fits_the_world() {
+    let dir = TempDir::new();
+    let good = guest_wasm_dir().join("fluid_test_event_log.wasm");
+    let (ok, out) = fluid(dir.path(), &["plugins", "check", good.to_str().unwrap()]);
+    assert!(ok && out.contains("fits fluid:scheduler/plugin@0.1.0"), "{out}");
+    let foreign = guest_wasm_dir().join("not_a_plugin.wasm");
+    let (ok, out) = fluid(dir.path(), &["plugins", "check", foreign.to_str().unwrap()]);
+    assert!(!ok && out.contains("task-manager-plugin"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_ls_shows_files_and_limits_offline_and_live_state_with_url() {
+    let dir = TempDir::new();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("event_log.wasm"), event_log_wasm()).unwrap();
+    std::fs::write(plugins.join("junk.wasm"), b"junk").unwrap();
+    std::fs::write(dir.path().join("fluid.toml"), "[plugins.event_log.limits]\nmemory_mib = 99\n[plugins.event_log.grants]\nenv = [\"PATH\"]").unwrap();
+    let (ok, out) = fluid(dir.path(), &["plugins", "ls", "--json"]);
+    assert!(ok, "{out}");
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let by = |n: &str| list.iter().find(|p| p["name"] == n).cloned().unwrap_or_else(|| panic!("{n}: {out}"));
+    let e = by("event_log");
+    assert_eq!((e["state"].as_str(), e["limits"]["memory_mib"].as_u64(), e["grants"]["env"].clone()), (Some("loadable"), Some(99), json!(["PATH"])), "{e}");
+    assert!(by("junk")["error"].as_str().unwrap().contains("not a WebAssembly file"));
+    let h = host(dir.path()).await;
+    let (ok, out) = fluid(dir.path(), &["plugins", "ls", "--url", &format!("http://{}", h.addr)]);
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with("event_log")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("active") && line.contains("99"), "{line}");
+    assert!(out.contains("junk: ") && out.contains("not a WebAssembly file"), "{out}");
+    h.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_is_written_to_the_log_of_a_real_host() {
+    let dir = TempDir::new();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(guest_wasm_dir().join("fluid_test_trap_events.wasm"), plugins.join("trap_events.wasm")).unwrap();
+    std::fs::write(dir.path().join("fluid.toml"), "[plugins.trap_events.limits]\nquarantine_after = 2").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = dir.path().join("host.log");
+    let _child = KillOnDrop(Command::new(env!("CARGO_BIN_EXE_fluid-test-host"))
+        .arg("--data")
+        .arg(dir.path())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--no-examples"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    let c = client();
+    poll("the host to answer", WAIT, || async { c.get(format!("{base}/tasks")).send().await.ok().filter(|r| r.status().is_success()) }).await;
+    let r = c.post(format!("{base}/tasks/sleepy")).json(&json!({ "seconds": 0 })).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    poll("trap_events to be quarantined", WAIT, || async {
+        let p: Value = c.get(format!("{base}/plugins/trap_events")).send().await.ok()?.json().await.ok()?;
+        (p["state"] == "quarantined").then_some(())
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().any(|l| l.contains("trap_events") && l.contains("plugin trapped")), "{text}");
+    assert!(text.lines().any(|l| l.contains("trap_events") && l.contains("plugin quarantined")), "{text}");
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
