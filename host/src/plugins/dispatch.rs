@@ -132,9 +132,44 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
         }
     };
     sup.update(|h| h.checkpoint = checkpoint);
+    let host = shared.scheduler.config().host_id.clone();
+    let lease_ttl = shared.scheduler.config().host_timeout;
+    let mut leased = false;
     loop {
         if stop.is_cancelled() {
             return;
+        }
+        // One host at a time delivers this plugin's events: a lease in its checkpoint row,
+        // renewed every batch, taken over by another host when this one stops renewing.
+        match store.hold_delivery(&plugin.name, &host, lease_ttl).await {
+            Ok(true) if !leased => match store.checkpoint(&plugin.name, 0).await {
+                // Another host may have moved the checkpoint while it held the lease.
+                Ok(c) => {
+                    checkpoint = c;
+                    leased = true;
+                }
+                Err(e) => tracing::error!(plugin = %plugin.name, error = %e, "cannot read checkpoint"),
+            },
+            Ok(true) => {}
+            Ok(false) => {
+                leased = false;
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stop.cancelled() => return,
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(plugin = %plugin.name, error = %e, "cannot take the delivery lease; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                continue;
+            }
+        }
+        if !leased {
+            continue;
         }
         let events = match store.events_after(checkpoint, shared.settings.batch as i64).await {
             Ok(e) => e,
@@ -176,10 +211,18 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
         };
         match delivered {
             Ok((n, last)) => {
-                if let Err(e) = store.advance_checkpoint(&plugin.name, last).await {
-                    // Not advanced: the same events come again (at least once).
-                    tracing::error!(plugin = %plugin.name, error = %e, "cannot save checkpoint");
-                    continue;
+                match store.advance_checkpoint_as(&plugin.name, &host, last).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // The lease was lost meanwhile: the new holder goes on from the stored checkpoint.
+                        leased = false;
+                        continue;
+                    }
+                    Err(e) => {
+                        // Not advanced: the same events come again (at least once).
+                        tracing::error!(plugin = %plugin.name, error = %e, "cannot save checkpoint");
+                        continue;
+                    }
                 }
                 checkpoint = last;
                 backoff = Duration::from_millis(200);

@@ -88,14 +88,8 @@ fn quote(c: &str) -> String {
 }
 
 impl PluginStorage {
+    /// The schemas live in `fluid_plugin_tables`, created by the host's migrations.
     pub async fn new(store: Store) -> anyhow::Result<PluginStorage> {
-        let mut conn = store.writer.acquire().await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS fluid_plugin_tables (plugin TEXT NOT NULL, name TEXT NOT NULL, \
-             physical TEXT NOT NULL, columns TEXT NOT NULL, primary_key TEXT NOT NULL, PRIMARY KEY (plugin, name))",
-        )
-        .execute(&mut *conn)
-        .await?;
         Ok(PluginStorage { store, meta: Arc::default(), bounds: Bounds::default() })
     }
 
@@ -166,7 +160,7 @@ impl PluginStorage {
             .map(|c| format!("{} {}{}", quote(&c.name), self.sql_type(&c.kind), if c.nullable { "" } else { " NOT NULL" }))
             .collect();
         let pk: Vec<String> = def.primary_key.iter().map(|k| quote(k)).collect();
-        let mut tx = self.store.writer.begin().await.map_err(backend_err)?;
+        let mut tx = self.store.write_tx().await.map_err(backend_err)?;
         if self.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(72453)").execute(&mut *tx).await.map_err(backend_err)?;
         }
@@ -272,7 +266,7 @@ impl PluginStorage {
         let pk: Vec<String> = meta.primary_key.iter().map(|c| quote(c)).collect();
         let updates: Vec<String> = columns.iter().filter(|c| !meta.primary_key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
         let on_conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
-        let mut tx = self.store.writer.begin().await.map_err(backend_err)?;
+        let mut tx = self.store.write_tx().await.map_err(backend_err)?;
         let mut written = 0;
         for chunk in typed.chunks(UPSERT_CHUNK) {
             let mut n = 0;

@@ -65,6 +65,15 @@ const MIGRATIONS: &[&str] = &[
         owner TEXT,
         lease_until BIGINT NOT NULL DEFAULT 0
     )",
+    // Schemas of the tables plugins create through the `storage` import.
+    "CREATE TABLE IF NOT EXISTS fluid_plugin_tables (
+        plugin TEXT NOT NULL,
+        name TEXT NOT NULL,
+        physical TEXT NOT NULL,
+        columns TEXT NOT NULL,
+        primary_key TEXT NOT NULL,
+        PRIMARY KEY (plugin, name)
+    )",
 ];
 
 pub async fn migrate(store: &Store) -> anyhow::Result<()> {

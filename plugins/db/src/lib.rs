@@ -20,7 +20,7 @@ use fluid_guest::storage::{self, Column, ColumnType, Filter, FilterOp, OrderBy, 
 use fluid_guest::{CallError, Event, HistoryQuery, HttpArgs, Plugin, Registration, TaskRunHistory, TaskRunHistoryPage};
 use serde_json::{Value, json};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 const DEFAULT_LIMIT: u32 = 250;
 const MAX_LIMIT: u32 = 500;
@@ -86,8 +86,9 @@ impl Plugin for Db {
 
     fn on_events(events: Vec<Event>) -> Result<(), String> {
         let skip = CONFIG.with(|c| c.borrow().as_ref().map(|c| c.skip_db_tag.clone())).unwrap_or_default();
-        // Last change per run within the batch (events come in commit order).
-        let mut latest: HashMap<String, Event> = HashMap::new();
+        // Last change per run within the batch (events come in commit order), by id: rows
+        // are written in key order, so concurrent writers cannot deadlock on them.
+        let mut latest: BTreeMap<String, Event> = BTreeMap::new();
         for e in events {
             if e.run.tags.iter().any(|t| *t == skip) {
                 continue;

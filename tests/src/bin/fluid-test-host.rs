@@ -1,0 +1,6 @@
+//! A real `fluid` binary for process-level tests (SIGKILL, restart): the example tasks
+//! plus a few tasks whose behaviour the tests control.
+
+fn main() -> std::process::ExitCode {
+    fluid_host::cli::main(fluid_tests::test_tasks())
+}

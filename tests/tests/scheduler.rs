@@ -1,0 +1,667 @@
+//! The scheduler core end to end, in process: a real `Host` on a real SQLite file, runs
+//! queued through the scheduler or the real HTTP server, observed through the change
+//! broadcast (`Scheduler::subscribe`) and the store.
+
+mod common;
+
+use common::*;
+use fluid_host::scheduler::QueueOptions;
+use fluid_host::store::Store;
+use fluid_host::{Host, Priority, RetryPolicy, Schedule, Task, TaskContext, TaskError, TaskState};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn ok_task(name: &str) -> Task {
+    Task::new(name).run(|_ctx: TaskContext| async { Ok(()) })
+}
+
+/// Finishes `b` as a task that waits on `gate`, counting its executions in `flight`.
+fn gated_task(b: fluid_host::scheduler::TaskBuilder, gate: &Gate, flight: &InFlight) -> Task {
+    let (gate, flight) = (gate.clone(), flight.clone());
+    b.run(move |_ctx: TaskContext| {
+        let (gate, flight) = (gate.clone(), flight.clone());
+        async move {
+            let _in = flight.enter();
+            gate.wait().await;
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_go_queued_running_then_success_or_failure_with_error() {
+    let dir = TempDir::new();
+    let tasks = vec![
+        ok_task("ok"),
+        Task::new("boom").run(|_ctx: TaskContext| async { Err(TaskError::failed("boom: it broke")) }),
+    ];
+    let host = start(config(dir.path()), tasks).await;
+    let s = &host.scheduler;
+    let mut rx = s.subscribe();
+
+    let ok = queue(s, "ok", json!({})).await;
+    assert_eq!(ok.state, TaskState::Queued);
+    let seen = history_until(&mut rx, &ok.id, |r| r.state.is_done()).await;
+    assert_eq!(states(&seen), [TaskState::Queued, TaskState::Running, TaskState::Success]);
+    let done = seen.last().unwrap();
+    assert!(done.error.is_none());
+    assert!(done.queued.unwrap() <= done.start.unwrap() && done.start.unwrap() <= done.end.unwrap());
+
+    let bad = queue(s, "boom", json!({})).await;
+    let seen = history_until(&mut rx, &bad.id, |r| r.state.is_done()).await;
+    assert_eq!(states(&seen), [TaskState::Queued, TaskState::Running, TaskState::Failure]);
+    assert_eq!(seen.last().unwrap().error.as_deref(), Some("boom: it broke"));
+    // The store agrees with what was broadcast.
+    let stored = s.get_run(&bad.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, TaskState::Failure);
+    assert_eq!(stored.error.as_deref(), Some("boom: it broke"));
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_run_is_retried_under_same_id_no_sooner_than_policy_delay() {
+    let dir = TempDir::new();
+    let policy = RetryPolicy::new(3).wait(Duration::from_millis(150)).backoff(2.0).max_wait(Duration::from_secs(5));
+    let flaky = Task::new("flaky").retry(policy.clone()).run(|ctx: TaskContext| async move {
+        if ctx.run.retry_attempt < 2 {
+            return Err(TaskError::failed(format!("attempt {} fails", ctx.run.retry_attempt)));
+        }
+        Ok(())
+    });
+    let host = start(config(dir.path()), vec![flaky]).await;
+    let s = &host.scheduler;
+    let mut rx = s.subscribe();
+    let run = queue(s, "flaky", json!({})).await;
+    let seen = history_until(&mut rx, &run.id, |r| r.state == TaskState::Success).await;
+    use TaskState::*;
+    assert_eq!(
+        states(&seen),
+        [Queued, Running, Failure, Queued, Running, Failure, Queued, Running, Success],
+        "every state change of a retried run is broadcast"
+    );
+    let attempts: Vec<u32> = seen.iter().map(|r| r.retry_attempt).collect();
+    assert_eq!(attempts, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+    assert_eq!(seen[2].error.as_deref(), Some("attempt 0 fails"));
+    assert_eq!(seen[5].error.as_deref(), Some("attempt 1 fails"));
+    for (failure, retry_number) in [(2usize, 1u32), (5, 2)] {
+        let ended = seen[failure].end.expect("a failure has an end");
+        let requeued = &seen[failure + 1];
+        let started = seen[failure + 2].start.expect("a running run has a start");
+        let delay = chrono::Duration::from_std(policy.delay(retry_number)).unwrap();
+        assert!(requeued.execute_after.unwrap() >= ended + delay, "retry {retry_number} is due after its delay");
+        assert!(started - ended >= delay, "retry {retry_number} started {:?} after the failure, before its delay {delay:?}", started - ended);
+    }
+    let stored = s.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.retry_attempt, stored.error), (Success, 2, None));
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_end_in_failure() {
+    let dir = TempDir::new();
+    let flight = InFlight::default();
+    let f = flight.clone();
+    let always = Task::new("always-fails").retry(RetryPolicy::new(2).wait(Duration::from_millis(30))).run(move |_ctx: TaskContext| {
+        let f = f.clone();
+        async move {
+            let _in = f.enter();
+            Err(TaskError::failed("nope"))
+        }
+    });
+    let host = start(config(dir.path()), vec![always]).await;
+    let s = &host.scheduler;
+    let run = queue(s, "always-fails", json!({})).await;
+    // The end of the last attempt is committed with no re-queue in the same transaction.
+    let last = wait_run(s, &run.id, "failed for good", |r| r.state == TaskState::Failure && r.retry_attempt == 2).await;
+    assert_eq!(last.error.as_deref(), Some("nope"));
+    assert_eq!(flight.total(), 3, "the first attempt and two retries");
+    host.shutdown(Duration::from_secs(5)).await;
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let stored = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.retry_attempt), (TaskState::Failure, 2));
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_runs_start_by_priority_then_fifo() {
+    let dir = TempDir::new();
+    let gate = Gate::new();
+    let flight = InFlight::default();
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    let o = order.clone();
+    let record = Task::new("record").run(move |ctx: TaskContext| {
+        let o = o.clone();
+        async move {
+            o.lock().unwrap().push(ctx.params_json()["label"].as_str().unwrap_or("?").to_string());
+            Ok(())
+        }
+    });
+    let mut cfg = config(dir.path());
+    cfg.scheduler.workers = 1;
+    let host = start(cfg, vec![gated_task(Task::new("blocker"), &gate, &flight), record]).await;
+    let s = &host.scheduler;
+    // Occupy the only worker, so everything queued next waits in the queue.
+    let blocker = queue(s, "blocker", json!({})).await;
+    wait_state(s, &blocker.id, TaskState::Running).await;
+    let mut ids = Vec::new();
+    for (label, p) in [
+        ("low-1", Priority::Low),
+        ("medium-1", Priority::Medium),
+        ("high-1", Priority::High),
+        ("low-2", Priority::Low),
+        ("high-2", Priority::High),
+        ("medium-2", Priority::Medium),
+        ("high-3", Priority::High),
+        ("low-3", Priority::Low),
+    ] {
+        let run = s.queue("record", json!({"label": label}), QueueOptions { priority: Some(p), ..Default::default() }).await.unwrap();
+        assert_eq!(run.priority, p);
+        ids.push(run.id);
+    }
+    assert!(order.lock().unwrap().is_empty(), "nothing starts while the only worker is busy");
+    gate.open();
+    for id in &ids {
+        assert_eq!(wait_done(s, id).await.state, TaskState::Success);
+    }
+    assert_eq!(*order.lock().unwrap(), ["high-1", "high-2", "high-3", "medium-1", "medium-2", "low-1", "low-2", "low-3"]);
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_holds_under_contention_and_excess_is_rate_limited() {
+    let dir = TempDir::new();
+    let gate = Gate::new();
+    let flight = InFlight::default();
+    let limited = gated_task(Task::new("limited").max_concurrency(2), &gate, &flight);
+    let mut cfg = config(dir.path());
+    cfg.scheduler.workers = 6;
+    let host = start(cfg, vec![limited]).await;
+    let s = &host.scheduler;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(queue(s, "limited", json!({})).await.id);
+    }
+    // While two runs hold the limit, every other one is turned away at the door.
+    let mut ended = BTreeMap::new();
+    for id in &ids {
+        let r = wait_run(s, id, "running or rate_limited", |r| matches!(r.state, TaskState::Running | TaskState::RateLimited)).await;
+        *ended.entry(r.state).or_insert(0) += 1;
+        if r.state == TaskState::RateLimited {
+            assert_eq!(r.error.as_deref(), Some("max_concurrency 2 reached"));
+            assert!(r.start.is_none(), "a rate-limited run never started");
+        }
+    }
+    assert_eq!(ended, BTreeMap::from([(TaskState::Running, 2), (TaskState::RateLimited, 6)]));
+    gate.open();
+    let mut finals = BTreeMap::new();
+    for id in &ids {
+        *finals.entry(wait_done(s, id).await.state).or_insert(0) += 1;
+    }
+    assert_eq!(finals, BTreeMap::from([(TaskState::Success, 2), (TaskState::RateLimited, 6)]));
+    assert!(flight.max() <= 2, "max in flight was {}", flight.max());
+    assert_eq!(flight.total(), 2, "rate-limited runs never execute");
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit() {
+    let dir = TempDir::new();
+    let gate = Gate::new();
+    let flight = InFlight::default();
+    let (g, f) = (gate.clone(), flight.clone());
+    let limited = Task::new("limited")
+        .max_concurrency(2)
+        .rate_limit_retry(RetryPolicy::default().wait(Duration::from_millis(20)))
+        .run(move |_ctx: TaskContext| {
+            let (g, f) = (g.clone(), f.clone());
+            async move {
+                let _in = f.enter();
+                g.wait().await;
+                // Some work, so released runs overlap and contend for the two slots.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            }
+        });
+    let mut cfg = config(dir.path());
+    cfg.scheduler.workers = 8;
+    let host = start(cfg, vec![limited]).await;
+    let s = &host.scheduler;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(queue(s, "limited", json!({})).await.id);
+    }
+    // Wait until each run either holds a slot or was deferred at least once.
+    for id in &ids {
+        poll("runs running or deferred", WAIT, || async {
+            let r = s.get_run(id).await.unwrap().unwrap();
+            (r.state == TaskState::Running || (r.state == TaskState::Queued && r.rate_limit_attempt >= 1)).then_some(())
+        })
+        .await;
+    }
+    assert!(flight.max() <= 2, "max in flight was {}", flight.max());
+    gate.open();
+    for id in &ids {
+        let r = wait_done(s, id).await;
+        assert_eq!(r.state, TaskState::Success, "{r:?}");
+    }
+    assert_eq!(flight.total(), 10);
+    assert!(flight.max() <= 2, "max in flight was {}", flight.max());
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_ends_run_in_failure_with_timeout_message() {
+    let dir = TempDir::new();
+    let never = Gate::new();
+    let slow = Task::new("slow").timeout(Duration::from_millis(200)).run(move |_ctx: TaskContext| {
+        let g = never.clone();
+        async move {
+            g.wait().await;
+            Ok(())
+        }
+    });
+    let host = start(config(dir.path()), vec![slow]).await;
+    let s = &host.scheduler;
+    let run = queue(s, "slow", json!({})).await;
+    let done = wait_done(s, &run.id).await;
+    assert_eq!(done.state, TaskState::Failure);
+    assert_eq!(done.error.as_deref(), Some("timeout after 200ms"));
+    assert!(done.duration().unwrap() >= chrono::Duration::milliseconds(200));
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_abort_ends_run_aborted_and_is_not_retried() {
+    let dir = TempDir::new();
+    let flight = InFlight::default();
+    let f = flight.clone();
+    let quitter = Task::new("quitter").retry(RetryPolicy::new(3).wait(Duration::ZERO)).run(move |ctx: TaskContext| {
+        let f = f.clone();
+        async move {
+            let _in = f.enter();
+            Err(ctx.abort("nothing to do"))
+        }
+    });
+    let host = start(config(dir.path()), vec![quitter]).await;
+    let s = &host.scheduler;
+    let mut rx = s.subscribe();
+    let run = queue(s, "quitter", json!({})).await;
+    let seen = history_until(&mut rx, &run.id, |r| r.state.is_done()).await;
+    assert_eq!(states(&seen), [TaskState::Queued, TaskState::Running, TaskState::Aborted]);
+    assert_eq!(seen[2].error.as_deref(), Some("nothing to do"));
+    let stored = s.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.retry_attempt), (TaskState::Aborted, 0));
+    assert_eq!(flight.total(), 1);
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_task_runs_are_aborted_without_executing() {
+    let dir = TempDir::new();
+    let flight = InFlight::default();
+    let f = flight.clone();
+    let t = Task::new("switchable").run(move |_ctx: TaskContext| {
+        let f = f.clone();
+        async move {
+            let _in = f.enter();
+            Ok(())
+        }
+    });
+    let host = start(config(dir.path()), vec![t]).await;
+    let http = client();
+    let r = http.patch(url(&host, "/tasks/switchable")).json(&json!({"enabled": false})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["enabled"], false);
+    let info: serde_json::Value = http.get(url(&host, "/tasks/switchable")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["enabled"], false);
+
+    let r = http.post(url(&host, "/tasks/switchable")).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let run: fluid_host::TaskRun = r.json().await.unwrap();
+    let done = wait_done(&host.scheduler, &run.id).await;
+    assert_eq!(done.state, TaskState::Aborted);
+    assert_eq!(done.error.as_deref(), Some("task disabled"));
+    assert!(done.start.is_none());
+    assert_eq!(flight.total(), 0, "a disabled task never executes");
+
+    // Enabled again, it runs.
+    let r = http.patch(url(&host, "/tasks/switchable")).json(&json!({"enabled": true})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let run = queue(&host.scheduler, "switchable", json!({})).await;
+    assert_eq!(wait_done(&host.scheduler, &run.id).await.state, TaskState::Success);
+    assert_eq!(flight.total(), 1);
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_aborts_queued_and_running_runs_and_refuses_finished_or_unknown() {
+    let dir = TempDir::new();
+    let never = Gate::new();
+    let flight = InFlight::default();
+    let mut cfg = config(dir.path());
+    cfg.scheduler.workers = 1;
+    let host = start(cfg, vec![gated_task(Task::new("blocker"), &never, &flight)]).await;
+    let s = &host.scheduler;
+    let http = client();
+    let running = queue(s, "blocker", json!({})).await;
+    wait_state(s, &running.id, TaskState::Running).await;
+    let waiting = queue(s, "blocker", json!({})).await;
+
+    // Queued: aborted at once.
+    let r = http.delete(url(&host, &format!("/task-runs/{}", waiting.id))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: fluid_host::TaskRun = r.json().await.unwrap();
+    assert_eq!((body.state, body.error.as_deref()), (TaskState::Aborted, Some("cancelled")));
+    let stored = s.get_run(&waiting.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, TaskState::Aborted);
+
+    // Running: accepted, then stopped.
+    let r = http.delete(url(&host, &format!("/task-runs/{}", running.id))).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let body: fluid_host::TaskRun = r.json().await.unwrap();
+    assert_eq!(body.id, running.id);
+    let done = wait_done(s, &running.id).await;
+    assert_eq!((done.state, done.error.as_deref()), (TaskState::Aborted, Some("cancelled")));
+
+    // Finished: conflict. Unknown: not found. Both JSON errors.
+    for (id, code) in [(running.id.as_str(), 409), (waiting.id.as_str(), 409), ("0123456789abcdef0123456789abcdef", 404)] {
+        let r = http.delete(url(&host, &format!("/task-runs/{id}"))).send().await.unwrap();
+        assert_eq!(r.status(), code, "DELETE /task-runs/{id}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert!(e["detail"].is_string(), "{e}");
+    }
+    assert_eq!(flight.total(), 1, "the cancelled queued run never executed");
+    assert_eq!(s.get_run(&running.id).await.unwrap().unwrap().state, TaskState::Aborted);
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_runs_survive_restart() {
+    let dir = TempDir::new();
+    let flight = InFlight::default();
+    let task = || {
+        let f = flight.clone();
+        Task::new("durable").run(move |_ctx: TaskContext| {
+            let f = f.clone();
+            async move {
+                let _in = f.enter();
+                Ok(())
+            }
+        })
+    };
+    let mut api_only = config(dir.path());
+    api_only.scheduler.consume = false;
+    let first = start(api_only, vec![task()]).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(queue(&first.scheduler, "durable", json!({"i": i})).await.id);
+    }
+    let delayed = first
+        .scheduler
+        .queue("durable", json!({"delayed": true}), QueueOptions { delay: Some(Duration::from_millis(300)), ..Default::default() })
+        .await
+        .unwrap();
+    ids.push(delayed.id.clone());
+    first.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(flight.total(), 0);
+
+    let second = start(config(dir.path()), vec![task()]).await;
+    for (i, id) in ids.iter().enumerate() {
+        let r = wait_done(&second.scheduler, id).await;
+        assert_eq!(r.state, TaskState::Success);
+        if i < 3 {
+            assert_eq!(r.params, json!({"i": i}));
+        }
+    }
+    let d = second.scheduler.get_run(&delayed.id).await.unwrap().unwrap();
+    assert!(d.start.unwrap() >= d.execute_after.unwrap(), "a delayed run does not start before its time");
+    assert_eq!(flight.total(), 4);
+    second.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_without_grace_marks_running_runs_interrupted() {
+    let dir = TempDir::new();
+    let never = Gate::new();
+    let flight = InFlight::default();
+    // A retry policy must not re-queue a run interrupted by shutdown.
+    let b = Task::new("long").retry(RetryPolicy::new(3).wait(Duration::ZERO));
+    let host = start(config(dir.path()), vec![gated_task(b, &never, &flight)]).await;
+    let run = queue(&host.scheduler, "long", json!({})).await;
+    wait_state(&host.scheduler, &run.id, TaskState::Running).await;
+    tokio::time::timeout(WAIT, host.shutdown(Duration::ZERO)).await.expect("shutdown does not wait for the run");
+
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let stored = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, TaskState::Interrupted);
+    assert_eq!(stored.error.as_deref(), Some("host shutting down"));
+    assert!(stored.end.is_some());
+    assert_eq!(stored.retry_attempt, 0);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_runs_finish_within_grace() {
+    let dir = TempDir::new();
+    let gate = Gate::new();
+    let flight = InFlight::default();
+    let host = start(config(dir.path()), vec![gated_task(Task::new("finishing"), &gate, &flight)]).await;
+    let run = queue(&host.scheduler, "finishing", json!({})).await;
+    wait_state(&host.scheduler, &run.id, TaskState::Running).await;
+    // Shutdown waits for the run (30 s of grace); once released, the run ends normally.
+    let stopping = tokio::spawn(host.shutdown(Duration::from_secs(30)));
+    gate.open();
+    tokio::time::timeout(WAIT, stopping).await.expect("shutdown ends once runs end").unwrap();
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().state, TaskState::Success);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_runs_record_parent_and_root() {
+    let dir = TempDir::new();
+    let chain = Task::new("chain").run(|ctx: TaskContext| async move {
+        let depth = ctx.params_json()["depth"].as_u64().unwrap_or(0);
+        if depth > 0 {
+            ctx.queue("chain", json!({"depth": depth - 1})).await.map_err(|e| TaskError::failed(e))?;
+        }
+        Ok(())
+    });
+    let host = start(config(dir.path()), vec![chain]).await;
+    let s = &host.scheduler;
+    let mut rx = s.subscribe();
+    let root = queue(s, "chain", json!({"depth": 2})).await;
+    assert_eq!((root.from_run_id.as_str(), root.root_run_id.as_str()), ("", ""));
+    // Collect the queued snapshots of the two descendants.
+    let mut children = Vec::new();
+    while children.len() < 2 {
+        let r = tokio::time::timeout(WAIT, rx.recv()).await.expect("children queued").unwrap();
+        if r.state == TaskState::Queued && r.id != root.id {
+            children.push(r);
+        }
+    }
+    let (child, grandchild) = (&children[0], &children[1]);
+    assert_eq!(child.params, json!({"depth": 1}));
+    assert_eq!((child.from_run_id.as_str(), child.root_run_id.as_str()), (root.id.as_str(), root.id.as_str()));
+    assert_eq!(grandchild.params, json!({"depth": 0}));
+    assert_eq!((grandchild.from_run_id.as_str(), grandchild.root_run_id.as_str()), (child.id.as_str(), root.id.as_str()));
+    for id in [&root.id, &child.id, &grandchild.id] {
+        assert_eq!(wait_done(s, id).await.state, TaskState::Success);
+    }
+    // Lineage is stored, not only broadcast.
+    let stored = s.get_run(&grandchild.id).await.unwrap().unwrap();
+    assert_eq!((stored.from_run_id, stored.root_run_id), (child.id.clone(), root.id.clone()));
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts() {
+    let dir = TempDir::new();
+    let period = Duration::from_millis(300);
+    let ticking = || Task::new("tick").schedule(Schedule::every(period)).run(|_ctx: TaskContext| async { Ok(()) });
+    let both: Vec<Host> = {
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let mut c = config(dir.path());
+            c.scheduler.run_schedules = true;
+            c.scheduler.schedule_tick = Duration::from_millis(40);
+            v.push(start(c, vec![ticking()]).await);
+        }
+        v
+    };
+    let store = both[0].scheduler.store().clone();
+    // Wait for 8 fires, read from the change feed both hosts write to.
+    let fires = poll("8 scheduled runs", WAIT, || async {
+        let events = store.events_after(0, 100_000).await.unwrap();
+        let mut queued: Vec<_> = events.into_iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run).collect();
+        queued.sort_by_key(|r| r.queued);
+        queued.dedup_by(|a, b| a.id == b.id);
+        (queued.len() >= 8).then_some(queued)
+    })
+    .await;
+    for h in both {
+        h.shutdown(Duration::from_secs(5)).await;
+    }
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let events = store.events_after(0, 100_000).await.unwrap();
+    store.close().await;
+    let mut ids: Vec<String> = events.iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let first = fires.first().unwrap().queued.unwrap();
+    let last = events.iter().filter(|e| e.run.task == "tick").filter_map(|e| e.run.queued).max().unwrap();
+    let span = (last - first).to_std().unwrap();
+    let allowed = (span.as_secs_f64() / period.as_secs_f64()).floor() as usize + 2;
+    assert!(ids.len() >= 8);
+    assert!(ids.len() <= allowed, "{} runs in {span:?} with a period of {period:?}: a due time fired twice", ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_task_fails_its_run_only() {
+    let dir = TempDir::new();
+    let tasks = vec![
+        Task::new("panics").run(|_ctx: TaskContext| async { panic!("kaboom") }),
+        ok_task("ok"),
+    ];
+    let host = start(config(dir.path()), tasks).await;
+    let s = &host.scheduler;
+    let bad = queue(s, "panics", json!({})).await;
+    let done = wait_done(s, &bad.id).await;
+    assert_eq!(done.state, TaskState::Failure);
+    assert_eq!(done.error.as_deref(), Some("task panicked: kaboom"));
+    // The host carries on.
+    let ok = queue(s, "ok", json!({})).await;
+    assert_eq!(wait_done(s, &ok.id).await.state, TaskState::Success);
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_one_sqlite_file_share_the_queue_without_errors_or_double_runs() {
+    let dir = TempDir::new();
+    let executions: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let task = || {
+        let ex = executions.clone();
+        Task::new("shared").run(move |ctx: TaskContext| {
+            let ex = ex.clone();
+            async move {
+                *ex.lock().unwrap().entry(ctx.run.id.clone()).or_default() += 1;
+                Ok(())
+            }
+        })
+    };
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        let mut c = config(dir.path());
+        c.scheduler.heartbeat = Duration::from_millis(50);
+        hosts.push(start(c, vec![task()]).await);
+    }
+    let http = client();
+    let mut ids = Vec::new();
+    // Queue through one host and cancel some through the other while both claim and finish.
+    for i in 0..150 {
+        let r = http.post(url(&hosts[i % 2], "/tasks/shared")).json(&json!({})).send().await.unwrap();
+        assert_eq!(r.status(), 201, "POST: {}", r.text().await.unwrap());
+        let id = r.json::<fluid_host::TaskRun>().await.unwrap().id;
+        if i % 3 == 0 {
+            let r = http.delete(url(&hosts[(i + 1) % 2], &format!("/task-runs/{id}"))).send().await.unwrap();
+            let code = r.status().as_u16();
+            assert!([200, 202, 409].contains(&code), "DELETE: {code} {}", r.text().await.unwrap());
+        }
+        ids.push(id);
+    }
+    for id in &ids {
+        let r = wait_done(&hosts[i_of(id) % 2].scheduler, id).await;
+        let n = executions.lock().unwrap().get(id).copied().unwrap_or(0);
+        match r.state {
+            TaskState::Success => assert_eq!(n, 1, "run {id} executed {n} times"),
+            TaskState::Aborted => assert!(n <= 1 && r.error.as_deref() == Some("cancelled"), "{r:?} executed {n} times"),
+            other => panic!("run {id} ended {other}: {r:?}"),
+        }
+    }
+    for h in hosts {
+        h.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// Spreads waits over both hosts (either one sees the shared store).
+fn i_of(id: &str) -> usize {
+    id.bytes().map(usize::from).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy() {
+    use fluid_host::store::runs::ClaimRules;
+    let dir = TempDir::new();
+    let wait = Duration::from_millis(200);
+    let tasks = || {
+        vec![
+            ok_task("plain"),
+            Task::new("retried").retry(RetryPolicy::new(1).wait(wait)).run(|_ctx: TaskContext| async { Ok(()) }),
+        ]
+    };
+    let mut cfg = config(dir.path());
+    cfg.scheduler.consume = false; // only the rescue is under test here
+    cfg.scheduler.heartbeat = Duration::from_millis(50);
+    cfg.scheduler.host_timeout = Duration::from_millis(500);
+    let host = start(cfg, tasks()).await;
+
+    // Another "host", that never heartbeats, claims two runs through its own connection.
+    let ghost = Store::open_sqlite(dir.path()).await.unwrap();
+    let plain = queue(&host.scheduler, "plain", json!({})).await;
+    let retried = queue(&host.scheduler, "retried", json!({})).await;
+    let mut rx = host.scheduler.subscribe();
+    let rules = BTreeMap::from([("plain".to_string(), ClaimRules::default()), ("retried".to_string(), ClaimRules::default())]);
+    let claimed = ghost.claim("ghost-host", 10, &rules).await.unwrap();
+    assert_eq!(claimed.started.len(), 2);
+    ghost.close().await;
+
+    // Everything broadcast about the two runs until the rescue is over.
+    let mut seen: BTreeMap<String, Vec<fluid_host::TaskRun>> = BTreeMap::new();
+    let rescued = |seen: &BTreeMap<String, Vec<fluid_host::TaskRun>>| {
+        let last = |id: &str| seen.get(id).and_then(|v| v.last()).map(|r| (r.state, r.retry_attempt));
+        last(&plain.id) == Some((TaskState::Interrupted, 0)) && last(&retried.id) == Some((TaskState::Queued, 1))
+    };
+    while !rescued(&seen) {
+        let r = tokio::time::timeout(WAIT, rx.recv()).await.unwrap_or_else(|_| panic!("no rescue; seen {seen:?}")).unwrap();
+        seen.entry(r.id.clone()).or_default().push(r);
+    }
+    use TaskState::*;
+    let plain_seen = &seen[&plain.id];
+    assert_eq!(states(plain_seen), [Interrupted]);
+    assert_eq!(plain_seen[0].error.as_deref(), Some("host ghost-host stopped before the run ended"));
+    assert!(plain_seen[0].end.is_some());
+    let retried_seen = &seen[&retried.id];
+    assert_eq!(states(retried_seen), [Interrupted, Queued], "both steps of a rescue with retry are broadcast");
+    let delay = chrono::Duration::from_std(wait).unwrap();
+    assert!(retried_seen[1].execute_after.unwrap() >= retried_seen[0].end.unwrap() + delay, "the retry waits for its policy's delay");
+    assert!(retried_seen[1].start.is_none() && retried_seen[1].end.is_none());
+
+    // The store agrees.
+    let stored = host.scheduler.get_run(&plain.id).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.retry_attempt), (Interrupted, 0));
+    let stored = host.scheduler.get_run(&retried.id).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.retry_attempt), (Queued, 1));
+    host.shutdown(Duration::from_secs(5)).await;
+}
