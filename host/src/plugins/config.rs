@@ -215,7 +215,7 @@ impl FluidConfig {
         for n in &grants.network {
             anyhow::ensure!(parse_net(n).is_some(), "network grant {n:?} is not ip:port or ip:*");
         }
-        let config = section.config.map(|t| serde_json::to_value(t)).transpose()?;
+        let config = section.config.map(serde_json::to_value).transpose()?;
         Ok(Policy { limits, grants, config })
     }
 }

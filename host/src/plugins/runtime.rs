@@ -26,7 +26,8 @@ use wasmtime::{Config, Engine};
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
     pub dir: PathBuf,
-    /// fluid.toml; a missing file means defaults and no grants.
+    /// fluid.toml (`new` puts it in `dir`; the host uses `DATA/fluid.toml` or `--config`);
+    /// a missing file means default limits and no grants.
     pub config_path: PathBuf,
     /// Compiled components; None compiles every time.
     pub cache_dir: Option<PathBuf>,
@@ -153,9 +154,11 @@ impl Shared {
             (args.len() > max).then(|| PluginCallError::InvalidInput(format!("arguments of {} bytes exceed the limit of {max} bytes of plugin {target}", args.len())))
         };
         if let Some(e) = refused {
+            // Oversized arguments are the caller's mistake, not the plugin's error.
+            let plugins_error = matches!(e, PluginCallError::Unavailable(_));
             plugin.sup.update(|h| {
                 h.calls += 1;
-                h.errors += 1;
+                h.errors += plugins_error as u64;
             });
             return Err(e);
         }
