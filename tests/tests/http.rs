@@ -31,8 +31,8 @@ fn tasks() -> Vec<Task> {
     ]
 }
 
-async fn api_host(dir: &TempDir) -> Host {
-    let mut c = config(dir.path());
+async fn api_host(dir: &TestEnv) -> Host {
+    let mut c = dir.config();
     c.scheduler.consume = false;
     start(c, tasks()).await
 }
@@ -65,9 +65,8 @@ fn names(list: &Value) -> Vec<String> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_routes_describe_filter_and_toggle_tasks() {
-    let dir = TempDir::new();
+async fn task_routes_describe_filter_and_toggle_tasks(db: Db) {
+    let dir = TestEnv::new(db).await;
     let host = api_host(&dir).await;
     let http = client();
 
@@ -144,9 +143,8 @@ async fn task_routes_describe_filter_and_toggle_tasks() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_route_stores_valid_runs_and_nothing_for_bad_requests() {
-    let dir = TempDir::new();
+async fn queue_route_stores_valid_runs_and_nothing_for_bad_requests(db: Db) {
+    let dir = TestEnv::new(db).await;
     let host = api_host(&dir).await;
     let http = client();
     let post = |path: &str| http.post(url(&host, path));
@@ -197,14 +195,13 @@ async fn queue_route_stores_valid_runs_and_nothing_for_bad_requests() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_and_queue_routes_report_and_clear_queued_runs() {
-    let dir = TempDir::new();
+async fn status_and_queue_routes_report_and_clear_queued_runs(db: Db) {
+    let dir = TestEnv::new(db).await;
     let host = api_host(&dir).await;
     let http = client();
     let (code, status) = get_json(&http, url(&host, "/tasks-status")).await;
     assert_eq!(code, 200);
-    assert_eq!(status["backend"], "sqlite");
+    assert_eq!(status["backend"], if db == Db::Sqlite { "sqlite" } else { "postgres" });
     assert_eq!(status["running_here"], 0);
     let me = status["workers"].as_array().unwrap().iter().find(|w| w["this_host"] == true).expect("this host is listed");
     assert_eq!(me["id"].as_str(), Some(host.scheduler.config().host_id.as_str()));
@@ -247,3 +244,9 @@ async fn status_and_queue_routes_report_and_clear_queued_runs() {
     assert_eq!(aborted, ids);
     host.shutdown(Duration::from_secs(5)).await;
 }
+
+crate::backend_tests!(
+    task_routes_describe_filter_and_toggle_tasks,
+    queue_route_stores_valid_runs_and_nothing_for_bad_requests,
+    status_and_queue_routes_report_and_clear_queued_runs,
+);

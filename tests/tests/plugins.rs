@@ -11,7 +11,6 @@ use fluid_host::scheduler::{QueueOptions, Scheduler};
 use fluid_host::{Host, Priority, RetryPolicy, Task, TaskContext, TaskError, TaskRun, TaskState};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,9 +51,9 @@ fn tasks(report: Arc<Mutex<Option<TaskRunHistoryPage>>>) -> Vec<Task> {
     ]
 }
 
-async fn host(dir: &Path) -> (Host, Arc<Mutex<Option<TaskRunHistoryPage>>>) {
+async fn host(env: &TestEnv) -> (Host, Arc<Mutex<Option<TaskRunHistoryPage>>>) {
     let report = Arc::new(Mutex::new(None));
-    let mut c = config(dir);
+    let mut c = env.config();
     c.load_plugins = true;
     c.scheduler.workers = 4;
     (start(c, tasks(report.clone())).await, report)
@@ -97,10 +96,9 @@ async fn run_to_end(s: &Scheduler, task: &str, params: Value) -> TaskRun {
     wait_done(s, &run.id).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_records_every_outcome_with_error_attempts_and_lineage() {
-    let dir = TempDir::new();
-    let (h, _) = host(dir.path()).await;
+async fn history_records_every_outcome_with_error_attempts_and_lineage(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, _) = host(&dir).await;
     let s = h.scheduler.clone();
     let ok = run_to_end(&s, "ok", json!({"x": 1})).await;
     let fail = run_to_end(&s, "fail", json!({})).await;
@@ -136,25 +134,23 @@ async fn history_records_every_outcome_with_error_attempts_and_lineage() {
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupted_run_reaches_history_after_restart() {
-    let dir = TempDir::new();
-    let (h, _) = host(dir.path()).await;
+async fn interrupted_run_reaches_history_after_restart(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, _) = host(&dir).await;
     let run = queue(&h.scheduler, "forever", json!({})).await;
     wait_state(&h.scheduler, &run.id, TaskState::Running).await;
     h.shutdown(Duration::ZERO).await;
     // The `interrupted` change is in the feed; the db plugin gets it from its checkpoint.
-    let (h, _) = host(dir.path()).await;
+    let (h, _) = host(&dir).await;
     caught_up(&h, "db").await;
     let (_, row) = get_json(&h, &format!("/task-history/{}", run.id)).await;
     assert_eq!(row["state"], "interrupted", "{row}");
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skip_db_tag_keeps_runs_out_of_history() {
-    let dir = TempDir::new();
-    let (h, _) = host(dir.path()).await;
+async fn skip_db_tag_keeps_runs_out_of_history(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, _) = host(&dir).await;
     let skipped = run_to_end(&h.scheduler, "skipped", json!({})).await;
     let kept = run_to_end(&h.scheduler, "ok", json!({})).await;
     caught_up(&h, "db").await;
@@ -165,10 +161,9 @@ async fn skip_db_tag_keeps_runs_out_of_history() {
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_history_filter_alone_and_together() {
-    let dir = TempDir::new();
-    let (h, _) = host(dir.path()).await;
+async fn every_history_filter_alone_and_together(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, _) = host(&dir).await;
     let s = h.scheduler.clone();
     let a = run_to_end(&s, "ok", json!({"user": "ann", "n": 1})).await;
     let b = run_to_end(&s, "ok", json!({"user": "bob", "n": 2})).await;
@@ -212,10 +207,9 @@ fn form(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_history_queries_get_4xx_with_a_message() {
-    let dir = TempDir::new();
-    let (h, _) = host(dir.path()).await;
+async fn bad_history_queries_get_4xx_with_a_message(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, _) = host(&dir).await;
     for q in ["state=bogus", "priority=urgent", "limit=0", "limit=ten", "params=%5B1%5D", "params=notjson", "start=yesterday", "cursor=%%%", "cursor=bm90LWEtY3Vyc29y"] {
         let (status, body) = get_json(&h, &format!("/task-history?{q}")).await;
         assert!((400..500).contains(&status), "{q}: {status} {body}");
@@ -224,10 +218,9 @@ async fn bad_history_queries_get_4xx_with_a_message() {
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_never_repeat_or_skip_runs_sharing_one_queued_time() {
-    let dir = TempDir::new();
-    let (h, _) = host(dir.path()).await;
+async fn pages_never_repeat_or_skip_runs_sharing_one_queued_time(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, _) = host(&dir).await;
     let s = &h.scheduler;
     // 1,000 finished runs stored with the very same queued time.
     let t = chrono::Utc::now();
@@ -279,10 +272,9 @@ async fn pages_never_repeat_or_skip_runs_sharing_one_queued_time() {
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_task_reads_history_through_get_plugin() {
-    let dir = TempDir::new();
-    let (h, report) = host(dir.path()).await;
+async fn native_task_reads_history_through_get_plugin(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, report) = host(&dir).await;
     let s = h.scheduler.clone();
     let mut expected = HashSet::new();
     for _ in 0..3 {
@@ -303,13 +295,12 @@ async fn native_task_reads_history_through_get_plugin() {
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trapping_plugin_keeps_its_events_and_harms_no_one() {
-    let dir = TempDir::new();
+async fn trapping_plugin_keeps_its_events_and_harms_no_one(db: Db) {
+    let dir = TestEnv::new(db).await;
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(guest_wasm_dir().join("fluid_test_trap_events.wasm"), plugins.join("trap_events.wasm")).unwrap();
-    let (h, _) = host(dir.path()).await;
+    let (h, _) = host(&dir).await;
     let s = h.scheduler.clone();
     let mut done = Vec::new();
     for _ in 0..5 {
@@ -341,15 +332,14 @@ async fn trapping_plugin_keeps_its_events_and_harms_no_one() {
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_and_foreign_components_are_refused_with_a_reason() {
-    let dir = TempDir::new();
+async fn malformed_and_foreign_components_are_refused_with_a_reason(db: Db) {
+    let dir = TestEnv::new(db).await;
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::write(plugins.join("garbage.wasm"), b"\0asm this is not wasm at all").unwrap();
     std::fs::write(plugins.join("text.wasm"), b"hello").unwrap();
     std::fs::copy(guest_wasm_dir().join("not_a_plugin.wasm"), plugins.join("not_a_plugin.wasm")).unwrap();
-    let (h, _) = host(dir.path()).await;
+    let (h, _) = host(&dir).await;
     let (status, list) = get_json(&h, "/plugins").await;
     assert_eq!(status, 200);
     let by_name = |n: &str| list.as_array().unwrap().iter().find(|p| p["name"] == n).cloned().unwrap_or_else(|| panic!("{n} listed: {list}"));
@@ -364,10 +354,9 @@ async fn malformed_and_foreign_components_are_refused_with_a_reason() {
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replayed_events_never_regress_history() {
-    let dir = TempDir::new();
-    let (h, _) = host(dir.path()).await;
+async fn replayed_events_never_regress_history(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, _) = host(&dir).await;
     let run = run_to_end(&h.scheduler, "ok", json!({})).await;
     caught_up(&h, "db").await;
     let store = h.scheduler.store().clone();
@@ -375,26 +364,24 @@ async fn replayed_events_never_regress_history() {
     drop(store);
     // Rewind the db plugin's checkpoint and drop the run's last change from the feed: on
     // restart the plugin gets only the older `queued` and `running` again, late.
-    let s2 = fluid_host::store::Store::open_sqlite(dir.path()).await.unwrap();
+    let s2 = fluid_host::store::Store::connect(&dir.url()).await.unwrap();
     s2.reset_checkpoint("db", 0).await.unwrap();
     s2.close().await;
     sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}", dir.path().join("fluid.db").display());
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let pool = sqlx::AnyPool::connect(&dir.url()).await.unwrap();
     let deleted = sqlx::query("DELETE FROM fluid_events WHERE run_id = $1 AND state = 'success'").bind(&run.id).execute(&pool).await.unwrap();
     assert_eq!(deleted.rows_affected(), 1);
     pool.close().await;
-    let (h, _) = host(dir.path()).await;
+    let (h, _) = host(&dir).await;
     caught_up(&h, "db").await;
     let (_, row) = get_json(&h, &format!("/task-history/{}", run.id)).await;
     assert_eq!(row["state"], "success", "{row}");
     h.shutdown(Duration::ZERO).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_plugin_counts_runs_per_task_and_state_at_its_route() {
-    let dir = TempDir::new();
-    let (h, _) = host(dir.path()).await;
+async fn stats_plugin_counts_runs_per_task_and_state_at_its_route(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let (h, _) = host(&dir).await;
     for _ in 0..2 {
         run_to_end(&h.scheduler, "ok", json!({})).await;
     }
@@ -408,3 +395,17 @@ async fn stats_plugin_counts_runs_per_task_and_state_at_its_route() {
     assert!(doc["paths"]["/stats"]["get"].is_object() && doc["paths"]["/task-history/{id}"]["get"].is_object());
     h.shutdown(Duration::ZERO).await;
 }
+
+crate::backend_tests!(
+    history_records_every_outcome_with_error_attempts_and_lineage,
+    interrupted_run_reaches_history_after_restart,
+    skip_db_tag_keeps_runs_out_of_history,
+    every_history_filter_alone_and_together,
+    bad_history_queries_get_4xx_with_a_message,
+    pages_never_repeat_or_skip_runs_sharing_one_queued_time,
+    native_task_reads_history_through_get_plugin,
+    trapping_plugin_keeps_its_events_and_harms_no_one,
+    malformed_and_foreign_components_are_refused_with_a_reason,
+    replayed_events_never_regress_history,
+    stats_plugin_counts_runs_per_task_and_state_at_its_route,
+);

@@ -30,14 +30,13 @@ fn gated_task(b: fluid_host::scheduler::TaskBuilder, gate: &Gate, flight: &InFli
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_go_queued_running_then_success_or_failure_with_error() {
-    let dir = TempDir::new();
+async fn runs_go_queued_running_then_success_or_failure_with_error(db: Db) {
+    let dir = TestEnv::new(db).await;
     let tasks = vec![
         ok_task("ok"),
         Task::new("boom").run(|_ctx: TaskContext| async { Err(TaskError::failed("boom: it broke")) }),
     ];
-    let host = start(config(dir.path()), tasks).await;
+    let host = start(dir.config(), tasks).await;
     let s = &host.scheduler;
     let mut rx = s.subscribe();
 
@@ -60,9 +59,8 @@ async fn runs_go_queued_running_then_success_or_failure_with_error() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_run_is_retried_under_same_id_no_sooner_than_policy_delay() {
-    let dir = TempDir::new();
+async fn failed_run_is_retried_under_same_id_no_sooner_than_policy_delay(db: Db) {
+    let dir = TestEnv::new(db).await;
     let policy = RetryPolicy::new(3).wait(Duration::from_millis(150)).backoff(2.0).max_wait(Duration::from_secs(5));
     let flaky = Task::new("flaky").retry(policy.clone()).run(|ctx: TaskContext| async move {
         if ctx.run.retry_attempt < 2 {
@@ -70,7 +68,7 @@ async fn failed_run_is_retried_under_same_id_no_sooner_than_policy_delay() {
         }
         Ok(())
     });
-    let host = start(config(dir.path()), vec![flaky]).await;
+    let host = start(dir.config(), vec![flaky]).await;
     let s = &host.scheduler;
     let mut rx = s.subscribe();
     let run = queue(s, "flaky", json!({})).await;
@@ -98,9 +96,8 @@ async fn failed_run_is_retried_under_same_id_no_sooner_than_policy_delay() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exhausted_retries_end_in_failure() {
-    let dir = TempDir::new();
+async fn exhausted_retries_end_in_failure(db: Db) {
+    let dir = TestEnv::new(db).await;
     let flight = InFlight::default();
     let f = flight.clone();
     let always = Task::new("always-fails").retry(RetryPolicy::new(2).wait(Duration::from_millis(30))).run(move |_ctx: TaskContext| {
@@ -110,7 +107,7 @@ async fn exhausted_retries_end_in_failure() {
             Err(TaskError::failed("nope"))
         }
     });
-    let host = start(config(dir.path()), vec![always]).await;
+    let host = start(dir.config(), vec![always]).await;
     let s = &host.scheduler;
     let run = queue(s, "always-fails", json!({})).await;
     // The end of the last attempt is committed with no re-queue in the same transaction.
@@ -118,15 +115,14 @@ async fn exhausted_retries_end_in_failure() {
     assert_eq!(last.error.as_deref(), Some("nope"));
     assert_eq!(flight.total(), 3, "the first attempt and two retries");
     host.shutdown(Duration::from_secs(5)).await;
-    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let store = Store::connect(&dir.url()).await.unwrap();
     let stored = store.get_run(&run.id).await.unwrap().unwrap();
     assert_eq!((stored.state, stored.retry_attempt), (TaskState::Failure, 2));
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_runs_start_by_priority_then_fifo() {
-    let dir = TempDir::new();
+async fn queued_runs_start_by_priority_then_fifo(db: Db) {
+    let dir = TestEnv::new(db).await;
     let gate = Gate::new();
     let flight = InFlight::default();
     let order: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -138,7 +134,7 @@ async fn queued_runs_start_by_priority_then_fifo() {
             Ok(())
         }
     });
-    let mut cfg = config(dir.path());
+    let mut cfg = dir.config();
     cfg.scheduler.workers = 1;
     let host = start(cfg, vec![gated_task(Task::new("blocker"), &gate, &flight), record]).await;
     let s = &host.scheduler;
@@ -169,13 +165,12 @@ async fn queued_runs_start_by_priority_then_fifo() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_concurrency_holds_under_contention_and_excess_is_rate_limited() {
-    let dir = TempDir::new();
+async fn max_concurrency_holds_under_contention_and_excess_is_rate_limited(db: Db) {
+    let dir = TestEnv::new(db).await;
     let gate = Gate::new();
     let flight = InFlight::default();
     let limited = gated_task(Task::new("limited").max_concurrency(2), &gate, &flight);
-    let mut cfg = config(dir.path());
+    let mut cfg = dir.config();
     cfg.scheduler.workers = 6;
     let host = start(cfg, vec![limited]).await;
     let s = &host.scheduler;
@@ -205,9 +200,8 @@ async fn max_concurrency_holds_under_contention_and_excess_is_rate_limited() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit() {
-    let dir = TempDir::new();
+async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit(db: Db) {
+    let dir = TestEnv::new(db).await;
     let gate = Gate::new();
     let flight = InFlight::default();
     let (g, f) = (gate.clone(), flight.clone());
@@ -224,7 +218,7 @@ async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit(
                 Ok(())
             }
         });
-    let mut cfg = config(dir.path());
+    let mut cfg = dir.config();
     cfg.scheduler.workers = 8;
     let host = start(cfg, vec![limited]).await;
     let s = &host.scheduler;
@@ -251,9 +245,8 @@ async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit(
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timeout_ends_run_in_failure_with_timeout_message() {
-    let dir = TempDir::new();
+async fn timeout_ends_run_in_failure_with_timeout_message(db: Db) {
+    let dir = TestEnv::new(db).await;
     let never = Gate::new();
     let slow = Task::new("slow").timeout(Duration::from_millis(200)).run(move |_ctx: TaskContext| {
         let g = never.clone();
@@ -262,7 +255,7 @@ async fn timeout_ends_run_in_failure_with_timeout_message() {
             Ok(())
         }
     });
-    let host = start(config(dir.path()), vec![slow]).await;
+    let host = start(dir.config(), vec![slow]).await;
     let s = &host.scheduler;
     let run = queue(s, "slow", json!({})).await;
     let done = wait_done(s, &run.id).await;
@@ -272,9 +265,8 @@ async fn timeout_ends_run_in_failure_with_timeout_message() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_abort_ends_run_aborted_and_is_not_retried() {
-    let dir = TempDir::new();
+async fn task_abort_ends_run_aborted_and_is_not_retried(db: Db) {
+    let dir = TestEnv::new(db).await;
     let flight = InFlight::default();
     let f = flight.clone();
     let quitter = Task::new("quitter").retry(RetryPolicy::new(3).wait(Duration::ZERO)).run(move |ctx: TaskContext| {
@@ -284,7 +276,7 @@ async fn task_abort_ends_run_aborted_and_is_not_retried() {
             Err(ctx.abort("nothing to do"))
         }
     });
-    let host = start(config(dir.path()), vec![quitter]).await;
+    let host = start(dir.config(), vec![quitter]).await;
     let s = &host.scheduler;
     let mut rx = s.subscribe();
     let run = queue(s, "quitter", json!({})).await;
@@ -297,9 +289,8 @@ async fn task_abort_ends_run_aborted_and_is_not_retried() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disabled_task_runs_are_aborted_without_executing() {
-    let dir = TempDir::new();
+async fn disabled_task_runs_are_aborted_without_executing(db: Db) {
+    let dir = TestEnv::new(db).await;
     let flight = InFlight::default();
     let f = flight.clone();
     let t = Task::new("switchable").run(move |_ctx: TaskContext| {
@@ -309,7 +300,7 @@ async fn disabled_task_runs_are_aborted_without_executing() {
             Ok(())
         }
     });
-    let host = start(config(dir.path()), vec![t]).await;
+    let host = start(dir.config(), vec![t]).await;
     let http = client();
     let r = http.patch(url(&host, "/tasks/switchable")).json(&json!({"enabled": false})).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -335,12 +326,11 @@ async fn disabled_task_runs_are_aborted_without_executing() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_aborts_queued_and_running_runs_and_refuses_finished_or_unknown() {
-    let dir = TempDir::new();
+async fn cancel_aborts_queued_and_running_runs_and_refuses_finished_or_unknown(db: Db) {
+    let dir = TestEnv::new(db).await;
     let never = Gate::new();
     let flight = InFlight::default();
-    let mut cfg = config(dir.path());
+    let mut cfg = dir.config();
     cfg.scheduler.workers = 1;
     let host = start(cfg, vec![gated_task(Task::new("blocker"), &never, &flight)]).await;
     let s = &host.scheduler;
@@ -377,9 +367,8 @@ async fn cancel_aborts_queued_and_running_runs_and_refuses_finished_or_unknown()
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_runs_survive_restart() {
-    let dir = TempDir::new();
+async fn queued_runs_survive_restart(db: Db) {
+    let dir = TestEnv::new(db).await;
     let flight = InFlight::default();
     let task = || {
         let f = flight.clone();
@@ -391,7 +380,7 @@ async fn queued_runs_survive_restart() {
             }
         })
     };
-    let mut api_only = config(dir.path());
+    let mut api_only = dir.config();
     api_only.scheduler.consume = false;
     let first = start(api_only, vec![task()]).await;
     let mut ids = Vec::new();
@@ -407,7 +396,7 @@ async fn queued_runs_survive_restart() {
     first.shutdown(Duration::from_secs(5)).await;
     assert_eq!(flight.total(), 0);
 
-    let second = start(config(dir.path()), vec![task()]).await;
+    let second = start(dir.config(), vec![task()]).await;
     for (i, id) in ids.iter().enumerate() {
         let r = wait_done(&second.scheduler, id).await;
         assert_eq!(r.state, TaskState::Success);
@@ -421,19 +410,18 @@ async fn queued_runs_survive_restart() {
     second.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_without_grace_marks_running_runs_interrupted() {
-    let dir = TempDir::new();
+async fn shutdown_without_grace_marks_running_runs_interrupted(db: Db) {
+    let dir = TestEnv::new(db).await;
     let never = Gate::new();
     let flight = InFlight::default();
     // A retry policy must not re-queue a run interrupted by shutdown.
     let b = Task::new("long").retry(RetryPolicy::new(3).wait(Duration::ZERO));
-    let host = start(config(dir.path()), vec![gated_task(b, &never, &flight)]).await;
+    let host = start(dir.config(), vec![gated_task(b, &never, &flight)]).await;
     let run = queue(&host.scheduler, "long", json!({})).await;
     wait_state(&host.scheduler, &run.id, TaskState::Running).await;
     tokio::time::timeout(WAIT, host.shutdown(Duration::ZERO)).await.expect("shutdown does not wait for the run");
 
-    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let store = Store::connect(&dir.url()).await.unwrap();
     let stored = store.get_run(&run.id).await.unwrap().unwrap();
     assert_eq!(stored.state, TaskState::Interrupted);
     assert_eq!(stored.error.as_deref(), Some("host shutting down"));
@@ -442,26 +430,24 @@ async fn shutdown_without_grace_marks_running_runs_interrupted() {
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_running_runs_finish_within_grace() {
-    let dir = TempDir::new();
+async fn shutdown_lets_running_runs_finish_within_grace(db: Db) {
+    let dir = TestEnv::new(db).await;
     let gate = Gate::new();
     let flight = InFlight::default();
-    let host = start(config(dir.path()), vec![gated_task(Task::new("finishing"), &gate, &flight)]).await;
+    let host = start(dir.config(), vec![gated_task(Task::new("finishing"), &gate, &flight)]).await;
     let run = queue(&host.scheduler, "finishing", json!({})).await;
     wait_state(&host.scheduler, &run.id, TaskState::Running).await;
     // Shutdown waits for the run (30 s of grace); once released, the run ends normally.
     let stopping = tokio::spawn(host.shutdown(Duration::from_secs(30)));
     gate.open();
     tokio::time::timeout(WAIT, stopping).await.expect("shutdown ends once runs end").unwrap();
-    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let store = Store::connect(&dir.url()).await.unwrap();
     assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().state, TaskState::Success);
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chained_runs_record_parent_and_root() {
-    let dir = TempDir::new();
+async fn chained_runs_record_parent_and_root(db: Db) {
+    let dir = TestEnv::new(db).await;
     let chain = Task::new("chain").run(|ctx: TaskContext| async move {
         let depth = ctx.params_json()["depth"].as_u64().unwrap_or(0);
         if depth > 0 {
@@ -469,7 +455,7 @@ async fn chained_runs_record_parent_and_root() {
         }
         Ok(())
     });
-    let host = start(config(dir.path()), vec![chain]).await;
+    let host = start(dir.config(), vec![chain]).await;
     let s = &host.scheduler;
     let mut rx = s.subscribe();
     let root = queue(s, "chain", json!({"depth": 2})).await;
@@ -496,15 +482,14 @@ async fn chained_runs_record_parent_and_root() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts() {
-    let dir = TempDir::new();
+async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts(db: Db) {
+    let dir = TestEnv::new(db).await;
     let period = Duration::from_millis(300);
     let ticking = || Task::new("tick").schedule(Schedule::every(period)).run(|_ctx: TaskContext| async { Ok(()) });
     let both: Vec<Host> = {
         let mut v = Vec::new();
         for _ in 0..2 {
-            let mut c = config(dir.path());
+            let mut c = dir.config();
             c.scheduler.run_schedules = true;
             c.scheduler.schedule_tick = Duration::from_millis(40);
             v.push(start(c, vec![ticking()]).await);
@@ -524,7 +509,7 @@ async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts() {
     for h in both {
         h.shutdown(Duration::from_secs(5)).await;
     }
-    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let store = Store::connect(&dir.url()).await.unwrap();
     let events = store.events_after(0, 100_000).await.unwrap();
     store.close().await;
     let mut ids: Vec<String> = events.iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run.id.clone()).collect();
@@ -538,14 +523,13 @@ async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts() {
     assert!(ids.len() <= allowed, "{} runs in {span:?} with a period of {period:?}: a due time fired twice", ids.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn panicking_task_fails_its_run_only() {
-    let dir = TempDir::new();
+async fn panicking_task_fails_its_run_only(db: Db) {
+    let dir = TestEnv::new(db).await;
     let tasks = vec![
         Task::new("panics").run(|_ctx: TaskContext| async { panic!("kaboom") }),
         ok_task("ok"),
     ];
-    let host = start(config(dir.path()), tasks).await;
+    let host = start(dir.config(), tasks).await;
     let s = &host.scheduler;
     let bad = queue(s, "panics", json!({})).await;
     let done = wait_done(s, &bad.id).await;
@@ -557,9 +541,8 @@ async fn panicking_task_fails_its_run_only() {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hosts_on_one_sqlite_file_share_the_queue_without_errors_or_double_runs() {
-    let dir = TempDir::new();
+async fn two_hosts_on_one_sqlite_file_share_the_queue_without_errors_or_double_runs(db: Db) {
+    let dir = TestEnv::new(db).await;
     let executions: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
     let task = || {
         let ex = executions.clone();
@@ -573,7 +556,7 @@ async fn two_hosts_on_one_sqlite_file_share_the_queue_without_errors_or_double_r
     };
     let mut hosts = Vec::new();
     for _ in 0..2 {
-        let mut c = config(dir.path());
+        let mut c = dir.config();
         c.scheduler.heartbeat = Duration::from_millis(50);
         hosts.push(start(c, vec![task()]).await);
     }
@@ -610,10 +593,9 @@ fn i_of(id: &str) -> usize {
     id.bytes().map(usize::from).sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy() {
+async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy(db: Db) {
     use fluid_host::store::runs::ClaimRules;
-    let dir = TempDir::new();
+    let dir = TestEnv::new(db).await;
     let wait = Duration::from_millis(200);
     let tasks = || {
         vec![
@@ -621,14 +603,14 @@ async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy
             Task::new("retried").retry(RetryPolicy::new(1).wait(wait)).run(|_ctx: TaskContext| async { Ok(()) }),
         ]
     };
-    let mut cfg = config(dir.path());
+    let mut cfg = dir.config();
     cfg.scheduler.consume = false; // only the rescue is under test here
     cfg.scheduler.heartbeat = Duration::from_millis(50);
     cfg.scheduler.host_timeout = Duration::from_millis(500);
     let host = start(cfg, tasks()).await;
 
     // Another "host", that never heartbeats, claims two runs through its own connection.
-    let ghost = Store::open_sqlite(dir.path()).await.unwrap();
+    let ghost = Store::connect(&dir.url()).await.unwrap();
     let plain = queue(&host.scheduler, "plain", json!({})).await;
     let retried = queue(&host.scheduler, "retried", json!({})).await;
     let mut rx = host.scheduler.subscribe();
@@ -665,3 +647,24 @@ async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy
     assert_eq!((stored.state, stored.retry_attempt), (Queued, 1));
     host.shutdown(Duration::from_secs(5)).await;
 }
+
+crate::backend_tests!(
+    runs_go_queued_running_then_success_or_failure_with_error,
+    failed_run_is_retried_under_same_id_no_sooner_than_policy_delay,
+    exhausted_retries_end_in_failure,
+    queued_runs_start_by_priority_then_fifo,
+    max_concurrency_holds_under_contention_and_excess_is_rate_limited,
+    rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit,
+    timeout_ends_run_in_failure_with_timeout_message,
+    task_abort_ends_run_aborted_and_is_not_retried,
+    disabled_task_runs_are_aborted_without_executing,
+    cancel_aborts_queued_and_running_runs_and_refuses_finished_or_unknown,
+    queued_runs_survive_restart,
+    shutdown_without_grace_marks_running_runs_interrupted,
+    shutdown_lets_running_runs_finish_within_grace,
+    chained_runs_record_parent_and_root,
+    every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts,
+    panicking_task_fails_its_run_only,
+    two_hosts_on_one_sqlite_file_share_the_queue_without_errors_or_double_runs,
+    runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy,
+);

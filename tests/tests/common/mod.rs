@@ -48,6 +48,73 @@ pub fn config(dir: &Path) -> HostConfig {
     c
 }
 
+/// The database a shared test runs against: each test in the shared suite runs once per
+/// backend (see [`backend_tests!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A test's own temp folder and, on PostgreSQL, its own fresh database.
+pub struct TestEnv {
+    dir: TempDir,
+    pg: Option<fluid_tests::pg::TestDb>,
+}
+
+impl TestEnv {
+    pub async fn new(db: Db) -> TestEnv {
+        let pg = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(fluid_tests::pg::TestDb::create().await),
+        };
+        TestEnv { dir: TempDir::new(), pg }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The test config of [`config`], on this test's database.
+    pub fn config(&self) -> HostConfig {
+        let mut c = config(self.dir.path());
+        c.database_url = self.pg.as_ref().map(|p| p.url.clone());
+        c
+    }
+
+    /// The database URL (SQLite file in the folder, or the PostgreSQL database).
+    pub fn url(&self) -> String {
+        match &self.pg {
+            Some(p) => p.url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.dir.path().join("fluid.db").display()),
+        }
+    }
+}
+
+/// Runs each listed `async fn name(db: Db)` as two tests, `sqlite::name` and
+/// `postgres::name`: one suite, both backends.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Db::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Db::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 pub async fn start(config: HostConfig, tasks: Vec<Task>) -> Host {
     Host::start(config, tasks).await.expect("host starts")
 }
