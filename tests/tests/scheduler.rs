@@ -648,7 +648,34 @@ async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy
     host.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Fencing: a host that comes back after its runs were rescued finishes them with a stale
+/// lease; the store refuses, and the newer state stays.
+async fn late_host_cannot_overwrite_a_rescued_run(db: Db) {
+    use fluid_host::store::runs::{ClaimRules, Finish, Outcome};
+    use fluid_host::store::StoreError;
+    let dir = TestEnv::new(db).await;
+    let mut cfg = dir.config();
+    cfg.scheduler.consume = false;
+    cfg.scheduler.heartbeat = Duration::from_millis(50);
+    cfg.scheduler.host_timeout = Duration::from_millis(300);
+    let host = start(cfg, vec![ok_task("plain")]).await;
+    let late = Store::connect(&dir.url()).await.unwrap();
+    let run = queue(&host.scheduler, "plain", json!({})).await;
+    let rules = BTreeMap::from([("plain".to_string(), ClaimRules::default())]);
+    let claimed = late.claim("late-host", 1, &rules).await.unwrap();
+    let lease = claimed.started[0].lease;
+    wait_state(&host.scheduler, &run.id, TaskState::Interrupted).await;
+    // The late host wakes up and reports success with the lease it had.
+    let results = late.finish_many(&[Finish { id: run.id.clone(), lease, outcome: Outcome::Success, retry_after: None }]).await.unwrap();
+    assert!(matches!(results[0], Err(StoreError::Conflict { .. })), "stale lease refused: {:?}", results[0]);
+    let stored = host.scheduler.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, TaskState::Interrupted, "the newer state stays");
+    late.close().await;
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
 crate::backend_tests!(
+    late_host_cannot_overwrite_a_rescued_run,
     runs_go_queued_running_then_success_or_failure_with_error,
     failed_run_is_retried_under_same_id_no_sooner_than_policy_delay,
     exhausted_retries_end_in_failure,
