@@ -60,6 +60,18 @@ pub enum Command {
         #[arg(long, default_value = "{}")]
         params: String,
     },
+    /// Measure this machine: throughput, latency, event delivery, start-up, history reads.
+    Bench {
+        /// Folder for results.md and throughput.svg.
+        #[arg(long, default_value = "bench")]
+        out: PathBuf,
+        /// Smaller workloads (a smoke run, a few seconds).
+        #[arg(long)]
+        quick: bool,
+        /// PostgreSQL admin URL (a fresh database is created and dropped); "none" skips PostgreSQL.
+        #[arg(long, env = "FLUID_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+        postgres: String,
+    },
     /// Enable a task, or disable it with --disable.
     Enable {
         task: String,
@@ -204,6 +216,10 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             s.store().close().await;
             let ok = run.state == crate::scheduler::TaskState::Success;
             return Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
+        }
+        Command::Bench { out, quick, postgres } => {
+            let postgres = (postgres != "none").then_some(postgres);
+            crate::bench::run(crate::bench::BenchOptions { out, quick, postgres }).await?;
         }
         Command::Enable { task, disable } => {
             tasks.extend(crate::examples::tasks());

@@ -11,6 +11,7 @@
 //! - [`http`]: the axum routes.
 //! - [`cli`]: the `fluid` command line.
 
+pub mod bench;
 pub mod cli;
 pub mod examples;
 pub mod history;

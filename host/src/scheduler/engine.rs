@@ -312,6 +312,11 @@ impl Scheduler {
         Ok(counts)
     }
 
+    /// Wakes the claim loop (runs were stored by another path than [`Scheduler::queue`]).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
     /// Runs executing on this host now.
     pub fn running_here(&self) -> usize {
         self.inner.running.lock().unwrap().len()
@@ -395,17 +400,27 @@ impl Scheduler {
     async fn claim_loop(self) {
         let inner = &self.inner;
         let mut backoff = Duration::from_millis(100);
+        let mut last_full = false;
         loop {
             if inner.stop_claiming.is_cancelled() {
                 return;
             }
-            let free = inner.slots.available_permits();
+            let mut free = inner.slots.available_permits();
             if free == 0 {
                 tokio::select! {
                     p = inner.slots.acquire() => drop(p),
                     _ = inner.stop_claiming.cancelled() => return,
                 }
                 continue;
+            }
+            let half = (inner.config.workers / 2).max(1);
+            if last_full && free < half {
+                // A busy queue: wait a moment for more slots to free up, so that one claim
+                // transaction starts several runs instead of one each.
+                if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(2), inner.slots.acquire_many(half as u32)).await {
+                    drop(p);
+                }
+                free = inner.slots.available_permits();
             }
             let rules = inner.rules.read().unwrap().clone();
             let publish = inner.publish.write().await;
@@ -426,6 +441,7 @@ impl Scheduler {
                 }
             };
             let full = claimed.started.len() == free;
+            last_full = full;
             let busy = full || !claimed.ended.is_empty();
             if !claimed.started.is_empty() || !claimed.ended.is_empty() {
                 self.committed(claimed.ended.iter().cloned().chain(claimed.started.iter().map(|r| r.run.clone())));
