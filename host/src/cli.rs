@@ -241,7 +241,7 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
     let c = config(g);
     match cmd {
         PluginsCommand::Check { file } => match inspect::check_file(&file, None)? {
-            Ok(()) => println!("{}: fits {}", file.display(), crate::plugins::runtime::WORLD),
+            Ok(world) => println!("{}: fits {world}", file.display()),
             Err(e) => {
                 println!("{e}");
                 return Ok(std::process::ExitCode::FAILURE);

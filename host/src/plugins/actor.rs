@@ -58,7 +58,7 @@ fn deadline_ticks(sup: &Supervisor) -> u64 {
     (sup.policy.limits.call_timeout().as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
-fn describe_trap(e: &wasmtime::Error) -> String {
+pub(crate) fn describe_trap(e: &wasmtime::Error) -> String {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         match trap {
             wasmtime::Trap::Interrupt => return "trapped: call took longer than its time limit".into(),

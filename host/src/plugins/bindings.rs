@@ -1,5 +1,6 @@
-//! The one place that runs `bindgen!` for the `plugin` world (wit/). Everything else in
-//! the host uses these generated types.
+//! The one place that runs `bindgen!`: the `plugin` world and the `task` world (wit/).
+//! Everything else in the host uses these generated types. The task world reuses the
+//! plugin world's `types` and `host` bindings, so one `host` implementation serves both.
 
 wasmtime::component::bindgen!({
     world: "plugin",
@@ -15,3 +16,19 @@ pub use exports::fluid::scheduler::task_manager_plugin as tmp;
 pub use fluid::scheduler::host as host_if;
 pub use fluid::scheduler::storage as storage_if;
 pub use fluid::scheduler::types;
+
+/// The `task` world: components that define and run tasks.
+pub mod task_world {
+    wasmtime::component::bindgen!({
+        world: "task",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "fluid:scheduler/types": super::fluid::scheduler::types,
+            "fluid:scheduler/host": super::fluid::scheduler::host,
+        },
+    });
+
+    pub use exports::fluid::scheduler::task_component as tc;
+}

@@ -11,7 +11,8 @@ use super::bindings::PluginPre;
 use super::cache;
 use super::config::FluidConfig;
 use super::dispatch;
-use super::runtime::{Loaded, PluginRuntime, WORLD};
+use super::bindings::task_world::TaskPre;
+use super::runtime::{Loaded, PluginRuntime, TASK_WORLD, WORLD};
 use super::sandbox::PluginState;
 use super::storage::check_ident;
 use super::supervisor::Supervisor;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use wasmtime::Engine;
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 
 /// Size and modification time of a file: how the watcher tells a file changed, and that a
 /// file being written has settled (the same stamp on two scans in a row).
@@ -69,10 +70,40 @@ struct Prepared {
     instance: actor::Instance,
 }
 
-/// Compiles `bytes` (the file at `path`, `sha` their hash; through the compile cache when
-/// `cache_dir` is given) and checks them against the `plugin` world: a clear error naming
-/// the file and what does not fit.
-pub fn check_component(engine: &Engine, linker: &Linker<PluginState>, path: &Path, bytes: &[u8], cache_dir: Option<&Path>) -> Result<PluginPre<PluginState>, String> {
+/// A component that fits one of fluid's worlds, ready to instantiate.
+pub enum Checked {
+    Plugin(PluginPre<PluginState>),
+    Task(TaskPre<PluginState>),
+}
+
+impl Checked {
+    /// The world it implements, with its version.
+    pub fn world(&self) -> &'static str {
+        match self {
+            Checked::Plugin(_) => WORLD,
+            Checked::Task(_) => TASK_WORLD,
+        }
+    }
+}
+
+/// The export that tells a plugin (`task-manager-plugin`) from a task component
+/// (`task-component`), whatever the version, so a component built against another
+/// version is told so instead of "does not fit".
+fn exported_world(engine: &Engine, component: &Component) -> Result<(&'static str, String), Vec<String>> {
+    let names: Vec<String> = component.component_type().exports(engine).map(|(n, _)| n.to_string()).collect();
+    for (iface, world) in [("fluid:scheduler/task-component", "task"), ("fluid:scheduler/task-manager-plugin", "plugin")] {
+        if let Some(n) = names.iter().find(|n| n.split('@').next() == Some(iface)) {
+            return Ok((world, n.split('@').nth(1).unwrap_or("").to_string()));
+        }
+    }
+    Err(names)
+}
+
+/// Compiles `bytes` (the file at `path`, through the compile cache when `cache_dir` is
+/// given) and checks them against the world they export, `plugin` or `task`: a clear
+/// error naming the file, the world and version, and what does not fit (a missing
+/// export, an import fluid does not provide).
+pub fn check_component(engine: &Engine, linker: &Linker<PluginState>, task_linker: &Linker<PluginState>, path: &Path, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Checked, String> {
     let file = path.display();
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(format!("{file}: not a WebAssembly file"));
@@ -84,8 +115,20 @@ pub fn check_component(engine: &Engine, linker: &Linker<PluginState>, path: &Pat
             format!("{file}: not a valid component: {e:#}")
         }
     })?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| format!("{file}: imports something fluid does not provide: {e:#}"))?;
-    PluginPre::new(pre).map_err(|e| format!("{file}: does not implement the {WORLD} world (it must export task-manager-plugin): {e:#}"))
+    let (world, version) = exported_world(engine, &component).map_err(|names| {
+        format!("{file}: implements neither {WORLD} (it must export task-manager-plugin) nor {TASK_WORLD} (it must export task-component); it exports {names:?}")
+    })?;
+    let expected = if world == "task" { TASK_WORLD } else { WORLD };
+    if !expected.ends_with(&format!("@{version}")) {
+        return Err(format!("{file}: implements the {world} world of version {version}; this host implements {expected}"));
+    }
+    let l = if world == "task" { task_linker } else { linker };
+    let pre = l.instantiate_pre(&component).map_err(|e| format!("{file}: a {expected} component that imports something fluid does not provide to that world: {e:#}"))?;
+    if world == "task" {
+        TaskPre::new(pre).map(Checked::Task).map_err(|e| format!("{file}: does not implement the {TASK_WORLD} world: {e:#}"))
+    } else {
+        PluginPre::new(pre).map(Checked::Plugin).map_err(|e| format!("{file}: does not implement the {WORLD} world (it must export task-manager-plugin): {e:#}"))
+    }
 }
 
 impl PluginRuntime {
@@ -100,18 +143,22 @@ impl PluginRuntime {
         Ok(())
     }
 
-    /// Loads one component file, registers it and starts its event delivery; a plugin
-    /// already loaded from it is swapped for the new version. On failure the reason is
-    /// recorded (shown by `/plugins`) and a running older version keeps running.
-    pub async fn load_file(&self, path: &Path) -> Result<Arc<Loaded>, String> {
+    /// Loads one component file: a plugin is registered and its event delivery started
+    /// (`Some`); a task component's tasks are registered (`None`, see `tasks`). What was
+    /// already loaded from the file is swapped for the new version. On failure the reason
+    /// is recorded (shown by `/plugins`) and a running older version keeps running.
+    pub async fn load_file(&self, path: &Path) -> Result<Option<Arc<Loaded>>, String> {
         let _admin = self.shared.admin.lock().await;
         self.load_locked(path).await
     }
 
-    async fn load_locked(&self, path: &Path) -> Result<Arc<Loaded>, String> {
+    async fn load_locked(&self, path: &Path) -> Result<Option<Arc<Loaded>>, String> {
         let stamp = FileStamp::of(path);
-        match self.prepare(path).await {
-            Ok(p) => Ok(self.install(p).await),
+        match self.load_checked(path).await {
+            Ok(loaded) => {
+                self.shared.failed.write().unwrap().remove(path);
+                Ok(loaded)
+            }
             Err(reason) => {
                 tracing::error!(file = %path.display(), error = %reason, "plugin not loaded");
                 self.shared.failed.write().unwrap().insert(path.to_path_buf(), Failed { reason: reason.clone(), stamp });
@@ -120,16 +167,36 @@ impl PluginRuntime {
         }
     }
 
-    async fn prepare(&self, path: &Path) -> Result<Prepared, String> {
+    /// Compiles the file and loads it as the world it implements; a file that changed
+    /// world drops what its previous version had loaded.
+    async fn load_checked(&self, path: &Path) -> Result<Option<Arc<Loaded>>, String> {
+        let shared = &self.shared;
+        let stamp = FileStamp::of(path).ok_or_else(|| format!("{}: cannot read", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        match check_component(&shared.engine, &shared.linker, &shared.task_linker, path, &bytes, shared.settings.cache_dir.as_deref())? {
+            Checked::Plugin(pre) => {
+                let p = self.prepare(path, pre, &bytes, stamp).await?;
+                self.unload_tasks(path);
+                Ok(Some(self.install(p).await))
+            }
+            Checked::Task(pre) => {
+                self.install_tasks(path, pre, &bytes, stamp).await?;
+                let name = shared.plugins.read().unwrap().values().find(|p| p.file == path).map(|p| p.name.clone());
+                if let Some(name) = name {
+                    self.unload_locked(&name).await;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn prepare(&self, path: &Path, pre: PluginPre<PluginState>, bytes: &[u8], stamp: FileStamp) -> Result<Prepared, String> {
         let shared = &self.shared;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
         check_ident("plugin name (the file name)", &name, 24).map_err(|e| format!("{}: {e:?}", path.display()))?;
         if let Some(other) = shared.plugin(&name).filter(|o| o.file != path) {
             return Err(format!("{}: a plugin named {name:?} is already loaded from {}", path.display(), other.file.display()));
         }
-        let stamp = FileStamp::of(path).ok_or_else(|| format!("{}: cannot read", path.display()))?;
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let pre = check_component(&shared.engine, &shared.linker, path, &bytes, shared.settings.cache_dir.as_deref())?;
         let policy = shared.config.read().unwrap().policy(&name).map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
         let config_json = match &policy.config {
             Some(v) => v.to_string(),
@@ -155,7 +222,7 @@ impl PluginRuntime {
         }
         let subscriptions: Vec<(TaskState, String)> = reg.subscriptions.iter().map(|s| (dispatch::host_state(s.state), s.tag.clone())).collect();
         let file = path.to_path_buf();
-        Ok(Prepared { name, version: reg.version, file, sha256: cache::sha256(&bytes), stamp, subscriptions, routes, ctx, instance })
+        Ok(Prepared { name, version: reg.version, file, sha256: cache::sha256(bytes), stamp, subscriptions, routes, ctx, instance })
     }
 
     /// Stops the version in place (if any), then starts this one.
@@ -172,7 +239,6 @@ impl PluginRuntime {
         let (name, version, file, sha256, stamp, subscriptions, routes) = (p.name, p.version, p.file, p.sha256, p.stamp, p.subscriptions, p.routes);
         let loaded = Arc::new(Loaded { name, version, file, sha256, stamp, subscriptions, routes, actor, sup, delivery: Mutex::new(None) });
         self.shared.plugins.write().unwrap().insert(loaded.name.clone(), loaded.clone());
-        self.shared.failed.write().unwrap().remove(&loaded.file);
         *loaded.delivery.lock().unwrap() = Some(tokio::spawn(dispatch::deliver(self.shared.clone(), loaded.clone())));
         tracing::info!(plugin = %loaded.name, version = %loaded.version, file = %loaded.file.display(), sha256 = %loaded.sha256,
             subscriptions = loaded.subscriptions.len(), routes = loaded.routes.len(), "plugin loaded");
@@ -182,6 +248,10 @@ impl PluginRuntime {
     /// Unloads a plugin: no more calls or deliveries; its checkpoint and tables stay.
     pub async fn unload(&self, name: &str) -> bool {
         let _admin = self.shared.admin.lock().await;
+        self.unload_locked(name).await
+    }
+
+    async fn unload_locked(&self, name: &str) -> bool {
         let Some(p) = self.shared.plugins.write().unwrap().remove(name) else { return false };
         stop_and_wait(&p).await;
         tracing::info!(plugin = %name, file = %p.file.display(), "plugin unloaded");
@@ -220,7 +290,11 @@ impl PluginRuntime {
         if let (Err(reason), Some(old)) = (&result, &loaded) {
             old.sup.update(|h| h.last_error = Some(reason.clone()));
         }
-        result.map_err(EnableError::Failed)
+        match result {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(EnableError::Failed(format!("{} is now a task component", path.display()))),
+            Err(e) => Err(EnableError::Failed(e)),
+        }
     }
 
     /// Reads fluid.toml again; an invalid file is an error and the previous one stays in force.

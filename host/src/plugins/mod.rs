@@ -1,6 +1,6 @@
 //! Plugins as WebAssembly components.
 //!
-//! - [`bindings`]: the generated types of the `plugin` world (the only `bindgen!`).
+//! - [`bindings`]: the generated types of the `plugin` and `task` worlds (the only `bindgen!`).
 //! - [`config`]: fluid.toml: limits, capability grants and config per plugin.
 //! - [`runtime`]: the engine, linker and the set of loaded plugins; calls between them.
 //! - [`loader`]: loading, swapping, unloading and re-enabling a plugin from its file.
@@ -17,6 +17,8 @@
 //! - [`host_api`]: the `host` import: log, get-plugin, tasks, queueing.
 //! - [`inspect`]: checking plugin files without running them (the CLI).
 //! - [`routes`]: HTTP routes declared by plugins.
+//! - [`tasks`]: task components: their tasks registered like native ones, a fresh
+//!   instance per run under the task's timeout.
 
 pub mod actor;
 pub mod bindings;
@@ -33,9 +35,10 @@ pub mod runtime;
 pub mod sandbox;
 pub mod storage;
 pub mod supervisor;
+pub mod tasks;
 pub mod watcher;
 
 pub use config::{FluidConfig, Grants, Limits, Policy};
-pub use loader::{EnableError, check_component};
+pub use loader::{Checked, EnableError, check_component};
 pub use runtime::{PluginInfo, PluginRuntime, PluginSettings};
 pub use supervisor::Health;

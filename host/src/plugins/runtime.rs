@@ -59,6 +59,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The world every plugin implements.
 pub const WORLD: &str = "fluid:scheduler/plugin@0.1.0";
 
+/// The world every task component implements.
+pub const TASK_WORLD: &str = "fluid:scheduler/task@0.1.0";
+
 /// A loaded plugin.
 pub struct Loaded {
     pub name: String,
@@ -90,13 +93,16 @@ impl Loaded {
 }
 
 /// What `/plugins` and `fluid plugins ls` show.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PluginInfo {
     pub name: String,
     pub version: Option<String>,
     pub file: String,
     pub sha256: Option<String>,
     pub world: String,
+    /// The tasks a task component registered (empty for a plugin).
+    #[serde(default)]
+    pub tasks: Vec<String>,
     /// `active`, `failing`, `quarantined` or `failed` (to load).
     pub state: String,
     pub error: Option<String>,
@@ -112,12 +118,16 @@ pub struct PluginInfo {
 pub struct Shared {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<PluginState>,
+    /// The imports of the `task` world (no `storage`).
+    pub(crate) task_linker: Linker<PluginState>,
     pub(crate) scheduler: Scheduler,
     pub(crate) storage: PluginStorage,
     pub(crate) settings: PluginSettings,
     pub(crate) config: RwLock<FluidConfig>,
     pub(crate) plugins: RwLock<BTreeMap<String, Arc<Loaded>>>,
     pub(crate) failed: RwLock<BTreeMap<PathBuf, Failed>>,
+    /// Task components by file, with the tasks each registered.
+    pub(crate) task_files: RwLock<BTreeMap<PathBuf, Arc<super::tasks::TaskComponent>>>,
     /// Serializes loads, swaps, unloads and re-enables.
     pub(crate) admin: tokio::sync::Mutex<()>,
     pub(crate) stop: CancellationToken,
@@ -188,6 +198,14 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<PluginState>> {
     Ok(linker)
 }
 
+/// The imports a task component may use: WASI (restricted by its grants) and `host`.
+pub fn task_linker(engine: &Engine) -> anyhow::Result<Linker<PluginState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wt)?;
+    super::bindings::task_world::Task::add_to_linker::<_, wasmtime::component::HasSelf<PluginState>>(&mut linker, |s| s).map_err(wt)?;
+    Ok(linker)
+}
+
 /// wasmtime's error as anyhow's.
 pub(crate) fn wt(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:#}")
@@ -202,6 +220,7 @@ impl PluginRuntime {
         let config = FluidConfig::load(&settings.config_path, settings.limits.clone())?;
         let engine = engine()?;
         let linker = linker(&engine)?;
+        let task_linker = task_linker(&engine)?;
         let storage = PluginStorage::new(scheduler.store().clone()).await?;
         let stop = CancellationToken::new();
         // Epoch ticker: advances time for every store's call deadline.
@@ -219,12 +238,14 @@ impl PluginRuntime {
         let shared = Arc::new(Shared {
             engine,
             linker,
+            task_linker,
             scheduler: scheduler.clone(),
             storage,
             settings,
             config: RwLock::new(config),
             plugins: RwLock::default(),
             failed: RwLock::default(),
+            task_files: RwLock::default(),
             admin: tokio::sync::Mutex::new(()),
             stop,
         });
@@ -255,6 +276,7 @@ impl PluginRuntime {
                     file: p.file.display().to_string(),
                     sha256: Some(p.sha256.clone()),
                     world: WORLD.into(),
+                    tasks: vec![],
                     state: health.state.clone(),
                     error: health.last_error.clone(),
                     replacement_error: failed.get(&p.file).map(|f| f.reason.clone()),
@@ -269,20 +291,13 @@ impl PluginRuntime {
         for (file, f) in failed.iter().filter(|(file, _)| !plugins.iter().any(|p| &p.file == *file)) {
             out.push(PluginInfo {
                 name: file.file_stem().and_then(|s| s.to_str()).unwrap_or("").into(),
-                version: None,
                 file: file.display().to_string(),
-                sha256: None,
-                world: String::new(),
                 state: "failed".into(),
                 error: Some(f.reason.clone()),
-                replacement_error: None,
-                subscriptions: vec![],
-                routes: vec![],
-                health: None,
-                limits: None,
-                grants: None,
+                ..Default::default()
             });
         }
+        out.extend(self.task_components());
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }

@@ -8,7 +8,8 @@
 //! - a new `NAME.wasm` is loaded;
 //! - a changed one is swapped for the new version (see `loader`), which resumes from the
 //!   same checkpoint; this also re-enables a quarantined plugin;
-//! - a removed one is unloaded (its checkpoint and tables stay for a later return);
+//! - a removed one is unloaded (its checkpoint and tables stay for a later return; a
+//!   task component's tasks are unregistered);
 //! - a changed fluid.toml is read again, and every running plugin whose limits, grants
 //!   or config changed is swapped to pick them up (a quarantined one waits for `enable`).
 
@@ -55,8 +56,9 @@ impl PluginRuntime {
                 return prev;
             }
         };
-        let loaded: BTreeMap<PathBuf, (String, FileStamp)> =
-            self.shared.plugins.read().unwrap().values().map(|p| (p.file.clone(), (p.name.clone(), p.stamp))).collect();
+        let mut loaded: BTreeMap<PathBuf, (Option<String>, FileStamp)> =
+            self.shared.plugins.read().unwrap().values().map(|p| (p.file.clone(), (Some(p.name.clone()), p.stamp))).collect();
+        loaded.extend(self.shared.task_files.read().unwrap().values().map(|t| (t.file.clone(), (None, t.stamp))));
         for (file, stamp) in &now {
             if prev.get(file) != Some(stamp) {
                 continue; // new or still changing: look again next scan
@@ -70,7 +72,10 @@ impl PluginRuntime {
         }
         for (file, (name, _)) in &loaded {
             if !now.contains_key(file) && !prev.contains_key(file) {
-                self.unload(name).await;
+                match name {
+                    Some(name) => drop(self.unload(name).await),
+                    None => drop(self.unload_tasks(file)),
+                }
             }
         }
         self.shared.failed.write().unwrap().retain(|f, _| now.contains_key(f) || prev.contains_key(f));

@@ -1,0 +1,259 @@
+//! Task components: `.wasm` files of the `task` world in the plugins folder, whose tasks
+//! are registered with the scheduler exactly like native ones.
+//!
+//! On load, `definitions` is called on a throwaway instance and every definition is
+//! checked; if one is invalid the whole file is refused (naming the file and the
+//! definition) so a component never runs half-registered, and other files still load.
+//! Each run then gets a fresh instance from the component's `InstancePre` (no state
+//! leaks from one run to the next); its timeout is enforced inside wasm by epoch
+//! interruption, and a trap or a timeout ends that run as `failure` without touching the
+//! other runs or the host. A spinning guest yields to tokio on every epoch tick, so a
+//! cancel (`DELETE /task-runs/{id}`) or the scheduler's own timeout still reaches it.
+
+use super::actor::describe_trap;
+use super::bindings::task_world::TaskPre;
+use super::bindings::task_world::tc::{Context, TaskDef, TaskError as WitTaskError};
+use super::cache;
+use super::dispatch::{host_priority, wit_run};
+use super::loader::FileStamp;
+use super::runtime::{EPOCH_TICK, PluginInfo, PluginRuntime, Shared, TASK_WORLD};
+use super::sandbox::{PluginState, new_store};
+use super::supervisor::Supervisor;
+use crate::scheduler::{RetryPolicy, Schedule, Task, TaskBuilder, TaskContext, TaskError};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::UpdateDeadline;
+
+/// A loaded task component: its file and the tasks it registered.
+pub struct TaskComponent {
+    pub file: PathBuf,
+    pub sha256: String,
+    pub(crate) stamp: FileStamp,
+    pub tasks: Vec<String>,
+}
+
+/// Time allowed for `definitions` on load.
+const DEFINITIONS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses a schedule as a task component writes it: `every 5s` (units `ms`, `s`, `m`,
+/// `h`) or a five-field cron expression.
+pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let text = text.trim();
+    let Some(period) = text.strip_prefix("every ") else {
+        return Schedule::cron(text).map_err(|e| e.to_string());
+    };
+    let period = period.trim();
+    let split = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
+    let (n, unit) = period.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid schedule {text:?}: expected `every <number><ms|s|m|h>`"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("invalid schedule {text:?}: the unit must be ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(format!("invalid schedule {text:?}: the period must be positive"));
+    }
+    Ok(Schedule::every(d))
+}
+
+/// The options a definition declares, or why they are invalid (schedule, retry, schema;
+/// name and timeout are checked by `Task::check`).
+fn options(def: &TaskDef, component: &str) -> Result<TaskBuilder, String> {
+    let mut b = Task::new(&def.name)
+        .description(&def.description)
+        .priority(host_priority(def.priority))
+        .timeout(Duration::from_millis(def.timeout_ms))
+        .max_concurrency(def.max_concurrency)
+        .tags(def.tags.iter().cloned())
+        .module(component);
+    if let Some(s) = &def.schedule {
+        b = b.schedule(parse_schedule(s)?);
+    }
+    if let Some(r) = &def.retry {
+        if !(r.backoff.is_finite() && r.backoff >= 1.0) {
+            return Err(format!("retry backoff must be a number >= 1, got {}", r.backoff));
+        }
+        b = b.retry(RetryPolicy {
+            max_attempts: r.max_attempts,
+            wait: Duration::from_millis(r.wait_ms),
+            backoff: r.backoff,
+            max_wait: Duration::from_millis(r.max_wait_ms),
+        });
+    }
+    if let Some(schema) = &def.params_schema {
+        let v: serde_json::Value = serde_json::from_str(schema).map_err(|e| format!("params-schema is not JSON: {e}"))?;
+        b = b.params_schema(v);
+    }
+    Ok(b)
+}
+
+/// The task a definition declares, running on fresh instances of `pre`.
+fn task_of(def: &TaskDef, component: &str, shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Task, String> {
+    let b = options(def, component)?;
+    let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
+    let task = b.executor(Arc::new(move |ctx: TaskContext| {
+        let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
+        Box::pin(async move { run_once(&shared, &pre, &sup, ctx).await })
+    }));
+    task.check()?;
+    Ok(task)
+}
+
+/// One run on a fresh instance, under the task's timeout counted inside wasm.
+async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>, ctx: TaskContext) -> Result<(), TaskError> {
+    let timeout = shared.scheduler.task(&ctx.run.task).map(|t| t.timeout).unwrap_or(Duration::from_secs(60));
+    let mut store = new_store(shared, sup).map_err(TaskError::Failed)?;
+    // Never a plugin's name, so a task may call any plugin without tripping re-entry.
+    store.data_mut().name = format!("task {}", ctx.run.task);
+    let end = Instant::now() + timeout;
+    store.epoch_deadline_callback(move |_| if Instant::now() >= end { Err(wasmtime::Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) });
+    store.set_epoch_deadline(1);
+    let timed_out = || TaskError::Failed(format!("timeout after {timeout:?} (stopped inside wasm)"));
+    let trap = |e: wasmtime::Error| match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => timed_out(),
+        _ => TaskError::Failed(describe_trap(&e)),
+    };
+    let instance = pre.instantiate_async(&mut store).await.map_err(trap)?;
+    let context = Context { run: wit_run(&ctx.run) };
+    match instance.fluid_scheduler_task_component().call_run(&mut store, &context).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(WitTaskError::Failed(m))) => Err(TaskError::Failed(m)),
+        Ok(Err(WitTaskError::Aborted(m))) => Err(TaskError::Aborted(m)),
+        Err(e) => {
+            let e = trap(e);
+            tracing::warn!(task = %ctx.run.task, run = %ctx.run.id, error = %e, "task component trapped; the run fails");
+            Err(e)
+        }
+    }
+}
+
+/// `definitions` of a throwaway instance.
+async fn definitions(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Vec<TaskDef>, String> {
+    let mut store = new_store(shared, sup)?;
+    store.set_epoch_deadline((DEFINITIONS_TIMEOUT.as_millis() / EPOCH_TICK.as_millis()) as u64);
+    let call = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.fluid_scheduler_task_component().call_definitions(&mut store).await
+    };
+    match tokio::time::timeout(DEFINITIONS_TIMEOUT + Duration::from_millis(250), call).await {
+        Ok(Ok(defs)) => Ok(defs),
+        Ok(Err(e)) => Err(format!("definitions {}", describe_trap(&e))),
+        Err(_) => Err("definitions took longer than 10 s".into()),
+    }
+}
+
+impl PluginRuntime {
+    /// Registers the tasks of the task component at `path` (replacing those its previous
+    /// version registered), or refuses the whole file with the first invalid definition.
+    pub(crate) async fn install_tasks(&self, path: &Path, pre: TaskPre<PluginState>, bytes: &[u8], stamp: FileStamp) -> Result<(), String> {
+        let shared = &self.shared;
+        let file = path.display();
+        let component = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        let policy = shared.config.read().unwrap().policy(&component).map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
+        let sup = Arc::new(Supervisor::new(&format!("task component {component}"), Arc::new(policy), shared.stop.child_token()));
+        let defs = definitions(shared, &pre, &sup).await.map_err(|e| format!("{file}: {e}"))?;
+        let previous: BTreeSet<String> = shared.task_files.read().unwrap().get(path).map(|c| c.tasks.iter().cloned().collect()).unwrap_or_default();
+        let mut seen = BTreeSet::new();
+        let mut tasks = Vec::new();
+        for def in &defs {
+            let task = task_of(def, &component, shared, &pre, &sup).map_err(|e| format!("{file}: task {:?} refused: {e}", def.name))?;
+            if !seen.insert(def.name.clone()) {
+                return Err(format!("{file}: task {:?} refused: defined twice in this component", def.name));
+            }
+            if !previous.contains(&def.name) && shared.scheduler.task(&def.name).is_some() {
+                return Err(format!("{file}: task {:?} refused: a task of that name is already registered", def.name));
+            }
+            tasks.push(task);
+        }
+        for name in &previous {
+            shared.scheduler.unregister(name);
+        }
+        let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+        for task in tasks {
+            shared.scheduler.register(task).map_err(|e| format!("{file}: {e}"))?;
+        }
+        tracing::info!(file = %file, tasks = ?names, "task component loaded");
+        let tc = TaskComponent { file: path.to_path_buf(), sha256: cache::sha256(bytes), stamp, tasks: names };
+        shared.task_files.write().unwrap().insert(path.to_path_buf(), Arc::new(tc));
+        Ok(())
+    }
+
+    /// Unregisters the tasks of the task component loaded from `path`, if any. Their
+    /// queued runs wait for a host that knows them.
+    pub(crate) fn unload_tasks(&self, path: &Path) -> bool {
+        let Some(tc) = self.shared.task_files.write().unwrap().remove(path) else { return false };
+        for name in &tc.tasks {
+            self.shared.scheduler.unregister(name);
+        }
+        tracing::info!(file = %path.display(), tasks = ?tc.tasks, "task component unloaded");
+        true
+    }
+
+    /// Loaded task components, as `/plugins` shows them.
+    pub(crate) fn task_components(&self) -> Vec<PluginInfo> {
+        self.shared
+            .task_files
+            .read()
+            .unwrap()
+            .values()
+            .map(|tc| PluginInfo {
+                name: tc.file.file_stem().and_then(|s| s.to_str()).unwrap_or("").into(),
+                file: tc.file.display().to_string(),
+                sha256: Some(tc.sha256.clone()),
+                world: TASK_WORLD.into(),
+                tasks: tc.tasks.clone(),
+                state: "active".into(),
+                ..Default::default()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_are_read_as_every_or_cron() {
+        assert_eq!(parse_schedule("every 5s").unwrap(), Schedule::every(Duration::from_secs(5)));
+        assert_eq!(parse_schedule("every 250ms").unwrap(), Schedule::every(Duration::from_millis(250)));
+        assert_eq!(parse_schedule("every 2m").unwrap(), Schedule::every(Duration::from_secs(120)));
+        assert!(parse_schedule("0 3 * * *").is_ok());
+        assert!(parse_schedule("every 0s").unwrap_err().contains("positive"));
+        assert!(parse_schedule("every 5 parsecs").is_err());
+        assert!(parse_schedule("61 * * * *").unwrap_err().contains("cron"));
+    }
+
+    fn def(name: &str) -> TaskDef {
+        TaskDef {
+            name: name.into(),
+            description: String::new(),
+            schedule: None,
+            priority: crate::plugins::bindings::types::TaskPriority::Medium,
+            timeout_ms: 1000,
+            max_concurrency: 0,
+            retry: None,
+            tags: vec![],
+            params_schema: None,
+        }
+    }
+
+    fn checked(d: &TaskDef) -> Result<(), String> {
+        options(d, "c")?.run(|_| async { Ok(()) }).check()
+    }
+
+    #[test]
+    fn a_definition_with_a_bad_cron_a_zero_timeout_or_a_bad_name_is_refused() {
+        assert!(checked(&def("ok")).is_ok());
+        assert!(checked(&TaskDef { schedule: Some("every 5s".into()), ..def("ok") }).is_ok());
+        assert!(checked(&TaskDef { schedule: Some("0 25 * * *".into()), ..def("t") }).unwrap_err().contains("cron"));
+        assert!(checked(&TaskDef { timeout_ms: 0, ..def("t") }).unwrap_err().contains("timeout must be positive"));
+        assert!(checked(&def("has space")).is_err());
+        assert!(checked(&TaskDef { params_schema: Some("{".into()), ..def("t") }).unwrap_err().contains("params-schema"));
+    }
+}
