@@ -28,6 +28,10 @@ pub struct HostConfig {
     pub seed_bundled: bool,
     /// fluid.toml: per-plugin limits, grants and config; `data_dir/fluid.toml` when None.
     pub config_file: Option<PathBuf>,
+    /// Compiled components; `FLUID_CACHE_DIR` when set, else `data_dir/cache`. Pointing
+    /// many hosts (or test runs) at one folder compiles each component once: entries are
+    /// keyed by content and engine, and written by rename.
+    pub cache_dir: Option<PathBuf>,
     /// Limits of plugins fluid.toml says nothing about.
     pub plugin_limits: Limits,
     /// How often the plugins folder and fluid.toml are polled for changes; None: never.
@@ -45,6 +49,7 @@ impl HostConfig {
             load_plugins: true,
             seed_bundled: true,
             config_file: None,
+            cache_dir: std::env::var_os("FLUID_CACHE_DIR").filter(|v| !v.is_empty()).map(PathBuf::from),
             plugin_limits: Limits::default(),
             plugin_scan_interval: Some(Duration::from_millis(500)),
             scheduler: SchedulerConfig::default(),
@@ -59,11 +64,11 @@ impl HostConfig {
         self.config_file.clone().unwrap_or_else(|| self.data_dir.join("fluid.toml"))
     }
 
-    /// The plugin runtime's settings: folders, compile cache in `data_dir/cache`, limits.
+    /// The plugin runtime's settings: folders, compile cache (`cache_dir`), limits.
     pub fn plugin_settings(&self) -> PluginSettings {
         let mut s = PluginSettings::new(self.plugins_dir());
         s.config_path = self.config_file();
-        s.cache_dir = Some(self.data_dir.join("cache"));
+        s.cache_dir = Some(self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache")));
         s.limits = self.plugin_limits.clone();
         s.scan_interval = self.plugin_scan_interval;
         s
