@@ -19,6 +19,9 @@
 //! }
 //! fluid_guest::export_plugin!(Hello);
 //! ```
+//!
+//! A task component (the `task` world) is a type implementing [`TaskComponent`] and one
+//! [`export_task!`] line; see [`task`].
 
 #[doc(hidden)]
 pub mod bindings {
@@ -31,13 +34,32 @@ pub mod bindings {
     });
 }
 
+/// The `task` world, sharing `types` and `host` with the plugin world so the history
+/// helpers and `host` work the same in both.
+#[doc(hidden)]
+pub mod task_bindings {
+    wit_bindgen::generate!({
+        world: "task",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_task_world",
+        default_bindings_module: "fluid_guest::task_bindings",
+        with: {
+            "fluid:scheduler/types@0.1.0": crate::bindings::fluid::scheduler::types,
+            "fluid:scheduler/host@0.1.0": crate::bindings::fluid::scheduler::host,
+        },
+    });
+}
+
 pub mod history;
 pub mod log;
+pub mod task;
 
 pub use bindings::exports::fluid::scheduler::task_manager_plugin::{Event, Registration, Route, Subscription};
 pub use bindings::fluid::scheduler::host;
 pub use bindings::fluid::scheduler::storage;
 pub use bindings::fluid::scheduler::types::{CallError, TaskPriority, TaskRun, TaskState};
+pub use task::{RetryPolicy, RunContext, TaskComponent, TaskDef, TaskError};
 pub use history::{DbPlugin, HistoryQuery, TaskRunHistory, TaskRunHistoryPage, get_db_plugin};
 
 use serde_json::Value;
