@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the polyglot components (plugins and tasks written in Python and JavaScript)
+# against wit/, into plugins/polyglot/out/:
+#   pycount.wasm     plugin, Python (componentize-py)
+#   pytasks.wasm     task component, Python (componentize-py)
+#   jsfailures.wasm  plugin, JavaScript (componentize-js, js/componentize.mjs)
+# Installs the tools when missing (pip install --user componentize-py; npm ci in js/)
+# and rebuilds a component only when its sources, the WIT or the tool changed.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="$here/out"
+mkdir -p "$out"
+export PATH="$HOME/.local/bin:$PATH"
+
+if ! command -v componentize-py >/dev/null 2>&1; then
+  echo "build.sh: installing componentize-py (pip install --user)" >&2
+  python3 -m pip install --user --quiet componentize-py==0.25.1
+fi
+if [ ! -d "$here/js/node_modules/@bytecodealliance/componentize-js" ]; then
+  echo "build.sh: installing componentize-js (npm ci in plugins/polyglot/js)" >&2
+  (cd "$here/js" && npm ci --no-audit --no-fund --silent)
+fi
+
+# stamp NAME TOOL_VERSION FILES...: true when out/NAME.wasm is up to date.
+fresh() {
+  local name="$1" tool="$2"; shift 2
+  local sum
+  sum="$( { echo "$tool"; cat "$root"/wit/*.wit "$@"; } | sha256sum | cut -d' ' -f1)"
+  if [ -f "$out/$name.wasm" ] && [ "$(cat "$out/$name.stamp" 2>/dev/null)" = "$sum" ]; then
+    return 0
+  fi
+  echo "$sum" > "$out/$name.stamp.next"
+  return 1
+}
+done_() { mv "$out/$1.stamp.next" "$out/$1.stamp"; echo "build.sh: built $out/$1.wasm" >&2; }
+
+py_version="$(componentize-py --version)"
+for spec in pycount:plugin pytasks:task; do
+  name="${spec%%:*}" world="${spec##*:}"
+  if ! fresh "$name" "$py_version" "$here/python/$name/"*.py; then
+    componentize-py -d "$root/wit" -w "$world" componentize -p "$here/python/$name" app -o "$out/$name.wasm.tmp"
+    mv "$out/$name.wasm.tmp" "$out/$name.wasm"
+    done_ "$name"
+  fi
+done
+
+js_version="$(sha256sum < "$here/js/package-lock.json") $(sha256sum < "$here/js/componentize.mjs")"
+if ! fresh jsfailures "$js_version" "$here/js/jsfailures.js"; then
+  # componentize-js reads the WIT through WASI, which resolves relative paths only.
+  (cd "$here/js" && node componentize.mjs jsfailures.js ../../../wit plugin "$out/jsfailures.wasm.tmp")
+  mv "$out/jsfailures.wasm.tmp" "$out/jsfailures.wasm"
+  done_ jsfailures
+fi
