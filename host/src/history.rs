@@ -12,61 +12,7 @@
 //! ```
 
 use crate::scheduler::{PluginCallError, PluginHandle, TaskContext};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-/// The seed's `HistoryQuery` (same fields as the guest SDK's).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct HistoryQuery {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub task: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub state: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub priority: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TaskRunHistory {
-    pub id: String,
-    pub task: String,
-    pub priority: String,
-    pub state: String,
-    pub queued: String,
-    pub start: Option<String>,
-    pub end: Option<String>,
-    pub params: Value,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub retry_attempt: u32,
-    #[serde(default)]
-    pub rate_limit_attempt: u32,
-    #[serde(default)]
-    pub from_run_id: String,
-    #[serde(default)]
-    pub root_run_id: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TaskRunHistoryPage {
-    pub data: Vec<TaskRunHistory>,
-    pub cursor: String,
-}
+pub use fluid_history::{HistoryQuery, TaskRunHistory, TaskRunHistoryPage};
 
 /// Typed handle to the db plugin.
 pub struct DbPlugin(PluginHandle);
