@@ -43,6 +43,9 @@ async fn document(State(st): State<AppState>) -> Json<Value> {
         "/tasks-status": {"get": op("Hosts and queue lengths", json!([]), None, "200 Status", &[])},
         "/tasks-queue": {"delete": op("Abort every queued run", json!([]), None, "200 QueueCounts", &[])},
         "/tasks-queue/{priority}": {"delete": op("Abort the queued runs of one priority", json!([path_param("priority")]), None, "200 QueueCounts", &[("422", "bad priority")])},
+        "/plugins": {"get": op("Loaded plugins and files that failed to load", json!([]), None, "200 object", &[])},
+        "/plugins/{name}": {"get": op("One plugin: state, counters, limits, grants", json!([path_param("name")]), None, "200 object", &[("404", "unknown plugin")])},
+        "/plugins/{name}/enable": {"post": op("Re-enable a quarantined plugin (skip_events=true drops the events it missed)", json!([path_param("name"), {"name": "skip_events", "in": "query", "schema": {"type": "boolean"}}]), None, "200 object", &[("404", "unknown plugin"), ("409", "not quarantined"), ("422", "fails to load")])},
         "/task-runs/{id}": {
             "get": op("One run", id.clone(), None, "200 TaskRun", &[("404", "unknown run")]),
             "delete": op("Cancel a queued (200) or running (202) run", id.clone(), None, "200 TaskRun", &[("404", "unknown run"), ("409", "run already ended")]),
