@@ -83,19 +83,6 @@ async fn call(h: &Host, plugin: &str, method: &str, args: Value) -> Result<Value
     p.call_json(method, args.to_string()).await.map(|s| serde_json::from_str(&s).expect("JSON result"))
 }
 
-/// Waits until `plugin` has consumed the whole change feed.
-async fn caught_up(h: &Host, plugin: &str) {
-    let (store, rt) = (h.scheduler.store().clone(), h.plugins.clone().expect("plugins loaded"));
-    poll(&format!("{plugin} to consume the feed"), WAIT, || {
-        let (store, rt) = (store.clone(), rt.clone());
-        async move {
-            let head = store.feed_head().await.ok()?;
-            (rt.get(plugin)?.health().checkpoint >= head).then_some(())
-        }
-    })
-    .await
-}
-
 /// Runs that ended before the attack, and their history rows as the db plugin stored them.
 struct Before(Vec<(TaskRun, Value)>);
 

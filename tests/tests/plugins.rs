@@ -59,22 +59,6 @@ async fn host(env: &TestEnv) -> (Host, Arc<Mutex<Option<TaskRunHistoryPage>>>) {
     (start(c, tasks(report.clone())).await, report)
 }
 
-/// Waits until `plugin` has consumed the whole change feed.
-async fn caught_up(h: &Host, plugin: &str) {
-    let store = h.scheduler.store().clone();
-    let rt = h.plugins.clone().expect("plugins loaded");
-    let name = plugin.to_string();
-    poll(&format!("{plugin} to consume the feed"), WAIT, || {
-        let (store, rt, name) = (store.clone(), rt.clone(), name.clone());
-        async move {
-            let head = store.feed_head().await.ok()?;
-            let cp = rt.get(&name)?.health().checkpoint;
-            (cp >= head).then_some(())
-        }
-    })
-    .await
-}
-
 async fn get_json(h: &Host, path: &str) -> (u16, Value) {
     let r = client().get(url(h, path)).send().await.expect("request");
     let status = r.status().as_u16();

@@ -202,6 +202,19 @@ where
     }
 }
 
+/// Waits until `plugin` has consumed the whole change feed.
+pub async fn caught_up(h: &fluid_host::Host, plugin: &str) {
+    let (store, rt) = (h.scheduler.store().clone(), h.plugins.clone().expect("plugins loaded"));
+    poll(&format!("{plugin} to consume the feed"), WAIT, || {
+        let (store, rt) = (store.clone(), rt.clone());
+        async move {
+            let head = store.feed_head().await.ok()?;
+            (rt.get(plugin)?.health().checkpoint >= head).then_some(())
+        }
+    })
+    .await
+}
+
 /// A gate blocked tasks wait on until the test opens it.
 #[derive(Clone)]
 pub struct Gate(Arc<watch::Sender<bool>>);
