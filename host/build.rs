@@ -24,9 +24,7 @@ fn main() {
             cmd.env(key, v);
         }
     }
-    cmd.current_dir(root.join("plugins"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&guest_target);
+    cmd.current_dir(root.join("plugins")).args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"]).arg(&guest_target);
     let status = cmd.status().expect("cannot run cargo to build the bundled plugins");
     if !status.success() {
         panic!(

@@ -59,8 +59,8 @@ pub use bindings::exports::fluid::scheduler::task_manager_plugin::{Event, Regist
 pub use bindings::fluid::scheduler::host;
 pub use bindings::fluid::scheduler::storage;
 pub use bindings::fluid::scheduler::types::{CallError, TaskPriority, TaskRun, TaskState};
-pub use task::{RetryPolicy, RunContext, TaskComponent, TaskDef, TaskError};
 pub use history::{DbPlugin, HistoryQuery, TaskRunHistory, TaskRunHistoryPage, get_db_plugin};
+pub use task::{RetryPolicy, RunContext, TaskComponent, TaskDef, TaskError};
 
 use serde_json::Value;
 

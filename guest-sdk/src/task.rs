@@ -102,7 +102,12 @@ impl RunContext {
     /// Queues a run of `task` whose parent is this run (lineage: its root is this run's
     /// root), at that task's own priority.
     pub fn queue_child(&self, task: &str, params: &Value) -> Result<TaskRun, CallError> {
-        host::queue_run(&QueueRequest { task: task.into(), params_json: params.to_string(), priority: None, from_run_id: Some(self.run.id.clone()) })
+        host::queue_run(&QueueRequest {
+            task: task.into(),
+            params_json: params.to_string(),
+            priority: None,
+            from_run_id: Some(self.run.id.clone()),
+        })
     }
 
     /// A [`TaskError::Failed`] from anything printable.

@@ -132,7 +132,10 @@ fn new_runs(n: usize) -> Vec<TaskRun> {
 }
 
 async fn count_done(store: &Store) -> anyhow::Result<i64> {
-    Ok(sqlx::query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = 'bench' AND state = 'success'").fetch_one(&store.reader).await?.try_get("n")?)
+    Ok(sqlx::query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = 'bench' AND state = 'success'")
+        .fetch_one(&store.reader)
+        .await?
+        .try_get("n")?)
 }
 
 struct Throughput {
@@ -205,7 +208,9 @@ fn svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
     let x = |workers: usize| left + (xs.iter().position(|&v| v == workers).unwrap_or(0) as f64) * (w - left - 20.0) / 3.0;
     let y = |v: f64| (h - bottom) - v / max * (h - bottom - 20.0);
     let colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
     let _ = writeln!(s, "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", h - bottom, w - 10.0, h - bottom);
     let _ = writeln!(s, "<line x1=\"{left}\" y1=\"10\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>", h - bottom);
     for &wk in &xs {
@@ -333,7 +338,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let scheduler = Scheduler::new(store.clone(), SchedulerConfig { consume: false, run_schedules: false, ..Default::default() });
     let plugins_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugins_dir)?;
-    let noop = std::fs::read(crate::plugins::bundled::guest_wasm_dir().join("fluid_test_noop.wasm")).context("noop test component (built with the host)")?;
+    let noop = std::fs::read(crate::plugins::bundled::guest_wasm_dir().join("fluid_test_noop.wasm"))
+        .context("noop test component (built with the host)")?;
     std::fs::write(plugins_dir.join("noop.wasm"), &noop)?;
     std::fs::write(plugins_dir.join("db.wasm"), crate::plugins::bundled::DB_WASM)?;
     let mut settings = PluginSettings::new(&plugins_dir);

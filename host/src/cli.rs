@@ -198,14 +198,21 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
                 let tagl: Vec<&str> = t.tags.iter().map(String::as_str).collect();
                 println!(
                     "{:<20} {:<8} {:<22} {:>7}s {:<8} {:<24} {}",
-                    t.name, enabled, schedule, t.timeout.as_secs_f64(), t.priority, tagl.join(","), t.description.lines().next().unwrap_or("")
+                    t.name,
+                    enabled,
+                    schedule,
+                    t.timeout.as_secs_f64(),
+                    t.priority,
+                    tagl.join(","),
+                    t.description.lines().next().unwrap_or("")
                 );
             }
             s.store().close().await;
         }
         Command::Exec { task, params } => {
             tasks.extend(crate::examples::tasks());
-            let params: serde_json::Value = serde_json::from_str(&params).map_err(|e| anyhow::anyhow!("--params is not valid JSON: {e}"))?;
+            let params: serde_json::Value =
+                serde_json::from_str(&params).map_err(|e| anyhow::anyhow!("--params is not valid JSON: {e}"))?;
             let s = scheduler_for(g, tasks).await?;
             if s.task(&task).is_none() {
                 anyhow::bail!("Task {task} not found");
@@ -272,8 +279,12 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
 }
 
 fn print_plugins(list: &[crate::plugins::PluginInfo]) {
-    let num = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v.get(k)).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
-    println!("{:<16} {:<9} {:<12} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} GRANTS", "NAME", "VERSION", "STATE", "MEM_MIB", "TIMEOUT", "CALLS", "TRAPS", "MEAN_MS", "P99_MS");
+    let num =
+        |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v.get(k)).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    println!(
+        "{:<16} {:<9} {:<12} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} GRANTS",
+        "NAME", "VERSION", "STATE", "MEM_MIB", "TIMEOUT", "CALLS", "TRAPS", "MEAN_MS", "P99_MS"
+    );
     for p in list {
         let grants = p.grants.as_ref().map(|g| {
             let n = |k: &str| g.get(k).and_then(|v| v.as_array()).map_or(0, Vec::len);

@@ -106,7 +106,9 @@ impl Host {
         let plugins = if config.load_plugins {
             let dir = config.plugins_dir();
             if config.seed_bundled {
-                for f in crate::plugins::bundled::seed(&dir).with_context(|| format!("cannot write bundled plugins to {}", dir.display()))? {
+                for f in
+                    crate::plugins::bundled::seed(&dir).with_context(|| format!("cannot write bundled plugins to {}", dir.display()))?
+                {
                     tracing::info!(file = %f.display(), "bundled plugin installed");
                 }
             }

@@ -16,13 +16,11 @@ pub mod cli;
 pub mod examples;
 pub mod history;
 pub mod host;
-pub mod plugins;
 pub mod http;
+pub mod plugins;
 pub mod scheduler;
 pub mod store;
 pub mod time;
 
 pub use host::{Host, HostConfig};
-pub use scheduler::{
-    Priority, RetryPolicy, Schedule, Task, TaskContext, TaskError, TaskRun, TaskState,
-};
+pub use scheduler::{Priority, RetryPolicy, Schedule, Task, TaskContext, TaskError, TaskRun, TaskState};

@@ -18,22 +18,19 @@ pub fn test_tasks() -> Vec<Task> {
         // Every second: the cluster test checks that no due time fires twice across hosts.
         Task::new("tick").schedule(Schedule::every(Duration::from_secs(1))).run(|_| async { Ok(()) }),
         // Sleeps `seconds`; a run killed mid-way is the subject of the crash tests.
-        Task::new("sleepy")
-            .timeout(Duration::from_secs(600))
-            .run(|ctx: TaskContext| async move {
-                sleep_param(&ctx).await;
-                Ok(())
-            }),
+        Task::new("sleepy").timeout(Duration::from_secs(600)).run(|ctx: TaskContext| async move {
+            sleep_param(&ctx).await;
+            Ok(())
+        }),
         // Like `sleepy` on its first attempt, done at once on a retry: with its retry
         // policy, a run lost with its host is interrupted, re-queued and then succeeds.
-        Task::new("sleepy-retry")
-            .timeout(Duration::from_secs(600))
-            .retry(RetryPolicy::new(1).wait(Duration::ZERO))
-            .run(|ctx: TaskContext| async move {
+        Task::new("sleepy-retry").timeout(Duration::from_secs(600)).retry(RetryPolicy::new(1).wait(Duration::ZERO)).run(
+            |ctx: TaskContext| async move {
                 if ctx.run.retry_attempt == 0 {
                     sleep_param(&ctx).await;
                 }
                 Ok(())
-            }),
+            },
+        ),
     ]
 }

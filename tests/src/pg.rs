@@ -30,8 +30,6 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         // Synchronous on purpose: Drop cannot await, and the test's runtime may be gone.
-        let _ = Command::new("psql")
-            .args([&admin_url(), "-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
-            .output();
+        let _ = Command::new("psql").args([&admin_url(), "-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)]).output();
     }
 }

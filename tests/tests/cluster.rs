@@ -123,7 +123,14 @@ async fn three_hosts_share_one_queue_and_survive_a_sigkill() {
     assert_eq!(success + interrupted, RUNS as i64, "only success, or interrupted with the killed host");
     assert!(interrupted <= 8, "at most the killed host's 8 workers were lost: {interrupted}");
     // Nothing executed twice: one `running` change per run in the feed.
-    assert_eq!(scalar(&pool, "SELECT COUNT(*) FROM (SELECT run_id FROM fluid_events WHERE state = 'running' GROUP BY run_id HAVING COUNT(*) > 1) AS twice").await, 0);
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT COUNT(*) FROM (SELECT run_id FROM fluid_events WHERE state = 'running' GROUP BY run_id HAVING COUNT(*) > 1) AS twice"
+        )
+        .await,
+        0
+    );
     assert_eq!(scalar(&pool, "SELECT COUNT(DISTINCT run_id) FROM fluid_events e JOIN fluid_runs r ON r.id = e.run_id WHERE r.task = 'sleepy' AND e.state = 'running'").await, RUNS as i64);
 
     // History: the db plugin (delivered by one host at a time) agrees with the runs table.
@@ -135,7 +142,14 @@ async fn three_hosts_share_one_queue_and_survive_a_sigkill() {
         }
     })
     .await;
-    assert_eq!(scalar(&pool, "SELECT COUNT(*) FROM p_2_db_fluid_tasks h JOIN fluid_runs r ON r.id = h.id WHERE r.task = 'sleepy' AND h.state = r.state").await, RUNS as i64);
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT COUNT(*) FROM p_2_db_fluid_tasks h JOIN fluid_runs r ON r.id = h.id WHERE r.task = 'sleepy' AND h.state = r.state"
+        )
+        .await,
+        RUNS as i64
+    );
 
     // Schedules: `tick` fires every second on whichever host wins each due time.
     let ticks = scalar(&pool, "SELECT COUNT(*) FROM fluid_runs WHERE task = 'tick'").await;

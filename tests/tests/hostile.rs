@@ -40,10 +40,7 @@ max_result_kib = 8192
 "#;
 
 fn tasks() -> Vec<Task> {
-    vec![
-        Task::new("ok").run(|_| async { Ok(()) }),
-        Task::new("fail").run(|_| async { Err(TaskError::failed("boom")) }),
-    ]
+    vec![Task::new("ok").run(|_| async { Ok(()) }), Task::new("fail").run(|_| async { Err(TaskError::failed("boom")) })]
 }
 
 /// The component built from plugins/testing/<krate>, as the plugin file `<name>.wasm`.
@@ -230,7 +227,13 @@ async fn files_are_out_of_reach_unless_granted_and_read_only_grants_refuse_write
     let dir = TempDir::new();
     let h = host(dir.path(), &["fs-escape"], "").await;
     let b = before(&h).await;
-    for (method, path) in [("read", "/etc/passwd"), ("list", "/"), ("list", "."), ("write", "/tmp/fluid-escape"), ("read", dir.path().join("fluid.db").to_str().unwrap())] {
+    for (method, path) in [
+        ("read", "/etc/passwd"),
+        ("list", "/"),
+        ("list", "."),
+        ("write", "/tmp/fluid-escape"),
+        ("read", dir.path().join("fluid.db").to_str().unwrap()),
+    ] {
         let out = call(&h, "fs_escape", method, json!({ "path": path, "text": "x" })).await.unwrap();
         assert!(out.get("error").is_some(), "{method} {path}: {out}");
     }
@@ -239,7 +242,8 @@ async fn files_are_out_of_reach_unless_granted_and_read_only_grants_refuse_write
     std::fs::create_dir_all(&ro).unwrap();
     std::fs::create_dir_all(&rw).unwrap();
     std::fs::write(ro.join("note.txt"), "granted").unwrap();
-    let grants = "[plugins.fs_escape.grants]\ndirs = [{ host = \"ro\", guest = \"/ro\" }, { host = \"rw\", guest = \"/rw\", write = true }]";
+    let grants =
+        "[plugins.fs_escape.grants]\ndirs = [{ host = \"ro\", guest = \"/ro\" }, { host = \"rw\", guest = \"/rw\", write = true }]";
     regrant(&h, dir.path(), "fs_escape", grants, |g| g["dirs"].as_array().is_some_and(|d| d.len() == 2)).await;
     assert_eq!(call(&h, "fs_escape", "read", json!({ "path": "/ro/note.txt" })).await.unwrap(), json!({ "ok": "granted" }));
     let denied = call(&h, "fs_escape", "write", json!({ "path": "/ro/new.txt", "text": "x" })).await.unwrap();
@@ -263,7 +267,10 @@ async fn the_environment_is_empty_unless_variables_are_granted_by_name() {
     let b = before(&h).await;
     assert_eq!(call(&h, "env_snoop", "env", json!({})).await.unwrap(), json!({}));
     let path = std::env::var("PATH").expect("PATH is set");
-    regrant(&h, dir.path(), "env_snoop", "[plugins.env_snoop.grants]\nenv = [\"PATH\", \"FLUID_NO_SUCH_VARIABLE\"]", |g| g["env"].as_array().is_some_and(|e| !e.is_empty())).await;
+    regrant(&h, dir.path(), "env_snoop", "[plugins.env_snoop.grants]\nenv = [\"PATH\", \"FLUID_NO_SUCH_VARIABLE\"]", |g| {
+        g["env"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
     assert_eq!(call(&h, "env_snoop", "env", json!({})).await.unwrap(), json!({ "PATH": path }));
     unharmed(&h, &b).await;
     h.shutdown(Duration::ZERO).await;
@@ -282,7 +289,10 @@ async fn sockets_are_refused_unless_the_address_is_granted() {
     assert!(listener.accept().is_err(), "no connection reached the listener");
     let out = call(&h, "net_connect", "lookup", json!({ "host": "localhost" })).await.unwrap();
     assert!(out.get("error").is_some(), "{out}");
-    regrant(&h, dir.path(), "net_connect", &format!("[plugins.net_connect.grants]\nnetwork = [\"{addr}\"]"), |g| g["network"].as_array().is_some_and(|n| !n.is_empty())).await;
+    regrant(&h, dir.path(), "net_connect", &format!("[plugins.net_connect.grants]\nnetwork = [\"{addr}\"]"), |g| {
+        g["network"].as_array().is_some_and(|n| !n.is_empty())
+    })
+    .await;
     assert_eq!(call(&h, "net_connect", "connect", json!({ "addr": addr })).await.unwrap(), json!({ "ok": "connected" }));
     let (mut conn, _) = poll("the granted connection", WAIT, || async { listener.accept().ok() }).await;
     conn.set_nonblocking(false).unwrap();
@@ -303,7 +313,10 @@ async fn crafted_table_names_never_reach_other_plugins_or_host_tables() {
     let b = before(&h).await;
     let attempts = call(&h, "table_escape", "attack", json!({})).await.unwrap();
     let is_ident = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.as_bytes()[0].is_ascii_lowercase() && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        !s.is_empty()
+            && s.len() <= max
+            && s.as_bytes()[0].is_ascii_lowercase()
+            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
     };
     for a in attempts.as_array().unwrap() {
         let (op, name) = (a["op"].as_str().unwrap(), a["name"].as_str().unwrap());
@@ -324,7 +337,10 @@ async fn crafted_table_names_never_reach_other_plugins_or_host_tables() {
     pool.close().await;
     assert!(names.iter().any(|n| n == "p_12_table_escape_fluid_runs"), "{names:?}");
     for n in names {
-        assert!(["fluid_", "p_2_db_", "p_5_stats_", "p_12_table_escape_", "sqlite_"].iter().any(|p| n.starts_with(p)), "unexpected table {n}");
+        assert!(
+            ["fluid_", "p_2_db_", "p_5_stats_", "p_12_table_escape_", "sqlite_"].iter().any(|p| n.starts_with(p)),
+            "unexpected table {n}"
+        );
     }
     unharmed(&h, &b).await;
     h.shutdown(Duration::ZERO).await;
@@ -445,7 +461,8 @@ async fn seen(h: &Host) -> Vec<(i64, i64)> {
 async fn quarantined_event_log(dir: &Path) -> (Host, Before) {
     let h = host(dir, &["event-log"], "[plugins.event_log.config]\nfail = true").await;
     let b = before(&h).await;
-    poll("event_log to be quarantined", WAIT, || async { (plugin_info(&h, "event_log").await["state"] == "quarantined").then_some(()) }).await;
+    poll("event_log to be quarantined", WAIT, || async { (plugin_info(&h, "event_log").await["state"] == "quarantined").then_some(()) })
+        .await;
     let info = plugin_info(&h, "event_log").await;
     assert!(info["error"].as_str().unwrap().contains("configured to fail"), "{info}");
     assert_eq!(info["health"]["checkpoint"], 0, "its events are held");

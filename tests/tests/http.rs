@@ -26,7 +26,11 @@ fn tasks() -> Vec<Task> {
             .retry(RetryPolicy::new(2).wait(Duration::from_secs(1)))
             .run(|_ctx: TaskContext| async { Ok(()) }),
         Task::new("urgent").priority(Priority::High).tags(["ops"]).run(|_ctx: TaskContext| async { Ok(()) }),
-        Task::new("cleanup").tags(["ops", "nightly"]).schedule(Schedule::cron("0 3 * * *").unwrap()).priority(Priority::Low).run(|_ctx: TaskContext| async { Ok(()) }),
+        Task::new("cleanup")
+            .tags(["ops", "nightly"])
+            .schedule(Schedule::cron("0 3 * * *").unwrap())
+            .priority(Priority::Low)
+            .run(|_ctx: TaskContext| async { Ok(()) }),
         Task::new("untagged").run(|_ctx: TaskContext| async { Ok(()) }),
     ]
 }
@@ -75,8 +79,21 @@ async fn task_routes_describe_filter_and_toggle_tasks(db: Db) {
     assert_eq!(names(&list), ["add", "cleanup", "untagged", "urgent"]);
     let add = list.as_array().unwrap().iter().find(|t| t["name"] == "add").unwrap();
     for field in [
-        "name", "short_description", "description", "module", "priority", "max_concurrency", "schedule", "tags",
-        "timeout_seconds", "retry", "rate_limit_retry", "params_schema", "enabled", "last_run_end", "last_run_duration",
+        "name",
+        "short_description",
+        "description",
+        "module",
+        "priority",
+        "max_concurrency",
+        "schedule",
+        "tags",
+        "timeout_seconds",
+        "retry",
+        "rate_limit_retry",
+        "params_schema",
+        "enabled",
+        "last_run_end",
+        "last_run_duration",
         "last_run_state",
     ] {
         assert!(add.get(field).is_some(), "TaskInfo lacks {field}: {add}");

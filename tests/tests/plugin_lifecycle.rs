@@ -56,7 +56,8 @@ async fn every_event_once(h: &Host) {
     let head = store.feed_head().await.unwrap();
     wait_plugin(h, "event_log", "event_log to catch up", |p| p["health"]["checkpoint"].as_i64() >= Some(head)).await;
     let want: Vec<(i64, i64)> = store.events_after(0, 1_000_000).await.unwrap().iter().map(|e| (e.seq, 1)).collect();
-    let got: Vec<(i64, i64)> = serde_json::from_str(&h.scheduler.get_plugin("event_log").unwrap().call_json("seen", "{}".into()).await.unwrap()).unwrap();
+    let got: Vec<(i64, i64)> =
+        serde_json::from_str(&h.scheduler.get_plugin("event_log").unwrap().call_json("seen", "{}".into()).await.unwrap()).unwrap();
     assert_eq!(got, want, "each event exactly once, none missing");
 }
 
@@ -191,7 +192,13 @@ async fn a_restart_reuses_the_compiled_components_in_the_cache() {
 
 /// `fluid-test-host ARGS` (a real `fluid` binary): exit status and stdout.
 fn fluid(data: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fluid-test-host")).arg("--data").arg(data).args(args).stdin(Stdio::null()).output().expect("run fluid");
+    let out = Command::new(env!("CARGO_BIN_EXE_fluid-test-host"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fluid");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -213,13 +220,21 @@ async fn plugins_ls_shows_files_and_limits_offline_and_live_state_with_url() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::write(plugins.join("event_log.wasm"), event_log_wasm()).unwrap();
     std::fs::write(plugins.join("junk.wasm"), b"junk").unwrap();
-    std::fs::write(dir.path().join("fluid.toml"), "[plugins.event_log.limits]\nmemory_mib = 99\n[plugins.event_log.grants]\nenv = [\"PATH\"]").unwrap();
+    std::fs::write(
+        dir.path().join("fluid.toml"),
+        "[plugins.event_log.limits]\nmemory_mib = 99\n[plugins.event_log.grants]\nenv = [\"PATH\"]",
+    )
+    .unwrap();
     let (ok, out) = fluid(dir.path(), &["plugins", "ls", "--json"]);
     assert!(ok, "{out}");
     let list: Vec<Value> = serde_json::from_str(&out).unwrap();
     let by = |n: &str| list.iter().find(|p| p["name"] == n).cloned().unwrap_or_else(|| panic!("{n}: {out}"));
     let e = by("event_log");
-    assert_eq!((e["state"].as_str(), e["limits"]["memory_mib"].as_u64(), e["grants"]["env"].clone()), (Some("loadable"), Some(99), json!(["PATH"])), "{e}");
+    assert_eq!(
+        (e["state"].as_str(), e["limits"]["memory_mib"].as_u64(), e["grants"]["env"].clone()),
+        (Some("loadable"), Some(99), json!(["PATH"])),
+        "{e}"
+    );
     assert!(by("junk")["error"].as_str().unwrap().contains("not a WebAssembly file"));
     let h = host(dir.path()).await;
     let (ok, out) = fluid(dir.path(), &["plugins", "ls", "--url", &format!("http://{}", h.addr)]);
@@ -239,18 +254,21 @@ async fn a_quarantine_is_written_to_the_log_of_a_real_host() {
     std::fs::write(dir.path().join("fluid.toml"), "[plugins.trap_events.limits]\nquarantine_after = 2").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = dir.path().join("host.log");
-    let _child = KillOnDrop(Command::new(env!("CARGO_BIN_EXE_fluid-test-host"))
-        .arg("--data")
-        .arg(dir.path())
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--no-examples"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap());
+    let _child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_fluid-test-host"))
+            .arg("--data")
+            .arg(dir.path())
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--no-examples"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let c = client();
-    poll("the host to answer", WAIT, || async { c.get(format!("{base}/tasks")).send().await.ok().filter(|r| r.status().is_success()) }).await;
+    poll("the host to answer", WAIT, || async { c.get(format!("{base}/tasks")).send().await.ok().filter(|r| r.status().is_success()) })
+        .await;
     let r = c.post(format!("{base}/tasks/sleepy")).json(&json!({ "seconds": 0 })).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 201);
     poll("trap_events to be quarantined", WAIT, || async {

@@ -19,11 +19,9 @@ fn tasks(report: Arc<Mutex<Option<TaskRunHistoryPage>>>) -> Vec<Task> {
         Task::new("ok").tags(["blue"]).run(|_| async { Ok(()) }),
         Task::new("fail").tags(["red"]).run(|_| async { Err(TaskError::failed("boom")) }),
         Task::new("self_abort").run(|ctx: TaskContext| async move { Err(ctx.abort("not today")) }),
-        Task::new("retry_once")
-            .retry(RetryPolicy::new(2).wait(Duration::from_millis(10)))
-            .run(|ctx: TaskContext| async move {
-                if ctx.run.retry_attempt == 0 { Err(TaskError::failed("first attempt fails")) } else { Ok(()) }
-            }),
+        Task::new("retry_once").retry(RetryPolicy::new(2).wait(Duration::from_millis(10))).run(|ctx: TaskContext| async move {
+            if ctx.run.retry_attempt == 0 { Err(TaskError::failed("first attempt fails")) } else { Ok(()) }
+        }),
         Task::new("exclusive").max_concurrency(1).run(|ctx: TaskContext| async move {
             ctx.cancelled().await;
             Ok(())
@@ -194,7 +192,17 @@ fn form(s: &str) -> String {
 async fn bad_history_queries_get_4xx_with_a_message(db: Db) {
     let dir = TestEnv::new(db).await;
     let (h, _) = host(&dir).await;
-    for q in ["state=bogus", "priority=urgent", "limit=0", "limit=ten", "params=%5B1%5D", "params=notjson", "start=yesterday", "cursor=%%%", "cursor=bm90LWEtY3Vyc29y"] {
+    for q in [
+        "state=bogus",
+        "priority=urgent",
+        "limit=0",
+        "limit=ten",
+        "params=%5B1%5D",
+        "params=notjson",
+        "start=yesterday",
+        "cursor=%%%",
+        "cursor=bm90LWEtY3Vyc29y",
+    ] {
         let (status, body) = get_json(&h, &format!("/task-history?{q}")).await;
         assert!((400..500).contains(&status), "{q}: {status} {body}");
         assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{q}: {body}");
@@ -326,7 +334,8 @@ async fn malformed_and_foreign_components_are_refused_with_a_reason(db: Db) {
     let (h, _) = host(&dir).await;
     let (status, list) = get_json(&h, "/plugins").await;
     assert_eq!(status, 200);
-    let by_name = |n: &str| list.as_array().unwrap().iter().find(|p| p["name"] == n).cloned().unwrap_or_else(|| panic!("{n} listed: {list}"));
+    let by_name =
+        |n: &str| list.as_array().unwrap().iter().find(|p| p["name"] == n).cloned().unwrap_or_else(|| panic!("{n} listed: {list}"));
     for (name, why) in [("garbage", "not a valid component"), ("text", "not a WebAssembly file"), ("not_a_plugin", "task-manager-plugin")] {
         let p = by_name(name);
         assert_eq!(p["state"], "failed", "{p}");
@@ -353,7 +362,8 @@ async fn replayed_events_never_regress_history(db: Db) {
     s2.close().await;
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&dir.url()).await.unwrap();
-    let deleted = sqlx::query("DELETE FROM fluid_events WHERE run_id = $1 AND state = 'success'").bind(&run.id).execute(&pool).await.unwrap();
+    let deleted =
+        sqlx::query("DELETE FROM fluid_events WHERE run_id = $1 AND state = 'success'").bind(&run.id).execute(&pool).await.unwrap();
     assert_eq!(deleted.rows_affected(), 1);
     pool.close().await;
     let (h, _) = host(&dir).await;

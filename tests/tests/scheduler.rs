@@ -32,10 +32,7 @@ fn gated_task(b: fluid_host::scheduler::TaskBuilder, gate: &Gate, flight: &InFli
 
 async fn runs_go_queued_running_then_success_or_failure_with_error(db: Db) {
     let dir = TestEnv::new(db).await;
-    let tasks = vec![
-        ok_task("ok"),
-        Task::new("boom").run(|_ctx: TaskContext| async { Err(TaskError::failed("boom: it broke")) }),
-    ];
+    let tasks = vec![ok_task("ok"), Task::new("boom").run(|_ctx: TaskContext| async { Err(TaskError::failed("boom: it broke")) })];
     let host = start(dir.config(), tasks).await;
     let s = &host.scheduler;
     let mut rx = s.subscribe();
@@ -89,7 +86,11 @@ async fn failed_run_is_retried_under_same_id_no_sooner_than_policy_delay(db: Db)
         let started = seen[failure + 2].start.expect("a running run has a start");
         let delay = chrono::Duration::from_std(policy.delay(retry_number)).unwrap();
         assert!(requeued.execute_after.unwrap() >= ended + delay, "retry {retry_number} is due after its delay");
-        assert!(started - ended >= delay, "retry {retry_number} started {:?} after the failure, before its delay {delay:?}", started - ended);
+        assert!(
+            started - ended >= delay,
+            "retry {retry_number} started {:?} after the failure, before its delay {delay:?}",
+            started - ended
+        );
     }
     let stored = s.get_run(&run.id).await.unwrap().unwrap();
     assert_eq!((stored.state, stored.retry_attempt, stored.error), (Success, 2, None));
@@ -205,10 +206,8 @@ async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit(
     let gate = Gate::new();
     let flight = InFlight::default();
     let (g, f) = (gate.clone(), flight.clone());
-    let limited = Task::new("limited")
-        .max_concurrency(2)
-        .rate_limit_retry(RetryPolicy::default().wait(Duration::from_millis(20)))
-        .run(move |_ctx: TaskContext| {
+    let limited = Task::new("limited").max_concurrency(2).rate_limit_retry(RetryPolicy::default().wait(Duration::from_millis(20))).run(
+        move |_ctx: TaskContext| {
             let (g, f) = (g.clone(), f.clone());
             async move {
                 let _in = f.enter();
@@ -217,7 +216,8 @@ async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit(
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 Ok(())
             }
-        });
+        },
+    );
     let mut cfg = dir.config();
     cfg.scheduler.workers = 8;
     let host = start(cfg, vec![limited]).await;
@@ -500,7 +500,8 @@ async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts(db: 
     // Wait for 8 fires, read from the change feed both hosts write to.
     let fires = poll("8 scheduled runs", WAIT, || async {
         let events = store.events_after(0, 100_000).await.unwrap();
-        let mut queued: Vec<_> = events.into_iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run).collect();
+        let mut queued: Vec<_> =
+            events.into_iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run).collect();
         queued.sort_by_key(|r| r.queued);
         queued.dedup_by(|a, b| a.id == b.id);
         (queued.len() >= 8).then_some(queued)
@@ -512,7 +513,8 @@ async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts(db: 
     let store = Store::connect(&dir.url()).await.unwrap();
     let events = store.events_after(0, 100_000).await.unwrap();
     store.close().await;
-    let mut ids: Vec<String> = events.iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run.id.clone()).collect();
+    let mut ids: Vec<String> =
+        events.iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run.id.clone()).collect();
     ids.sort();
     ids.dedup();
     let first = fires.first().unwrap().queued.unwrap();
@@ -525,10 +527,7 @@ async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts(db: 
 
 async fn panicking_task_fails_its_run_only(db: Db) {
     let dir = TestEnv::new(db).await;
-    let tasks = vec![
-        Task::new("panics").run(|_ctx: TaskContext| async { panic!("kaboom") }),
-        ok_task("ok"),
-    ];
+    let tasks = vec![Task::new("panics").run(|_ctx: TaskContext| async { panic!("kaboom") }), ok_task("ok")];
     let host = start(dir.config(), tasks).await;
     let s = &host.scheduler;
     let bad = queue(s, "panics", json!({})).await;
@@ -597,12 +596,8 @@ async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy
     use fluid_host::store::runs::ClaimRules;
     let dir = TestEnv::new(db).await;
     let wait = Duration::from_millis(200);
-    let tasks = || {
-        vec![
-            ok_task("plain"),
-            Task::new("retried").retry(RetryPolicy::new(1).wait(wait)).run(|_ctx: TaskContext| async { Ok(()) }),
-        ]
-    };
+    let tasks =
+        || vec![ok_task("plain"), Task::new("retried").retry(RetryPolicy::new(1).wait(wait)).run(|_ctx: TaskContext| async { Ok(()) })];
     let mut cfg = dir.config();
     cfg.scheduler.consume = false; // only the rescue is under test here
     cfg.scheduler.heartbeat = Duration::from_millis(50);
@@ -651,8 +646,8 @@ async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy
 /// Fencing: a host that comes back after its runs were rescued finishes them with a stale
 /// lease; the store refuses, and the newer state stays.
 async fn late_host_cannot_overwrite_a_rescued_run(db: Db) {
-    use fluid_host::store::runs::{ClaimRules, Finish, Outcome};
     use fluid_host::store::StoreError;
+    use fluid_host::store::runs::{ClaimRules, Finish, Outcome};
     let dir = TestEnv::new(db).await;
     let mut cfg = dir.config();
     cfg.scheduler.consume = false;

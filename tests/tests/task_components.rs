@@ -160,7 +160,11 @@ fn polyglot_cache() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_and_tasks_written_in_python_and_javascript_load_and_work() {
     let env = TestEnv::new(Db::Sqlite).await;
-    let files = [(polyglot("pycount.wasm"), "pycount.wasm"), (polyglot("pytasks.wasm"), "pytasks.wasm"), (polyglot("jsfailures.wasm"), "jsfailures.wasm")];
+    let files = [
+        (polyglot("pycount.wasm"), "pycount.wasm"),
+        (polyglot("pytasks.wasm"), "pytasks.wasm"),
+        (polyglot("jsfailures.wasm"), "jsfailures.wasm"),
+    ];
     let (h, seen) = host_with(&env, &files, Some(polyglot_cache())).await;
     let list = h.plugins.clone().unwrap().list();
     for name in ["pycount", "pytasks", "jsfailures"] {

@@ -35,8 +35,13 @@ pub struct AppState {
 /// The plugin runtime's side of HTTP: serve a request a plugin declared a route for.
 pub trait PluginRoutes: Send + Sync {
     /// Returns None when no plugin declared a route matching `method` and `path`.
-    fn serve<'a>(&'a self, method: &'a str, path: &'a str, query: Vec<(String, String)>, body: Vec<u8>)
-    -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<axum::response::Response>> + Send + 'a>>;
+    fn serve<'a>(
+        &'a self,
+        method: &'a str,
+        path: &'a str,
+        query: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<axum::response::Response>> + Send + 'a>>;
     /// Declared routes, for the OpenAPI document: (method, path, plugin).
     fn routes(&self) -> Vec<(String, String, String)>;
 }

@@ -15,9 +15,15 @@ pub fn routes() -> Router<AppState> {
 fn op(summary: &str, params: Value, body: Option<Value>, ok: &str, errors: &[(&str, &str)]) -> Value {
     let mut responses = serde_json::Map::new();
     let (code, schema) = ok.split_once(' ').unwrap_or((ok, "object"));
-    responses.insert(code.into(), json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}));
+    responses.insert(
+        code.into(),
+        json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
+    );
     for (code, what) in errors {
-        responses.insert((*code).into(), json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        responses.insert(
+            (*code).into(),
+            json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+        );
     }
     let mut o = json!({"summary": summary, "parameters": params, "responses": responses});
     if let Some(b) = body {
@@ -53,12 +59,15 @@ async fn document(State(st): State<AppState>) -> Json<Value> {
     });
     if let Some(pr) = &st.plugin_routes {
         for (method, path, plugin) in pr.routes() {
-            let params: Vec<Value> = path
-                .split('/')
-                .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-                .map(path_param)
-                .collect();
-            paths[&path][method.to_lowercase()] = op(&format!("Served by plugin {plugin}"), json!(params), None, "200 object", &[("400", "bad input"), ("404", "not found"), ("422", "bad input"), ("503", "plugin unavailable")]);
+            let params: Vec<Value> =
+                path.split('/').filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).map(path_param).collect();
+            paths[&path][method.to_lowercase()] = op(
+                &format!("Served by plugin {plugin}"),
+                json!(params),
+                None,
+                "200 object",
+                &[("400", "bad input"), ("404", "not found"), ("422", "bad input"), ("503", "plugin unavailable")],
+            );
         }
     }
     let run_props = json!({

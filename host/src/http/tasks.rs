@@ -108,7 +108,10 @@ async fn queue(
     for (k, v) in parse_query(q.as_deref()) {
         match k.as_str() {
             "priority" => {
-                opts.priority = Some(Priority::parse(&v).ok_or_else(|| ApiError::unprocessable(format!("priority must be high, medium or low, got {v:?}")))?)
+                opts.priority = Some(
+                    Priority::parse(&v)
+                        .ok_or_else(|| ApiError::unprocessable(format!("priority must be high, medium or low, got {v:?}")))?,
+                )
             }
             other => return Err(ApiError::unprocessable(format!("unknown query parameter {other:?} (params go in the body)"))),
         }
@@ -159,4 +162,3 @@ async fn clear_one(State(st): State<AppState>, Path(p): Path<String>) -> Result<
     let counts = st.scheduler.clear_queue(&[p]).await?;
     Ok(Json(queues_json(&counts)))
 }
-

@@ -67,7 +67,11 @@ pub(crate) fn describe_trap(e: &wasmtime::Error) -> String {
         }
     }
     let msg = format!("{e:#}");
-    if msg.contains("memory") && msg.contains("grow") { format!("trapped: memory limit reached ({msg})") } else { format!("trapped: {msg}") }
+    if msg.contains("memory") && msg.contains("grow") {
+        format!("trapped: memory limit reached ({msg})")
+    } else {
+        format!("trapped: {msg}")
+    }
 }
 
 /// Runs one call into the instance under its deadline: a trap or an overrun is `Err`.
@@ -106,7 +110,9 @@ impl Actor {
     }
 
     fn gone(&self) -> PluginCallError {
-        PluginCallError::Unavailable(self.sup.unavailable().unwrap_or_else(|| format!("plugin {} was unloaded or is being replaced", self.sup.name)))
+        PluginCallError::Unavailable(
+            self.sup.unavailable().unwrap_or_else(|| format!("plugin {} was unloaded or is being replaced", self.sup.name)),
+        )
     }
 
     pub(crate) async fn on_events(&self, events: Vec<Event>) -> Result<(), DeliveryError> {

@@ -31,19 +31,17 @@ fn digest(bytes: &[u8]) -> String {
 pub fn seed(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let marker = dir.join(".bundled");
-    let mut seeded: BTreeMap<String, String> = std::fs::read_to_string(&marker)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
+    let mut seeded: BTreeMap<String, String> =
+        std::fs::read_to_string(&marker).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
     let mut written = Vec::new();
     for (file, bytes) in BUNDLED {
         let path = dir.join(file);
         let want = digest(bytes);
         let on_disk = std::fs::read(&path).ok().map(|b| digest(&b));
         let write = match (&on_disk, seeded.get(file)) {
-            (None, None) => true,                                  // never seeded
-            (Some(d), Some(prev)) => d == prev && *d != want,      // our old copy, untouched
-            _ => false,                                            // deleted or replaced by the operator
+            (None, None) => true,                             // never seeded
+            (Some(d), Some(prev)) => d == prev && *d != want, // our old copy, untouched
+            _ => false,                                       // deleted or replaced by the operator
         };
         if write {
             // Write beside, then rename: the folder never holds a half-written plugin.

@@ -8,9 +8,9 @@
 //! every other plugin go on. A batch is cut to the plugin's `max_args_kib`; one event
 //! over it alone is a delivery failure (counted toward quarantine), not a trap.
 
+use super::actor::DeliveryError;
 use super::bindings::tmp::Event;
 use super::bindings::types::{TaskPriority as WitPriority, TaskRun as WitRun, TaskState as WitState};
-use super::actor::DeliveryError;
 use super::runtime::{Loaded, Shared};
 use crate::scheduler::{Priority, TaskRun, TaskState};
 use std::sync::Arc;
@@ -84,8 +84,13 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Roughly what an event weighs once passed to the plugin: its texts plus fixed fields.
 fn event_bytes(e: &Event) -> usize {
     let r = &e.run;
-    256 + r.id.len() + r.task.len() + r.params_json.len() + r.tags.iter().map(|t| t.len() + 8).sum::<usize>()
-        + r.error.as_ref().map_or(0, String::len) + r.from_run_id.len() + r.root_run_id.len()
+    256 + r.id.len()
+        + r.task.len()
+        + r.params_json.len()
+        + r.tags.iter().map(|t| t.len() + 8).sum::<usize>()
+        + r.error.as_ref().map_or(0, String::len)
+        + r.from_run_id.len()
+        + r.root_run_id.len()
 }
 
 /// The next batch from `events` (read after the checkpoint): the subscribed ones among the
@@ -99,7 +104,10 @@ fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes
             let size = event_bytes(&ev);
             if bytes + size > max_bytes {
                 if batch.is_empty() {
-                    return Err(format!("event seq {} is about {size} bytes, over the plugin's limit of {max_bytes} bytes (max_args_kib)", e.seq));
+                    return Err(format!(
+                        "event seq {} is about {size} bytes, over the plugin's limit of {max_bytes} bytes (max_args_kib)",
+                        e.seq
+                    ));
                 }
                 break;
             }

@@ -8,10 +8,10 @@
 
 use super::actor::{self, Actor, ActorCtx};
 use super::bindings::PluginPre;
+use super::bindings::task_world::TaskPre;
 use super::cache;
 use super::config::FluidConfig;
 use super::dispatch;
-use super::bindings::task_world::TaskPre;
 use super::runtime::{Loaded, PluginRuntime, TASK_WORLD, WORLD};
 use super::sandbox::PluginState;
 use super::storage::check_ident;
@@ -103,14 +103,23 @@ fn exported_world(engine: &Engine, component: &Component) -> Result<(&'static st
 /// given) and checks them against the world they export, `plugin` or `task`: a clear
 /// error naming the file, the world and version, and what does not fit (a missing
 /// export, an import fluid does not provide).
-pub fn check_component(engine: &Engine, linker: &Linker<PluginState>, task_linker: &Linker<PluginState>, path: &Path, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Checked, String> {
+pub fn check_component(
+    engine: &Engine,
+    linker: &Linker<PluginState>,
+    task_linker: &Linker<PluginState>,
+    path: &Path,
+    bytes: &[u8],
+    cache_dir: Option<&Path>,
+) -> Result<Checked, String> {
     let file = path.display();
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(format!("{file}: not a WebAssembly file"));
     }
     let component = cache::component(engine, bytes, &cache::sha256(bytes), cache_dir).map_err(|e| {
         if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
-            format!("{file}: a core WebAssembly module, not a component (build for wasm32-wasip2 or wrap it with `wasm-tools component new`)")
+            format!(
+                "{file}: a core WebAssembly module, not a component (build for wasm32-wasip2 or wrap it with `wasm-tools component new`)"
+            )
         } else {
             format!("{file}: not a valid component: {e:#}")
         }
@@ -123,11 +132,15 @@ pub fn check_component(engine: &Engine, linker: &Linker<PluginState>, task_linke
         return Err(format!("{file}: implements the {world} world of version {version}; this host implements {expected}"));
     }
     let l = if world == "task" { task_linker } else { linker };
-    let pre = l.instantiate_pre(&component).map_err(|e| format!("{file}: a {expected} component that imports something fluid does not provide to that world: {e:#}"))?;
+    let pre = l
+        .instantiate_pre(&component)
+        .map_err(|e| format!("{file}: a {expected} component that imports something fluid does not provide to that world: {e:#}"))?;
     if world == "task" {
         TaskPre::new(pre).map(Checked::Task).map_err(|e| format!("{file}: does not implement the {TASK_WORLD} world: {e:#}"))
     } else {
-        PluginPre::new(pre).map(Checked::Plugin).map_err(|e| format!("{file}: does not implement the {WORLD} world (it must export task-manager-plugin): {e:#}"))
+        PluginPre::new(pre)
+            .map(Checked::Plugin)
+            .map_err(|e| format!("{file}: does not implement the {WORLD} world (it must export task-manager-plugin): {e:#}"))
     }
 }
 
@@ -197,7 +210,12 @@ impl PluginRuntime {
         if let Some(other) = shared.plugin(&name).filter(|o| o.file != path) {
             return Err(format!("{}: a plugin named {name:?} is already loaded from {}", path.display(), other.file.display()));
         }
-        let policy = shared.config.read().unwrap().policy(&name).map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
+        let policy = shared
+            .config
+            .read()
+            .unwrap()
+            .policy(&name)
+            .map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
         let config_json = match &policy.config {
             Some(v) => v.to_string(),
             None => legacy_config(path)?,
@@ -214,13 +232,19 @@ impl PluginRuntime {
             if !r.path.starts_with('/') {
                 return Err(format!("{}: route path {:?} must start with /", path.display(), r.path));
             }
-            let taken = shared.plugins.read().unwrap().values().any(|p| p.name != name && p.routes.iter().any(|(m, pth, _)| *m == method && *pth == r.path));
+            let taken = shared
+                .plugins
+                .read()
+                .unwrap()
+                .values()
+                .any(|p| p.name != name && p.routes.iter().any(|(m, pth, _)| *m == method && *pth == r.path));
             if taken || super::routes::host_owns(&r.path) {
                 return Err(format!("{}: route {method} {} is already served", path.display(), r.path));
             }
             routes.push((method, r.path.clone(), r.handler.clone()));
         }
-        let subscriptions: Vec<(TaskState, String)> = reg.subscriptions.iter().map(|s| (dispatch::host_state(s.state), s.tag.clone())).collect();
+        let subscriptions: Vec<(TaskState, String)> =
+            reg.subscriptions.iter().map(|s| (dispatch::host_state(s.state), s.tag.clone())).collect();
         let file = path.to_path_buf();
         Ok(Prepared { name, version: reg.version, file, sha256: cache::sha256(bytes), stamp, subscriptions, routes, ctx, instance })
     }
@@ -236,7 +260,8 @@ impl PluginRuntime {
             sup.update(|h| h.checkpoint = cp);
         }
         let actor = Actor::spawn(p.ctx, p.instance, sup.stop.clone());
-        let (name, version, file, sha256, stamp, subscriptions, routes) = (p.name, p.version, p.file, p.sha256, p.stamp, p.subscriptions, p.routes);
+        let (name, version, file, sha256, stamp, subscriptions, routes) =
+            (p.name, p.version, p.file, p.sha256, p.stamp, p.subscriptions, p.routes);
         let loaded = Arc::new(Loaded { name, version, file, sha256, stamp, subscriptions, routes, actor, sup, delivery: Mutex::new(None) });
         self.shared.plugins.write().unwrap().insert(loaded.name.clone(), loaded.clone());
         *loaded.delivery.lock().unwrap() = Some(tokio::spawn(dispatch::deliver(self.shared.clone(), loaded.clone())));
@@ -270,7 +295,11 @@ impl PluginRuntime {
             Some(p) => p.file.clone(),
             None => {
                 let failed = self.shared.failed.read().unwrap();
-                failed.keys().find(|f| f.file_stem().and_then(|s| s.to_str()) == Some(name)).cloned().ok_or_else(|| EnableError::NotFound(name.into()))?
+                failed
+                    .keys()
+                    .find(|f| f.file_stem().and_then(|s| s.to_str()) == Some(name))
+                    .cloned()
+                    .ok_or_else(|| EnableError::NotFound(name.into()))?
             }
         };
         if let Some(old) = &loaded {
@@ -329,7 +358,8 @@ fn legacy_config(path: &Path) -> Result<String, String> {
     let config_path = path.with_extension("json");
     match std::fs::read_to_string(&config_path) {
         Ok(s) => {
-            let v: serde_json::Value = serde_json::from_str(&s).map_err(|e| format!("{}: config is not JSON: {e}", config_path.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&s).map_err(|e| format!("{}: config is not JSON: {e}", config_path.display()))?;
             if !v.is_object() {
                 return Err(format!("{}: config must be a JSON object", config_path.display()));
             }

@@ -31,7 +31,8 @@ impl Usage {
         if self.rows > limits.max_rows {
             return Some(format!("{} rows, over the quota of {} (max_rows)", self.rows, limits.max_rows));
         }
-        (self.bytes > limits.max_storage_bytes()).then(|| format!("about {} bytes, over the quota of {} MiB (max_storage_mib)", self.bytes, limits.max_storage_mib))
+        (self.bytes > limits.max_storage_bytes())
+            .then(|| format!("about {} bytes, over the quota of {} MiB (max_storage_mib)", self.bytes, limits.max_storage_mib))
     }
 }
 
@@ -65,7 +66,11 @@ pub fn exceeded(msg: String) -> StorageError {
 
 /// Refuses a new table when the plugin already has `max_tables`.
 pub async fn check_new_table(conn: &mut AnyConnection, plugin: &str, limits: &Limits) -> Result<(), StorageError> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM fluid_plugin_tables WHERE plugin = $1").bind(plugin).fetch_one(&mut *conn).await.map_err(backend_err)?;
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM fluid_plugin_tables WHERE plugin = $1")
+        .bind(plugin)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend_err)?;
     let n: i64 = row.try_get("n").map_err(backend_err)?;
     if n as u64 >= limits.max_tables {
         return Err(exceeded(format!("the plugin has {n} tables, its quota (max_tables)")));
@@ -75,7 +80,11 @@ pub async fn check_new_table(conn: &mut AnyConnection, plugin: &str, limits: &Li
 
 /// Exact rows and approximate bytes of every table of `plugin`.
 pub async fn measure(conn: &mut AnyConnection, backend: Backend, plugin: &str) -> Result<Usage, StorageError> {
-    let tables = sqlx::query("SELECT physical, columns FROM fluid_plugin_tables WHERE plugin = $1").bind(plugin).fetch_all(&mut *conn).await.map_err(backend_err)?;
+    let tables = sqlx::query("SELECT physical, columns FROM fluid_plugin_tables WHERE plugin = $1")
+        .bind(plugin)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend_err)?;
     let mut total = Usage::default();
     for t in tables {
         let physical: String = t.try_get("physical").map_err(backend_err)?;

@@ -52,7 +52,13 @@ pub fn error_response(e: PluginCallError) -> Response {
 }
 
 impl PluginRoutes for PluginRuntime {
-    fn serve<'a>(&'a self, method: &'a str, path: &'a str, query: Vec<(String, String)>, body: Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Response>> + Send + 'a>> {
+    fn serve<'a>(
+        &'a self,
+        method: &'a str,
+        path: &'a str,
+        query: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Response>> + Send + 'a>> {
         Box::pin(async move {
             let found = self.shared.plugins.read().unwrap().values().find_map(|p| {
                 p.routes.iter().find_map(|(m, pattern, handler)| {
@@ -80,7 +86,13 @@ impl PluginRoutes for PluginRuntime {
     }
 
     fn routes(&self) -> Vec<(String, String, String)> {
-        self.shared.plugins.read().unwrap().values().flat_map(|p| p.routes.iter().map(|(m, path, _)| (m.clone(), path.clone(), p.name.clone()))).collect()
+        self.shared
+            .plugins
+            .read()
+            .unwrap()
+            .values()
+            .flat_map(|p| p.routes.iter().map(|(m, path, _)| (m.clone(), path.clone(), p.name.clone())))
+            .collect()
     }
 }
 

@@ -161,7 +161,12 @@ impl Shared {
             Some(PluginCallError::Unavailable(why))
         } else {
             let max = plugin.policy().limits.max_args_bytes();
-            (args.len() > max).then(|| PluginCallError::InvalidInput(format!("arguments of {} bytes exceed the limit of {max} bytes of plugin {target}", args.len())))
+            (args.len() > max).then(|| {
+                PluginCallError::InvalidInput(format!(
+                    "arguments of {} bytes exceed the limit of {max} bytes of plugin {target}",
+                    args.len()
+                ))
+            })
         };
         if let Some(e) = refused {
             // Oversized arguments are the caller's mistake, not the plugin's error.

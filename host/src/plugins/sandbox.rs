@@ -70,7 +70,8 @@ pub(crate) fn wasi_ctx(policy: &Policy) -> Result<WasiCtx, String> {
 /// A fresh store for an instance of the plugin `sup` supervises: its grants, its memory
 /// cap; the caller sets the per-call deadline.
 pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<Store<PluginState>, String> {
-    let limits = StoreLimitsBuilder::new().memory_size(sup.policy.limits.memory_bytes()).instances(32).tables(64).trap_on_grow_failure(true).build();
+    let limits =
+        StoreLimitsBuilder::new().memory_size(sup.policy.limits.memory_bytes()).instances(32).tables(64).trap_on_grow_failure(true).build();
     let state = PluginState {
         name: sup.name.clone(),
         wasi: wasi_ctx(&sup.policy)?,

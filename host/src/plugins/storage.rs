@@ -9,9 +9,9 @@
 //! kept in `fluid_plugin_tables`, so a plugin reloaded later finds its tables again.
 //! Quotas (tables, rows, bytes) are enforced as `quota` describes.
 
+use super::bindings::storage_if::{ColumnType, Filter, FilterOp, OrderBy, Query, StorageError, TableDef, Value};
 use super::config::Limits;
 use super::quota::{self, Bounds, Usage};
-use super::bindings::storage_if::{ColumnType, Filter, FilterOp, OrderBy, Query, StorageError, TableDef, Value};
 use crate::store::{Backend, Store};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query as SqlxQuery;
@@ -40,10 +40,7 @@ struct Meta {
 
 impl Meta {
     fn col(&self, name: &str) -> Result<&Col, StorageError> {
-        self.columns
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| StorageError::InvalidName(format!("table has no column {name:?}")))
+        self.columns.iter().find(|c| c.name == name).ok_or_else(|| StorageError::InvalidName(format!("table has no column {name:?}")))
     }
 }
 
@@ -71,7 +68,11 @@ pub fn check_ident(what: &str, s: &str, max: usize) -> Result<(), StorageError> 
         && s.len() <= max
         && s.as_bytes()[0].is_ascii_lowercase()
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok { Ok(()) } else { Err(StorageError::InvalidName(format!("{what} {s:?} must match [a-z][a-z0-9_]* and have at most {max} characters"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidName(format!("{what} {s:?} must match [a-z][a-z0-9_]* and have at most {max} characters")))
+    }
 }
 
 fn physical(plugin: &str, table: &str) -> String {
@@ -187,10 +188,10 @@ impl PluginStorage {
         .await
         .map_err(backend_err)?;
         tx.commit().await.map_err(backend_err)?;
-        self.meta.lock().unwrap().insert(
-            (plugin.to_string(), def.name.clone()),
-            Meta { physical: phys, columns, primary_key: def.primary_key.clone() },
-        );
+        self.meta
+            .lock()
+            .unwrap()
+            .insert((plugin.to_string(), def.name.clone()), Meta { physical: phys, columns, primary_key: def.primary_key.clone() });
         Ok(())
     }
 
@@ -234,7 +235,14 @@ impl PluginStorage {
         Ok(u)
     }
 
-    pub async fn upsert(&self, plugin: &str, table: &str, columns: Vec<String>, rows: Vec<Vec<Value>>, limits: &Limits) -> Result<u64, StorageError> {
+    pub async fn upsert(
+        &self,
+        plugin: &str,
+        table: &str,
+        columns: Vec<String>,
+        rows: Vec<Vec<Value>>,
+        limits: &Limits,
+    ) -> Result<u64, StorageError> {
         let meta = self.meta(plugin, table).await?;
         let cols: Vec<Col> = columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?;
         for k in &meta.primary_key {
@@ -264,7 +272,8 @@ impl PluginStorage {
         let may_cross = Usage { rows: bound.rows + new_rows, bytes: bound.bytes + new_bytes }.over(limits).is_some();
         let col_list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let pk: Vec<String> = meta.primary_key.iter().map(|c| quote(c)).collect();
-        let updates: Vec<String> = columns.iter().filter(|c| !meta.primary_key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
+        let updates: Vec<String> =
+            columns.iter().filter(|c| !meta.primary_key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
         let on_conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
         let mut tx = self.store.write_tx().await.map_err(backend_err)?;
         let mut written = 0;
@@ -273,11 +282,23 @@ impl PluginStorage {
             let tuples: Vec<String> = chunk
                 .iter()
                 .map(|_| {
-                    let ps: Vec<String> = cols.iter().map(|c| { n += 1; self.placeholder(n, &c.kind) }).collect();
+                    let ps: Vec<String> = cols
+                        .iter()
+                        .map(|c| {
+                            n += 1;
+                            self.placeholder(n, &c.kind)
+                        })
+                        .collect();
                     format!("({})", ps.join(", "))
                 })
                 .collect();
-            let sql = format!("INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {on_conflict}", meta.physical, col_list.join(", "), tuples.join(", "), pk.join(", "));
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {on_conflict}",
+                meta.physical,
+                col_list.join(", "),
+                tuples.join(", "),
+                pk.join(", ")
+            );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for row in chunk {
                 for v in row {
@@ -303,7 +324,14 @@ impl PluginStorage {
 
     /// Builds `WHERE ...` for `filters` (and a keyset position), numbering parameters
     /// from `*n + 1`.
-    fn where_sql(&self, meta: &Meta, filters: Vec<Filter>, after: Option<(&[OrderBy], Vec<Value>)>, n: &mut usize, binds: &mut Vec<Bound>) -> Result<String, StorageError> {
+    fn where_sql(
+        &self,
+        meta: &Meta,
+        filters: Vec<Filter>,
+        after: Option<(&[OrderBy], Vec<Value>)>,
+        n: &mut usize,
+        binds: &mut Vec<Bound>,
+    ) -> Result<String, StorageError> {
         let mut parts = Vec::new();
         for f in filters {
             let col = meta.col(&f.column)?.clone();
@@ -358,7 +386,13 @@ impl PluginStorage {
                 let mut ands = Vec::new();
                 for (j, o) in order.iter().enumerate().take(i + 1) {
                     let col = meta.col(&o.column)?.clone();
-                    let op = if j < i { "=" } else if o.descending { "<" } else { ">" };
+                    let op = if j < i {
+                        "="
+                    } else if o.descending {
+                        "<"
+                    } else {
+                        ">"
+                    };
                     binds.push(bind_value(self.backend(), &col, values[j].clone())?);
                     *n += 1;
                     ands.push(format!("{} {op} {}", quote(&col.name), self.placeholder(*n, &col.kind)));
@@ -541,7 +575,8 @@ fn bind_value(backend: Backend, col: &Col, v: Value) -> Result<Bound, StorageErr
         _ => match v {
             Value::Null => Bound::Text(None),
             Value::Json(s) | Value::Text(s) => {
-                serde_json::from_str::<serde_json::Value>(&s).map_err(|e| StorageError::InvalidValue(format!("column {}: not JSON: {e}", col.name)))?;
+                serde_json::from_str::<serde_json::Value>(&s)
+                    .map_err(|e| StorageError::InvalidValue(format!("column {}: not JSON: {e}", col.name)))?;
                 Bound::Text(Some(s))
             }
             other => return Err(mismatch(&other)),
@@ -557,7 +592,9 @@ fn read_row(backend: Backend, r: &AnyRow, cols: &[Col]) -> Result<Vec<Value>, St
                 "int" => r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Int),
                 "float" => r.try_get::<Option<f64>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Float),
                 "text" => r.try_get::<Option<String>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Text),
-                "boolean" if backend == Backend::Sqlite => r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, |b| Value::Boolean(b != 0)),
+                "boolean" if backend == Backend::Sqlite => {
+                    r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, |b| Value::Boolean(b != 0))
+                }
                 "boolean" => r.try_get::<Option<bool>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Boolean),
                 _ => r.try_get::<Option<String>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Json),
             })

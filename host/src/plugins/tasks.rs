@@ -93,7 +93,13 @@ fn options(def: &TaskDef, component: &str) -> Result<TaskBuilder, String> {
 }
 
 /// The task a definition declares, running on fresh instances of `pre`.
-fn task_of(def: &TaskDef, component: &str, shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Task, String> {
+fn task_of(
+    def: &TaskDef,
+    component: &str,
+    shared: &Arc<Shared>,
+    pre: &TaskPre<PluginState>,
+    sup: &Arc<Supervisor>,
+) -> Result<Task, String> {
     let b = options(def, component)?;
     let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
     let task = b.executor(Arc::new(move |ctx: TaskContext| {
@@ -111,7 +117,9 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
     // Never a plugin's name, so a task may call any plugin without tripping re-entry.
     store.data_mut().name = format!("task {}", ctx.run.task);
     let end = Instant::now() + timeout;
-    store.epoch_deadline_callback(move |_| if Instant::now() >= end { Err(wasmtime::Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) });
+    store.epoch_deadline_callback(
+        move |_| if Instant::now() >= end { Err(wasmtime::Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) },
+    );
     store.set_epoch_deadline(1);
     let timed_out = || TaskError::Failed(format!("timeout after {timeout:?} (stopped inside wasm)"));
     let trap = |e: wasmtime::Error| match e.downcast_ref::<wasmtime::Trap>() {
@@ -154,10 +162,16 @@ impl PluginRuntime {
         let shared = &self.shared;
         let file = path.display();
         let component = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-        let policy = shared.config.read().unwrap().policy(&component).map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
+        let policy = shared
+            .config
+            .read()
+            .unwrap()
+            .policy(&component)
+            .map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
         let sup = Arc::new(Supervisor::new(&format!("task component {component}"), Arc::new(policy), shared.stop.child_token()));
         let defs = definitions(shared, &pre, &sup).await.map_err(|e| format!("{file}: {e}"))?;
-        let previous: BTreeSet<String> = shared.task_files.read().unwrap().get(path).map(|c| c.tasks.iter().cloned().collect()).unwrap_or_default();
+        let previous: BTreeSet<String> =
+            shared.task_files.read().unwrap().get(path).map(|c| c.tasks.iter().cloned().collect()).unwrap_or_default();
         let mut seen = BTreeSet::new();
         let mut tasks = Vec::new();
         for def in &defs {

@@ -229,9 +229,7 @@ impl Scheduler {
     /// Builds a validated `queued` run without storing it.
     fn new_run(&self, name: &str, params: Value, opts: &QueueOptions) -> Result<TaskRun, QueueError> {
         let task = self.task(name).ok_or_else(|| QueueError::UnknownTask(name.into()))?;
-        let params = task
-            .validate_params(params)
-            .map_err(|message| QueueError::InvalidParams { task: name.into(), message })?;
+        let params = task.validate_params(params).map_err(|message| QueueError::InvalidParams { task: name.into(), message })?;
         let now = now_us();
         let (from_run_id, root_run_id) = match &opts.parent {
             Some(p) => (p.id.clone(), if p.root_run_id.is_empty() { p.id.clone() } else { p.root_run_id.clone() }),
@@ -520,7 +518,9 @@ impl Scheduler {
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &outcome {
-            Outcome::Failure(e) => tracing::warn!(run = %id, task = %task.name, error = %e, ms = elapsed_ms, retry_in = ?retry_after, "end - failure"),
+            Outcome::Failure(e) => {
+                tracing::warn!(run = %id, task = %task.name, error = %e, ms = elapsed_ms, retry_in = ?retry_after, "end - failure")
+            }
             o => tracing::info!(run = %id, task = %task.name, outcome = ?o, ms = elapsed_ms, "end"),
         }
         let finish = Finish { id: id.clone(), lease: row.lease, outcome, retry_after };
@@ -582,7 +582,9 @@ impl Scheduler {
                 Ok(results) => {
                     for ((_, reply), r) in batch.drain(..).zip(results) {
                         // The caller gets the run as it now stands.
-                        let current = r.and_then(|written| written.into_iter().last().ok_or_else(|| StoreError::Other(anyhow::anyhow!("nothing written"))));
+                        let current = r.and_then(|written| {
+                            written.into_iter().last().ok_or_else(|| StoreError::Other(anyhow::anyhow!("nothing written")))
+                        });
                         let _ = reply.send(current);
                     }
                 }
@@ -626,7 +628,10 @@ impl Scheduler {
         });
         let rescued = rescued.await?;
         if !rescued.is_empty() {
-            tracing::warn!(runs = rescued.iter().filter(|r| r.state == TaskState::Interrupted).count(), "rescued runs of a host that stopped");
+            tracing::warn!(
+                runs = rescued.iter().filter(|r| r.state == TaskState::Interrupted).count(),
+                "rescued runs of a host that stopped"
+            );
             self.committed(rescued);
             drop(publish);
             inner.wake.notify_one();
@@ -674,7 +679,10 @@ impl Scheduler {
                 None
             } else {
                 let delay = schedule.jitter();
-                Some(self.new_run(&task.name, Value::Null, &QueueOptions { delay: Some(delay), ..Default::default() }).map_err(|e| StoreError::Other(e.into()))?)
+                Some(
+                    self.new_run(&task.name, Value::Null, &QueueOptions { delay: Some(delay), ..Default::default() })
+                        .map_err(|e| StoreError::Other(e.into()))?,
+                )
             };
             let publish = self.inner.publish.read().await;
             if store.fire_schedule(&task.name, seen, next, run.as_ref()).await? {
@@ -697,5 +705,8 @@ impl Scheduler {
 
 fn panic_message(e: tokio::task::JoinError) -> String {
     let p = e.into_panic();
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -55,14 +55,7 @@ impl TaskState {
 
     /// Finished states: nothing happens to the run unless a retry re-queues it.
     pub fn is_done(self) -> bool {
-        matches!(
-            self,
-            TaskState::Success
-                | TaskState::Failure
-                | TaskState::Aborted
-                | TaskState::RateLimited
-                | TaskState::Interrupted
-        )
+        matches!(self, TaskState::Success | TaskState::Failure | TaskState::Aborted | TaskState::RateLimited | TaskState::Interrupted)
     }
 
     /// Whether `self -> to` is allowed. Setting the same state again is not a transition;
@@ -80,11 +73,7 @@ impl TaskState {
 
     /// Checks a transition, with the error aio-fluid users know.
     pub fn transition(self, to: TaskState) -> Result<TaskState, InvalidTransition> {
-        if self == to || self.can_become(to) {
-            Ok(to)
-        } else {
-            Err(InvalidTransition { from: self, to })
-        }
+        if self == to || self.can_become(to) { Ok(to) } else { Err(InvalidTransition { from: self, to }) }
     }
 }
 
@@ -102,9 +91,7 @@ pub struct InvalidTransition {
 }
 
 /// Queue priority: every queued `high` run starts before any `medium` one, and so on.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     High,
@@ -216,10 +203,7 @@ mod tests {
 
     #[test]
     fn queued_cannot_be_interrupted_or_succeed_without_running() {
-        assert_eq!(
-            Queued.transition(Interrupted).unwrap_err().to_string(),
-            "invalid state transition queued -> interrupted"
-        );
+        assert_eq!(Queued.transition(Interrupted).unwrap_err().to_string(), "invalid state transition queued -> interrupted");
         assert!(Queued.transition(Success).is_err());
         assert!(Success.transition(Queued).is_err());
     }

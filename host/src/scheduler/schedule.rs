@@ -132,18 +132,11 @@ impl Cron {
                 reason: format!("expected 5 fields (minute hour day month day_of_week), got {}", fields.len()),
             });
         }
-        Cron::from_fields(fields[0], fields[1], fields[2], fields[3], fields[4])
-            .map_err(|reason| CronError { expr: expr.into(), reason })
+        Cron::from_fields(fields[0], fields[1], fields[2], fields[3], fields[4]).map_err(|reason| CronError { expr: expr.into(), reason })
     }
 
     /// aio-fluid's `crontab(minute, hour, day, month, day_of_week)`.
-    pub fn from_fields(
-        minute: &str,
-        hour: &str,
-        day: &str,
-        month: &str,
-        day_of_week: &str,
-    ) -> Result<Cron, String> {
+    pub fn from_fields(minute: &str, hour: &str, day: &str, month: &str, day_of_week: &str) -> Result<Cron, String> {
         let mut weekdays = parse_field("day_of_week", day_of_week, 0, 7, false)?;
         if weekdays.remove(&7) {
             weekdays.insert(0);
@@ -160,15 +153,11 @@ impl Cron {
 
     /// Whether the minute containing `t` matches every field.
     pub fn matches(&self, t: DateTime<Utc>) -> bool {
-        self.day_matches(t.date_naive())
-            && self.hours.contains(&t.hour())
-            && self.minutes.contains(&t.minute())
+        self.day_matches(t.date_naive()) && self.hours.contains(&t.hour()) && self.minutes.contains(&t.minute())
     }
 
     fn day_matches(&self, d: NaiveDate) -> bool {
-        self.months.contains(&d.month())
-            && self.days.contains(&d.day())
-            && self.weekdays.contains(&d.weekday().num_days_from_sunday())
+        self.months.contains(&d.month()) && self.days.contains(&d.day()) && self.weekdays.contains(&d.weekday().num_days_from_sunday())
     }
 
     /// The first matching minute strictly after `t`, searching five years ahead
@@ -253,7 +242,9 @@ mod tests {
     #[test]
     fn crontab_month_matches_lists_ranges_and_steps() {
         let c = cron("*", "*", "*", "1,4,*/6,8-9", "*");
-        for (month, ok) in [(1, true), (2, false), (4, true), (5, false), (6, false), (7, true), (8, true), (9, true), (10, false), (12, false)] {
+        for (month, ok) in
+            [(1, true), (2, false), (4, true), (5, false), (6, false), (7, true), (8, true), (9, true), (10, false), (12, false)]
+        {
             let t = Utc.with_ymd_and_hms(2024, month, 1, 0, 0, 0).unwrap();
             assert_eq!(c.matches(t), ok, "month {month}");
         }
@@ -262,7 +253,9 @@ mod tests {
     #[test]
     fn crontab_day_matches_lists_ranges_and_steps() {
         let c = cron("*", "*", "1,4,*/6,8-9", "*", "*");
-        for (day, ok) in [(1, true), (2, false), (4, true), (6, false), (7, true), (8, true), (9, true), (10, false), (13, true), (25, true), (31, true)] {
+        for (day, ok) in
+            [(1, true), (2, false), (4, true), (6, false), (7, true), (8, true), (9, true), (10, false), (13, true), (25, true), (31, true)]
+        {
             let t = Utc.with_ymd_and_hms(2024, 1, day, 0, 0, 0).unwrap();
             assert_eq!(c.matches(t), ok, "day {day}");
         }
@@ -299,7 +292,16 @@ mod tests {
 
     #[test]
     fn crontab_rejects_invalid_specs() {
-        for (m, h, d, mo, dow) in [("60", "*", "*", "*", "*"), ("*", "24", "*", "*", "*"), ("*", "*", "0", "*", "*"), ("*", "*", "*", "13", "*"), ("*", "*", "*", "*", "8"), ("*", "*", "*", "*", "*/2"), ("x", "*", "*", "*", "*"), ("5-1", "*", "*", "*", "*")] {
+        for (m, h, d, mo, dow) in [
+            ("60", "*", "*", "*", "*"),
+            ("*", "24", "*", "*", "*"),
+            ("*", "*", "0", "*", "*"),
+            ("*", "*", "*", "13", "*"),
+            ("*", "*", "*", "*", "8"),
+            ("*", "*", "*", "*", "*/2"),
+            ("x", "*", "*", "*", "*"),
+            ("5-1", "*", "*", "*", "*"),
+        ] {
             assert!(Cron::from_fields(m, h, d, mo, dow).is_err(), "{m} {h} {d} {mo} {dow}");
         }
         assert!(Schedule::cron("* * * *").is_err());
@@ -340,9 +342,6 @@ mod tests {
             assert!(s.jitter() <= StdDuration::from_millis(300));
         }
         assert_eq!(s.to_string(), "every(0:00:02)");
-        assert_eq!(
-            Schedule::cron("0 1 * 1,4 *").unwrap().to_string(),
-            "crontab(minute 0; hour 1; day *; month 1,4; day_of_week *)"
-        );
+        assert_eq!(Schedule::cron("0 1 * 1,4 *").unwrap().to_string(), "crontab(minute 0; hour 1; day *; month 1,4; day_of_week *)");
     }
 }

@@ -207,11 +207,7 @@ impl Store {
 impl Store {
     /// Sets a plugin's checkpoint, backwards too (an operator replaying events).
     pub async fn reset_checkpoint(&self, plugin: &str, seq: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE fluid_plugin_checkpoints SET seq = $2 WHERE plugin = $1")
-            .bind(plugin)
-            .bind(seq)
-            .execute(&self.writer)
-            .await?;
+        sqlx::query("UPDATE fluid_plugin_checkpoints SET seq = $2 WHERE plugin = $1").bind(plugin).bind(seq).execute(&self.writer).await?;
         Ok(())
     }
 }

@@ -36,6 +36,13 @@ pub(crate) async fn live(conn: &mut AnyConnection, alive_after: i64) -> Result<V
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
-        .map(|r| Ok(HostRow { id: r.try_get("id")?, started_at: r.try_get("started_at")?, heartbeat_at: r.try_get("heartbeat_at")?, workers: r.try_get("workers")? }))
+        .map(|r| {
+            Ok(HostRow {
+                id: r.try_get("id")?,
+                started_at: r.try_get("started_at")?,
+                heartbeat_at: r.try_get("heartbeat_at")?,
+                workers: r.try_get("workers")?,
+            })
+        })
         .collect()
 }

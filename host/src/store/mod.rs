@@ -63,8 +63,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the embedded store in `data_dir/fluid.db`.
     pub async fn open_sqlite(data_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
         let file = data_dir.join("fluid.db");
         Store::connect(&format!("sqlite://{}?mode=rwc", file.display())).await
     }
@@ -76,8 +75,7 @@ impl Store {
             let opts = || {
                 AnyPoolOptions::new().after_connect(|conn, _| {
                     Box::pin(async move {
-                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;")
-                            .await?;
+                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;").await?;
                         Ok(())
                     })
                 })

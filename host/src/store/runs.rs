@@ -93,12 +93,7 @@ pub(crate) async fn insert(conn: &mut AnyConnection, runs: &[TaskRun]) -> Result
 }
 
 /// Writes the run's new state (the whole snapshot); the caller appends it to the feed.
-pub(crate) async fn write_state(
-    conn: &mut AnyConnection,
-    run: &TaskRun,
-    owner: Option<&str>,
-    lease: i64,
-) -> Result<(), sqlx::Error> {
+pub(crate) async fn write_state(conn: &mut AnyConnection, run: &TaskRun, owner: Option<&str>, lease: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE fluid_runs SET state = $2, queued_at = $3, start_at = $4, end_at = $5, execute_after = $6, \
          retry_attempt = $7, rate_limit_attempt = $8, error = $9, owner = $10, lease = $11, \
@@ -196,11 +191,8 @@ pub(crate) async fn claim(
         .collect::<Result<_, _>>()?;
 
     // In-flight counts of the limited tasks among the candidates, taken under their locks.
-    let mut limited: Vec<&str> = candidates
-        .iter()
-        .map(|c| c.run.task.as_str())
-        .filter(|t| rules.get(*t).is_some_and(|r| r.max_concurrency > 0))
-        .collect();
+    let mut limited: Vec<&str> =
+        candidates.iter().map(|c| c.run.task.as_str()).filter(|t| rules.get(*t).is_some_and(|r| r.max_concurrency > 0)).collect();
     limited.sort_unstable();
     limited.dedup();
     let mut in_flight: HashMap<String, u32> = HashMap::new();
@@ -355,7 +347,11 @@ pub(crate) async fn cancel(conn: &mut AnyConnection, backend: Backend, id: &str)
             sqlx::query("UPDATE fluid_runs SET cancel_requested = 1 WHERE id = $1").bind(id).execute(&mut *conn).await?;
             Ok(Cancel::Requested { run: row.run, owner: row.owner.unwrap_or_default() })
         }
-        state => Err(StoreError::Conflict { id: id.into(), state: state.to_string(), why: "only a queued or running run can be cancelled".into() }),
+        state => Err(StoreError::Conflict {
+            id: id.into(),
+            state: state.to_string(),
+            why: "only a queued or running run can be cancelled".into(),
+        }),
     }
 }
 

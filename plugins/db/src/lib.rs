@@ -69,12 +69,7 @@ impl Plugin for Db {
             name: table.clone(),
             columns: COLUMNS.iter().map(|(n, k, null)| Column { name: n.to_string(), kind: *k, nullable: *null }).collect(),
             primary_key: vec!["id".into()],
-            indexes: vec![
-                vec!["name".into()],
-                vec!["state".into()],
-                vec!["priority".into()],
-                vec!["queued".into(), "id".into()],
-            ],
+            indexes: vec![vec!["name".into()], vec!["state".into()], vec!["priority".into()], vec!["queued".into(), "id".into()]],
         };
         storage::ensure_table(&def).map_err(|e| format!("cannot create table {table}: {e:?}"))?;
         CONFIG.with(|c| *c.borrow_mut() = Some(Config { table, skip_db_tag }));
@@ -131,11 +126,13 @@ impl Plugin for Db {
     fn call(method: &str, args: Value) -> Result<Value, CallError> {
         match method {
             "get_history" => {
-                let q: HistoryQuery = serde_json::from_value(args).map_err(|e| CallError::InvalidInput(format!("bad HistoryQuery: {e}")))?;
+                let q: HistoryQuery =
+                    serde_json::from_value(args).map_err(|e| CallError::InvalidInput(format!("bad HistoryQuery: {e}")))?;
                 Ok(json!(get_history(q)?))
             }
             "get_run" => {
-                let id = args.get("id").and_then(Value::as_str).ok_or_else(|| CallError::InvalidInput("expected {\"id\": \"...\"}".into()))?;
+                let id =
+                    args.get("id").and_then(Value::as_str).ok_or_else(|| CallError::InvalidInput("expected {\"id\": \"...\"}".into()))?;
                 Ok(json!(get_run(id)?))
             }
             "http_history" => {
@@ -178,9 +175,7 @@ fn to_row(e: &Event) -> Vec<V> {
 }
 
 fn iso(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .unwrap_or_default()
+    chrono::DateTime::from_timestamp_micros(us).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).unwrap_or_default()
 }
 
 fn from_row(row: &[V]) -> Result<TaskRunHistory, CallError> {
@@ -311,7 +306,9 @@ fn text_list(field: &str, values: &[String], allowed: Option<&[&str]>) -> Result
     values
         .iter()
         .map(|v| match allowed {
-            Some(ok) if !ok.contains(&v.as_str()) => Err(CallError::InvalidInput(format!("{field}: {v:?} is not one of {}", ok.join(", ")))),
+            Some(ok) if !ok.contains(&v.as_str()) => {
+                Err(CallError::InvalidInput(format!("{field}: {v:?} is not one of {}", ok.join(", "))))
+            }
             _ => Ok(V::Text(v.clone())),
         })
         .collect()
@@ -334,11 +331,8 @@ fn get_history(q: HistoryQuery) -> Result<TaskRunHistoryPage, CallError> {
     let mut names: Option<BTreeSet<String>> = (!q.task.is_empty()).then(|| q.task.iter().cloned().collect());
     if !q.tags.is_empty() {
         // As aio-fluid: tags select the registered tasks having any of them.
-        let tagged: BTreeSet<String> = fluid_guest::host::list_tasks()
-            .into_iter()
-            .filter(|t| t.tags.iter().any(|tag| q.tags.contains(tag)))
-            .map(|t| t.name)
-            .collect();
+        let tagged: BTreeSet<String> =
+            fluid_guest::host::list_tasks().into_iter().filter(|t| t.tags.iter().any(|tag| q.tags.contains(tag))).map(|t| t.name).collect();
         names = Some(match names {
             Some(n) => n.intersection(&tagged).cloned().collect(),
             None => tagged,

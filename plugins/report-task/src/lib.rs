@@ -12,14 +12,22 @@ struct Report;
 impl TaskComponent for Report {
     fn definitions() -> Vec<TaskDef> {
         let schema = json!({"type": "object", "properties": {"task": {"type": "string"}, "forward_to": {"type": "string"}}});
-        vec![TaskDef::new("report").description("Logs the last 10 runs of a task, read from the db plugin").timeout_ms(10_000).tags(&["example"]).params_schema(schema)]
+        vec![
+            TaskDef::new("report")
+                .description("Logs the last 10 runs of a task, read from the db plugin")
+                .timeout_ms(10_000)
+                .tags(&["example"])
+                .params_schema(schema),
+        ]
     }
 
     fn run(ctx: RunContext) -> Result<(), TaskError> {
         let params: Value = ctx.params()?;
         let task = params.get("task").and_then(Value::as_str).unwrap_or("my-task").to_string();
         let db = get_db_plugin().ok_or_else(|| RunContext::fail("the db plugin is not loaded"))?;
-        let page = db.get_history(&HistoryQuery { task: vec![task.clone()], limit: Some(10), ..Default::default() }).map_err(|e| RunContext::fail(format!("{e:?}")))?;
+        let page = db
+            .get_history(&HistoryQuery { task: vec![task.clone()], limit: Some(10), ..Default::default() })
+            .map_err(|e| RunContext::fail(format!("{e:?}")))?;
         for run in &page.data {
             log::info(&format!("{task} run {} is {}", run.id, run.state));
         }

@@ -22,9 +22,7 @@ impl Plugin for Stats {
             indexes: vec![vec!["task".into(), "state".into()]],
         })
         .map_err(|e| format!("{e:?}"))?;
-        Ok(Registration::new("stats", env!("CARGO_PKG_VERSION"))
-            .subscribe(&ALL_EVENT_STATES, "stats")
-            .route("GET", "/stats", "counts"))
+        Ok(Registration::new("stats", env!("CARGO_PKG_VERSION")).subscribe(&ALL_EVENT_STATES, "stats").route("GET", "/stats", "counts"))
     }
 
     fn on_events(events: Vec<Event>) -> Result<(), String> {

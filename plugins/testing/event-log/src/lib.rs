@@ -15,7 +15,13 @@ thread_local! {
 }
 
 fn all(filters: Vec<Filter>) -> Result<Vec<(i64, i64)>, String> {
-    let q = Query { columns: vec!["seq".into(), "times".into()], filters, order: vec![OrderBy { column: "seq".into(), descending: false }], after: None, limit: None };
+    let q = Query {
+        columns: vec!["seq".into(), "times".into()],
+        filters,
+        order: vec![OrderBy { column: "seq".into(), descending: false }],
+        after: None,
+        limit: None,
+    };
     let rows = storage::select("seen", &q).map_err(|e| format!("{e:?}"))?;
     Ok(rows
         .into_iter()
@@ -48,11 +54,10 @@ impl Plugin for EventLog {
             return Err(format!("event_log is configured to fail ({} events refused)", events.len()));
         }
         let seqs: Vec<V> = events.iter().map(|e| V::Int(e.seq as i64)).collect();
-        let before: std::collections::HashMap<i64, i64> = all(vec![Filter { column: "seq".into(), op: FilterOp::OneOf(seqs) }])?.into_iter().collect();
-        let rows: Vec<Vec<V>> = events
-            .iter()
-            .map(|e| vec![V::Int(e.seq as i64), V::Int(before.get(&(e.seq as i64)).copied().unwrap_or(0) + 1)])
-            .collect();
+        let before: std::collections::HashMap<i64, i64> =
+            all(vec![Filter { column: "seq".into(), op: FilterOp::OneOf(seqs) }])?.into_iter().collect();
+        let rows: Vec<Vec<V>> =
+            events.iter().map(|e| vec![V::Int(e.seq as i64), V::Int(before.get(&(e.seq as i64)).copied().unwrap_or(0) + 1)]).collect();
         storage::upsert("seen", &["seq".into(), "times".into()], &rows).map_err(|e| format!("{e:?}"))?;
         Ok(())
     }

@@ -26,9 +26,10 @@ impl Plugin for Fs {
                 let text = args.get("text").and_then(Value::as_str).unwrap_or("");
                 Ok(outcome(std::fs::write(&path, text).map(|_| Value::Null)))
             }
-            "list" => Ok(outcome(std::fs::read_dir(&path).map(|d| {
-                d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Vec<_>>()
-            }))),
+            "list" => Ok(outcome(
+                std::fs::read_dir(&path)
+                    .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Vec<_>>()),
+            )),
             other => Err(CallError::UnknownMethod(other.into())),
         }
     }

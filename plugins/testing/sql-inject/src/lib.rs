@@ -14,7 +14,8 @@ fn col(name: &str, kind: ColumnType) -> Column {
 }
 
 fn find(filters: Vec<Filter>) -> Result<Vec<String>, String> {
-    let rows = storage::select("kv", &Query { columns: vec!["k".into(), "v".into()], filters, order: vec![], after: None, limit: None }).map_err(|e| format!("{e:?}"))?;
+    let rows = storage::select("kv", &Query { columns: vec!["k".into(), "v".into()], filters, order: vec![], after: None, limit: None })
+        .map_err(|e| format!("{e:?}"))?;
     Ok(rows
         .into_iter()
         .map(|r| match r.get(1) {
@@ -40,7 +41,11 @@ impl Plugin for Inject {
         if method != "roundtrip" {
             return Err(CallError::UnknownMethod(method.into()));
         }
-        let values: Vec<String> = args.get("values").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+        let values: Vec<String> = args
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
         let rows: Vec<Vec<V>> = values
             .iter()
             .enumerate()

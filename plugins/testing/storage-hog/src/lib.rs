@@ -12,7 +12,10 @@ struct Hog;
 fn table(name: &str) -> TableDef {
     TableDef {
         name: name.into(),
-        columns: vec![Column { name: "k".into(), kind: ColumnType::Int, nullable: false }, Column { name: "v".into(), kind: ColumnType::Text, nullable: false }],
+        columns: vec![
+            Column { name: "k".into(), kind: ColumnType::Int, nullable: false },
+            Column { name: "v".into(), kind: ColumnType::Text, nullable: false },
+        ],
         primary_key: vec!["k".into()],
         indexes: vec![],
     }
@@ -52,7 +55,8 @@ impl Plugin for Hog {
                 }
             }
             "delete" => {
-                done = storage::delete("rows", &[Filter { column: "k".into(), op: FilterOp::Lt(V::Int(num("below"))) }]).map_err(|e| CallError::Failed(format!("{e:?}")))? as i64;
+                done = storage::delete("rows", &[Filter { column: "k".into(), op: FilterOp::Lt(V::Int(num("below"))) }])
+                    .map_err(|e| CallError::Failed(format!("{e:?}")))? as i64;
             }
             other => return Err(CallError::UnknownMethod(other.into())),
         }

@@ -74,7 +74,8 @@ impl Plugin for Escape {
                 Ok(json!(out))
             }
             "own" => {
-                let rows = storage::select("fluid_tasks", &query(vec![], vec![], vec![])).map_err(|e| CallError::Failed(format!("{e:?}")))?;
+                let rows =
+                    storage::select("fluid_tasks", &query(vec![], vec![], vec![])).map_err(|e| CallError::Failed(format!("{e:?}")))?;
                 Ok(json!(rows.len()))
             }
             other => Err(CallError::UnknownMethod(other.into())),

@@ -12,12 +12,7 @@ static RUNS: AtomicU32 = AtomicU32::new(0);
 
 impl TaskComponent for Cases {
     fn definitions() -> Vec<TaskDef> {
-        vec![
-            TaskDef::new("spin").timeout_ms(300),
-            TaskDef::new("boom"),
-            TaskDef::new("give-up").retry(3, 10, 1.0),
-            TaskDef::new("count"),
-        ]
+        vec![TaskDef::new("spin").timeout_ms(300), TaskDef::new("boom"), TaskDef::new("give-up").retry(3, 10, 1.0), TaskDef::new("count")]
     }
 
     fn run(ctx: RunContext) -> Result<(), TaskError> {
