@@ -71,6 +71,9 @@ pub enum Command {
         /// PostgreSQL admin URL (a fresh database is created and dropped); "none" skips PostgreSQL.
         #[arg(long, env = "FLUID_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432/test")]
         postgres: String,
+        /// Only these parts: throughput, events, tasks, startup, history (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
     },
     /// Enable a task, or disable it with --disable.
     Enable {
@@ -224,9 +227,9 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             let ok = run.state == crate::scheduler::TaskState::Success;
             return Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
         }
-        Command::Bench { out, quick, postgres } => {
+        Command::Bench { out, quick, postgres, only } => {
             let postgres = (postgres != "none").then_some(postgres);
-            crate::bench::run(crate::bench::BenchOptions { out, quick, postgres }).await?;
+            crate::bench::run(crate::bench::BenchOptions { out, quick, postgres, only }).await?;
         }
         Command::Enable { task, disable } => {
             tasks.extend(crate::examples::tasks());

@@ -84,6 +84,11 @@ fn backend_err(e: sqlx::Error) -> StorageError {
     StorageError::Backend(e.to_string())
 }
 
+/// FNV-1a: a short, stable name for an index's column list.
+fn fnv32(s: &str) -> u32 {
+    s.bytes().fold(0x811c9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x01000193))
+}
+
 fn quote(c: &str) -> String {
     format!("\"{c}\"")
 }
@@ -170,9 +175,11 @@ impl PluginStorage {
         }
         let create = format!("CREATE TABLE IF NOT EXISTS {phys} ({}, PRIMARY KEY ({}))", col_sql.join(", "), pk.join(", "));
         sqlx::query(AssertSqlSafe(create)).execute(&mut *tx).await.map_err(backend_err)?;
-        for (i, idx) in def.indexes.iter().enumerate() {
+        for idx in &def.indexes {
             let cols: Vec<String> = idx.iter().map(|c| quote(c)).collect();
-            let sql = format!("CREATE INDEX IF NOT EXISTS {phys}_i{i} ON {phys} ({})", cols.join(", "));
+            // Named after its columns: a plugin that changes an index gets the new one
+            // (the old one stays, harmless), not the old one kept under a reused name.
+            let sql = format!("CREATE INDEX IF NOT EXISTS {phys}_i{:08x} ON {phys} ({})", fnv32(&idx.join(",")), cols.join(", "));
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await.map_err(backend_err)?;
         }
         sqlx::query(
@@ -370,7 +377,8 @@ impl PluginStorage {
                             *n += 1;
                             ps.push(self.placeholder(*n, &col.kind));
                         }
-                        format!("{c} IN ({})", ps.join(", "))
+                        // One value as `=`: planners then use an index on (c, order...) in order.
+                        if ps.len() == 1 { format!("{c} = {}", ps[0]) } else { format!("{c} IN ({})", ps.join(", ")) }
                     }
                 }
                 FilterOp::JsonContains(text) => self.json_contains(&col, &text, n, binds)?,

@@ -51,6 +51,14 @@ impl Store {
             }
         }
         let written: Vec<TaskRun> = out.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
+        // Each task's last run once per batch, not once per run.
+        let mut last: BTreeMap<&str, &TaskRun> = BTreeMap::new();
+        for end in out.iter().filter_map(|r| r.as_ref().ok().and_then(|w| w.first())) {
+            last.insert(&end.task, end);
+        }
+        for end in last.into_values() {
+            tasks::record_last_run(&mut tx, end).await?;
+        }
         events::append(&mut tx, self.backend, &written).await?;
         tx.commit().await?;
         Ok(out)

@@ -8,7 +8,7 @@
 
 use super::Backend;
 use crate::scheduler::TaskRun;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 /// One entry of the feed.
 #[derive(Debug, Clone)]
@@ -24,14 +24,16 @@ pub(crate) async fn append(conn: &mut AnyConnection, backend: Backend, runs: &[T
     if backend == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock(72452)").execute(&mut *conn).await?;
     }
-    for run in runs {
-        let snapshot = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query("INSERT INTO fluid_events (run_id, state, snapshot) VALUES ($1, $2, $3)")
-            .bind(&run.id)
-            .bind(run.state.as_str())
-            .bind(snapshot)
-            .execute(&mut *conn)
-            .await?;
+    // Many rows per statement: one round trip per 100 events, not per event.
+    for chunk in runs.chunks(100) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+        let sql = format!("INSERT INTO fluid_events (run_id, state, snapshot) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for run in chunk {
+            let snapshot = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            q = q.bind(run.id.clone()).bind(run.state.as_str()).bind(snapshot);
+        }
+        q.execute(&mut *conn).await?;
     }
     if backend == Backend::Postgres {
         // Delivered at commit to every host listening (see `super::notify`).

@@ -302,7 +302,7 @@ pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finis
         Outcome::Interrupted(e) => (TaskState::Interrupted, Some(e.clone())),
     };
     write_state(conn, run, None, row.lease).await?;
-    super::tasks::record_last_run(conn, run).await?;
+    // The first snapshot is the end (the caller records it as the task's last run).
     let mut written = vec![run.clone()];
     if let Some(delay) = f.retry_after {
         requeue(conn, run, now + delay.as_micros() as i64, row.lease).await?;

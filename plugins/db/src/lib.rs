@@ -69,7 +69,14 @@ impl Plugin for Db {
             name: table.clone(),
             columns: COLUMNS.iter().map(|(n, k, null)| Column { name: n.to_string(), kind: *k, nullable: *null }).collect(),
             primary_key: vec!["id".into()],
-            indexes: vec![vec!["name".into()], vec!["state".into()], vec!["priority".into()], vec!["queued".into(), "id".into()]],
+            // Each filter column leads an index that then follows the page order, so a
+            // filtered page is an index range scan, not a sort of every matching row.
+            indexes: vec![
+                vec!["queued".into(), "id".into()],
+                vec!["name".into(), "queued".into(), "id".into()],
+                vec!["state".into(), "queued".into(), "id".into()],
+                vec!["priority".into(), "queued".into(), "id".into()],
+            ],
         };
         storage::ensure_table(&def).map_err(|e| format!("cannot create table {table}: {e:?}"))?;
         CONFIG.with(|c| *c.borrow_mut() = Some(Config { table, skip_db_tag }));
