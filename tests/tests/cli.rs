@@ -1,0 +1,81 @@
+//! The `fluid` command line as a user runs it: the real binary, a real data folder.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fluid(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fluid-test-host"))
+        .args(["--data", data.to_str().unwrap(), "--log", "error"])
+        .args(args)
+        .output()
+        .expect("run fluid-test-host")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn temp() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("fluid-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn exec_runs_a_task_in_process_and_exits_by_its_outcome() {
+    let dir = temp();
+    let ok = fluid(&dir, &["exec", "add", "--params", r#"{"a": 1, "b": 2}"#]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("the run as JSON");
+    assert_eq!((run["task"].as_str(), run["state"].as_str()), (Some("add"), Some("success")));
+    assert_eq!(run["params"], serde_json::json!({"a": 1, "b": 2}));
+
+    let bad = fluid(&dir, &["exec", "add", "--params", r#"{"a": "x"}"#]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("invalid params for task add"), "{}", text(&bad.stderr));
+
+    let garbage = fluid(&dir, &["exec", "add", "--params", "{nope"]);
+    assert_eq!(garbage.status.code(), Some(1));
+    assert!(text(&garbage.stderr).contains("--params is not valid JSON"));
+
+    let unknown = fluid(&dir, &["exec", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown.stderr).contains("Task nope not found"));
+
+    // A failing task: the run is printed and the exit code says it failed.
+    let fail = fluid(&dir, &["exec", "flaky", "--params", r#"{"failures": 1}"#]);
+    assert_eq!(fail.status.code(), Some(1));
+    let run: serde_json::Value = serde_json::from_slice(&fail.stdout).unwrap();
+    assert_eq!(run["retry_attempt"], 1, "the failure was recorded and the run re-queued for its retry: {run}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn enable_and_disable_are_stored_and_listed() {
+    let dir = temp();
+    let off = fluid(&dir, &["enable", "add", "--disable"]);
+    assert!(off.status.success(), "{}", text(&off.stderr));
+    let ls = text(&fluid(&dir, &["ls"]).stdout);
+    let add = ls.lines().find(|l| l.starts_with("add ")).expect("add listed");
+    assert!(add.split_whitespace().nth(1) == Some("false"), "{add}");
+    assert!(fluid(&dir, &["enable", "add"]).status.success());
+    let ls = text(&fluid(&dir, &["ls"]).stdout);
+    let add = ls.lines().find(|l| l.starts_with("add ")).unwrap();
+    assert!(add.split_whitespace().nth(1) == Some("true"), "{add}");
+    let unknown = fluid(&dir, &["enable", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ls_filters_by_tag() {
+    let dir = temp();
+    let out = text(&fluid(&dir, &["ls", "--tags", "scheduled"]).stdout);
+    let names: Vec<&str> = out.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, ["ping"], "{out}");
+    let all = text(&fluid(&dir, &["ls"]).stdout);
+    for t in ["add", "flaky", "ping", "slow", "sleepy"] {
+        assert!(all.lines().any(|l| l.starts_with(&format!("{t} "))), "{t} in {all}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
