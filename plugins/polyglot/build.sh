@@ -4,6 +4,7 @@
 #   pycount.wasm     plugin, Python (componentize-py)
 #   pytasks.wasm     task component, Python (componentize-py)
 #   jsfailures.wasm  plugin, JavaScript (componentize-js, js/componentize.mjs)
+#   jstasks.wasm     task component, JavaScript (componentize-js)
 # Installs the tools when missing (pip install --user componentize-py; npm ci in js/)
 # and rebuilds a component only when its sources, the WIT or the tool changed.
 set -euo pipefail
@@ -46,9 +47,12 @@ for spec in pycount:plugin pytasks:task; do
 done
 
 js_version="$(sha256sum < "$here/js/package-lock.json") $(sha256sum < "$here/js/componentize.mjs")"
-if ! fresh jsfailures "$js_version" "$here/js/jsfailures.js"; then
-  # componentize-js reads the WIT through WASI, which resolves relative paths only.
-  (cd "$here/js" && node componentize.mjs jsfailures.js ../../../wit plugin "$out/jsfailures.wasm.tmp")
-  mv "$out/jsfailures.wasm.tmp" "$out/jsfailures.wasm"
-  done_ jsfailures
-fi
+for spec in jsfailures:plugin jstasks:task; do
+  name="${spec%%:*}" world="${spec##*:}"
+  if ! fresh "$name" "$js_version" "$here/js/$name.js"; then
+    # componentize-js reads the WIT through WASI, which resolves relative paths only.
+    (cd "$here/js" && node componentize.mjs "$name.js" ../../../wit "$world" "$out/$name.wasm.tmp")
+    mv "$out/$name.wasm.tmp" "$out/$name.wasm"
+    done_ "$name"
+  fi
+done

@@ -156,7 +156,7 @@ fn polyglot_cache() -> PathBuf {
     guest_wasm_dir().join("polyglot-cache")
 }
 
-/// One host loads the three polyglot components (kept to one test: they are big).
+/// One host loads the four polyglot components (kept to one test: they are big).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_and_tasks_written_in_python_and_javascript_load_and_work() {
     let env = TestEnv::new(Db::Sqlite).await;
@@ -164,10 +164,11 @@ async fn plugins_and_tasks_written_in_python_and_javascript_load_and_work() {
         (polyglot("pycount.wasm"), "pycount.wasm"),
         (polyglot("pytasks.wasm"), "pytasks.wasm"),
         (polyglot("jsfailures.wasm"), "jsfailures.wasm"),
+        (polyglot("jstasks.wasm"), "jstasks.wasm"),
     ];
     let (h, seen) = host_with(&env, &files, Some(polyglot_cache())).await;
     let list = h.plugins.clone().unwrap().list();
-    for name in ["pycount", "pytasks", "jsfailures"] {
+    for name in ["pycount", "pytasks", "jsfailures", "jstasks"] {
         let p = list.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} listed"));
         assert_eq!(p.error, None, "{name}");
     }
@@ -177,6 +178,12 @@ async fn plugins_and_tasks_written_in_python_and_javascript_load_and_work() {
     assert_eq!(child_of(&seen, &sum.id).await.params, json!({"sum": 42}));
     let neg = run_to_end(&h, "py-sum", json!({"a": -1})).await;
     assert_eq!((neg.state, neg.error.as_deref()), (TaskState::Aborted, Some("a is negative")));
+    // JavaScript task: the same contract.
+    let doubled = run_to_end(&h, "js-double", json!({"n": 21, "forward_to": "sink"})).await;
+    assert_eq!(doubled.state, TaskState::Success, "{:?}", doubled.error);
+    assert_eq!(child_of(&seen, &doubled.id).await.params, json!({"doubled": 42}));
+    let neg = run_to_end(&h, "js-double", json!({"n": -1})).await;
+    assert_eq!((neg.state, neg.error.as_deref()), (TaskState::Aborted, Some("n is negative")));
     // Plugins: Python counts finished runs per task, JavaScript records failures.
     let ok = run_to_end(&h, "my-task", json!({})).await;
     let failed = run_to_end(&h, "my-task", json!({"fail": true})).await;
