@@ -408,7 +408,10 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
         }
     }
     // One task-component run (a fresh instance and one call) against a native task.
-    std::fs::write(plugins_dir.join("task_cases.wasm"), std::fs::read(crate::plugins::bundled::guest_wasm_dir().join("fluid_test_task_cases.wasm"))?)?;
+    std::fs::write(
+        plugins_dir.join("task_cases.wasm"),
+        std::fs::read(crate::plugins::bundled::guest_wasm_dir().join("fluid_test_task_cases.wasm"))?,
+    )?;
     rt.load_file(&plugins_dir.join("task_cases.wasm")).await.map_err(anyhow::Error::msg)?;
     let component = scheduler.task("give-up").context("task component loaded")?;
     let native = std::sync::Arc::new(Task::new("native").run(|_| async { Err(crate::scheduler::TaskError::Aborted("baseline".into())) }));
@@ -419,7 +422,8 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
         for _ in 0..runs {
             let mut run = new_runs(1).remove(0);
             run.task = task.name.clone();
-            let ctx = crate::scheduler::TaskContext { run, scheduler: scheduler.clone(), cancel: tokio_util::sync::CancellationToken::new() };
+            let ctx =
+                crate::scheduler::TaskContext { run, scheduler: scheduler.clone(), cancel: tokio_util::sync::CancellationToken::new() };
             let _ = (task.executor)(ctx).await;
         }
         per_run.push(t.elapsed().as_secs_f64() * 1e6 / runs as f64);
