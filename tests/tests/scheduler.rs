@@ -669,7 +669,35 @@ async fn late_host_cannot_overwrite_a_rescued_run(db: Db) {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The change feed is pruned only below every plugin's checkpoint, and never within the
+/// kept tail: no plugin loses an event it has not consumed.
+async fn feed_pruning_keeps_every_unconsumed_event(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let mut cfg = dir.config();
+    cfg.scheduler.consume = false;
+    let host = start(cfg, vec![ok_task("plain")]).await;
+    let store = host.scheduler.store().clone();
+    for _ in 0..10 {
+        queue(&host.scheduler, "plain", json!({})).await;
+    }
+    let head = store.feed_head().await.unwrap();
+    assert_eq!(head, 10, "one `queued` event per run, numbered from 1");
+    // A slow plugin has consumed only up to head - 6.
+    store.checkpoint("slow", head - 6).await.unwrap();
+    assert_eq!(store.prune_feed(0).await.unwrap(), 4, "only what the slow plugin passed");
+    let left = store.events_after(0, 100).await.unwrap();
+    assert_eq!(left.first().map(|e| e.seq), Some(head - 5), "the first unconsumed event is kept");
+    assert_eq!(left.len(), 6);
+    // With the plugin caught up, the kept tail still holds the latest events.
+    store.reset_checkpoint("slow", head).await.unwrap();
+    store.prune_feed(3).await.unwrap();
+    let left = store.events_after(0, 100).await.unwrap();
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![head - 2, head - 1, head]);
+    host.shutdown(Duration::from_secs(1)).await;
+}
+
 crate::backend_tests!(
+    feed_pruning_keeps_every_unconsumed_event,
     late_host_cannot_overwrite_a_rescued_run,
     runs_go_queued_running_then_success_or_failure_with_error,
     failed_run_is_retried_under_same_id_no_sooner_than_policy_delay,

@@ -51,6 +51,10 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// How often the change feed is pruned, and how many of its latest events are always kept.
+const FEED_PRUNE_EVERY: Duration = Duration::from_secs(60);
+const FEED_KEEP: i64 = 100_000;
+
 /// A due time later than this when first seen was missed (the host was down): skipped.
 const MISFIRE_GRACE_US: i64 = 5_000_000;
 
@@ -601,9 +605,20 @@ impl Scheduler {
 
     async fn heartbeat_loop(self) {
         let inner = &self.inner;
+        let mut last_prune = std::time::Instant::now();
         loop {
             if let Err(e) = self.heartbeat_once().await {
                 tracing::error!(error = %e, "heartbeat failed");
+            }
+            // The change feed only needs what some plugin has not consumed yet: once a
+            // minute, drop what every checkpoint has passed, keeping a recent tail.
+            if last_prune.elapsed() >= FEED_PRUNE_EVERY {
+                last_prune = std::time::Instant::now();
+                match inner.store.prune_feed(FEED_KEEP).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(events = n, "change feed pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning the change feed failed"),
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(inner.config.heartbeat) => {}
