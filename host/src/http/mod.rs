@@ -17,6 +17,7 @@ pub use error::ApiError;
 use crate::scheduler::Scheduler;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Largest request body accepted (params of one run, a plugin request).
@@ -76,6 +77,14 @@ async fn plugin_fallback(
         }
     }
     ApiError::not_found(format!("no route for {} {}", method, uri.path())).into_response()
+}
+
+/// Parses a JSON body, telling malformed JSON (400) from an empty body (null).
+pub fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
 }
 
 /// `a=1&b=2&b=3` as ordered pairs (repeated keys kept).

@@ -1,6 +1,6 @@
 //! `/tasks`, `/tasks/{name}`, `/tasks-status`, `/tasks-queue`.
 
-use super::{ApiError, AppState, parse_query};
+use super::{ApiError, AppState, json_body, parse_query};
 use crate::scheduler::{Priority, QueueOptions, Task};
 use crate::store::tasks::TaskStatus;
 use crate::time::{now_us, to_datetime};
@@ -71,14 +71,6 @@ async fn one(State(st): State<AppState>, Path(name): Path<String>) -> Result<Jso
     let task = find(&st, &name)?;
     let statuses = st.scheduler.store().task_statuses().await?;
     Ok(Json(task_info(&task, statuses.get(&name))))
-}
-
-/// Parses a JSON body, telling malformed JSON (400) from an empty body (null).
-pub fn json_body(body: &Bytes) -> Result<Value, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
 }
 
 async fn patch(State(st): State<AppState>, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {

@@ -66,13 +66,9 @@ impl PluginRoutes for PluginRuntime {
                 })
             });
             let (plugin, handler, vars) = found?;
-            let body = if body.iter().all(u8::is_ascii_whitespace) {
-                serde_json::Value::Null
-            } else {
-                match serde_json::from_slice(&body) {
-                    Ok(v) => v,
-                    Err(e) => return Some(ApiError::bad_request(format!("request body is not valid JSON: {e}")).into_response()),
-                }
+            let body = match crate::http::json_body(&body) {
+                Ok(v) => v,
+                Err(e) => return Some(e.into_response()),
             };
             let args = serde_json::json!({ "path": vars, "query": query, "body": body });
             Some(match self.shared.call(&plugin, &handler, args.to_string(), Vec::new()).await {
