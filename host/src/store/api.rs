@@ -194,13 +194,6 @@ impl Store {
         Ok(seq)
     }
 
-    pub async fn advance_checkpoint(&self, plugin: &str, seq: i64) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        checkpoints::advance(&mut tx, plugin, seq).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Deletes feed events every plugin has consumed, keeping the last `keep`.
     pub async fn prune_feed(&self, keep: i64) -> Result<u64, StoreError> {
         let mut tx = self.write_tx().await?;

@@ -14,16 +14,6 @@ pub(crate) async fn get_or_init(conn: &mut AnyConnection, plugin: &str, start: i
     sqlx::query("SELECT seq FROM fluid_plugin_checkpoints WHERE plugin = $1").bind(plugin).fetch_one(&mut *conn).await?.try_get("seq")
 }
 
-/// Moves the checkpoint forward only (a late writer cannot move it back).
-pub(crate) async fn advance(conn: &mut AnyConnection, plugin: &str, seq: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE fluid_plugin_checkpoints SET seq = $2 WHERE plugin = $1 AND seq < $2")
-        .bind(plugin)
-        .bind(seq)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// The lowest checkpoint among `plugins` (events below it may be pruned).
 pub(crate) async fn min(conn: &mut AnyConnection) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query("SELECT MIN(seq) AS m FROM fluid_plugin_checkpoints").fetch_one(&mut *conn).await?.try_get("m")
