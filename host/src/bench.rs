@@ -435,7 +435,7 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     r.line("|---|---|");
     r.line(format!("| baseline: native task | {:.2} |", per_run[0]));
     r.line(format!("| component task | {:.2} |", per_run[1]));
-    rt.shutdown();
+    rt.shutdown().await;
     r.line("");
 
     // Start-up with 50 plugins, cache cold then warm; memory per plugin.
@@ -463,7 +463,7 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
         keep.push(rt);
     }
     for rt in keep {
-        rt.shutdown();
+        rt.shutdown().await;
     }
     r.line("## Start-up with 50 plugins");
     r.line("");

@@ -143,14 +143,8 @@ impl Host {
         let _ = self.server.await;
         self.scheduler.shutdown(grace).await;
         if let Some(p) = &self.plugins {
-            p.shutdown();
-            // Hand the delivery leases over now rather than after they expire.
-            let host = &self.scheduler.config().host_id;
-            for info in p.list() {
-                if let Err(e) = self.scheduler.store().release_delivery(&info.name, host).await {
-                    tracing::warn!(plugin = %info.name, error = %e, "cannot release the delivery lease");
-                }
-            }
+            // Also hands the delivery leases over now rather than after they expire.
+            p.shutdown().await;
         }
         self.scheduler.store().close().await;
         tracing::info!("fluid host stopped");

@@ -344,7 +344,7 @@ impl PluginRuntime {
 
 /// Stops a plugin's actor and delivery loop and waits for the loop to end (it finishes
 /// the batch in hand first, so the checkpoint is settled when this returns).
-async fn stop_and_wait(p: &Loaded) {
+pub(crate) async fn stop_and_wait(p: &Loaded) {
     p.sup.stop.cancel();
     let handle = p.delivery.lock().unwrap().take();
     if let Some(h) = handle {

@@ -349,8 +349,19 @@ impl PluginRuntime {
     }
 
     /// Stops every plugin's delivery, actor and the folder watch.
-    pub fn shutdown(&self) {
+    pub async fn shutdown(&self) {
         self.shared.stop.cancel();
+        // Wait for every delivery loop to end before giving its lease up: a loop still in
+        // its last round could otherwise take the lease again right after the release, and
+        // the next host would wait for it to expire.
+        let plugins: Vec<Arc<Loaded>> = self.shared.plugins.read().unwrap().values().cloned().collect();
+        let host = self.shared.scheduler.config().host_id.clone();
+        for p in plugins {
+            super::loader::stop_and_wait(&p).await;
+            if let Err(e) = self.shared.scheduler.store().release_delivery(&p.name, &host).await {
+                tracing::warn!(plugin = %p.name, error = %e, "cannot release the delivery lease");
+            }
+        }
     }
 }
 
