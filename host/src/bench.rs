@@ -10,6 +10,8 @@
 //!   nothing and to the db plugin; baseline: one `call("ping")` round trip.
 //! - Start-up with 50 plugins, compile cache cold and warm; memory per loaded plugin (RSS).
 //! - `GET /task-history` p50/p99 over a large history; baseline: `GET /tasks-status`.
+//! - Observing: metrics and disabled spans per run (ns), throughput with traces exported
+//!   over OTLP against traces off, `GET /metrics` against `GET /tasks-status`.
 
 use crate::host::{Host, HostConfig};
 use crate::plugins::bindings::tmp::Event;
@@ -33,7 +35,7 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Admin URL of a PostgreSQL server (a fresh database is created and dropped); None skips it.
     pub postgres: Option<String>,
-    /// Only these parts (throughput, events, tasks, startup, history); empty means all.
+    /// Only these parts (throughput, events, tasks, startup, history, observe); empty means all.
     pub only: Vec<String>,
 }
 
@@ -316,6 +318,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     if opts.wants("history") {
         history_section(&opts, &mut r).await?;
     }
+    if opts.wants("observe") {
+        observe_section(&opts, &mut r, n).await?;
+    }
     r.line("Targets (issue 7): >= 20,000 runs/s with history on SQLite, >= 5,000 on PostgreSQL; <= 2 µs per event in batches; <= 50 µs per task-component instance; history p99 <= 5 ms at 1,000,000 rows; 50 cached plugins in <= 300 ms.");
     std::fs::write(opts.out.join("results.md"), &r.md)?;
     println!("\nwrote {}", opts.out.join("results.md").display());
@@ -514,5 +519,138 @@ async fn history_section(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     host.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&hdir);
     r.line("");
+    Ok(())
+}
+
+/// Runs `fut` on a runtime of its own whose every thread logs and traces through
+/// `dispatch`: one process can so compare tracing set-ups side by side.
+fn on_dispatch<T: Send + 'static>(
+    dispatch: tracing::Dispatch,
+    fut: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    std::thread::spawn(move || {
+        let d = dispatch.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            // The guard would reset the thread's default when dropped; the thread keeps it.
+            .on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&d)))
+            .build()?;
+        let _guard = tracing::dispatcher::set_default(&dispatch);
+        rt.block_on(fut)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
+}
+
+/// A local OTLP/HTTP endpoint that accepts and counts export requests.
+async fn sink_collector() -> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let bytes = std::sync::Arc::new(AtomicU64::new(0));
+    let b = bytes.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            b.fetch_add(body.len() as u64, Ordering::Relaxed);
+            async { axum::http::StatusCode::OK }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((format!("http://{addr}"), bytes))
+}
+
+/// The cost of observing: metrics recorded per run, disabled spans, traces exported, and
+/// a scrape of `/metrics`.
+async fn observe_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
+    use crate::telemetry::{LogStyle, TelemetryConfig, layers};
+    use tracing_subscriber::layer::SubscriberExt;
+    let serve_default = |otlp: Option<String>| TelemetryConfig {
+        log: "info".into(),
+        style: LogStyle::Plain,
+        otlp_endpoint: otlp,
+        service_name: "fluid-bench".into(),
+    };
+    r.line("## The cost of observing");
+    r.line("");
+    // Metrics a run records: queued, started (latency), ended (duration), finished.
+    let metrics = crate::metrics::Metrics::new(&Default::default());
+    let rounds = if opts.quick { 100_000 } else { 1_000_000 };
+    let t = Instant::now();
+    for _ in 0..rounds {
+        metrics.run_queued("bench");
+        metrics.run_started("bench", Duration::from_micros(150));
+        metrics.run_ended("bench", Duration::from_micros(40));
+        metrics.run_finished("bench", "success");
+    }
+    let metrics_ns = t.elapsed().as_secs_f64() * 1e9 / rounds as f64;
+    // Spans a run opens when traces are off: queue, run, and its share of a claim, a
+    // finish and a delivery (counted whole: an upper bound), under `fluid serve`'s subscriber.
+    let (l, _) = layers(&serve_default(None), std::io::sink)?;
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(l));
+    let spans_ns = tracing::dispatcher::with_default(&dispatch, || {
+        let t = Instant::now();
+        for i in 0..rounds {
+            for name in ["queue", "claim", "run", "finish", "deliver"] {
+                let span = tracing::debug_span!("fluid.bench", name, i);
+                std::hint::black_box(span.in_scope(|| i));
+            }
+        }
+        t.elapsed().as_secs_f64() * 1e9 / rounds as f64
+    });
+    r.line("| per run | ns |");
+    r.line("|---|---|");
+    r.line(format!("| metrics recorded (4 series) | {metrics_ns:.0} |"));
+    r.line(format!("| 5 spans opened and entered, traces off | {spans_ns:.0} |"));
+    r.line("");
+
+    // End-to-end: the same workload with traces off and exported to a local collector.
+    let workers = 4;
+    let off = {
+        let (l, _) = layers(&serve_default(None), std::io::sink)?;
+        let d = tracing::Dispatch::new(tracing_subscriber::registry().with(l));
+        tokio::task::spawn_blocking(move || on_dispatch(d, throughput(Backend::Sqlite, None, workers, false, n))).await??
+    };
+    let (on, exported) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Throughput, u64)> {
+        let rt = tokio::runtime::Runtime::new()?;
+        let (endpoint, bytes) = rt.block_on(sink_collector())?;
+        let (l, provider) = layers(&serve_default(Some(endpoint)), std::io::sink)?;
+        let d = tracing::Dispatch::new(tracing_subscriber::registry().with(l));
+        let tp = on_dispatch(d, throughput(Backend::Sqlite, None, workers, false, n))?;
+        if let Some(p) = provider {
+            let _ = p.shutdown();
+        }
+        Ok((tp, bytes.load(std::sync::atomic::Ordering::Relaxed)))
+    })
+    .await??;
+    r.line(format!("| SQLite, {workers} workers, {n} runs, no plugin | runs/s | ratio |"));
+    r.line("|---|---|---|");
+    r.line(format!("| baseline: `fluid serve`'s logging, traces off | {:.0} | 1.00 |", off.runs_per_s));
+    r.line(format!(
+        "| traces exported over OTLP/HTTP ({:.1} MB sent) | {:.0} | {:.2} |",
+        exported as f64 / 1e6,
+        on.runs_per_s,
+        on.runs_per_s / off.runs_per_s
+    ));
+    r.line("");
+
+    // A scrape of /metrics against a plain read of the same host.
+    let dir = temp_dir("observe");
+    let mut c = HostConfig::new(&dir);
+    c.plugin_scan_interval = None;
+    c.scheduler = SchedulerConfig { run_schedules: false, ..Default::default() };
+    let host = Host::start(c, vec![trivial()]).await?;
+    host.scheduler.store().insert_runs(&new_runs(1000)).await?;
+    host.scheduler.wake();
+    let rounds = if opts.quick { 100 } else { 400 };
+    let (b50, b99) = time_gets(host.addr, &["/tasks-status".to_string()], rounds).await?;
+    let (m50, m99) = time_gets(host.addr, &["/metrics".to_string()], rounds).await?;
+    r.line("| request | p50 ms | p99 ms |");
+    r.line("|---|---|---|");
+    r.line(format!("| baseline: GET /tasks-status | {b50:.2} | {b99:.2} |"));
+    r.line(format!("| GET /metrics | {m50:.2} | {m99:.2} |"));
+    r.line("");
+    host.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -35,6 +35,9 @@ pub struct Global {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `fluid_host=debug`.
     #[arg(long, env = "FLUID_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Export traces over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318); off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +74,7 @@ pub enum Command {
         /// PostgreSQL admin URL (a fresh database is created and dropped); "none" skips PostgreSQL.
         #[arg(long, env = "FLUID_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432/test")]
         postgres: String,
-        /// Only these parts: throughput, events, tasks, startup, history (repeatable).
+        /// Only these parts: throughput, events, tasks, startup, history, observe (repeatable).
         #[arg(long)]
         only: Vec<String>,
     },
@@ -128,28 +131,40 @@ pub struct ServeArgs {
     pub no_examples: bool,
 }
 
-pub fn init_logging(g: &Global) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&g.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match g.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Plain => builder.try_init(),
-    };
+/// What `--log`, `--log-format` and `--otlp-endpoint` ask for.
+pub fn telemetry_config(g: &Global) -> crate::telemetry::TelemetryConfig {
+    crate::telemetry::TelemetryConfig {
+        log: g.log.clone(),
+        style: match g.log_format {
+            LogFormat::Json => crate::telemetry::LogStyle::Json,
+            LogFormat::Plain => crate::telemetry::LogStyle::Plain,
+        },
+        otlp_endpoint: g.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+        service_name: "fluid".into(),
+    }
 }
 
 /// Entry point of a `fluid` binary: parses the command line and runs it with the given
 /// native tasks (plus the examples unless `--no-examples`).
 pub fn main(tasks: Vec<Task>) -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    let telemetry = match crate::telemetry::init(&telemetry_config(&cli.global)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: cannot set up tracing: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match rt.block_on(run(cli, tasks)) {
+    let code = match rt.block_on(run(cli, tasks)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 fn config(g: &Global) -> HostConfig {

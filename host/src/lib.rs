@@ -9,7 +9,9 @@
 //! - [`store`]: the durable queue, runs, change feed and plugin storage on SQLite or PostgreSQL.
 //! - [`plugins`]: WebAssembly components: loading, linking, sandbox, event delivery.
 //! - [`http`]: the axum routes.
+//! - [`metrics`]: Prometheus metrics of runs, plugins and the store.
 //! - [`cli`]: the `fluid` command line.
+//! - [`telemetry`]: logs, and traces exported over OpenTelemetry when asked.
 
 pub mod bench;
 pub mod cli;
@@ -17,9 +19,11 @@ pub mod examples;
 pub mod history;
 pub mod host;
 pub mod http;
+pub mod metrics;
 pub mod plugins;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 
 pub use host::{Host, HostConfig};

@@ -1,12 +1,13 @@
 //! The HTTP API (axum). Routes are compatible with aio-fluid where it makes sense
 //! (`/tasks`, `/tasks/{name}`, `/tasks-status`, `/tasks-queue`), plus run lookup and
-//! cancel at `/task-runs/{id}`, plugin routes, and `/openapi.json`.
+//! cancel at `/task-runs/{id}`, plugin routes, `/openapi.json` and Prometheus `/metrics`.
 //!
 //! Every error is JSON `{"detail": "..."}` with a 4xx status for bad input (unknown name:
 //! 404, malformed JSON: 400, invalid params: 422, body over the limit: 413); 5xx only
 //! when the host itself fails (for instance the database is unreachable: 503).
 
 mod error;
+mod metrics;
 mod openapi;
 mod plugins;
 mod runs;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(runs::routes())
         .merge(openapi::routes())
         .merge(plugins::routes())
+        .merge(metrics::routes())
         .fallback(plugin_fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

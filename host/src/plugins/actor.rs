@@ -11,12 +11,14 @@ use super::host_api::from_call_error;
 use super::runtime::{EPOCH_TICK, Shared};
 use super::sandbox::{PluginState, new_store};
 use super::supervisor::Supervisor;
+use crate::metrics::PluginMeters;
 use crate::scheduler::PluginCallError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use wasmtime::Store;
 
 /// Extra wall-clock time past the epoch deadline before a call blocked in a host import
@@ -122,14 +124,20 @@ impl Actor {
     }
 
     pub(crate) async fn call(&self, method: String, args: String, chain: Vec<String>) -> Result<String, PluginCallError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Call { method, args, chain, reply }).await.map_err(|_| self.gone())?;
-        rx.await.map_err(|_| self.gone())?
+        let span = tracing::debug_span!("fluid.plugin_call", plugin = %self.sup.name, method = %method);
+        async move {
+            let (reply, rx) = oneshot::channel();
+            self.tx.send(Job::Call { method, args, chain, reply }).await.map_err(|_| self.gone())?;
+            rx.await.map_err(|_| self.gone())?
+        }
+        .instrument(span)
+        .await
     }
 }
 
 async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
     let sup = ctx.sup.clone();
+    let meters = ctx.shared.scheduler.metrics().plugin(&sup.name);
     loop {
         let job = tokio::select! {
             j = rx.recv() => match j { Some(j) => j, None => return },
@@ -141,6 +149,7 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
                 Err(e) => {
                     tracing::error!(plugin = %sup.name, error = %e, "cannot start a fresh instance");
                     sup.fail(&e, false);
+                    meters.errors.inc();
                     match job {
                         Job::Events { reply, .. } => drop(reply.send(Err(DeliveryError::Trapped(e)))),
                         Job::Call { reply, .. } => drop(reply.send(Err(PluginCallError::Unavailable(e)))),
@@ -157,8 +166,16 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
             Job::Events { events, reply } => {
                 store.data_mut().chain.clear();
                 let fut = api.call_on_events(&mut *store, &events);
-                match bounded(&sup, fut).await {
+                let out = bounded(&sup, fut).await;
+                meters.event_calls.inc();
+                meters.event_duration.observe(started.elapsed().as_secs_f64());
+                match out {
                     Ok(r) => {
+                        if r.is_ok() {
+                            meters.events.inc_by(events.len() as u64);
+                        } else {
+                            meters.errors.inc();
+                        }
                         let _ = reply.send(r.map_err(DeliveryError::Refused));
                         None
                     }
@@ -173,9 +190,11 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
                 let fut = api.call_call(&mut *store, &method, &args);
                 let out = bounded(&sup, fut).await;
                 sup.update(|h| h.calls += 1);
+                meters.calls.inc();
+                meters.call_duration.observe(started.elapsed().as_secs_f64());
                 match out {
                     Ok(r) => {
-                        let _ = reply.send(settle(&sup, &method, r.map_err(from_call_error)));
+                        let _ = reply.send(settle(&sup, &meters, &method, r.map_err(from_call_error)));
                         None
                     }
                     Err(msg) => {
@@ -189,25 +208,28 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
         if let Some(msg) = trapped {
             tracing::warn!(plugin = %sup.name, error = %msg, "plugin trapped; its instance is discarded");
             sup.fail(&msg, true);
+            meters.traps.inc();
             instance = None;
         }
     }
 }
 
 /// Counts a call's outcome and refuses a result over the plugin's limit.
-fn settle(sup: &Supervisor, method: &str, out: Result<String, PluginCallError>) -> Result<String, PluginCallError> {
+fn settle(sup: &Supervisor, meters: &PluginMeters, method: &str, out: Result<String, PluginCallError>) -> Result<String, PluginCallError> {
     let max = sup.policy.limits.max_result_bytes();
     match out {
         Ok(text) if text.len() > max => {
             let msg = format!("result of {method} is {} bytes, over the limit of {max} bytes", text.len());
             tracing::warn!(plugin = %sup.name, error = %msg, "plugin result refused");
             sup.fail(&msg, false);
+            meters.errors.inc();
             Err(PluginCallError::Failed(msg))
         }
         Ok(text) => Ok(text),
         Err(e) => {
             // A caller's mistake is not the plugin's error.
             if !matches!(e, PluginCallError::NotFound(_) | PluginCallError::InvalidInput(_)) {
+                meters.errors.inc();
                 sup.update(|h| {
                     h.errors += 1;
                     h.last_error = Some(e.to_string());

@@ -15,6 +15,7 @@ use super::runtime::{Loaded, Shared};
 use crate::scheduler::{Priority, TaskRun, TaskState};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub fn wit_state(s: TaskState) -> WitState {
     match s {
@@ -205,7 +206,8 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
             }
             Ok((batch, last)) => {
                 let n = batch.len() as u64;
-                let r = if batch.is_empty() { Ok(()) } else { plugin.actor.on_events(batch).await };
+                let span = tracing::debug_span!("fluid.deliver", plugin = %plugin.name, events = n, after_seq = checkpoint, to_seq = last);
+                let r = if batch.is_empty() { Ok(()) } else { plugin.actor.on_events(batch).instrument(span).await };
                 match r {
                     Ok(()) => Ok((n, last)),
                     Err(DeliveryError::Stopped) => return,

@@ -4,6 +4,7 @@
 use super::context::{PluginDirectory, TaskContext};
 use super::run::{Priority, TaskRun, TaskState};
 use super::task::{Task, TaskError};
+use crate::metrics::Metrics;
 use crate::store::runs::{Cancel, ClaimRules, Finish, Outcome, RunRow};
 use crate::store::{Store, StoreError};
 use crate::time::{now_us, to_datetime};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Tuning of one host's scheduler.
 #[derive(Debug, Clone)]
@@ -123,6 +125,7 @@ struct Inner {
     publish: tokio::sync::RwLock<()>,
     feed: watch::Sender<u64>,
     plugins: RwLock<Option<Arc<dyn PluginDirectory>>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Handle to the scheduler; cheap to clone.
@@ -134,6 +137,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(store: Store, config: SchedulerConfig) -> Scheduler {
         let workers = config.workers.max(1);
+        let metrics = Arc::new(Metrics::new(&store.metrics));
         Scheduler {
             inner: Arc::new(Inner {
                 store,
@@ -154,6 +158,7 @@ impl Scheduler {
                 publish: tokio::sync::RwLock::new(()),
                 feed: watch::channel(0).0,
                 plugins: RwLock::default(),
+                metrics,
                 config: SchedulerConfig { workers, ..config },
             }),
         }
@@ -165,6 +170,25 @@ impl Scheduler {
 
     pub fn config(&self) -> &SchedulerConfig {
         &self.inner.config
+    }
+
+    /// This host's metrics (`GET /metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Reads the gauges that describe shared state (queue depth, feed lag) from the
+    /// store, just before the metrics are encoded.
+    pub async fn refresh_metrics(&self) -> Result<(), StoreError> {
+        let m = &self.inner.metrics;
+        let depth = self.inner.store.queue_lengths().await?;
+        for p in Priority::ALL {
+            m.set_queue_depth(p.as_str(), depth.get(&p).copied().unwrap_or(0) as i64);
+        }
+        for (plugin, lag) in self.inner.store.feed_lag().await? {
+            m.set_feed_lag(&plugin, lag);
+        }
+        Ok(())
     }
 
     /// Adds a task. Refused when the options are invalid or the name is taken.
@@ -224,7 +248,13 @@ impl Scheduler {
     }
 
     fn committed(&self, runs: impl IntoIterator<Item = TaskRun>) {
+        let m = &self.inner.metrics;
         for r in runs {
+            if r.state == TaskState::Queued {
+                m.run_queued(&r.task);
+            } else if r.state.is_done() {
+                m.run_finished(&r.task, r.state.as_str());
+            }
             let _ = self.inner.changes.send(r);
         }
         self.inner.feed.send_modify(|n| *n += 1);
@@ -265,12 +295,17 @@ impl Scheduler {
     /// Queues a run of `task` with `params` (validated now, not when dequeued).
     pub async fn queue(&self, task: &str, params: Value, opts: QueueOptions) -> Result<TaskRun, QueueError> {
         let run = self.new_run(task, params, &opts)?;
-        let publish = self.inner.publish.read().await;
-        self.inner.store.insert_runs(std::slice::from_ref(&run)).await?;
-        self.committed([run.clone()]);
-        drop(publish);
-        self.inner.wake.notify_one();
-        Ok(run)
+        let span = tracing::debug_span!("fluid.queue", run_id = %run.id, task = %run.task);
+        async move {
+            let publish = self.inner.publish.read().await;
+            self.inner.store.insert_runs(std::slice::from_ref(&run)).await?;
+            self.committed([run.clone()]);
+            drop(publish);
+            self.inner.wake.notify_one();
+            Ok(run)
+        }
+        .instrument(span)
+        .await
     }
 
     pub async fn get_run(&self, id: &str) -> Result<Option<TaskRun>, StoreError> {
@@ -426,7 +461,13 @@ impl Scheduler {
             }
             let rules = inner.rules.read().unwrap().clone();
             let publish = inner.publish.write().await;
-            let claimed = match inner.store.claim(&inner.config.host_id, free, &rules).await {
+            let span = tracing::debug_span!("fluid.claim", slots = free, claimed = tracing::field::Empty);
+            let claimed = inner.store.claim(&inner.config.host_id, free, &rules).instrument(span.clone()).await;
+            if let Ok(c) = &claimed {
+                span.record("claimed", c.started.len());
+            }
+            drop(span);
+            let claimed = match claimed {
                 Ok(c) => {
                     backoff = Duration::from_millis(100);
                     c
@@ -468,10 +509,15 @@ impl Scheduler {
                 };
                 let permit = inner.slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
                 let this = self.clone();
-                inner.executions.spawn(async move {
-                    this.execute(row, task).await;
-                    drop(permit);
-                });
+                // Each run is a trace of its own, not a child of the claim that started it.
+                let span = tracing::debug_span!(parent: None, "fluid.run", run_id = %row.run.id, task = %row.run.task, attempt = row.run.retry_attempt, state = tracing::field::Empty);
+                inner.executions.spawn(
+                    async move {
+                        this.execute(row, task).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             if busy {
                 continue;
@@ -493,6 +539,12 @@ impl Scheduler {
         tracing::info!(run = %id, task = %task.name, params = %row.run.params, attempt = row.run.retry_attempt, "start");
         let ctx = TaskContext { run: row.run.clone(), scheduler: self.clone(), cancel: cancel.clone() };
         let started = std::time::Instant::now();
+        let due = row.run.execute_after.or(row.run.queued);
+        let waited = match (due, row.run.start) {
+            (Some(due), Some(start)) => (start - due).to_std().unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        self.inner.metrics.run_started(&task.name, waited);
         // Its own tokio task: a panic in the task is caught as a failure of this run only.
         let mut handle = tokio::spawn((task.executor)(ctx));
         let outcome = tokio::select! {
@@ -520,7 +572,9 @@ impl Scheduler {
             (Outcome::Failure(_), Some(p)) if p.allows(row.run.retry_attempt + 1) => Some(p.delay(row.run.retry_attempt + 1)),
             _ => None,
         };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let took = started.elapsed();
+        self.inner.metrics.run_ended(&task.name, took);
+        let elapsed_ms = took.as_secs_f64() * 1000.0;
         match &outcome {
             Outcome::Failure(e) => {
                 tracing::warn!(run = %id, task = %task.name, error = %e, ms = elapsed_ms, retry_in = ?retry_after, "end - failure")
@@ -531,7 +585,10 @@ impl Scheduler {
         let result = self.record_finish(finish).await;
         self.inner.running.lock().unwrap().remove(&id);
         match result {
-            Ok(run) => Some(run),
+            Ok(run) => {
+                tracing::Span::current().record("state", run.state.as_str());
+                Some(run)
+            }
             Err(e) => {
                 tracing::error!(run = %id, error = %e, "could not record the end of a run");
                 None
@@ -576,7 +633,8 @@ impl Scheduler {
             }
             let finishes: Vec<Finish> = batch.iter().map(|(f, _)| f.clone()).collect();
             let publish = self.inner.publish.read().await;
-            let finished = self.inner.store.finish_many(&finishes).await;
+            let span = tracing::debug_span!("fluid.finish", runs = finishes.len());
+            let finished = self.inner.store.finish_many(&finishes).instrument(span).await;
             if let Ok(results) = &finished {
                 // Every state written (a retried run: its end, then `queued` again).
                 self.committed(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned());

@@ -13,228 +13,343 @@ use std::time::Duration;
 
 impl Store {
     pub async fn insert_runs(&self, new_runs: &[TaskRun]) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        runs::insert(&mut tx, new_runs).await?;
-        events::append(&mut tx, self.backend, new_runs).await?;
-        tx.commit().await?;
-        Ok(())
+        self.metrics
+            .timed("insert_runs", async {
+                let mut tx = self.write_tx().await?;
+                runs::insert(&mut tx, new_runs).await?;
+                events::append(&mut tx, self.backend, new_runs).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
     }
 
     /// Claims due runs for `host` (see [`runs::claim`]).
     pub async fn claim(&self, host: &str, limit: usize, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
-        events::append(&mut tx, self.backend, &claimed.changes()).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        self.metrics
+            .timed("claim", async {
+                let mut tx = self.write_tx().await?;
+                let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
+                events::append(&mut tx, self.backend, &claimed.changes()).await?;
+                tx.commit().await?;
+                Ok(claimed)
+            })
+            .await
     }
 
     /// Claims one given run, if it is due (`fluid exec`).
     pub async fn claim_one(&self, host: &str, id: &str, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let claimed = runs::claim(&mut tx, self.backend, host, 1, rules, Some(id)).await?;
-        events::append(&mut tx, self.backend, &claimed.changes()).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        self.metrics
+            .timed("claim_one", async {
+                let mut tx = self.write_tx().await?;
+                let claimed = runs::claim(&mut tx, self.backend, host, 1, rules, Some(id)).await?;
+                events::append(&mut tx, self.backend, &claimed.changes()).await?;
+                tx.commit().await?;
+                Ok(claimed)
+            })
+            .await
     }
 
     /// Records many finished executions in one transaction; each gets its own result
     /// (a fenced-out one fails alone): the snapshots it wrote, in order (the end state,
     /// then `queued` again when retried).
     pub async fn finish_many(&self, finishes: &[Finish]) -> Result<Vec<Result<Vec<TaskRun>, StoreError>>, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(finishes.len());
-        for f in finishes {
-            match runs::finish(&mut tx, self.backend, f).await {
-                Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
-                r => out.push(r),
-            }
-        }
-        let written: Vec<TaskRun> = out.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
-        // Each task's last run once per batch, not once per run.
-        let mut last: BTreeMap<&str, &TaskRun> = BTreeMap::new();
-        for end in out.iter().filter_map(|r| r.as_ref().ok().and_then(|w| w.first())) {
-            last.insert(&end.task, end);
-        }
-        for end in last.into_values() {
-            tasks::record_last_run(&mut tx, end).await?;
-        }
-        events::append(&mut tx, self.backend, &written).await?;
-        tx.commit().await?;
-        Ok(out)
+        self.metrics
+            .timed("finish_many", async {
+                let mut tx = self.write_tx().await?;
+                let mut out = Vec::with_capacity(finishes.len());
+                for f in finishes {
+                    match runs::finish(&mut tx, self.backend, f).await {
+                        Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
+                        r => out.push(r),
+                    }
+                }
+                let written: Vec<TaskRun> = out.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
+                // Each task's last run once per batch, not once per run.
+                let mut last: BTreeMap<&str, &TaskRun> = BTreeMap::new();
+                for end in out.iter().filter_map(|r| r.as_ref().ok().and_then(|w| w.first())) {
+                    last.insert(&end.task, end);
+                }
+                for end in last.into_values() {
+                    tasks::record_last_run(&mut tx, end).await?;
+                }
+                events::append(&mut tx, self.backend, &written).await?;
+                tx.commit().await?;
+                Ok(out)
+            })
+            .await
     }
 
     pub async fn get_run(&self, id: &str) -> Result<Option<TaskRun>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        Ok(runs::get(&mut conn, self.backend, id, false).await?.map(|r| r.run))
+        self.metrics
+            .timed("get_run", async {
+                let mut conn = self.reader.acquire().await?;
+                Ok(runs::get(&mut conn, self.backend, id, false).await?.map(|r| r.run))
+            })
+            .await
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Cancel, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let out = runs::cancel(&mut tx, self.backend, id).await?;
-        if let Cancel::Aborted(run) = &out {
-            events::append(&mut tx, self.backend, std::slice::from_ref(run)).await?;
-        }
-        tx.commit().await?;
-        Ok(out)
+        self.metrics
+            .timed("cancel", async {
+                let mut tx = self.write_tx().await?;
+                let out = runs::cancel(&mut tx, self.backend, id).await?;
+                if let Cancel::Aborted(run) = &out {
+                    events::append(&mut tx, self.backend, std::slice::from_ref(run)).await?;
+                }
+                tx.commit().await?;
+                Ok(out)
+            })
+            .await
     }
 
     /// Aborts every queued run of `priorities`: how many per priority, and the aborted runs.
     pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<(BTreeMap<Priority, u64>, Vec<TaskRun>), StoreError> {
-        let mut tx = self.write_tx().await?;
-        let out = runs::clear_queue(&mut tx, self.backend, priorities).await?;
-        events::append(&mut tx, self.backend, &out.1).await?;
-        tx.commit().await?;
-        Ok(out)
+        self.metrics
+            .timed("clear_queue", async {
+                let mut tx = self.write_tx().await?;
+                let out = runs::clear_queue(&mut tx, self.backend, priorities).await?;
+                events::append(&mut tx, self.backend, &out.1).await?;
+                tx.commit().await?;
+                Ok(out)
+            })
+            .await
     }
 
     pub async fn queue_lengths(&self) -> Result<BTreeMap<Priority, u64>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        Ok(runs::queue_lengths(&mut conn).await?)
+        self.metrics
+            .timed("queue_lengths", async {
+                let mut conn = self.reader.acquire().await?;
+                Ok(runs::queue_lengths(&mut conn).await?)
+            })
+            .await
     }
 
     pub async fn task_statuses(&self) -> Result<HashMap<String, TaskStatus>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        Ok(tasks::all(&mut conn).await?)
+        self.metrics
+            .timed("task_statuses", async {
+                let mut conn = self.reader.acquire().await?;
+                Ok(tasks::all(&mut conn).await?)
+            })
+            .await
     }
 
     pub async fn set_enabled(&self, task: &str, enabled: bool) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        tasks::set_enabled(&mut tx, task, enabled).await?;
-        tx.commit().await?;
-        Ok(())
+        self.metrics
+            .timed("set_enabled", async {
+                let mut tx = self.write_tx().await?;
+                tasks::set_enabled(&mut tx, task, enabled).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
     }
 
     /// The next due time of a schedule, set to `first` when new.
     pub async fn schedule_due(&self, task: &str, first: i64) -> Result<i64, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let due = schedules::next_due(&mut tx, task, first).await?;
-        tx.commit().await?;
-        Ok(due)
+        self.metrics
+            .timed("schedule_due", async {
+                let mut tx = self.write_tx().await?;
+                let due = schedules::next_due(&mut tx, task, first).await?;
+                tx.commit().await?;
+                Ok(due)
+            })
+            .await
     }
 
     /// Advances a schedule from `seen` to `next` and, if this host won, queues `run`.
     /// Returns whether this host fired it.
     pub async fn fire_schedule(&self, task: &str, seen: i64, next: i64, run: Option<&TaskRun>) -> Result<bool, StoreError> {
-        let mut tx = self.write_tx().await?;
-        if !schedules::advance(&mut tx, task, seen, next).await? {
-            return Ok(false);
-        }
-        if let Some(run) = run {
-            runs::insert(&mut tx, std::slice::from_ref(run)).await?;
-            events::append(&mut tx, self.backend, std::slice::from_ref(run)).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        self.metrics
+            .timed("fire_schedule", async {
+                let mut tx = self.write_tx().await?;
+                if !schedules::advance(&mut tx, task, seen, next).await? {
+                    return Ok(false);
+                }
+                if let Some(run) = run {
+                    runs::insert(&mut tx, std::slice::from_ref(run)).await?;
+                    events::append(&mut tx, self.backend, std::slice::from_ref(run)).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            })
+            .await
     }
 
     pub async fn heartbeat(&self, host: &str, started_at: i64, workers: usize) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        hosts::beat(&mut tx, host, started_at, now_us(), workers as i64).await?;
-        tx.commit().await?;
-        Ok(())
+        self.metrics
+            .timed("heartbeat", async {
+                let mut tx = self.write_tx().await?;
+                hosts::beat(&mut tx, host, started_at, now_us(), workers as i64).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
     }
 
     pub async fn remove_host(&self, host: &str) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        hosts::remove(&mut tx, host).await?;
-        tx.commit().await?;
-        Ok(())
+        self.metrics
+            .timed("remove_host", async {
+                let mut tx = self.write_tx().await?;
+                hosts::remove(&mut tx, host).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
     }
 
     pub async fn live_hosts(&self, alive_after: i64) -> Result<Vec<HostRow>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        Ok(hosts::live(&mut conn, alive_after).await?)
+        self.metrics
+            .timed("live_hosts", async {
+                let mut conn = self.reader.acquire().await?;
+                Ok(hosts::live(&mut conn, alive_after).await?)
+            })
+            .await
     }
 
     /// Rescues runs left `running` by hosts silent since `dead_before`: each becomes
     /// `interrupted`, then `queued` again when `retry` gives a delay for it. Returns every
     /// snapshot written, in order (so a retried run appears twice: interrupted, queued).
     pub async fn rescue(&self, dead_before: i64, retry: impl Fn(&TaskRun) -> Option<Duration>) -> Result<Vec<TaskRun>, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let orphans = runs::orphaned(&mut tx, self.backend, dead_before).await?;
-        let mut out = Vec::new();
-        for mut row in orphans {
-            let now = now_us();
-            row.run.state = crate::scheduler::TaskState::Interrupted;
-            row.run.end = Some(crate::time::to_datetime(now));
-            row.run.error = Some(format!("host {} stopped before the run ended", row.owner.as_deref().unwrap_or("?")));
-            runs::write_state(&mut tx, &row.run, None, row.lease).await?;
-            if let Some(delay) = retry(&row.run) {
-                out.push(row.run.clone());
-                runs::requeue(&mut tx, &mut row.run, now + delay.as_micros() as i64, row.lease).await?;
-            }
-            out.push(row.run);
-        }
-        events::append(&mut tx, self.backend, &out).await?;
-        tx.commit().await?;
-        Ok(out)
+        self.metrics
+            .timed("rescue", async {
+                let mut tx = self.write_tx().await?;
+                let orphans = runs::orphaned(&mut tx, self.backend, dead_before).await?;
+                let mut out = Vec::new();
+                for mut row in orphans {
+                    let now = now_us();
+                    row.run.state = crate::scheduler::TaskState::Interrupted;
+                    row.run.end = Some(crate::time::to_datetime(now));
+                    row.run.error = Some(format!("host {} stopped before the run ended", row.owner.as_deref().unwrap_or("?")));
+                    runs::write_state(&mut tx, &row.run, None, row.lease).await?;
+                    if let Some(delay) = retry(&row.run) {
+                        out.push(row.run.clone());
+                        runs::requeue(&mut tx, &mut row.run, now + delay.as_micros() as i64, row.lease).await?;
+                    }
+                    out.push(row.run);
+                }
+                events::append(&mut tx, self.backend, &out).await?;
+                tx.commit().await?;
+                Ok(out)
+            })
+            .await
     }
 
     pub async fn cancel_requests(&self, host: &str) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        Ok(runs::cancel_requests(&mut conn, host).await?)
+        self.metrics
+            .timed("cancel_requests", async {
+                let mut conn = self.reader.acquire().await?;
+                Ok(runs::cancel_requests(&mut conn, host).await?)
+            })
+            .await
     }
 
     pub async fn events_after(&self, seq: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        Ok(events::after(&mut conn, seq, limit).await?)
+        self.metrics
+            .timed("events_after", async {
+                let mut conn = self.reader.acquire().await?;
+                Ok(events::after(&mut conn, seq, limit).await?)
+            })
+            .await
     }
 
     pub async fn feed_head(&self) -> Result<i64, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        Ok(events::head(&mut conn).await?)
+        self.metrics
+            .timed("feed_head", async {
+                let mut conn = self.reader.acquire().await?;
+                Ok(events::head(&mut conn).await?)
+            })
+            .await
+    }
+
+    /// How many feed events each plugin (by checkpoint row) has not handled yet.
+    pub async fn feed_lag(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.metrics
+            .timed("feed_lag", async {
+                let mut conn = self.reader.acquire().await?;
+                let head = events::head(&mut conn).await?;
+                Ok(checkpoints::all(&mut conn).await?.into_iter().map(|(p, seq)| (p, (head - seq).max(0))).collect())
+            })
+            .await
     }
 
     /// A plugin's checkpoint; new plugins start at `start`.
     pub async fn checkpoint(&self, plugin: &str, start: i64) -> Result<i64, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let seq = checkpoints::get_or_init(&mut tx, plugin, start).await?;
-        tx.commit().await?;
-        Ok(seq)
+        self.metrics
+            .timed("checkpoint", async {
+                let mut tx = self.write_tx().await?;
+                let seq = checkpoints::get_or_init(&mut tx, plugin, start).await?;
+                tx.commit().await?;
+                Ok(seq)
+            })
+            .await
     }
 
     /// Deletes feed events every plugin has consumed, keeping the last `keep`.
     pub async fn prune_feed(&self, keep: i64) -> Result<u64, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let head = events::head(&mut tx).await?;
-        let upto = checkpoints::min(&mut tx).await?.unwrap_or(head).min(head - keep);
-        let n = if upto > 0 { events::prune(&mut tx, upto).await? } else { 0 };
-        tx.commit().await?;
-        Ok(n)
+        self.metrics
+            .timed("prune_feed", async {
+                let mut tx = self.write_tx().await?;
+                let head = events::head(&mut tx).await?;
+                let upto = checkpoints::min(&mut tx).await?.unwrap_or(head).min(head - keep);
+                let n = if upto > 0 { events::prune(&mut tx, upto).await? } else { 0 };
+                tx.commit().await?;
+                Ok(n)
+            })
+            .await
     }
 }
 
 impl Store {
     /// Sets a plugin's checkpoint, backwards too (an operator replaying events).
     pub async fn reset_checkpoint(&self, plugin: &str, seq: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE fluid_plugin_checkpoints SET seq = $2 WHERE plugin = $1").bind(plugin).bind(seq).execute(&self.writer).await?;
-        Ok(())
+        self.metrics
+            .timed("reset_checkpoint", async {
+                sqlx::query("UPDATE fluid_plugin_checkpoints SET seq = $2 WHERE plugin = $1")
+                    .bind(plugin)
+                    .bind(seq)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            })
+            .await
     }
 }
 
 impl Store {
     /// Takes or renews `host`'s lease on delivering `plugin`'s events for `ttl`.
     pub async fn hold_delivery(&self, plugin: &str, host: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let now = now_us();
-        let mut tx = self.write_tx().await?;
-        let held = checkpoints::hold(&mut tx, plugin, host, now, now + ttl.as_micros() as i64).await?;
-        tx.commit().await?;
-        Ok(held)
+        self.metrics
+            .timed("hold_delivery", async {
+                let now = now_us();
+                let mut tx = self.write_tx().await?;
+                let held = checkpoints::hold(&mut tx, plugin, host, now, now + ttl.as_micros() as i64).await?;
+                tx.commit().await?;
+                Ok(held)
+            })
+            .await
     }
 
     /// Advances `plugin`'s checkpoint if `host` still holds its delivery lease.
     pub async fn advance_checkpoint_as(&self, plugin: &str, host: &str, seq: i64) -> Result<bool, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let done = checkpoints::advance_as(&mut tx, plugin, host, seq).await?;
-        tx.commit().await?;
-        Ok(done)
+        self.metrics
+            .timed("advance_checkpoint_as", async {
+                let mut tx = self.write_tx().await?;
+                let done = checkpoints::advance_as(&mut tx, plugin, host, seq).await?;
+                tx.commit().await?;
+                Ok(done)
+            })
+            .await
     }
 
     pub async fn release_delivery(&self, plugin: &str, host: &str) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        checkpoints::release(&mut tx, plugin, host).await?;
-        tx.commit().await?;
-        Ok(())
+        self.metrics
+            .timed("release_delivery", async {
+                let mut tx = self.write_tx().await?;
+                checkpoints::release(&mut tx, plugin, host).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
     }
 }

@@ -19,6 +19,12 @@ pub(crate) async fn min(conn: &mut AnyConnection) -> Result<Option<i64>, sqlx::E
     sqlx::query("SELECT MIN(seq) AS m FROM fluid_plugin_checkpoints").fetch_one(&mut *conn).await?.try_get("m")
 }
 
+/// Every plugin's checkpoint, removed plugins' included (they still hold the feed).
+pub(crate) async fn all(conn: &mut AnyConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT plugin, seq FROM fluid_plugin_checkpoints ORDER BY plugin").fetch_all(&mut *conn).await?;
+    rows.iter().map(|r| Ok((r.try_get("plugin")?, r.try_get("seq")?))).collect()
+}
+
 /// Takes or renews the delivery lease of `plugin` for `host` until `until`; false when
 /// another host holds an unexpired lease.
 pub(crate) async fn hold(conn: &mut AnyConnection, plugin: &str, host: &str, now: i64, until: i64) -> Result<bool, sqlx::Error> {

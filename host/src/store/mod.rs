@@ -52,6 +52,8 @@ pub struct Store {
     pub(crate) reader: AnyPool,
     /// The connection URL (PostgreSQL's LISTEN needs a connection of its own).
     pub(crate) url: String,
+    /// How long each transaction of [`api`] takes, by operation.
+    pub metrics: crate::metrics::StoreMetrics,
 }
 
 impl std::fmt::Debug for Store {
@@ -83,7 +85,7 @@ impl Store {
             let writer = opts().max_connections(1).connect(url).await;
             let writer = writer.with_context(|| format!("cannot open SQLite database {url}"))?;
             let reader = opts().max_connections(4).connect(url).await?;
-            Store { backend: Backend::Sqlite, writer, reader, url: url.to_string() }
+            Store { backend: Backend::Sqlite, writer, reader, url: url.to_string(), metrics: Default::default() }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
@@ -91,7 +93,7 @@ impl Store {
                 .connect(url)
                 .await
                 .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
-            Store { backend: Backend::Postgres, writer: pool.clone(), reader: pool, url: url.to_string() }
+            Store { backend: Backend::Postgres, writer: pool.clone(), reader: pool, url: url.to_string(), metrics: Default::default() }
         } else {
             anyhow::bail!("unsupported database URL {:?}: use sqlite://PATH or postgres://...", redact(url));
         };
