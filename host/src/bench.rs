@@ -604,33 +604,42 @@ async fn observe_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyho
     r.line(format!("| 5 spans opened and entered, traces off | {spans_ns:.0} |"));
     r.line("");
 
-    // End-to-end: the same workload with traces off and exported to a local collector.
+    // End-to-end: the same workload with traces off and exported to a local collector,
+    // alternated three times (a single pair is within this machine's run-to-run noise).
     let workers = 4;
-    let off = {
-        let (l, _) = layers(&serve_default(None), std::io::sink)?;
-        let d = tracing::Dispatch::new(tracing_subscriber::registry().with(l));
-        tokio::task::spawn_blocking(move || on_dispatch(d, throughput(Backend::Sqlite, None, workers, false, n))).await??
-    };
-    let (on, exported) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Throughput, u64)> {
+    let (off, on, exported) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<f64>, Vec<f64>, u64)> {
         let rt = tokio::runtime::Runtime::new()?;
         let (endpoint, bytes) = rt.block_on(sink_collector())?;
-        let (l, provider) = layers(&serve_default(Some(endpoint)), std::io::sink)?;
-        let d = tracing::Dispatch::new(tracing_subscriber::registry().with(l));
-        let tp = on_dispatch(d, throughput(Backend::Sqlite, None, workers, false, n))?;
-        if let Some(p) = provider {
-            let _ = p.shutdown();
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (l, _) = layers(&serve_default(None), std::io::sink)?;
+            let d = tracing::Dispatch::new(tracing_subscriber::registry().with(l));
+            off.push(on_dispatch(d, throughput(Backend::Sqlite, None, workers, false, n))?.runs_per_s);
+            let (l, provider) = layers(&serve_default(Some(endpoint.clone())), std::io::sink)?;
+            let d = tracing::Dispatch::new(tracing_subscriber::registry().with(l));
+            on.push(on_dispatch(d, throughput(Backend::Sqlite, None, workers, false, n))?.runs_per_s);
+            if let Some(p) = provider {
+                let _ = p.shutdown();
+            }
         }
-        Ok((tp, bytes.load(std::sync::atomic::Ordering::Relaxed)))
+        Ok((off, on, bytes.load(std::sync::atomic::Ordering::Relaxed)))
     })
     .await??;
-    r.line(format!("| SQLite, {workers} workers, {n} runs, no plugin | runs/s | ratio |"));
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let runs = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+    r.line(format!("| SQLite, {workers} workers, {n} runs, no plugin | runs/s, median of 3 (each run) | ratio |"));
     r.line("|---|---|---|");
-    r.line(format!("| baseline: `fluid serve`'s logging, traces off | {:.0} | 1.00 |", off.runs_per_s));
+    r.line(format!("| baseline: `fluid serve`'s logging, traces off | {:.0} ({}) | 1.00 |", median(&off), runs(&off)));
     r.line(format!(
-        "| traces exported over OTLP/HTTP ({:.1} MB sent) | {:.0} | {:.2} |",
+        "| traces exported over OTLP/HTTP ({:.1} MB sent) | {:.0} ({}) | {:.2} |",
         exported as f64 / 1e6,
-        on.runs_per_s,
-        on.runs_per_s / off.runs_per_s
+        median(&on),
+        runs(&on),
+        median(&on) / median(&off)
     ));
     r.line("");
 

@@ -536,7 +536,10 @@ impl Scheduler {
         let cancel = CancellationToken::new();
         let reason = Arc::new(OnceLock::new());
         self.inner.running.lock().unwrap().insert(id.clone(), Running { cancel: cancel.clone(), reason: reason.clone() });
-        tracing::info!(run = %id, task = %task.name, params = %row.run.params, attempt = row.run.retry_attempt, "start");
+        // Per-run lines are debug: at thousands of runs a second they would be most of the
+        // log and a measurable share of a run's cost; metrics and traces cover each run, and
+        // failures are logged at warn below.
+        tracing::debug!(run = %id, task = %task.name, params = %row.run.params, attempt = row.run.retry_attempt, "start");
         let ctx = TaskContext { run: row.run.clone(), scheduler: self.clone(), cancel: cancel.clone() };
         let started = std::time::Instant::now();
         let due = row.run.execute_after.or(row.run.queued);
@@ -579,6 +582,7 @@ impl Scheduler {
             Outcome::Failure(e) => {
                 tracing::warn!(run = %id, task = %task.name, error = %e, ms = elapsed_ms, retry_in = ?retry_after, "end - failure")
             }
+            Outcome::Success => tracing::debug!(run = %id, task = %task.name, ms = elapsed_ms, "end - success"),
             o => tracing::info!(run = %id, task = %task.name, outcome = ?o, ms = elapsed_ms, "end"),
         }
         let finish = Finish { id: id.clone(), lease: row.lease, outcome, retry_after };
