@@ -150,6 +150,9 @@ async fn task_routes_describe_filter_and_toggle_tasks(db: Db) {
         ("/tasks-queue", &["delete"]),
         ("/tasks-queue/{priority}", &["delete"]),
         ("/task-runs/{id}", &["get", "delete"]),
+        ("/throughput", &["get"]),
+        ("/metrics", &["get"]),
+        ("/ui/", &["get"]),
     ] {
         for m in methods {
             assert!(doc["paths"][path][m].is_object(), "openapi.json lacks {m} {path}");

@@ -6,6 +6,7 @@
 //! 404, malformed JSON: 400, invalid params: 422, body over the limit: 413); 5xx only
 //! when the host itself fails (for instance the database is unreachable: 503).
 
+mod dashboard;
 mod error;
 mod metrics;
 mod openapi;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(runs::routes())
         .merge(openapi::routes())
         .merge(plugins::routes())
+        .merge(dashboard::routes(&state))
         .merge(metrics::routes())
         .fallback(plugin_fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -56,6 +56,9 @@ async fn document(State(st): State<AppState>) -> Json<Value> {
             "get": op("One run", id.clone(), None, "200 TaskRun", &[("404", "unknown run")]),
             "delete": op("Cancel a queued (200) or running (202) run", id.clone(), None, "200 TaskRun", &[("404", "unknown run"), ("409", "run already ended")]),
         },
+        "/throughput": {"get": op("Runs that ended on this host per 5 s bucket (succeeded, failed, other), oldest first", json!([{"name": "minutes", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 10}}]), None, "200 object", &[("422", "bad minutes")])},
+        "/metrics": {"get": {"summary": "Prometheus metrics of this host (OpenMetrics text)", "responses": {"200": {"description": "OK", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
+        "/ui/": {"get": {"summary": "The web dashboard (HTML; GET / redirects here)", "responses": {"200": {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     });
     if let Some(pr) = &st.plugin_routes {
         for (method, path, plugin) in pr.routes() {
