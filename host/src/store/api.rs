@@ -57,7 +57,13 @@ impl Store {
         self.metrics
             .timed("finish_many", async {
                 let mut tx = self.write_tx().await?;
-                let out = runs::finish_batch(&mut tx, self.backend, finishes).await?;
+                let mut out = Vec::with_capacity(finishes.len());
+                for f in finishes {
+                    match runs::finish(&mut tx, self.backend, f).await {
+                        Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
+                        r => out.push(r),
+                    }
+                }
                 let written: Vec<TaskRun> = out.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
                 // Each task's last run once per batch, not once per run.
                 let mut last: BTreeMap<&str, &TaskRun> = BTreeMap::new();

@@ -63,46 +63,15 @@ fn us(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_micros())
 }
 
-/// Rows per multi-row statement: 15 values each stays far below SQLite's and
-/// PostgreSQL's bound-parameter limits, and one statement per 100 runs instead of one per
-/// run is what makes a busy queue cheap (each statement is a round trip to the database,
-/// and on SQLite a hand-off to sqlx's worker thread).
-const ROWS_PER_STATEMENT: usize = 100;
-
-/// `$first, $first+1, ...` (`n` of them) between parentheses.
-fn placeholders(first: usize, n: usize) -> String {
-    let list: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
-    format!("({})", list.join(", "))
-}
-
 /// Inserts new queued runs (the caller appends their `queued` events).
 pub(crate) async fn insert(conn: &mut AnyConnection, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
-    for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p: Vec<String> = (1..=15).map(|k| format!("${}", i * 15 + k)).collect();
-                format!("({}, NULL, 0, 0)", p.join(", "))
-            })
-            .collect();
-        let sql = format!(
+    for run in runs {
+        sqlx::query(
             "INSERT INTO fluid_runs (id, task, tags, priority, state, params, queued_at, start_at, end_at, \
              execute_after, retry_attempt, rate_limit_attempt, from_run_id, root_run_id, error, owner, lease, cancel_requested) \
-             VALUES {}",
-            rows.join(", ")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for run in chunk {
-            q = bind_new(q, run);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
-
-fn bind_new<'q>(q: AnyQuery<'q>, run: &'q TaskRun) -> AnyQuery<'q> {
-    q.bind(&run.id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, 0, 0)",
+        )
+        .bind(&run.id)
         .bind(&run.task)
         .bind(serde_json::to_string(&run.tags).unwrap_or_default())
         .bind(run.priority.rank())
@@ -117,6 +86,10 @@ fn bind_new<'q>(q: AnyQuery<'q>, run: &'q TaskRun) -> AnyQuery<'q> {
         .bind(&run.from_run_id)
         .bind(&run.root_run_id)
         .bind(&run.error)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Writes the run's new state (the whole snapshot); the caller appends it to the feed.
@@ -189,13 +162,13 @@ pub(crate) async fn claim(
     }
     let now = now_us();
     let names: Vec<&String> = rules.keys().collect();
-    let task_list = placeholders(3, names.len());
+    let placeholders: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 3)).collect();
     let skip_locked = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
     let only_sql = if only.is_some() { format!(" AND id = ${}", names.len() + 3) } else { String::new() };
     let sql = format!(
-        "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND execute_after <= $1 AND task IN {}{only_sql} \
+        "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND execute_after <= $1 AND task IN ({}){only_sql} \
          ORDER BY priority, execute_after, id LIMIT $2{skip_locked}",
-        task_list
+        placeholders.join(", ")
     );
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(limit as i64);
     for n in &names {
@@ -277,21 +250,8 @@ pub(crate) async fn claim(
         c.run.start = Some(t);
         c.lease += 1;
         c.owner = Some(host.to_string());
+        write_state(conn, &c.run, Some(host), c.lease).await?;
         out.started.push(c);
-    }
-    // Every started run changes the same way (state, start time, owner, lease + 1): one
-    // statement for all of them. The rows are this transaction's (the single writer on
-    // SQLite, row locks on PostgreSQL), so `lease + 1` is the lease set above.
-    for chunk in out.started.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE fluid_runs SET state = 'running', start_at = $1, owner = $2, lease = lease + 1 WHERE id IN {}",
-            placeholders(3, chunk.len())
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(host);
-        for c in chunk {
-            q = q.bind(&c.run.id);
-        }
-        q.execute(&mut *conn).await?;
     }
     Ok(out)
 }
@@ -315,82 +275,40 @@ pub struct Finish {
     pub retry_after: Option<Duration>,
 }
 
-/// Records finished executions. Fenced: only the holder of the current lease of a
+/// Records one finished execution. Fenced: only the holder of the current lease of a
 /// `running` run may finish it, so a host that lost its lease cannot overwrite what
 /// happened since (a rescue, a newer claim).
 ///
-/// Each finish gets its own result, in order: every snapshot written (the end state, then
-/// the `queued` one when the run is retried; the last is the current row), or why it was
-/// refused. As few statements as possible: one read of all the rows, one update for every
-/// plain success, and the rare rest one by one.
-pub(crate) async fn finish_batch(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    finishes: &[Finish],
-) -> Result<Vec<Result<Vec<TaskRun>, StoreError>>, sqlx::Error> {
-    let mut rows: HashMap<String, RunRow> = HashMap::with_capacity(finishes.len());
-    let ids: Vec<&str> = finishes.iter().map(|f| f.id.as_str()).collect();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-        let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE id IN {}{lock}", placeholders(1, chunk.len()));
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            let row = from_row(&r)?;
-            rows.insert(row.run.id.clone(), row);
-        }
+/// Returns every snapshot written, in order: the end state, then the `queued` one when
+/// the run is retried (both are state changes on the feed; the last is the current row).
+pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finish) -> Result<Vec<TaskRun>, StoreError> {
+    let Some(mut row) = get(conn, backend, &f.id, true).await? else {
+        return Err(StoreError::RunNotFound(f.id.clone()));
+    };
+    if row.run.state != TaskState::Running || row.lease != f.lease {
+        return Err(StoreError::Conflict {
+            id: f.id.clone(),
+            state: row.run.state.to_string(),
+            why: format!("lease {} is stale (current {})", f.lease, row.lease),
+        });
     }
     let now = now_us();
-    let mut out = Vec::with_capacity(finishes.len());
-    let mut successes: Vec<String> = Vec::new();
-    for f in finishes {
-        let Some(row) = rows.get_mut(&f.id) else {
-            out.push(Err(StoreError::RunNotFound(f.id.clone())));
-            continue;
-        };
-        if row.run.state != TaskState::Running || row.lease != f.lease {
-            out.push(Err(StoreError::Conflict {
-                id: f.id.clone(),
-                state: row.run.state.to_string(),
-                why: format!("lease {} is stale (current {})", f.lease, row.lease),
-            }));
-            continue;
-        }
-        let run = &mut row.run;
-        run.end = Some(to_datetime(now));
-        (run.state, run.error) = match &f.outcome {
-            Outcome::Success => (TaskState::Success, None),
-            Outcome::Failure(e) => (TaskState::Failure, Some(e.clone())),
-            Outcome::Aborted(e) => (TaskState::Aborted, Some(e.clone())),
-            Outcome::Interrupted(e) => (TaskState::Interrupted, Some(e.clone())),
-        };
-        row.owner = None;
-        let mut written = vec![run.clone()];
-        if run.state == TaskState::Success && f.retry_after.is_none() {
-            successes.push(run.id.clone());
-        } else {
-            write_state(conn, run, None, row.lease).await?;
-            if let Some(delay) = f.retry_after {
-                requeue(conn, run, now + delay.as_micros() as i64, row.lease).await?;
-                written.push(run.clone());
-            }
-        }
-        out.push(Ok(written));
+    let run = &mut row.run;
+    run.end = Some(to_datetime(now));
+    (run.state, run.error) = match &f.outcome {
+        Outcome::Success => (TaskState::Success, None),
+        Outcome::Failure(e) => (TaskState::Failure, Some(e.clone())),
+        Outcome::Aborted(e) => (TaskState::Aborted, Some(e.clone())),
+        Outcome::Interrupted(e) => (TaskState::Interrupted, Some(e.clone())),
+    };
+    write_state(conn, run, None, row.lease).await?;
+    // The first snapshot is the end (the caller records it as the task's last run).
+    let mut written = vec![run.clone()];
+    if let Some(delay) = f.retry_after {
+        requeue(conn, run, now + delay.as_micros() as i64, row.lease).await?;
+        written.push(run.clone());
     }
-    for chunk in successes.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE fluid_runs SET state = 'success', end_at = $1, error = NULL, owner = NULL, cancel_requested = 0 WHERE id IN {}",
-            placeholders(2, chunk.len())
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-        for id in chunk {
-            q = q.bind(id);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(out)
+    Ok(written)
 }
 
 /// `failure`/`interrupted` -> `queued` again: same id, one more retry attempt.
