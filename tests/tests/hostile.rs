@@ -385,6 +385,7 @@ async fn a_panic_in_register_refuses_the_plugin_with_the_reason() {
     assert_eq!(info["state"], "failed");
     let err = info["error"].as_str().unwrap();
     assert!(err.contains("register_panic.wasm") && err.contains("register trapped"), "{err}");
+    assert!(err.contains("register_panic panics on purpose"), "the panic message is part of the reason: {err}");
     assert!(h.scheduler.get_plugin("register_panic").is_none());
     unharmed(&h, &b).await;
     h.shutdown(Duration::ZERO).await;

@@ -313,7 +313,9 @@ async fn trapping_plugin_keeps_its_events_and_harms_no_one(db: Db) {
     let health = trap.health();
     assert_eq!(health.checkpoint, 0, "no event of the trapping plugin was consumed");
     assert_eq!(health.state, "failing");
-    assert!(health.last_error.unwrap().contains("trapped"));
+    let last_error = health.last_error.unwrap();
+    assert!(last_error.contains("trapped"), "{last_error}");
+    assert!(last_error.contains("trap_events refuses"), "the guest's panic message is kept: {last_error}");
     // A fresh instance answers after the trap.
     assert_eq!(s.get_plugin("trap_events").unwrap().call_json("ping", "{}".into()).await.unwrap(), "\"pong\"");
     let (status, list) = get_json(&h, "/plugins/trap_events").await;

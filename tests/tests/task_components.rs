@@ -102,6 +102,10 @@ async fn a_task_run_that_spins_traps_or_aborts_ends_alone_and_each_run_gets_a_fr
     let boom = run_to_end(&h, "boom", json!({})).await;
     assert_eq!(boom.state, TaskState::Failure);
     assert!(boom.error.as_deref().unwrap_or("").contains("trapped"), "{:?}", boom.error);
+    // The guest's own words: its panic message, from the tail of its stderr.
+    let error = boom.error.as_deref().unwrap_or("");
+    assert!(error.contains("; stderr: thread '<unnamed>'") && error.contains("panicked at"), "{error}");
+    assert!(error.ends_with("boom"), "{error}");
     let give_up = run_to_end(&h, "give-up", json!({})).await;
     assert_eq!((give_up.state, give_up.retry_attempt), (TaskState::Aborted, 0), "aborted is never retried");
     for _ in 0..3 {

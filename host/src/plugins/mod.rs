@@ -33,6 +33,7 @@ pub mod quota;
 pub mod routes;
 pub mod runtime;
 pub mod sandbox;
+mod stderr;
 pub mod storage;
 pub mod supervisor;
 pub mod tasks;

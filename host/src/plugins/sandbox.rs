@@ -6,11 +6,13 @@
 //! name lookups are switched off, and every address is refused), no arguments and no
 //! stdin; its stdout and stderr go nowhere. A granted folder is preopened read-only unless
 //! `write = true`; granted environment variables carry the host's values at load time;
-//! granted addresses may be connected to (TCP) or sent to (UDP).
+//! granted addresses may be connected to (TCP) or sent to (UDP). Stdout goes nowhere;
+//! the tail of stderr is kept to explain a trap ([`StderrTail`]).
 
 use super::config::Policy;
 use super::host_api::LogBudget;
 use super::runtime::Shared;
+use super::stderr::StderrTail;
 use super::supervisor::Supervisor;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -29,6 +31,15 @@ pub struct PluginState {
     /// Plugins on the call stack above this call (to refuse re-entry instead of deadlocking).
     pub(crate) chain: Vec<String>,
     pub(crate) log_budget: LogBudget,
+    /// The end of what this instance wrote to stderr (a panic message, say).
+    pub(crate) stderr: StderrTail,
+}
+
+impl PluginState {
+    /// What the guest last wrote to stderr, to append to a trap's description.
+    pub(crate) fn stderr_note(&self) -> String {
+        self.stderr.note()
+    }
 }
 
 impl WasiView for PluginState {
@@ -39,9 +50,10 @@ impl WasiView for PluginState {
 
 /// WASI for a plugin: only its grants. An unusable grant (a folder that does not exist)
 /// refuses the plugin rather than silently running it with less.
-pub(crate) fn wasi_ctx(policy: &Policy) -> Result<WasiCtx, String> {
+pub(crate) fn wasi_ctx(policy: &Policy, stderr: &StderrTail) -> Result<WasiCtx, String> {
     let g = &policy.grants;
     let mut b = WasiCtxBuilder::new();
+    b.stderr(stderr.clone());
     for d in &g.dirs {
         let perms = if d.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
         b.preopened_dir(&d.host, &d.guest, perms).map_err(|e| format!("granted folder {} cannot be opened: {e:#}", d.host.display()))?;
@@ -72,9 +84,11 @@ pub(crate) fn wasi_ctx(policy: &Policy) -> Result<WasiCtx, String> {
 pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<Store<PluginState>, String> {
     let limits =
         StoreLimitsBuilder::new().memory_size(sup.policy.limits.memory_bytes()).instances(32).tables(64).trap_on_grow_failure(true).build();
+    let stderr = StderrTail::default();
     let state = PluginState {
         name: sup.name.clone(),
-        wasi: wasi_ctx(&sup.policy)?,
+        wasi: wasi_ctx(&sup.policy, &stderr)?,
+        stderr,
         table: ResourceTable::new(),
         limits,
         shared: shared.clone(),

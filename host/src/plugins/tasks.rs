@@ -133,7 +133,10 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
         Ok(Err(WitTaskError::Failed(m))) => Err(TaskError::Failed(m)),
         Ok(Err(WitTaskError::Aborted(m))) => Err(TaskError::Aborted(m)),
         Err(e) => {
-            let e = trap(e);
+            let e = match trap(e) {
+                TaskError::Failed(m) => TaskError::Failed(m + &store.data().stderr_note()),
+                e => e,
+            };
             tracing::warn!(task = %ctx.run.task, run = %ctx.run.id, error = %e, "task component trapped; the run fails");
             Err(e)
         }
