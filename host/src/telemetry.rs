@@ -44,6 +44,9 @@ pub struct TelemetryConfig {
     pub service_name: String,
 }
 
+/// One layer of the process's subscriber (logs, or the trace exporter).
+pub type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
 /// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes what is batched.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -52,10 +55,10 @@ pub struct Telemetry {
 impl Telemetry {
     /// Sends the spans still batched and stops the exporter.
     pub fn shutdown(&self) {
-        if let Some(p) = &self.provider {
-            if let Err(e) = p.shutdown() {
-                eprintln!("fluid: flushing traces failed: {e}");
-            }
+        if let Some(p) = &self.provider
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("fluid: flushing traces failed: {e}");
         }
     }
 }
@@ -71,10 +74,10 @@ pub fn traces_url(base: &str) -> String {
 pub fn layers(
     config: &TelemetryConfig,
     writer: impl for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
-) -> anyhow::Result<(Vec<Box<dyn Layer<Registry> + Send + Sync>>, Option<SdkTracerProvider>)> {
+) -> anyhow::Result<(Vec<BoxedLayer>, Option<SdkTracerProvider>)> {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![match config.style {
+    let mut layers: Vec<BoxedLayer> = vec![match config.style {
         LogStyle::Json => fmt.json().with_filter(filter).boxed(),
         LogStyle::Plain => fmt.with_filter(filter).boxed(),
     }];

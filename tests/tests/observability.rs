@@ -96,10 +96,13 @@ async fn metrics_count_what_happened(db: Db) {
 
 crate::backend_tests!(metrics_count_what_happened);
 
+/// A span's name and its attributes as text.
+type Span = (String, HashMap<String, String>);
+
 /// What an OTLP/HTTP collector received: every span with its string and int attributes.
 #[derive(Default, Clone)]
 struct Received {
-    spans: Arc<Mutex<Vec<(String, HashMap<String, String>)>>>,
+    spans: Arc<Mutex<Vec<Span>>>,
     services: Arc<Mutex<Vec<String>>>,
 }
 

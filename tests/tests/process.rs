@@ -49,10 +49,10 @@ impl HostProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("host exited with {status} before serving:\n{}", self.logs());
             }
-            if let Ok(r) = http.get(format!("{}/tasks-status", self.base)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = http.get(format!("{}/tasks-status", self.base)).send().await
+                && r.status() == 200
+            {
+                return;
             }
             assert!(std::time::Instant::now() < deadline, "host not serving after 30 s:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(50)).await;

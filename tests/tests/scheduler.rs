@@ -451,7 +451,7 @@ async fn chained_runs_record_parent_and_root(db: Db) {
     let chain = Task::new("chain").run(|ctx: TaskContext| async move {
         let depth = ctx.params_json()["depth"].as_u64().unwrap_or(0);
         if depth > 0 {
-            ctx.queue("chain", json!({"depth": depth - 1})).await.map_err(|e| TaskError::failed(e))?;
+            ctx.queue("chain", json!({"depth": depth - 1})).await.map_err(TaskError::failed)?;
         }
         Ok(())
     });

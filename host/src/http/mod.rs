@@ -75,10 +75,10 @@ async fn plugin_fallback(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let query = parse_query(uri.query());
-    if let Some(routes) = &state.plugin_routes {
-        if let Some(resp) = routes.serve(method.as_str(), uri.path(), query, body.to_vec()).await {
-            return resp;
-        }
+    if let Some(routes) = &state.plugin_routes
+        && let Some(resp) = routes.serve(method.as_str(), uri.path(), query, body.to_vec()).await
+    {
+        return resp;
     }
     ApiError::not_found(format!("no route for {} {}", method, uri.path())).into_response()
 }

@@ -91,6 +91,9 @@ pub enum Cancelled {
     Stopping(TaskRun),
 }
 
+/// An execution's end, sent to the batching finisher, and where to answer.
+type FinishRequest = (Finish, oneshot::Sender<Result<TaskRun, StoreError>>);
+
 struct Running {
     cancel: CancellationToken,
     /// Set before `cancel` fires: how the run ends.
@@ -115,7 +118,7 @@ struct Inner {
     background: TaskTracker,
     /// The claim loop, joined at shutdown before waiting for executions.
     claimer: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    finisher: OnceLock<mpsc::Sender<(Finish, oneshot::Sender<Result<TaskRun, StoreError>>)>>,
+    finisher: OnceLock<mpsc::Sender<FinishRequest>>,
     changes: broadcast::Sender<TaskRun>,
     /// Keeps the broadcast of each run's changes in commit order. A commit is broadcast
     /// just after it, so a claim committed in between could overtake it (a subscriber
@@ -625,7 +628,7 @@ impl Scheduler {
     }
 
     /// Commits finished runs in batches: one transaction for all that are waiting.
-    async fn finisher_loop(self, mut rx: mpsc::Receiver<(Finish, oneshot::Sender<Result<TaskRun, StoreError>>)>) {
+    async fn finisher_loop(self, mut rx: mpsc::Receiver<FinishRequest>) {
         let mut batch = Vec::with_capacity(256);
         loop {
             tokio::select! {

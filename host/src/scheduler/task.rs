@@ -148,6 +148,8 @@ impl std::fmt::Debug for Task {
 impl Task {
     /// Starts a task definition. The default options are aio-fluid's: medium priority,
     /// 60 s timeout, no concurrency limit, no retry, no schedule, params any JSON object.
+    // A builder on purpose: `Task::new("x").retry(..).run(f)` reads as the definition.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(name: impl Into<String>) -> TaskBuilder {
         TaskBuilder {
             task: Task {

@@ -92,7 +92,7 @@ impl Plugin for Db {
         // are written in key order, so concurrent writers cannot deadlock on them.
         let mut latest: BTreeMap<String, Event> = BTreeMap::new();
         for e in events {
-            if e.run.tags.iter().any(|t| *t == skip) {
+            if e.run.tags.contains(&skip) {
                 continue;
             }
             latest.insert(e.run.id.clone(), e);
@@ -115,10 +115,10 @@ impl Plugin for Db {
         )
         .map_err(|e| format!("{e:?}"))?;
         for row in stored {
-            if let (Some(V::Text(id)), Some(V::Int(seq))) = (row.first(), row.get(1)) {
-                if latest.get(id).is_some_and(|e| e.seq as i64 <= *seq) {
-                    latest.remove(id);
-                }
+            if let (Some(V::Text(id)), Some(V::Int(seq))) = (row.first(), row.get(1))
+                && latest.get(id).is_some_and(|e| e.seq as i64 <= *seq)
+            {
+                latest.remove(id);
             }
         }
         let rows: Vec<Vec<V>> = latest.values().map(to_row).collect();
