@@ -20,6 +20,7 @@ const { values: opts } = parseArgs({
     'disable-task': { type: 'string' },
     'cancel-run': { type: 'string' },
     'escaped-run': { type: 'string' },
+    'enable-plugin': { type: 'string' },
     chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
     timeout: { type: 'string', default: '30000' },
   },
@@ -99,6 +100,16 @@ try {
     if (!shown.includes('<img src=x onerror=')) throw new Error(`the error is not shown as text: ${shown}`);
     const injected = await page.evaluate(() => [window.__injected, document.querySelectorAll('#injected').length]);
     if (injected[0] !== undefined || injected[1] !== 0) throw new Error(`markup from a run's error reached the page: ${injected}`);
+  }
+
+  // A quarantined plugin, enabled again with its held events skipped (they are what it fails on).
+  const plugin = opts['enable-plugin'];
+  if (plugin) {
+    log(`enable quarantined plugin ${plugin}, skipping its held events`);
+    await page.getByTestId(`plugin-state-${plugin}`).filter({ hasText: /^quarantined$/ }).waitFor();
+    await page.getByTestId(`plugin-enable-skip-${plugin}`).click();
+    await page.getByTestId(`plugin-state-${plugin}`).filter({ hasText: /^active$/ }).waitFor();
+    await page.getByTestId(`plugin-enable-skip-${plugin}`).waitFor({ state: 'detached' });
   }
 
   const errors = await page.getByTestId('message-error').allTextContents();

@@ -3,7 +3,8 @@
 //! browser, Debian's headless Chromium driven by playwright-core (`tests/browser/dashboard.mjs`).
 //! In the browser the page switches a task off and cancels a running run by clicking; this
 //! test then checks both through the HTTP API. A run whose error is markup is shown as
-//! text: nothing an untrusted task or plugin writes runs in the operator's browser. The screenshot is kept as a test artifact
+//! text: nothing an untrusted task or plugin writes runs in the operator's browser. A
+//! plugin quarantined after trapping is enabled again from the page, its held events skipped. The screenshot is kept as a test artifact
 //! at `$CARGO_TARGET_DIR/test-artifacts/dashboard.png` (`target/` when unset).
 //!
 //! The browser test needs node, Chromium and `tests/browser/node_modules`; without them it
@@ -113,12 +114,18 @@ async fn serves_the_page_and_counts_throughput() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disables_a_task_and_cancels_a_run_in_chromium() {
+async fn disables_a_task_cancels_a_run_and_enables_a_plugin_in_chromium() {
     let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     check_browser_setup(&browser, &chromium);
 
     let env = TestEnv::new(Db::Sqlite).await;
+    // A plugin that traps on every event, quarantined at its first failure.
+    let plugins = env.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(fluid_host::plugins::bundled::guest_wasm_dir().join("fluid_test_trap_events.wasm"), plugins.join("trap_events.wasm"))
+        .unwrap();
+    std::fs::write(env.path().join("fluid.toml"), "[plugins.trap_events.limits]\nquarantine_after = 1\n").unwrap();
     let h = host(&env).await;
 
     // A history that looks real: several tasks, successes, a failure, a retried run.
@@ -146,6 +153,7 @@ async fn disables_a_task_and_cancels_a_run_in_chromium() {
     }
     let (_, before) = get_json(&h, &format!("/tasks/{task}")).await;
     assert_eq!(before["enabled"], true);
+    wait_json(&h, "/plugins/trap_events", "quarantined", |p| p["state"] == "quarantined").await;
 
     let artifacts = artifact_dir();
     std::fs::create_dir_all(&artifacts).expect("create the artifacts folder");
@@ -156,7 +164,7 @@ async fn disables_a_task_and_cancels_a_run_in_chromium() {
     let run = tokio::process::Command::new("node")
         .arg(browser.join("dashboard.mjs"))
         .args(["--url", &base, "--disable-task", task, "--cancel-run", &victim, "--chromium", &chromium])
-        .args(["--escaped-run", &markup])
+        .args(["--escaped-run", &markup, "--enable-plugin", "trap_events"])
         .arg("--screenshot")
         .arg(&shot)
         .current_dir(&browser)
@@ -179,6 +187,12 @@ async fn disables_a_task_and_cancels_a_run_in_chromium() {
     assert!(run["error"].as_str().is_some_and(|e| e.contains("cancel")), "{run}");
     let stored = wait_json(&h, &format!("/task-history/{victim}"), "aborted in the history", |r| r["state"] == "aborted").await;
     assert_eq!(stored["error"], run["error"]);
+
+    // Enabled with the events it failed on skipped: active, its checkpoint at the feed's head
+    // as it was when enabled (the page's clicks above wrote no event after that).
+    let plugin = wait_json(&h, "/plugins/trap_events", "active", |p| p["state"] == "active").await;
+    let head = h.scheduler.store().feed_head().await.unwrap();
+    assert_eq!(plugin["health"]["checkpoint"], json!(head), "{plugin}");
 
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} is not a real PNG", shot.display());

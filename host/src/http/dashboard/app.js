@@ -577,9 +577,13 @@ function pluginCells(p) {
   const num = (v) => `<td class="num">${v ?? '—'}</td>`;
   const ms = h.calls ? `${h.mean_call_ms.toFixed(2)} / ${h.p99_call_ms.toFixed(2)}` : '—';
   const reasons = [...new Set([p.error, h.last_error, p.replacement_error && `replacement failed: ${p.replacement_error}`])].filter(Boolean);
+  // Enable delivers the events held since the quarantine; "skip held events" moves the
+  // plugin's checkpoint to the head of the feed first (when those events are what made it fail).
   const enable =
     p.state === 'quarantined'
-      ? `<button type="button" data-action="enable" data-plugin="${n}" data-testid="plugin-enable-${n}">Enable</button>`
+      ? `<button type="button" data-action="enable" data-plugin="${n}" data-testid="plugin-enable-${n}">Enable</button>` +
+        ` <button type="button" class="link" data-action="enable-skip" data-plugin="${n}" data-testid="plugin-enable-skip-${n}">` +
+        `Enable, skip held events</button>`
       : '';
   const world = p.world === 'task' ? `<span class="tag">tasks: ${esc((p.tasks || []).join(', '))}</span>` : '';
   return (
@@ -624,16 +628,17 @@ $('plugins-body').addEventListener(
   true,
 );
 
-function enablePlugin(name) {
+function enablePlugin(name, skipEvents) {
+  if (skipEvents && !confirm(`Enable ${name} and skip the events it has not handled? It will never see them.`)) return;
   return act(`enable ${name}`, async () => {
-    await api('POST', `/plugins/${encodeURIComponent(name)}/enable`);
-    return `plugin ${name} enabled`;
+    await api('POST', `/plugins/${encodeURIComponent(name)}/enable${skipEvents ? '?skip_events=true' : ''}`);
+    return `plugin ${name} enabled${skipEvents ? ', held events skipped' : ''}`;
   });
 }
 
 $('plugins-body').addEventListener('click', (e) => {
-  const b = e.target.closest('[data-action="enable"]');
-  if (b) enablePlugin(b.dataset.plugin);
+  const b = e.target.closest('[data-action="enable"], [data-action="enable-skip"]');
+  if (b) enablePlugin(b.dataset.plugin, b.dataset.action === 'enable-skip');
 });
 
 // ---------------------------------------------------------------------------------------
