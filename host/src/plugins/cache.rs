@@ -6,12 +6,23 @@
 //! version and settings itself when it loads one, and a file it refuses is recompiled and
 //! rewritten. Files are written beside and renamed into place, so a crash never leaves a
 //! truncated one under a final name.
+//!
+//! Pruning: each use of an entry renews its modification time, and when the plugin runtime
+//! starts it deletes entries unused for [`UNUSED_FOR`] (those of replaced plugins and of
+//! older fluid builds) and temporary files a crash left behind. By age rather than "not
+//! loaded now", because one folder may serve several hosts or builds at once.
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+/// An entry not used for this long is deleted at the next start.
+pub const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A temporary file older than this is a crash's leftover (a write takes seconds).
+const TMP_STALE: Duration = Duration::from_secs(3600);
 
 /// Hex SHA-256 of `bytes`: the component's identity in the cache and in `/plugins`.
 pub fn sha256(bytes: &[u8]) -> String {
@@ -42,7 +53,11 @@ pub fn component(engine: &Engine, bytes: &[u8], sha: &str, dir: Option<&Path>) -
         // before use. Whoever could plant a file here could as well replace the fluid
         // binary beside it: the cache adds no new way in.
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                // Marks the entry as in use, for [`prune`].
+                let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+                return Ok(c);
+            }
             Err(e) => tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "cached compilation refused; recompiling"),
         }
     }
@@ -51,6 +66,30 @@ pub fn component(engine: &Engine, bytes: &[u8], sha: &str, dir: Option<&Path>) -
         tracing::warn!(folder = %dir.display(), error = %e, "cannot write the compile cache");
     }
     Ok(component)
+}
+
+/// Deletes entries of `dir` unused for `unused_for` and stale temporary files; returns how
+/// many files were deleted. Errors (a folder that does not exist yet, a file another host
+/// just removed) only mean less is deleted.
+pub fn prune(dir: &Path, unused_for: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let now = SystemTime::now();
+    let mut deleted = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let max_age = if name.ends_with(".cwasm") {
+            unused_for
+        } else if name.starts_with('.') && name.ends_with(".tmp") {
+            TMP_STALE
+        } else {
+            continue; // not ours
+        };
+        let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|m| now.duration_since(m).ok());
+        if age.is_some_and(|a| a > max_age) && std::fs::remove_file(e.path()).is_ok() {
+            deleted += 1;
+        }
+    }
+    deleted
 }
 
 fn store(dir: &Path, path: &Path, component: &Component) -> anyhow::Result<()> {
@@ -75,12 +114,47 @@ mod tests {
         let sha = sha256(bytes);
         component(&engine, bytes, &sha, Some(&dir)).unwrap();
         let path = entry(&dir, &engine, &sha);
-        let first = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // A rewrite is a rename over it, so a new inode; a use only renews its time.
+        use std::os::unix::fs::MetadataExt;
+        let first = std::fs::metadata(&path).unwrap().ino();
         component(&engine, bytes, &sha, Some(&dir)).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), first, "not rewritten: it was reused");
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), first, "not rewritten: it was reused");
         std::fs::write(&path, b"garbage").unwrap();
         component(&engine, bytes, &sha, Some(&dir)).unwrap();
         assert_ne!(std::fs::read(&path).unwrap(), b"garbage");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn prune_deletes_entries_unused_for_a_month_and_crash_leftovers_only() {
+        let dir = std::env::temp_dir().join(format!("fluid-cache-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let engine = Engine::default();
+        let bytes = crate::plugins::bundled::STATS_WASM;
+        let sha = sha256(bytes);
+        let aged = |name: &str, age: Duration| {
+            let p = dir.join(name);
+            std::fs::write(&p, b"x").unwrap();
+            std::fs::File::options().write(true).open(&p).unwrap().set_modified(SystemTime::now() - age).unwrap();
+            p
+        };
+        let day = Duration::from_secs(24 * 3600);
+        let old = aged("old-build.cwasm", 40 * day);
+        let recent = aged("recent.cwasm", 2 * day);
+        let leftover = aged(".x.cwasm.123.tmp", 2 * TMP_STALE);
+        let writing = aged(".y.cwasm.456.tmp", Duration::from_secs(5));
+        let foreign = aged("notes.txt", 400 * day);
+        // An entry last written long ago but used now is kept: use renews it.
+        component(&engine, bytes, &sha, Some(&dir)).unwrap();
+        let used = entry(&dir, &engine, &sha);
+        std::fs::File::options().write(true).open(&used).unwrap().set_modified(SystemTime::now() - 40 * day).unwrap();
+        component(&engine, bytes, &sha, Some(&dir)).unwrap();
+
+        assert_eq!(prune(&dir, UNUSED_FOR), 2);
+        assert!(!old.exists() && !leftover.exists());
+        assert!(recent.exists() && writing.exists() && foreign.exists() && used.exists());
+        assert_eq!(prune(&dir.join("missing"), UNUSED_FOR), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

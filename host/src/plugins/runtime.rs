@@ -280,6 +280,15 @@ impl PluginRuntime {
         let linker = linker(&engine)?;
         let task_linker = task_linker(&engine)?;
         let storage = PluginStorage::new(scheduler.store().clone()).await?;
+        if let Some(dir) = settings.cache_dir.clone() {
+            // Off the async threads: a large cache folder is many file system calls.
+            tokio::task::spawn_blocking(move || {
+                let n = super::cache::prune(&dir, super::cache::UNUSED_FOR);
+                if n > 0 {
+                    tracing::info!(folder = %dir.display(), files = n, "compile cache: deleted entries unused for 30 days");
+                }
+            });
+        }
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             engine,
