@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Scans of the plugins folder in these tests (500 ms in production).
 const SCAN: Duration = Duration::from_millis(200);
@@ -166,12 +166,14 @@ async fn a_replacement_that_fails_to_load_leaves_the_running_version_in_place() 
     h.shutdown(Duration::ZERO).await;
 }
 
-fn cache_files(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
-    let mut v: Vec<(PathBuf, SystemTime)> = std::fs::read_dir(dir.join("cache"))
+fn cache_files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    // By inode: a rewrite renames a new file into place; a use only renews the time.
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<(PathBuf, u64)> = std::fs::read_dir(dir.join("cache"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
-        .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().modified().unwrap()))
+        .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().ino()))
         .collect();
     v.sort();
     v
