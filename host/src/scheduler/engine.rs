@@ -5,14 +5,14 @@ use super::context::{PluginDirectory, TaskContext};
 use super::run::{Priority, TaskRun, TaskState};
 use super::task::{Task, TaskError};
 use crate::metrics::Metrics;
-use crate::store::runs::{Cancel, ClaimRules, Finish, Outcome, RunRow};
+use crate::store::runs::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow};
 use crate::store::{Store, StoreError};
 use crate::time::{now_us, to_datetime};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -91,8 +91,9 @@ pub enum Cancelled {
     Stopping(TaskRun),
 }
 
-/// An execution's end, sent to the batching finisher, and where to answer.
-type FinishRequest = (Finish, oneshot::Sender<Result<TaskRun, StoreError>>);
+/// An execution's end, sent to the batching finisher with the execution's worker slot (the
+/// finisher may hand it to a run it claims in the same transaction), and where to answer.
+type FinishRequest = (Finish, Option<OwnedSemaphorePermit>, oneshot::Sender<Result<TaskRun, StoreError>>);
 
 struct Running {
     cancel: CancellationToken,
@@ -426,7 +427,7 @@ impl Scheduler {
         }
         let row = claimed.started.into_iter().next().ok_or_else(|| StoreError::RunNotFound(run.id.clone()))?;
         let task = self.task(&row.run.task).ok_or_else(|| QueueError::UnknownTask(row.run.task.clone()))?;
-        let final_run = self.execute(row, task).await.ok_or_else(|| StoreError::RunNotFound(run.id.clone()))?;
+        let final_run = self.clone().execute(row, task, None).await.ok_or_else(|| StoreError::RunNotFound(run.id.clone()))?;
         Ok(final_run)
     }
 
@@ -462,6 +463,9 @@ impl Scheduler {
                 }
                 free = inner.slots.available_permits();
             }
+            // The slots are taken before the claim: the finisher also claims (into the slots
+            // its finished runs free), so what is free now may not be free after the commit.
+            let Ok(held) = inner.slots.clone().try_acquire_many_owned(free as u32) else { continue };
             let rules = inner.rules.read().unwrap().clone();
             let publish = inner.publish.write().await;
             let span = tracing::debug_span!("fluid.claim", slots = free, claimed = tracing::field::Empty);
@@ -493,35 +497,7 @@ impl Scheduler {
                 self.committed(claimed.ended.iter().cloned().chain(claimed.started.iter().map(|r| r.run.clone())));
             }
             drop(publish);
-            for run in &claimed.ended {
-                tracing::info!(run = %run.id, task = %run.task, state = %run.state, error = run.error.as_deref().unwrap_or(""), "run ended without executing");
-            }
-            for row in claimed.started {
-                let Some(task) = self.task(&row.run.task) else {
-                    // Unregistered since the claim began (a task component was unloaded):
-                    // record an end rather than leave the run `running` on a live host.
-                    let this = self.clone();
-                    let outcome = Outcome::Interrupted(format!("task {} is no longer registered", row.run.task));
-                    let finish = Finish { id: row.run.id.clone(), lease: row.lease, outcome, retry_after: None };
-                    inner.executions.spawn(async move {
-                        if let Err(e) = this.record_finish(finish).await {
-                            tracing::error!(run = %row.run.id, error = %e, "could not record the end of a run");
-                        }
-                    });
-                    continue;
-                };
-                let permit = inner.slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
-                let this = self.clone();
-                // Each run is a trace of its own, not a child of the claim that started it.
-                let span = tracing::debug_span!(parent: None, "fluid.run", run_id = %row.run.id, task = %row.run.task, attempt = row.run.retry_attempt, state = tracing::field::Empty);
-                inner.executions.spawn(
-                    async move {
-                        this.execute(row, task).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
+            self.launch(claimed, held);
             if busy {
                 continue;
             }
@@ -533,8 +509,38 @@ impl Scheduler {
         }
     }
 
-    /// Executes one claimed run and records its end; returns the recorded run.
-    async fn execute(&self, row: RunRow, task: Arc<Task>) -> Option<TaskRun> {
+    /// Starts the executions of a claim, one slot of `slots` each (it holds at least as many
+    /// as the claim started); the slots left over are released.
+    fn launch(&self, claimed: Claimed, mut slots: OwnedSemaphorePermit) {
+        let inner = &self.inner;
+        for run in &claimed.ended {
+            tracing::info!(run = %run.id, task = %run.task, state = %run.state, error = run.error.as_deref().unwrap_or(""), "run ended without executing");
+        }
+        for row in claimed.started {
+            let Some(task) = self.task(&row.run.task) else {
+                // Unregistered since the claim began (a task component was unloaded):
+                // record an end rather than leave the run `running` on a live host.
+                let this = self.clone();
+                let outcome = Outcome::Interrupted(format!("task {} is no longer registered", row.run.task));
+                let finish = Finish { id: row.run.id.clone(), lease: row.lease, outcome, retry_after: None };
+                inner.executions.spawn(async move {
+                    if let Err(e) = this.record_finish(finish, None).await {
+                        tracing::error!(run = %row.run.id, error = %e, "could not record the end of a run");
+                    }
+                });
+                continue;
+            };
+            let permit = slots.split(1).expect("claimed no more runs than slots held");
+            let this = self.clone();
+            // Each run is a trace of its own, not a child of the claim that started it.
+            let span = tracing::debug_span!(parent: None, "fluid.run", run_id = %row.run.id, task = %row.run.task, attempt = row.run.retry_attempt, state = tracing::field::Empty);
+            inner.executions.spawn(this.execute(row, task, Some(permit)).instrument(span));
+        }
+    }
+
+    /// Executes one claimed run and records its end; returns the recorded run. `slot` (the
+    /// worker slot it runs in) goes to the finisher with the end.
+    async fn execute(self, row: RunRow, task: Arc<Task>, slot: Option<OwnedSemaphorePermit>) -> Option<TaskRun> {
         let id = row.run.id.clone();
         let cancel = CancellationToken::new();
         let reason = Arc::new(OnceLock::new());
@@ -589,7 +595,7 @@ impl Scheduler {
             o => tracing::info!(run = %id, task = %task.name, outcome = ?o, ms = elapsed_ms, "end"),
         }
         let finish = Finish { id: id.clone(), lease: row.lease, outcome, retry_after };
-        let result = self.record_finish(finish).await;
+        let result = self.record_finish(finish, slot).await;
         self.inner.running.lock().unwrap().remove(&id);
         match result {
             Ok(run) => {
@@ -605,14 +611,16 @@ impl Scheduler {
 
     /// Sends a finish to the batching writer; retries while the database is unreachable
     /// so an end is not lost to a passing outage.
-    async fn record_finish(&self, finish: Finish) -> Result<TaskRun, StoreError> {
+    async fn record_finish(&self, finish: Finish, mut slot: Option<OwnedSemaphorePermit>) -> Result<TaskRun, StoreError> {
         let Some(sender) = self.inner.finisher.get() else {
             return Err(StoreError::Other(anyhow::anyhow!("scheduler not started")));
         };
         let mut backoff = Duration::from_millis(100);
         loop {
             let (tx, rx) = oneshot::channel();
-            if sender.send((finish.clone(), tx)).await.is_err() {
+            // The slot goes with the first attempt only: if that commit fails the slot is
+            // freed, and the run waits to record its end without holding a worker.
+            if sender.send((finish.clone(), slot.take(), tx)).await.is_err() {
                 return Err(StoreError::Other(anyhow::anyhow!("finisher stopped")));
             }
             match rx.await {
@@ -638,18 +646,58 @@ impl Scheduler {
                     continue;
                 }
             }
-            let finishes: Vec<Finish> = batch.iter().map(|(f, _)| f.clone()).collect();
-            let publish = self.inner.publish.read().await;
-            let span = tracing::debug_span!("fluid.finish", runs = finishes.len());
-            let finished = self.inner.store.finish_many(&finishes).instrument(span).await;
-            if let Ok(results) = &finished {
-                // Every state written (a retried run: its end, then `queued` again).
-                self.committed(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned());
+            let finishes: Vec<Finish> = batch.iter().map(|(f, _, _)| f.clone()).collect();
+            // The slots these ends free, and any free one: runs claimed in the same
+            // transaction start in them (unless this host is stopping or never claims).
+            let mut slots: Option<OwnedSemaphorePermit> = None;
+            let claiming =
+                self.inner.config.consume && !self.inner.stop_claiming.is_cancelled() && self.inner.claimer.lock().unwrap().is_some();
+            for (_, slot, _) in batch.iter_mut() {
+                if let Some(p) = slot.take() {
+                    match &mut slots {
+                        Some(all) => all.merge(p),
+                        None => slots = Some(p),
+                    }
+                }
             }
-            drop(publish);
+            if !claiming {
+                slots = None;
+            } else if let Ok(free) = self.inner.slots.clone().try_acquire_many_owned(self.inner.slots.available_permits() as u32) {
+                match &mut slots {
+                    Some(all) => all.merge(free),
+                    None => slots = Some(free),
+                }
+            }
+            let limit = slots.as_ref().map_or(0, |s| s.num_permits());
+            let span = tracing::debug_span!("fluid.finish", runs = finishes.len(), claim = limit);
+            // A claim needs the publish lock exclusively (see `publish`).
+            let (finished, claimed) = if limit > 0 {
+                let publish = self.inner.publish.write().await;
+                let rules = self.inner.rules.read().unwrap().clone();
+                let r = self.inner.store.finish_and_claim(&finishes, &self.inner.config.host_id, limit, &rules).instrument(span).await;
+                let (finished, claimed) = match r {
+                    Ok((f, c)) => (Ok(f), Some(c)),
+                    Err(e) => (Err(e), None),
+                };
+                if let Ok(results) = &finished {
+                    let ends = results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned();
+                    self.committed(ends.chain(claimed.iter().flat_map(|c| c.changes())));
+                }
+                drop(publish);
+                (finished, claimed)
+            } else {
+                let publish = self.inner.publish.read().await;
+                let finished = self.inner.store.finish_many(&finishes).instrument(span).await;
+                if let Ok(results) = &finished {
+                    // Every state written (a retried run: its end, then `queued` again).
+                    self.committed(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned());
+                }
+                drop(publish);
+                (finished, None)
+            };
             match finished {
                 Ok(results) => {
-                    for ((_, reply), r) in batch.drain(..).zip(results) {
+                    for ((_, _, reply), r) in batch.drain(..).zip(results) {
                         // The caller gets the run as it now stands.
                         let current = r.and_then(|written| {
                             written.into_iter().last().ok_or_else(|| StoreError::Other(anyhow::anyhow!("nothing written")))
@@ -659,10 +707,14 @@ impl Scheduler {
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    for (_, reply) in batch.drain(..) {
+                    for (_, _, reply) in batch.drain(..) {
                         let _ = reply.send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
                     }
                 }
+            }
+            match (claimed, slots) {
+                (Some(claimed), Some(slots)) => self.launch(claimed, slots),
+                (_, slots) => drop(slots),
             }
             self.inner.wake.notify_one();
         }

@@ -4,7 +4,10 @@
 //! -> the claim loop takes due rows in priority order, in batches, in one transaction that
 //! also enforces `max_concurrency` and aborts runs of disabled tasks -> each claimed run
 //! executes in its own tokio task under its timeout -> its end is recorded by the batching
-//! finisher (one transaction for many runs), which also re-queues retries. Every state
+//! finisher (one transaction for many runs), which also re-queues retries and, in that same
+//! transaction, claims the next due runs into the worker slots the ended runs free (each
+//! execution hands its slot to the finisher with its end). A busy queue thus costs one
+//! commit per cycle, not two; the claim loop covers the rest (new work, idle slots). Every state
 //! change is appended to the change feed in the same transaction, which is what plugins
 //! consume. Nothing here knows about WebAssembly: plugins are reached through the
 //! [`PluginDirectory`] trait.

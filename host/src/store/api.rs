@@ -57,25 +57,34 @@ impl Store {
         self.metrics
             .timed("finish_many", async {
                 let mut tx = self.write_tx().await?;
-                let mut out = Vec::with_capacity(finishes.len());
-                for f in finishes {
-                    match runs::finish(&mut tx, self.backend, f).await {
-                        Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
-                        r => out.push(r),
-                    }
-                }
-                let written: Vec<TaskRun> = out.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
-                // Each task's last run once per batch, not once per run.
-                let mut last: BTreeMap<&str, &TaskRun> = BTreeMap::new();
-                for end in out.iter().filter_map(|r| r.as_ref().ok().and_then(|w| w.first())) {
-                    last.insert(&end.task, end);
-                }
-                for end in last.into_values() {
-                    tasks::record_last_run(&mut tx, end).await?;
-                }
+                let (out, written) = finish_in(&mut tx, self.backend, finishes).await?;
                 events::append(&mut tx, self.backend, &written).await?;
                 tx.commit().await?;
                 Ok(out)
+            })
+            .await
+    }
+
+    /// [`Store::finish_many`] and, in the same transaction, a claim of up to `limit` due
+    /// runs for `host` (see [`runs::claim`]): the slots those executions free are filled
+    /// in the commit that frees them, one transaction per cycle instead of two.
+    pub async fn finish_and_claim(
+        &self,
+        finishes: &[Finish],
+        host: &str,
+        limit: usize,
+        rules: &BTreeMap<String, ClaimRules>,
+    ) -> Result<(Vec<Result<Vec<TaskRun>, StoreError>>, Claimed), StoreError> {
+        self.metrics
+            .timed("finish_and_claim", async {
+                let mut tx = self.write_tx().await?;
+                let (out, mut written) = finish_in(&mut tx, self.backend, finishes).await?;
+                let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
+                // Ends first, then starts: the feed's order is the order things happened.
+                written.extend(claimed.changes());
+                events::append(&mut tx, self.backend, &written).await?;
+                tx.commit().await?;
+                Ok((out, claimed))
             })
             .await
     }
@@ -352,4 +361,31 @@ impl Store {
             })
             .await
     }
+}
+
+/// The finishes of one batch inside `tx`: each one's result, and every snapshot written (for
+/// the feed, which the caller appends last).
+async fn finish_in(
+    tx: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    finishes: &[Finish],
+) -> Result<(Vec<Result<Vec<TaskRun>, StoreError>>, Vec<TaskRun>), StoreError> {
+    let mut out = Vec::with_capacity(finishes.len());
+    for f in finishes {
+        match runs::finish(tx, backend, f).await {
+            Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
+            r => out.push(r),
+        }
+    }
+    let written: Vec<TaskRun> = out.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
+    // Each task's last run once per batch, not once per run (in name order: PostgreSQL
+    // transactions of several hosts lock these rows in one order, so never in a cycle).
+    let mut last: BTreeMap<&str, &TaskRun> = BTreeMap::new();
+    for end in out.iter().filter_map(|r| r.as_ref().ok().and_then(|w| w.first())) {
+        last.insert(&end.task, end);
+    }
+    for end in last.into_values() {
+        tasks::record_last_run(tx, end).await?;
+    }
+    Ok((out, written))
 }
