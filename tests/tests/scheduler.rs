@@ -696,7 +696,41 @@ async fn feed_pruning_keeps_every_unconsumed_event(db: Db) {
     host.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A retry with no wait can be claimed in the very commit that re-queued it, so its next
+/// attempt may start before the failed one has finished its bookkeeping: cancelling the
+/// new attempt must still reach it.
+async fn a_retry_started_at_once_can_still_be_cancelled(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let never = Gate::new();
+    let mut cfg = dir.config();
+    cfg.scheduler.workers = 2;
+    let gate = never.clone();
+    let task = Task::new("fails-then-waits").retry(RetryPolicy::new(1).wait(Duration::ZERO)).run(move |ctx: TaskContext| {
+        let gate = gate.clone();
+        async move {
+            if ctx.run.retry_attempt == 0 {
+                return Err(TaskError::failed("first attempt fails"));
+            }
+            gate.wait().await;
+            Ok(())
+        }
+    });
+    let host = start(cfg, vec![task]).await;
+    let s = &host.scheduler;
+    for _ in 0..5 {
+        let run = queue(s, "fails-then-waits", json!({})).await;
+        wait_run(s, &run.id, "running its retry", |r| r.state == TaskState::Running && r.retry_attempt == 1).await;
+        // Its execution registers itself just after the commit that started it.
+        poll("the retry to be counted as running here", WAIT, || async { (s.running_here() == 1).then_some(()) }).await;
+        s.cancel(&run.id).await.unwrap();
+        let done = wait_done(s, &run.id).await;
+        assert_eq!((done.state, done.error.as_deref()), (TaskState::Aborted, Some("cancelled")), "{done:?}");
+    }
+    host.shutdown(Duration::ZERO).await;
+}
+
 crate::backend_tests!(
+    a_retry_started_at_once_can_still_be_cancelled,
     feed_pruning_keeps_every_unconsumed_event,
     late_host_cannot_overwrite_a_rescued_run,
     runs_go_queued_running_then_success_or_failure_with_error,

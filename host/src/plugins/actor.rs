@@ -162,6 +162,7 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
         }
         let (store, plugin) = instance.as_mut().expect("instance present");
         store.set_epoch_deadline(deadline_ticks(&sup));
+        store.data().stderr.clear();
         let api = plugin.fluid_scheduler_task_manager_plugin();
         let started = Instant::now();
         let trapped = match job {

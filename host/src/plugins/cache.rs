@@ -77,12 +77,17 @@ pub fn prune(dir: &Path, unused_for: Duration) -> usize {
     let mut deleted = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let max_age = if name.ends_with(".cwasm") {
+        // Only names this module writes: the folder may be shared with other files.
+        let max_age = if is_entry_name(&name) {
             unused_for
-        } else if name.starts_with('.') && name.ends_with(".tmp") {
+        } else if let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp"))
+            && let Some((entry_name, pid)) = inner.rsplit_once('.')
+            && is_entry_name(entry_name)
+            && pid.bytes().all(|b| b.is_ascii_digit())
+        {
             TMP_STALE
         } else {
-            continue; // not ours
+            continue;
         };
         let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|m| now.duration_since(m).ok());
         if age.is_some_and(|a| a > max_age) && std::fs::remove_file(e.path()).is_ok() {
@@ -90,6 +95,12 @@ pub fn prune(dir: &Path, unused_for: Duration) -> usize {
         }
     }
     deleted
+}
+
+/// `{sha256 hex}-{engine key hex}.cwasm`, what [`entry`] names.
+fn is_entry_name(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    name.strip_suffix(".cwasm").and_then(|s| s.split_once('-')).is_some_and(|(sha, key)| hex(sha, 64) && hex(key, 16))
 }
 
 fn store(dir: &Path, path: &Path, component: &Component) -> anyhow::Result<()> {
@@ -140,11 +151,13 @@ mod tests {
             p
         };
         let day = Duration::from_secs(24 * 3600);
-        let old = aged("old-build.cwasm", 40 * day);
-        let recent = aged("recent.cwasm", 2 * day);
-        let leftover = aged(".x.cwasm.123.tmp", 2 * TMP_STALE);
-        let writing = aged(".y.cwasm.456.tmp", Duration::from_secs(5));
+        let name = |c: char| format!("{}-{}.cwasm", c.to_string().repeat(64), "0123456789abcdef");
+        let old = aged(&name('a'), 40 * day);
+        let recent = aged(&name('b'), 2 * day);
+        let leftover = aged(&format!(".{}.123.tmp", name('c')), 2 * TMP_STALE);
+        let writing = aged(&format!(".{}.456.tmp", name('d')), Duration::from_secs(5));
         let foreign = aged("notes.txt", 400 * day);
+        let foreign_cwasm = aged("someone-else.cwasm", 400 * day);
         // An entry last written long ago but used now is kept: use renews it.
         component(&engine, bytes, &sha, Some(&dir)).unwrap();
         let used = entry(&dir, &engine, &sha);
@@ -153,7 +166,7 @@ mod tests {
 
         assert_eq!(prune(&dir, UNUSED_FOR), 2);
         assert!(!old.exists() && !leftover.exists());
-        assert!(recent.exists() && writing.exists() && foreign.exists() && used.exists());
+        assert!(recent.exists() && writing.exists() && foreign.exists() && foreign_cwasm.exists() && used.exists());
         assert_eq!(prune(&dir.join("missing"), UNUSED_FOR), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }

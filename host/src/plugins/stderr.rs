@@ -25,6 +25,11 @@ const QUOTE: usize = 600;
 pub(crate) struct StderrTail(Arc<Mutex<Vec<u8>>>);
 
 impl StderrTail {
+    /// Forgets what earlier calls wrote: a trap is explained by its own call's output.
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
     fn push(&self, bytes: &[u8]) {
         let mut buf = self.0.lock().unwrap();
         buf.extend_from_slice(bytes);

@@ -465,6 +465,9 @@ impl Scheduler {
             }
             // The slots are taken before the claim: the finisher also claims (into the slots
             // its finished runs free), so what is free now may not be free after the commit.
+            if free == 0 {
+                continue;
+            }
             let Ok(held) = inner.slots.clone().try_acquire_many_owned(free as u32) else { continue };
             let rules = inner.rules.read().unwrap().clone();
             let publish = inner.publish.write().await;
@@ -596,7 +599,14 @@ impl Scheduler {
         }
         let finish = Finish { id: id.clone(), lease: row.lease, outcome, retry_after };
         let result = self.record_finish(finish, slot).await;
-        self.inner.running.lock().unwrap().remove(&id);
+        {
+            // Only this execution's entry: a retry with no wait may already be running again
+            // under the same id (the finisher can claim it in the commit that re-queued it).
+            let mut running = self.inner.running.lock().unwrap();
+            if running.get(&id).is_some_and(|r| Arc::ptr_eq(&r.reason, &reason)) {
+                running.remove(&id);
+            }
+        }
         match result {
             Ok(run) => {
                 tracing::Span::current().record("state", run.state.as_str());
@@ -695,6 +705,12 @@ impl Scheduler {
                 drop(publish);
                 (finished, None)
             };
+            // Start the claimed runs before answering: the executions waiting for these
+            // answers keep the tracker non-empty, so a shutdown waiting on it cannot miss them.
+            match (claimed, slots) {
+                (Some(claimed), Some(slots)) => self.launch(claimed, slots),
+                (_, slots) => drop(slots),
+            }
             match finished {
                 Ok(results) => {
                     for ((_, _, reply), r) in batch.drain(..).zip(results) {
@@ -711,10 +727,6 @@ impl Scheduler {
                         let _ = reply.send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
                     }
                 }
-            }
-            match (claimed, slots) {
-                (Some(claimed), Some(slots)) => self.launch(claimed, slots),
-                (_, slots) => drop(slots),
             }
             self.inner.wake.notify_one();
         }
