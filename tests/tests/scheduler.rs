@@ -661,7 +661,8 @@ async fn late_host_cannot_overwrite_a_rescued_run(db: Db) {
     let lease = claimed.started[0].lease;
     wait_state(&host.scheduler, &run.id, TaskState::Interrupted).await;
     // The late host wakes up and reports success with the lease it had.
-    let results = late.finish_many(&[Finish { id: run.id.clone(), lease, outcome: Outcome::Success, retry_after: None }]).await.unwrap();
+    let finish = Finish { id: run.id.clone(), lease, outcome: Outcome::Success, retry_after: None };
+    let (results, _) = late.finish_and_claim(&[finish], "late-host", 0, &rules).await.unwrap();
     assert!(matches!(results[0], Err(StoreError::Conflict { .. })), "stale lease refused: {:?}", results[0]);
     let stored = host.scheduler.get_run(&run.id).await.unwrap().unwrap();
     assert_eq!(stored.state, TaskState::Interrupted, "the newer state stays");

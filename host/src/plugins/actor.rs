@@ -91,14 +91,14 @@ pub(crate) async fn instantiate(ctx: &ActorCtx) -> Result<(Instance, Registratio
     store.set_epoch_deadline(deadline_ticks(&ctx.sup));
     let limit = ctx.sup.policy.limits.call_timeout() + BACKSTOP;
     let plugin = match tokio::time::timeout(limit, ctx.pre.instantiate_async(&mut store)).await {
-        Ok(r) => r.map_err(|e| format!("cannot instantiate: {}{}", describe_trap(&e), store.data().stderr_note()))?,
+        Ok(r) => r.map_err(|e| format!("cannot instantiate: {}{}", describe_trap(&e), store.data().stderr.note()))?,
         Err(_) => return Err("cannot instantiate: took longer than the time limit".into()),
     };
     store.set_epoch_deadline(deadline_ticks(&ctx.sup));
     let api = plugin.fluid_scheduler_task_manager_plugin();
     let reg = match tokio::time::timeout(limit, api.call_register(&mut store, &ctx.config_json)).await {
         Ok(r) => r
-            .map_err(|e| format!("register {}{}", describe_trap(&e), store.data().stderr_note()))?
+            .map_err(|e| format!("register {}{}", describe_trap(&e), store.data().stderr.note()))?
             .map_err(|e| format!("register refused: {e}"))?,
         Err(_) => return Err("register trapped: call took longer than its time limit (blocked in a host call)".into()),
     };
@@ -169,7 +169,7 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
             Job::Events { events, reply } => {
                 store.data_mut().chain.clear();
                 let fut = api.call_on_events(&mut *store, &events);
-                let out = bounded(&sup, fut).await.map_err(|msg| msg + &store.data().stderr_note());
+                let out = bounded(&sup, fut).await.map_err(|msg| msg + &store.data().stderr.note());
                 meters.event_calls.inc();
                 meters.event_duration.observe(started.elapsed().as_secs_f64());
                 match out {
@@ -191,7 +191,7 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
             Job::Call { method, args, chain, reply } => {
                 store.data_mut().chain = chain;
                 let fut = api.call_call(&mut *store, &method, &args);
-                let out = bounded(&sup, fut).await.map_err(|msg| msg + &store.data().stderr_note());
+                let out = bounded(&sup, fut).await.map_err(|msg| msg + &store.data().stderr.note());
                 sup.update(|h| h.calls += 1);
                 meters.calls.inc();
                 meters.call_duration.observe(started.elapsed().as_secs_f64());

@@ -35,13 +35,6 @@ pub struct PluginState {
     pub(crate) stderr: StderrTail,
 }
 
-impl PluginState {
-    /// What the guest last wrote to stderr, to append to a trap's description.
-    pub(crate) fn stderr_note(&self) -> String {
-        self.stderr.note()
-    }
-}
-
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }

@@ -658,52 +658,36 @@ impl Scheduler {
             }
             let finishes: Vec<Finish> = batch.iter().map(|(f, _, _)| f.clone()).collect();
             // The slots these ends free, and any free one: runs claimed in the same
-            // transaction start in them (unless this host is stopping or never claims).
-            let mut slots: Option<OwnedSemaphorePermit> = None;
+            // transaction start in them (unless this host is stopping or never claims; then
+            // each slot is freed with its answer).
             let claiming =
                 self.inner.config.consume && !self.inner.stop_claiming.is_cancelled() && self.inner.claimer.lock().unwrap().is_some();
-            for (_, slot, _) in batch.iter_mut() {
-                if let Some(p) = slot.take() {
+            let mut slots: Option<OwnedSemaphorePermit> = None;
+            if claiming {
+                let free = self.inner.slots.clone().try_acquire_many_owned(self.inner.slots.available_permits() as u32).ok();
+                for p in batch.iter_mut().filter_map(|(_, slot, _)| slot.take()).chain(free) {
                     match &mut slots {
                         Some(all) => all.merge(p),
                         None => slots = Some(p),
                     }
                 }
             }
-            if !claiming {
-                slots = None;
-            } else if let Ok(free) = self.inner.slots.clone().try_acquire_many_owned(self.inner.slots.available_permits() as u32) {
-                match &mut slots {
-                    Some(all) => all.merge(free),
-                    None => slots = Some(free),
-                }
-            }
             let limit = slots.as_ref().map_or(0, |s| s.num_permits());
             let span = tracing::debug_span!("fluid.finish", runs = finishes.len(), claim = limit);
-            // A claim needs the publish lock exclusively (see `publish`).
-            let (finished, claimed) = if limit > 0 {
-                let publish = self.inner.publish.write().await;
-                let rules = self.inner.rules.read().unwrap().clone();
-                let r = self.inner.store.finish_and_claim(&finishes, &self.inner.config.host_id, limit, &rules).instrument(span).await;
-                let (finished, claimed) = match r {
-                    Ok((f, c)) => (Ok(f), Some(c)),
-                    Err(e) => (Err(e), None),
-                };
-                if let Ok(results) = &finished {
-                    let ends = results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned();
-                    self.committed(ends.chain(claimed.iter().flat_map(|c| c.changes())));
-                }
-                drop(publish);
-                (finished, claimed)
-            } else {
-                let publish = self.inner.publish.read().await;
-                let finished = self.inner.store.finish_many(&finishes).instrument(span).await;
-                if let Ok(results) = &finished {
-                    // Every state written (a retried run: its end, then `queued` again).
-                    self.committed(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned());
-                }
-                drop(publish);
-                (finished, None)
+            // A claim needs the publish lock exclusively (see `publish`); ends alone share it.
+            let (shared, exclusive) =
+                if limit > 0 { (None, Some(self.inner.publish.write().await)) } else { (Some(self.inner.publish.read().await), None) };
+            let rules = self.inner.rules.read().unwrap().clone();
+            let result = self.inner.store.finish_and_claim(&finishes, &self.inner.config.host_id, limit, &rules).instrument(span).await;
+            if let Ok((results, claimed)) = &result {
+                // Every state written, in commit order: the ends (a retried run: its end,
+                // then `queued` again), then the runs started.
+                self.committed(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().chain(claimed.changes()));
+            }
+            drop((shared, exclusive));
+            let (finished, claimed) = match result {
+                Ok((f, c)) => (Ok(f), Some(c)),
+                Err(e) => (Err(e), None),
             };
             // Start the claimed runs before answering: the executions waiting for these
             // answers keep the tracker non-empty, so a shutdown waiting on it cannot miss them.

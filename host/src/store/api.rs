@@ -52,22 +52,9 @@ impl Store {
 
     /// Records many finished executions in one transaction; each gets its own result
     /// (a fenced-out one fails alone): the snapshots it wrote, in order (the end state,
-    /// then `queued` again when retried).
-    pub async fn finish_many(&self, finishes: &[Finish]) -> Result<Vec<Result<Vec<TaskRun>, StoreError>>, StoreError> {
-        self.metrics
-            .timed("finish_many", async {
-                let mut tx = self.write_tx().await?;
-                let (out, written) = finish_in(&mut tx, self.backend, finishes).await?;
-                events::append(&mut tx, self.backend, &written).await?;
-                tx.commit().await?;
-                Ok(out)
-            })
-            .await
-    }
-
-    /// [`Store::finish_many`] and, in the same transaction, a claim of up to `limit` due
-    /// runs for `host` (see [`runs::claim`]): the slots those executions free are filled
-    /// in the commit that frees them, one transaction per cycle instead of two.
+    /// then `queued` again when retried). In the same transaction, claims up to `limit`
+    /// due runs for `host` (see [`runs::claim`]; none when 0): the slots those executions
+    /// free are filled in the commit that frees them, one transaction per cycle, not two.
     pub async fn finish_and_claim(
         &self,
         finishes: &[Finish],
