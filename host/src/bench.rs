@@ -21,7 +21,7 @@ use crate::scheduler::{Priority, Scheduler, SchedulerConfig, Task, TaskRun, Task
 use crate::store::{Backend, Store};
 use crate::time::{now_us, to_datetime};
 use anyhow::Context;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -142,8 +142,8 @@ fn new_runs(n: usize) -> Vec<TaskRun> {
 }
 
 async fn count_done(store: &Store) -> anyhow::Result<i64> {
-    Ok(sqlx::query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = 'bench' AND state = 'success'")
-        .fetch_one(&store.reader)
+    Ok(crate::store::query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = 'bench' AND state = 'success'")
+        .fetch_one(&mut store.read().await?)
         .await?
         .try_get("n")?)
 }
@@ -200,7 +200,9 @@ async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, wi
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let rows = sqlx::query("SELECT start_at - queued_at AS lat FROM fluid_runs WHERE task = 'bench'").fetch_all(&store.reader).await?;
+    let rows = crate::store::query("SELECT start_at - queued_at AS lat FROM fluid_runs WHERE task = 'bench'")
+        .fetch_all(&mut store.read().await?)
+        .await?;
     let mut lat: Vec<f64> = rows.iter().filter_map(|r| r.try_get::<i64, _>("lat").ok()).map(|us| us as f64 / 1000.0).collect();
     lat.sort_by(|a, b| a.total_cmp(b));
     host.shutdown(Duration::from_secs(5)).await;
@@ -293,7 +295,7 @@ async fn fill_history(store: &Store, n: usize) -> anyhow::Result<()> {
                 i % 1000
             );
         }
-        sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        crate::store::query_built(sql).execute(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(())

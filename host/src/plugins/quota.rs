@@ -15,7 +15,7 @@
 use super::bindings::storage_if::StorageError;
 use super::config::Limits;
 use crate::store::Backend;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use crate::store::{Db, query, query_built};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -65,8 +65,8 @@ pub fn exceeded(msg: String) -> StorageError {
 }
 
 /// Refuses a new table when the plugin already has `max_tables`.
-pub async fn check_new_table(conn: &mut AnyConnection, plugin: &str, limits: &Limits) -> Result<(), StorageError> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM fluid_plugin_tables WHERE plugin = $1")
+pub async fn check_new_table(conn: &mut Db, plugin: &str, limits: &Limits) -> Result<(), StorageError> {
+    let row = query("SELECT COUNT(*) AS n FROM fluid_plugin_tables WHERE plugin = $1")
         .bind(plugin)
         .fetch_one(&mut *conn)
         .await
@@ -79,8 +79,8 @@ pub async fn check_new_table(conn: &mut AnyConnection, plugin: &str, limits: &Li
 }
 
 /// Exact rows and approximate bytes of every table of `plugin`.
-pub async fn measure(conn: &mut AnyConnection, backend: Backend, plugin: &str) -> Result<Usage, StorageError> {
-    let tables = sqlx::query("SELECT physical, columns FROM fluid_plugin_tables WHERE plugin = $1")
+pub async fn measure(conn: &mut Db, backend: Backend, plugin: &str) -> Result<Usage, StorageError> {
+    let tables = query("SELECT physical, columns FROM fluid_plugin_tables WHERE plugin = $1")
         .bind(plugin)
         .fetch_all(&mut *conn)
         .await
@@ -100,7 +100,7 @@ pub async fn measure(conn: &mut AnyConnection, backend: Backend, plugin: &str) -
             .collect();
         // Names come from fluid_plugin_tables, checked as identifiers when the table was made.
         let sql = format!("SELECT COUNT(*) AS n, COALESCE(SUM({}), 0) AS b FROM {physical}", lengths.join(" + "));
-        let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut *conn).await.map_err(backend_err)?;
+        let row = query_built(sql).fetch_one(&mut *conn).await.map_err(backend_err)?;
         total.rows += row.try_get::<i64, _>("n").map_err(backend_err)? as u64;
         total.bytes += row.try_get::<i64, _>("b").map_err(backend_err)? as u64;
     }

@@ -12,10 +12,9 @@
 use super::bindings::storage_if::{ColumnType, Filter, FilterOp, OrderBy, Query, StorageError, TableDef, Value};
 use super::config::Limits;
 use super::quota::{self, Bounds, Usage};
+use crate::store::db::Arg as Bound;
 use crate::store::{Backend, Store};
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query as SqlxQuery;
-use sqlx::{Any, AssertSqlSafe, Row};
+use crate::store::{Row, query, query_built};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -108,10 +107,10 @@ impl PluginStorage {
         if let Some(m) = self.meta.lock().unwrap().get(&(plugin.to_string(), table.to_string())) {
             return Ok(m.clone());
         }
-        let row = sqlx::query("SELECT physical, columns, primary_key FROM fluid_plugin_tables WHERE plugin = $1 AND name = $2")
+        let row = query("SELECT physical, columns, primary_key FROM fluid_plugin_tables WHERE plugin = $1 AND name = $2")
             .bind(plugin)
             .bind(table)
-            .fetch_optional(&self.store.reader)
+            .fetch_optional(&mut self.store.read().await.map_err(backend_err)?)
             .await
             .map_err(backend_err)?
             .ok_or_else(|| StorageError::NoSuchTable(format!("table {table:?} does not exist: create it with ensure-table")))?;
@@ -168,21 +167,21 @@ impl PluginStorage {
         let pk: Vec<String> = def.primary_key.iter().map(|k| quote(k)).collect();
         let mut tx = self.store.write_tx().await.map_err(backend_err)?;
         if self.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(72453)").execute(&mut *tx).await.map_err(backend_err)?;
+            query("SELECT pg_advisory_xact_lock(72453)").execute(&mut tx).await.map_err(backend_err)?;
         }
         if !exists {
             quota::check_new_table(&mut tx, plugin, limits).await?;
         }
         let create = format!("CREATE TABLE IF NOT EXISTS {phys} ({}, PRIMARY KEY ({}))", col_sql.join(", "), pk.join(", "));
-        sqlx::query(AssertSqlSafe(create)).execute(&mut *tx).await.map_err(backend_err)?;
+        query_built(create).execute(&mut tx).await.map_err(backend_err)?;
         for idx in &def.indexes {
             let cols: Vec<String> = idx.iter().map(|c| quote(c)).collect();
             // Named after its columns: a plugin that changes an index gets the new one
             // (the old one stays, harmless), not the old one kept under a reused name.
             let sql = format!("CREATE INDEX IF NOT EXISTS {phys}_i{:08x} ON {phys} ({})", fnv32(&idx.join(",")), cols.join(", "));
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await.map_err(backend_err)?;
+            query_built(sql).execute(&mut tx).await.map_err(backend_err)?;
         }
-        sqlx::query(
+        query(
             "INSERT INTO fluid_plugin_tables (plugin, name, physical, columns, primary_key) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (plugin, name) DO NOTHING",
         )
@@ -191,7 +190,7 @@ impl PluginStorage {
         .bind(&phys)
         .bind(serde_json::to_string(&columns).unwrap_or_default())
         .bind(serde_json::to_string(&def.primary_key).unwrap_or_default())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(backend_err)?;
         tx.commit().await.map_err(backend_err)?;
@@ -236,7 +235,7 @@ impl PluginStorage {
         if let Some(u) = self.bounds.get(plugin) {
             return Ok(u);
         }
-        let mut conn = self.store.reader.acquire().await.map_err(backend_err)?;
+        let mut conn = self.store.read().await.map_err(backend_err)?;
         let u = quota::measure(&mut conn, self.backend(), plugin).await?;
         self.bounds.set(plugin, u);
         Ok(u)
@@ -283,36 +282,48 @@ impl PluginStorage {
             columns.iter().filter(|c| !meta.primary_key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
         let on_conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
         let mut tx = self.store.write_tx().await.map_err(backend_err)?;
+        // SQLite: one row per statement, the same text every time, so it is parsed once and
+        // cached (statements run inline, so many rows per text would only add parsing).
+        // PostgreSQL: many rows per statement, one round trip per chunk.
+        let per_statement = if self.backend() == Backend::Sqlite { 1 } else { UPSERT_CHUNK };
+        let mut text: Option<(usize, String)> = None;
         let mut written = 0;
-        for chunk in typed.chunks(UPSERT_CHUNK) {
-            let mut n = 0;
-            let tuples: Vec<String> = chunk
-                .iter()
-                .map(|_| {
-                    let ps: Vec<String> = cols
+        let mut rows = typed.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Bound>> = rows.by_ref().take(per_statement).collect();
+            let sql = match &text {
+                Some((len, sql)) if *len == chunk.len() => sql.clone(),
+                _ => {
+                    let mut n = 0;
+                    let tuples: Vec<String> = chunk
                         .iter()
-                        .map(|c| {
-                            n += 1;
-                            self.placeholder(n, &c.kind)
+                        .map(|_| {
+                            let ps: Vec<String> = cols
+                                .iter()
+                                .map(|c| {
+                                    n += 1;
+                                    self.placeholder(n, &c.kind)
+                                })
+                                .collect();
+                            format!("({})", ps.join(", "))
                         })
                         .collect();
-                    format!("({})", ps.join(", "))
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {on_conflict}",
-                meta.physical,
-                col_list.join(", "),
-                tuples.join(", "),
-                pk.join(", ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for row in chunk {
-                for v in row {
-                    q = v.bind(q);
+                    let sql = format!(
+                        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {on_conflict}",
+                        meta.physical,
+                        col_list.join(", "),
+                        tuples.join(", "),
+                        pk.join(", ")
+                    );
+                    text = Some((chunk.len(), sql.clone()));
+                    sql
                 }
+            };
+            let mut q = query_built(sql);
+            for v in chunk.into_iter().flatten() {
+                q.push(v);
             }
-            written += q.execute(&mut *tx).await.map_err(backend_err)?.rows_affected();
+            written += q.execute(&mut tx).await.map_err(backend_err)?;
         }
         if may_cross {
             let exact = quota::measure(&mut tx, self.backend(), plugin).await?;
@@ -446,7 +457,7 @@ impl PluginStorage {
                 serde_json::Value::Number(num) => {
                     binds.push(match num.as_i64() {
                         Some(i) => Bound::Int(Some(i)),
-                        None => Bound::Float(num.as_f64()),
+                        None => Bound::Real(num.as_f64()),
                     });
                     *n += 1;
                     format!("json_extract({c}, ${path}) = ${}", *n)
@@ -487,11 +498,11 @@ impl PluginStorage {
         let limit = q.limit.unwrap_or(MAX_SELECT_ROWS).min(MAX_SELECT_ROWS);
         let exprs: Vec<String> = cols.iter().map(|c| format!("{} AS {}", self.select_expr(c), quote(&c.name))).collect();
         let sql = format!("SELECT {} FROM {}{where_sql}{order_sql} LIMIT {limit}", exprs.join(", "), meta.physical);
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = query_built(sql);
         for b in &binds {
-            query = b.bind(query);
+            query.push(b.clone());
         }
-        let rows = query.fetch_all(&self.store.reader).await.map_err(backend_err)?;
+        let rows = query.fetch_all(&mut self.store.read().await.map_err(backend_err)?).await.map_err(backend_err)?;
         rows.iter().map(|r| read_row(self.backend(), r, &cols)).collect()
     }
 
@@ -499,11 +510,13 @@ impl PluginStorage {
         let meta = self.meta(plugin, table).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
-        let mut query = sqlx::query(AssertSqlSafe(format!("DELETE FROM {}{where_sql}", meta.physical)));
+        let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical));
         for b in &binds {
-            query = b.bind(query);
+            query.push(b.clone());
         }
-        let n = query.execute(&self.store.writer).await.map_err(backend_err)?.rows_affected();
+        let mut tx = self.store.write_tx().await.map_err(backend_err)?;
+        let n = query.execute(&mut tx).await.map_err(backend_err)?;
+        tx.commit().await.map_err(backend_err)?;
         self.bounds.remove_rows(plugin, n);
         Ok(n)
     }
@@ -512,41 +525,12 @@ impl PluginStorage {
         let meta = self.meta(plugin, table).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
-        let mut query = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {}{where_sql}", meta.physical)));
+        let mut query = query_built(format!("SELECT COUNT(*) AS n FROM {}{where_sql}", meta.physical));
         for b in &binds {
-            query = b.bind(query);
+            query.push(b.clone());
         }
-        let row = query.fetch_one(&self.store.reader).await.map_err(backend_err)?;
+        let row = query.fetch_one(&mut self.store.read().await.map_err(backend_err)?).await.map_err(backend_err)?;
         Ok(row.try_get::<i64, _>("n").map_err(backend_err)? as u64)
-    }
-}
-
-/// A value converted to its column's type, ready to bind.
-#[derive(Debug, Clone)]
-enum Bound {
-    Int(Option<i64>),
-    Float(Option<f64>),
-    Text(Option<String>),
-    Bool(Option<bool>),
-}
-
-impl Bound {
-    /// Bytes the value counts for in the storage quota.
-    fn size(&self) -> u64 {
-        match self {
-            Bound::Text(Some(s)) => s.len() as u64,
-            Bound::Text(None) | Bound::Int(None) | Bound::Float(None) | Bound::Bool(None) => 0,
-            _ => 8,
-        }
-    }
-
-    fn bind<'q>(&self, q: SqlxQuery<'q, Any, AnyArguments>) -> SqlxQuery<'q, Any, AnyArguments> {
-        match self.clone() {
-            Bound::Int(v) => q.bind(v),
-            Bound::Float(v) => q.bind(v),
-            Bound::Text(v) => q.bind(v),
-            Bound::Bool(v) => q.bind(v),
-        }
     }
 }
 
@@ -563,9 +547,9 @@ fn bind_value(backend: Backend, col: &Col, v: Value) -> Result<Bound, StorageErr
             other => return Err(mismatch(&other)),
         },
         "float" => match v {
-            Value::Null => Bound::Float(None),
-            Value::Float(f) => Bound::Float(Some(f)),
-            Value::Int(i) => Bound::Float(Some(i as f64)),
+            Value::Null => Bound::Real(None),
+            Value::Float(f) => Bound::Real(Some(f)),
+            Value::Int(i) => Bound::Real(Some(i as f64)),
             other => return Err(mismatch(&other)),
         },
         "text" => match v {
@@ -592,7 +576,7 @@ fn bind_value(backend: Backend, col: &Col, v: Value) -> Result<Bound, StorageErr
     })
 }
 
-fn read_row(backend: Backend, r: &AnyRow, cols: &[Col]) -> Result<Vec<Value>, StorageError> {
+fn read_row(backend: Backend, r: &Row, cols: &[Col]) -> Result<Vec<Value>, StorageError> {
     cols.iter()
         .enumerate()
         .map(|(i, c)| {

@@ -5,7 +5,7 @@ use super::events::Event;
 use super::hosts::HostRow;
 use super::runs::{self, Cancel, ClaimRules, Claimed, Finish};
 use super::tasks::TaskStatus;
-use super::{Store, StoreError, checkpoints, events, hosts, schedules, tasks};
+use super::{Db, Store, StoreError, checkpoints, events, hosts, query, schedules, tasks};
 use crate::scheduler::{Priority, TaskRun};
 use crate::time::now_us;
 use std::collections::{BTreeMap, HashMap};
@@ -79,7 +79,7 @@ impl Store {
     pub async fn get_run(&self, id: &str) -> Result<Option<TaskRun>, StoreError> {
         self.metrics
             .timed("get_run", async {
-                let mut conn = self.reader.acquire().await?;
+                let mut conn = self.read().await?;
                 Ok(runs::get(&mut conn, self.backend, id, false).await?.map(|r| r.run))
             })
             .await
@@ -115,7 +115,7 @@ impl Store {
     pub async fn queue_lengths(&self) -> Result<BTreeMap<Priority, u64>, StoreError> {
         self.metrics
             .timed("queue_lengths", async {
-                let mut conn = self.reader.acquire().await?;
+                let mut conn = self.read().await?;
                 Ok(runs::queue_lengths(&mut conn).await?)
             })
             .await
@@ -124,7 +124,7 @@ impl Store {
     pub async fn task_statuses(&self) -> Result<HashMap<String, TaskStatus>, StoreError> {
         self.metrics
             .timed("task_statuses", async {
-                let mut conn = self.reader.acquire().await?;
+                let mut conn = self.read().await?;
                 Ok(tasks::all(&mut conn).await?)
             })
             .await
@@ -197,7 +197,7 @@ impl Store {
     pub async fn live_hosts(&self, alive_after: i64) -> Result<Vec<HostRow>, StoreError> {
         self.metrics
             .timed("live_hosts", async {
-                let mut conn = self.reader.acquire().await?;
+                let mut conn = self.read().await?;
                 Ok(hosts::live(&mut conn, alive_after).await?)
             })
             .await
@@ -234,7 +234,7 @@ impl Store {
     pub async fn cancel_requests(&self, host: &str) -> Result<Vec<String>, StoreError> {
         self.metrics
             .timed("cancel_requests", async {
-                let mut conn = self.reader.acquire().await?;
+                let mut conn = self.read().await?;
                 Ok(runs::cancel_requests(&mut conn, host).await?)
             })
             .await
@@ -243,7 +243,7 @@ impl Store {
     pub async fn events_after(&self, seq: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         self.metrics
             .timed("events_after", async {
-                let mut conn = self.reader.acquire().await?;
+                let mut conn = self.read().await?;
                 Ok(events::after(&mut conn, seq, limit).await?)
             })
             .await
@@ -252,7 +252,7 @@ impl Store {
     pub async fn feed_head(&self) -> Result<i64, StoreError> {
         self.metrics
             .timed("feed_head", async {
-                let mut conn = self.reader.acquire().await?;
+                let mut conn = self.read().await?;
                 Ok(events::head(&mut conn).await?)
             })
             .await
@@ -262,7 +262,7 @@ impl Store {
     pub async fn feed_lag(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.metrics
             .timed("feed_lag", async {
-                let mut conn = self.reader.acquire().await?;
+                let mut conn = self.read().await?;
                 let head = events::head(&mut conn).await?;
                 Ok(checkpoints::all(&mut conn).await?.into_iter().map(|(p, seq)| (p, (head - seq).max(0))).collect())
             })
@@ -301,11 +301,9 @@ impl Store {
     pub async fn reset_checkpoint(&self, plugin: &str, seq: i64) -> Result<(), StoreError> {
         self.metrics
             .timed("reset_checkpoint", async {
-                sqlx::query("UPDATE fluid_plugin_checkpoints SET seq = $2 WHERE plugin = $1")
-                    .bind(plugin)
-                    .bind(seq)
-                    .execute(&self.writer)
-                    .await?;
+                let mut tx = self.write_tx().await?;
+                query("UPDATE fluid_plugin_checkpoints SET seq = $2 WHERE plugin = $1").bind(plugin).bind(seq).execute(&mut tx).await?;
+                tx.commit().await?;
                 Ok(())
             })
             .await
@@ -353,7 +351,7 @@ impl Store {
 /// The finishes of one batch inside `tx`: each one's result, and every snapshot written (for
 /// the feed, which the caller appends last).
 async fn finish_in(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Db,
     backend: super::Backend,
     finishes: &[Finish],
 ) -> Result<(Vec<Result<Vec<TaskRun>, StoreError>>, Vec<TaskRun>), StoreError> {

@@ -7,8 +7,8 @@
 //! happen in `seq` order, so a reader that saw `seq = n` never later finds a smaller one.
 
 use super::Backend;
+use super::{Db, query, query_built};
 use crate::scheduler::TaskRun;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 /// One entry of the feed.
 #[derive(Debug, Clone)]
@@ -17,34 +17,44 @@ pub struct Event {
     pub run: TaskRun,
 }
 
-pub(crate) async fn append(conn: &mut AnyConnection, backend: Backend, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
+pub(crate) async fn append(conn: &mut Db, backend: Backend, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
     if runs.is_empty() {
         return Ok(());
     }
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock(72452)").execute(&mut *conn).await?;
+    if backend == Backend::Sqlite {
+        // Statements run inline on SQLite: one cached statement per row costs less than
+        // parsing a many-row text.
+        for run in runs {
+            let snapshot = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            query("INSERT INTO fluid_events (run_id, state, snapshot) VALUES ($1, $2, $3)")
+                .bind(&run.id)
+                .bind(run.state.as_str())
+                .bind(snapshot)
+                .execute(&mut *conn)
+                .await?;
+        }
+        return Ok(());
     }
-    // Many rows per statement: one round trip per 100 events, not per event.
+    query("SELECT pg_advisory_xact_lock(72452)").execute(&mut *conn).await?;
+    // PostgreSQL: many rows per statement, one round trip per 100 events, not per event.
     for chunk in runs.chunks(100) {
         let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
         let sql = format!("INSERT INTO fluid_events (run_id, state, snapshot) VALUES {}", values.join(", "));
-        let mut q = sqlx::query(AssertSqlSafe(sql));
+        let mut q = query_built(sql);
         for run in chunk {
             let snapshot = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             q = q.bind(run.id.clone()).bind(run.state.as_str()).bind(snapshot);
         }
         q.execute(&mut *conn).await?;
     }
-    if backend == Backend::Postgres {
-        // Delivered at commit to every host listening (see `super::notify`).
-        sqlx::query("SELECT pg_notify('fluid', '')").execute(&mut *conn).await?;
-    }
+    // Delivered at commit to every host listening (see `super::notify`).
+    query("SELECT pg_notify('fluid', '')").execute(&mut *conn).await?;
     Ok(())
 }
 
 /// Up to `limit` events after `seq`, in order.
-pub(crate) async fn after(conn: &mut AnyConnection, seq: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
-    let rows = sqlx::query("SELECT seq, snapshot FROM fluid_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+pub(crate) async fn after(conn: &mut Db, seq: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+    let rows = query("SELECT seq, snapshot FROM fluid_events WHERE seq > $1 ORDER BY seq LIMIT $2")
         .bind(seq)
         .bind(limit)
         .fetch_all(&mut *conn)
@@ -59,12 +69,12 @@ pub(crate) async fn after(conn: &mut AnyConnection, seq: i64, limit: i64) -> Res
 }
 
 /// The last sequence number written (0 when the feed is empty).
-pub(crate) async fn head(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head FROM fluid_events").fetch_one(&mut *conn).await?;
+pub(crate) async fn head(conn: &mut Db) -> Result<i64, sqlx::Error> {
+    let row = query("SELECT COALESCE(MAX(seq), 0) AS head FROM fluid_events").fetch_one(&mut *conn).await?;
     row.try_get("head")
 }
 
 /// Drops events every plugin has consumed (keeps the feed small).
-pub(crate) async fn prune(conn: &mut AnyConnection, upto: i64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM fluid_events WHERE seq <= $1").bind(upto).execute(&mut *conn).await?.rows_affected())
+pub(crate) async fn prune(conn: &mut Db, upto: i64) -> Result<u64, sqlx::Error> {
+    Ok(query("DELETE FROM fluid_events WHERE seq <= $1").bind(upto).execute(&mut *conn).await?)
 }

@@ -1,6 +1,6 @@
 //! SQL of `fluid_hosts`: which hosts are alive, by heartbeat.
 
-use sqlx::{AnyConnection, Row};
+use super::{Db, query};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostRow {
@@ -10,8 +10,8 @@ pub struct HostRow {
     pub workers: i64,
 }
 
-pub(crate) async fn beat(conn: &mut AnyConnection, id: &str, started_at: i64, now: i64, workers: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub(crate) async fn beat(conn: &mut Db, id: &str, started_at: i64, now: i64, workers: i64) -> Result<(), sqlx::Error> {
+    query(
         "INSERT INTO fluid_hosts (id, started_at, heartbeat_at, workers) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, workers = excluded.workers",
     )
@@ -24,14 +24,14 @@ pub(crate) async fn beat(conn: &mut AnyConnection, id: &str, started_at: i64, no
     Ok(())
 }
 
-pub(crate) async fn remove(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM fluid_hosts WHERE id = $1").bind(id).execute(&mut *conn).await?;
+pub(crate) async fn remove(conn: &mut Db, id: &str) -> Result<(), sqlx::Error> {
+    query("DELETE FROM fluid_hosts WHERE id = $1").bind(id).execute(&mut *conn).await?;
     Ok(())
 }
 
 /// Hosts seen since `alive_after`; forgets those silent for long.
-pub(crate) async fn live(conn: &mut AnyConnection, alive_after: i64) -> Result<Vec<HostRow>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, started_at, heartbeat_at, workers FROM fluid_hosts WHERE heartbeat_at >= $1 ORDER BY started_at")
+pub(crate) async fn live(conn: &mut Db, alive_after: i64) -> Result<Vec<HostRow>, sqlx::Error> {
+    let rows = query("SELECT id, started_at, heartbeat_at, workers FROM fluid_hosts WHERE heartbeat_at >= $1 ORDER BY started_at")
         .bind(alive_after)
         .fetch_all(&mut *conn)
         .await?;

@@ -8,11 +8,12 @@
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL` (no fsync per commit; a power cut can
 //! lose the last commits, never corrupt the file). All SQLite writes go through one
-//! connection, so write transactions queue instead of failing with SQLITE_BUSY, while
-//! reads use a pool of their own.
+//! connection, driven inline by rusqlite ([`db`] says why), so write transactions queue
+//! instead of failing with SQLITE_BUSY, while reads use a sqlx pool of their own.
 
 pub mod api;
 pub mod checkpoints;
+pub mod db;
 pub mod events;
 pub mod hosts;
 pub mod notify;
@@ -22,8 +23,9 @@ pub mod schema;
 pub mod tasks;
 
 use anyhow::Context;
+pub use db::{Db, Row, query, query_built};
+use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Executor};
 use std::path::Path;
 use std::time::Duration;
 
@@ -46,14 +48,30 @@ impl Backend {
 #[derive(Clone)]
 pub struct Store {
     pub backend: Backend,
-    /// Every write transaction. One connection on SQLite.
-    pub(crate) writer: AnyPool,
-    /// Reads that need no transaction (HTTP listings, history).
-    pub(crate) reader: AnyPool,
+    /// Every write transaction.
+    writer: Writer,
+    /// Reads that need no transaction (HTTP listings, history, the feed).
+    reader: Reader,
     /// The connection URL (PostgreSQL's LISTEN needs a connection of its own).
     pub(crate) url: String,
     /// How long each transaction of [`api`] takes, by operation.
     pub metrics: crate::metrics::StoreMetrics,
+}
+
+/// Where write transactions run.
+#[derive(Clone)]
+enum Writer {
+    /// PostgreSQL: the shared pool.
+    Pool(AnyPool),
+    /// SQLite: the one inline write connection.
+    Lite(db::LiteWriter),
+}
+
+/// Where reads run.
+#[derive(Clone)]
+enum Reader {
+    Pool(AnyPool),
+    Lite(db::LiteReaders),
 }
 
 impl std::fmt::Debug for Store {
@@ -74,18 +92,22 @@ impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let store = if url.starts_with("sqlite:") {
-            let opts = || {
-                AnyPoolOptions::new().after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;").await?;
-                        Ok(())
-                    })
-                })
-            };
-            let writer = opts().max_connections(1).connect(url).await;
-            let writer = writer.with_context(|| format!("cannot open SQLite database {url}"))?;
-            let reader = opts().max_connections(4).connect(url).await?;
-            Store { backend: Backend::Sqlite, writer, reader, url: url.to_string(), metrics: Default::default() }
+            let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path);
+            anyhow::ensure!(
+                !path.is_empty() && !path.contains(":memory:") && !url.contains("mode=memory"),
+                "in-memory SQLite is not supported ({url}): the writer and the readers need one file"
+            );
+            // The writer creates the file and sets WAL mode before the readers open it.
+            let writer = db::LiteWriter::open(path).with_context(|| format!("cannot open SQLite database {url}"))?;
+            let reader = db::LiteReaders::open(path, 4).with_context(|| format!("cannot open SQLite database {url}"))?;
+            Store {
+                backend: Backend::Sqlite,
+                writer: Writer::Lite(writer),
+                reader: Reader::Lite(reader),
+                url: url.to_string(),
+                metrics: Default::default(),
+            }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
@@ -93,7 +115,13 @@ impl Store {
                 .connect(url)
                 .await
                 .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
-            Store { backend: Backend::Postgres, writer: pool.clone(), reader: pool, url: url.to_string(), metrics: Default::default() }
+            Store {
+                backend: Backend::Postgres,
+                writer: Writer::Pool(pool.clone()),
+                reader: Reader::Pool(pool),
+                url: url.to_string(),
+                metrics: Default::default(),
+            }
         } else {
             anyhow::bail!("unsupported database URL {:?}: use sqlite://PATH or postgres://...", redact(url));
         };
@@ -101,20 +129,30 @@ impl Store {
         Ok(store)
     }
 
-    /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`): a deferred transaction that reads before it writes cannot wait for the
-    /// lock when another connection (another host on the same file) wrote in between, and
-    /// fails at once with SQLITE_BUSY; an immediate one waits for the lock (busy_timeout).
-    pub async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.writer.begin().await,
+    /// Begins a write transaction (on SQLite it takes the write lock at once, see
+    /// [`db::LiteWriter::begin`]). Dropped without `commit`, it rolls back.
+    pub async fn write_tx(&self) -> Result<Db, sqlx::Error> {
+        match &self.writer {
+            Writer::Lite(w) => Ok(Db::Lite(w.begin().await?)),
+            Writer::Pool(p) => Ok(Db::Tx(p.begin().await?)),
+        }
+    }
+
+    /// A connection for reads that need no transaction.
+    pub async fn read(&self) -> Result<Db, sqlx::Error> {
+        match &self.reader {
+            Reader::Lite(r) => Ok(r.get().await),
+            Reader::Pool(p) => Ok(Db::Pooled(p.acquire().await?)),
         }
     }
 
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        if let Writer::Pool(p) = &self.writer {
+            p.close().await;
+        }
+        if let Reader::Pool(p) = &self.reader {
+            p.close().await;
+        }
     }
 }
 

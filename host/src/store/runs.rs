@@ -8,10 +8,9 @@
 //! writer holding an older lease is fenced out and cannot overwrite a newer state.
 
 use super::{Backend, StoreError};
+use super::{Db, Row, query, query_built};
 use crate::scheduler::{Priority, RetryPolicy, TaskRun, TaskState};
 use crate::time::{now_us, to_datetime};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ pub struct RunRow {
     pub cancel_requested: bool,
 }
 
-pub(crate) fn from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
+pub(crate) fn from_row(row: &Row) -> Result<RunRow, sqlx::Error> {
     let ts = |name: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
         Ok(row.try_get::<Option<i64>, _>(name)?.map(to_datetime))
     };
@@ -64,9 +63,9 @@ fn us(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
 }
 
 /// Inserts new queued runs (the caller appends their `queued` events).
-pub(crate) async fn insert(conn: &mut AnyConnection, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert(conn: &mut Db, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
     for run in runs {
-        sqlx::query(
+        query(
             "INSERT INTO fluid_runs (id, task, tags, priority, state, params, queued_at, start_at, end_at, \
              execute_after, retry_attempt, rate_limit_attempt, from_run_id, root_run_id, error, owner, lease, cancel_requested) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, 0, 0)",
@@ -93,8 +92,8 @@ pub(crate) async fn insert(conn: &mut AnyConnection, runs: &[TaskRun]) -> Result
 }
 
 /// Writes the run's new state (the whole snapshot); the caller appends it to the feed.
-pub(crate) async fn write_state(conn: &mut AnyConnection, run: &TaskRun, owner: Option<&str>, lease: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub(crate) async fn write_state(conn: &mut Db, run: &TaskRun, owner: Option<&str>, lease: i64) -> Result<(), sqlx::Error> {
+    query(
         "UPDATE fluid_runs SET state = $2, queued_at = $3, start_at = $4, end_at = $5, execute_after = $6, \
          retry_attempt = $7, rate_limit_attempt = $8, error = $9, owner = $10, lease = $11, \
          cancel_requested = CASE WHEN $2 = 'running' THEN cancel_requested ELSE 0 END WHERE id = $1",
@@ -115,10 +114,10 @@ pub(crate) async fn write_state(conn: &mut AnyConnection, run: &TaskRun, owner: 
     Ok(())
 }
 
-pub(crate) async fn get(conn: &mut AnyConnection, backend: Backend, id: &str, lock: bool) -> Result<Option<RunRow>, sqlx::Error> {
+pub(crate) async fn get(conn: &mut Db, backend: Backend, id: &str, lock: bool) -> Result<Option<RunRow>, sqlx::Error> {
     let lock = if lock && backend == Backend::Postgres { " FOR UPDATE" } else { "" };
     let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE id = $1{lock}");
-    let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
+    let row = query_built(sql).bind(id).fetch_optional(&mut *conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -149,7 +148,7 @@ impl Claimed {
 /// serialised by the single writer on SQLite, by a per-task advisory lock on PostgreSQL
 /// (rows are picked with `FOR UPDATE SKIP LOCKED`, so hosts never claim the same run).
 pub(crate) async fn claim(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     host: &str,
     limit: usize,
@@ -170,7 +169,7 @@ pub(crate) async fn claim(
          ORDER BY priority, execute_after, id LIMIT $2{skip_locked}",
         placeholders.join(", ")
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(limit as i64);
+    let mut q = query_built(sql).bind(now).bind(limit as i64);
     for n in &names {
         q = q.bind(n.as_str());
     }
@@ -183,7 +182,7 @@ pub(crate) async fn claim(
     }
     let candidates: Vec<RunRow> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
 
-    let disabled: HashSet<String> = sqlx::query("SELECT name FROM fluid_task_state WHERE enabled = 0")
+    let disabled: HashSet<String> = query("SELECT name FROM fluid_task_state WHERE enabled = 0")
         .fetch_all(&mut *conn)
         .await?
         .iter()
@@ -198,9 +197,9 @@ pub(crate) async fn claim(
     let mut in_flight: HashMap<String, u32> = HashMap::new();
     for task in limited {
         if backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(task).execute(&mut *conn).await?;
+            query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(task).execute(&mut *conn).await?;
         }
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = $1 AND state = 'running'")
+        let n: i64 = query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = $1 AND state = 'running'")
             .bind(task)
             .fetch_one(&mut *conn)
             .await?
@@ -227,7 +226,7 @@ pub(crate) async fn claim(
                     Some(p) if p.allows(attempt) => {
                         // Silent back-off: the run stays queued, no event (as aio-fluid).
                         let after = now + p.delay(attempt).as_micros() as i64;
-                        sqlx::query("UPDATE fluid_runs SET execute_after = $2, rate_limit_attempt = $3 WHERE id = $1")
+                        query("UPDATE fluid_runs SET execute_after = $2, rate_limit_attempt = $3 WHERE id = $1")
                             .bind(&c.run.id)
                             .bind(after)
                             .bind(attempt as i64)
@@ -281,7 +280,7 @@ pub struct Finish {
 ///
 /// Returns every snapshot written, in order: the end state, then the `queued` one when
 /// the run is retried (both are state changes on the feed; the last is the current row).
-pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finish) -> Result<Vec<TaskRun>, StoreError> {
+pub(crate) async fn finish(conn: &mut Db, backend: Backend, f: &Finish) -> Result<Vec<TaskRun>, StoreError> {
     let Some(mut row) = get(conn, backend, &f.id, true).await? else {
         return Err(StoreError::RunNotFound(f.id.clone()));
     };
@@ -312,7 +311,7 @@ pub(crate) async fn finish(conn: &mut AnyConnection, backend: Backend, f: &Finis
 }
 
 /// `failure`/`interrupted` -> `queued` again: same id, one more retry attempt.
-pub(crate) async fn requeue(conn: &mut AnyConnection, run: &mut TaskRun, after_us: i64, lease: i64) -> Result<(), sqlx::Error> {
+pub(crate) async fn requeue(conn: &mut Db, run: &mut TaskRun, after_us: i64, lease: i64) -> Result<(), sqlx::Error> {
     run.state = TaskState::Queued;
     run.retry_attempt += 1;
     run.queued = Some(to_datetime(now_us()));
@@ -331,7 +330,7 @@ pub enum Cancel {
     Requested { run: TaskRun, owner: String },
 }
 
-pub(crate) async fn cancel(conn: &mut AnyConnection, backend: Backend, id: &str) -> Result<Cancel, StoreError> {
+pub(crate) async fn cancel(conn: &mut Db, backend: Backend, id: &str) -> Result<Cancel, StoreError> {
     let Some(mut row) = get(conn, backend, id, true).await? else {
         return Err(StoreError::RunNotFound(id.into()));
     };
@@ -344,7 +343,7 @@ pub(crate) async fn cancel(conn: &mut AnyConnection, backend: Backend, id: &str)
             Ok(Cancel::Aborted(row.run))
         }
         TaskState::Running => {
-            sqlx::query("UPDATE fluid_runs SET cancel_requested = 1 WHERE id = $1").bind(id).execute(&mut *conn).await?;
+            query("UPDATE fluid_runs SET cancel_requested = 1 WHERE id = $1").bind(id).execute(&mut *conn).await?;
             Ok(Cancel::Requested { run: row.run, owner: row.owner.unwrap_or_default() })
         }
         state => Err(StoreError::Conflict {
@@ -358,7 +357,7 @@ pub(crate) async fn cancel(conn: &mut AnyConnection, backend: Backend, id: &str)
 /// Aborts every queued run of the given priorities; returns how many per priority and the
 /// aborted runs.
 pub(crate) async fn clear_queue(
-    conn: &mut AnyConnection,
+    conn: &mut Db,
     backend: Backend,
     priorities: &[Priority],
 ) -> Result<(BTreeMap<Priority, u64>, Vec<TaskRun>), sqlx::Error> {
@@ -368,7 +367,7 @@ pub(crate) async fn clear_queue(
         // Rows a claim holds are being started right now: not queued any more, skip them.
         let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND priority = $1{lock}");
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(p.rank()).fetch_all(&mut *conn).await?;
+        let rows = query_built(sql).bind(p.rank()).fetch_all(&mut *conn).await?;
         let now = to_datetime(now_us());
         for r in &rows {
             let mut row = from_row(r)?;
@@ -384,10 +383,9 @@ pub(crate) async fn clear_queue(
 }
 
 /// Queued runs per priority.
-pub(crate) async fn queue_lengths(conn: &mut AnyConnection) -> Result<BTreeMap<Priority, u64>, sqlx::Error> {
-    let rows = sqlx::query("SELECT priority, COUNT(*) AS n FROM fluid_runs WHERE state = 'queued' GROUP BY priority")
-        .fetch_all(&mut *conn)
-        .await?;
+pub(crate) async fn queue_lengths(conn: &mut Db) -> Result<BTreeMap<Priority, u64>, sqlx::Error> {
+    let rows =
+        query("SELECT priority, COUNT(*) AS n FROM fluid_runs WHERE state = 'queued' GROUP BY priority").fetch_all(&mut *conn).await?;
     let mut out: BTreeMap<Priority, u64> = Priority::ALL.into_iter().map(|p| (p, 0)).collect();
     for r in rows {
         out.insert(Priority::from_rank(r.try_get("priority")?), r.try_get::<i64, _>("n")? as u64);
@@ -396,19 +394,19 @@ pub(crate) async fn queue_lengths(conn: &mut AnyConnection) -> Result<BTreeMap<P
 }
 
 /// Runs `running` on hosts whose heartbeat is older than `dead_before` (or unknown hosts).
-pub(crate) async fn orphaned(conn: &mut AnyConnection, backend: Backend, dead_before: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+pub(crate) async fn orphaned(conn: &mut Db, backend: Backend, dead_before: i64) -> Result<Vec<RunRow>, sqlx::Error> {
     let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
     let sql = format!(
         "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'running' AND NOT EXISTS \
          (SELECT 1 FROM fluid_hosts h WHERE h.id = fluid_runs.owner AND h.heartbeat_at >= $1){lock}"
     );
-    let rows = sqlx::query(AssertSqlSafe(sql)).bind(dead_before).fetch_all(&mut *conn).await?;
+    let rows = query_built(sql).bind(dead_before).fetch_all(&mut *conn).await?;
     rows.iter().map(from_row).collect()
 }
 
 /// Ids of this host's running runs that someone asked to cancel.
-pub(crate) async fn cancel_requests(conn: &mut AnyConnection, host: &str) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query("SELECT id FROM fluid_runs WHERE state = 'running' AND owner = $1 AND cancel_requested = 1")
+pub(crate) async fn cancel_requests(conn: &mut Db, host: &str) -> Result<Vec<String>, sqlx::Error> {
+    query("SELECT id FROM fluid_runs WHERE state = 'running' AND owner = $1 AND cancel_requested = 1")
         .bind(host)
         .fetch_all(&mut *conn)
         .await?

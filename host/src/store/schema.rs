@@ -2,7 +2,7 @@
 //! at every start, in order; a released statement is never edited, only followed by new ones.
 
 use super::{Backend, Store};
-use sqlx::AssertSqlSafe;
+use super::{query, query_built};
 
 /// Statements with `{serial}` standing for the backend's auto-increment primary key.
 const MIGRATIONS: &[&str] = &[
@@ -84,11 +84,11 @@ pub async fn migrate(store: &Store) -> anyhow::Result<()> {
     let mut tx = store.write_tx().await?;
     if store.backend == Backend::Postgres {
         // Two hosts starting at once must not race on CREATE TABLE.
-        sqlx::query("SELECT pg_advisory_xact_lock(72451)").execute(&mut *tx).await?;
+        query("SELECT pg_advisory_xact_lock(72451)").execute(&mut tx).await?;
     }
     for m in MIGRATIONS {
         let sql = m.replace("{serial}", serial);
-        sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        query_built(sql).execute(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(())

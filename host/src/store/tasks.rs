@@ -1,7 +1,7 @@
 //! SQL of `fluid_task_state`: the enabled switch and last-run summary of each task.
 
+use super::{Db, query};
 use crate::scheduler::TaskRun;
-use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 
 /// What aio-fluid calls `TaskInfoUpdate`.
@@ -13,8 +13,8 @@ pub struct TaskStatus {
     pub last_run_state: Option<String>,
 }
 
-pub(crate) async fn all(conn: &mut AnyConnection) -> Result<HashMap<String, TaskStatus>, sqlx::Error> {
-    let rows = sqlx::query("SELECT name, enabled, last_run_end, last_run_duration_us, last_run_state FROM fluid_task_state")
+pub(crate) async fn all(conn: &mut Db) -> Result<HashMap<String, TaskStatus>, sqlx::Error> {
+    let rows = query("SELECT name, enabled, last_run_end, last_run_duration_us, last_run_state FROM fluid_task_state")
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
@@ -32,8 +32,8 @@ pub(crate) async fn all(conn: &mut AnyConnection) -> Result<HashMap<String, Task
         .collect()
 }
 
-pub(crate) async fn set_enabled(conn: &mut AnyConnection, name: &str, enabled: bool) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub(crate) async fn set_enabled(conn: &mut Db, name: &str, enabled: bool) -> Result<(), sqlx::Error> {
+    query(
         "INSERT INTO fluid_task_state (name, enabled) VALUES ($1, $2) \
          ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled",
     )
@@ -45,11 +45,11 @@ pub(crate) async fn set_enabled(conn: &mut AnyConnection, name: &str, enabled: b
 }
 
 /// Records a finished run that has a start and an end.
-pub(crate) async fn record_last_run(conn: &mut AnyConnection, run: &TaskRun) -> Result<(), sqlx::Error> {
+pub(crate) async fn record_last_run(conn: &mut Db, run: &TaskRun) -> Result<(), sqlx::Error> {
     let (Some(end), Some(duration)) = (run.end, run.duration()) else {
         return Ok(());
     };
-    sqlx::query(
+    query(
         "INSERT INTO fluid_task_state (name, enabled, last_run_end, last_run_duration_us, last_run_state) \
          VALUES ($1, 1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET last_run_end = excluded.last_run_end, \
          last_run_duration_us = excluded.last_run_duration_us, last_run_state = excluded.last_run_state",

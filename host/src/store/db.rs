@@ -1,0 +1,500 @@
+//! The store's connection layer: one small query API over two drivers.
+//!
+//! PostgreSQL, and SQLite *reads*, go through sqlx's `Any` pools. SQLite *writes* go through
+//! rusqlite on one connection behind an async mutex, and run inline on the calling task.
+//! Why: sqlx's SQLite driver runs every statement on a worker thread of its own, so each
+//! statement costs two thread hand-offs. On a 2-core VM that was ~100 µs per statement and
+//! 47% of the CPU in futex and context switches (perf, `fluid bench`), while the statement
+//! itself takes a few µs. Inline, a whole write transaction (`BEGIN IMMEDIATE` … `COMMIT`)
+//! costs what SQLite costs, with statements prepared once and cached on the connection.
+//!
+//! The mutex is also SQLite's single-writer queue: this host's write transactions wait their
+//! turn instead of failing with SQLITE_BUSY; another process writing the same file is waited
+//! for by SQLite's `busy_timeout`. Both drivers use the same SQL text: parameters are `$N`
+//! (SQLite reads `$N` as a named parameter, bound here by its number), and rows come back as
+//! [`Row`]s of owned [`Cell`]s either way, so the per-table modules do not know the driver.
+
+use sqlx::any::{AnyTypeInfoKind, AnyValueRef};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AssertSqlSafe, Column, Row as _, ValueRef as _};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// Prepared statements kept per SQLite write connection (plugin storage makes many texts).
+const STATEMENT_CACHE: usize = 256;
+
+/// A value to bind. Nulls carry their type: PostgreSQL needs one for every parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Text(Option<String>),
+    Bool(Option<bool>),
+}
+
+impl Arg {
+    /// Bytes the value counts for in a storage quota.
+    pub fn size(&self) -> u64 {
+        match self {
+            Arg::Text(Some(s)) => s.len() as u64,
+            Arg::Text(None) | Arg::Int(None) | Arg::Real(None) | Arg::Bool(None) => 0,
+            _ => 8,
+        }
+    }
+}
+
+macro_rules! arg_from {
+    ($($t:ty => |$v:ident| $e:expr),* $(,)?) => {
+        $(impl From<$t> for Arg {
+            fn from($v: $t) -> Arg {
+                $e
+            }
+        })*
+    };
+}
+
+arg_from! {
+    i64 => |v| Arg::Int(Some(v)),
+    Option<i64> => |v| Arg::Int(v),
+    f64 => |v| Arg::Real(Some(v)),
+    bool => |v| Arg::Bool(Some(v)),
+    String => |v| Arg::Text(Some(v)),
+    &String => |v| Arg::Text(Some(v.clone())),
+    &str => |v| Arg::Text(Some(v.to_string())),
+    Option<String> => |v| Arg::Text(v),
+    &Option<String> => |v| Arg::Text(v.clone()),
+    Option<&str> => |v| Arg::Text(v.map(str::to_string)),
+}
+
+/// One value of a result row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+    Blob(Vec<u8>),
+}
+
+/// A type a [`Cell`] converts to.
+pub trait FromCell: Sized {
+    fn from_cell(c: &Cell) -> Option<Self>;
+}
+
+impl FromCell for i64 {
+    fn from_cell(c: &Cell) -> Option<i64> {
+        match c {
+            Cell::Int(i) => Some(*i),
+            Cell::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for f64 {
+    fn from_cell(c: &Cell) -> Option<f64> {
+        match c {
+            Cell::Real(f) => Some(*f),
+            Cell::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for bool {
+    fn from_cell(c: &Cell) -> Option<bool> {
+        match c {
+            Cell::Bool(b) => Some(*b),
+            Cell::Int(i) => Some(*i != 0),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for String {
+    fn from_cell(c: &Cell) -> Option<String> {
+        match c {
+            Cell::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromCell> FromCell for Option<T> {
+    fn from_cell(c: &Cell) -> Option<Option<T>> {
+        match c {
+            Cell::Null => Some(None),
+            c => T::from_cell(c).map(Some),
+        }
+    }
+}
+
+/// A column by name or by position.
+pub trait ColumnRef: std::fmt::Display + Copy {
+    fn position(self, names: &[String]) -> Option<usize>;
+}
+
+impl ColumnRef for &str {
+    fn position(self, names: &[String]) -> Option<usize> {
+        names.iter().position(|n| n == self)
+    }
+}
+
+impl ColumnRef for usize {
+    fn position(self, names: &[String]) -> Option<usize> {
+        (self < names.len()).then_some(self)
+    }
+}
+
+/// One result row, owned.
+#[derive(Debug, Clone)]
+pub struct Row {
+    names: Arc<[String]>,
+    cells: Vec<Cell>,
+}
+
+impl Row {
+    pub fn try_get<T: FromCell, C: ColumnRef>(&self, column: C) -> Result<T, sqlx::Error> {
+        let i = column.position(&self.names).ok_or_else(|| sqlx::Error::ColumnNotFound(column.to_string()))?;
+        T::from_cell(&self.cells[i]).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: format!("cannot read {:?} as {}", self.cells[i], std::any::type_name::<T>()).into(),
+        })
+    }
+}
+
+/// A statement and its arguments.
+#[must_use]
+pub struct Query {
+    sql: Cow<'static, str>,
+    args: Vec<Arg>,
+}
+
+/// A statement written in the source.
+pub fn query(sql: &'static str) -> Query {
+    Query { sql: Cow::Borrowed(sql), args: Vec::new() }
+}
+
+/// A statement built at run time. Only names fluid checked (identifiers, numbers it
+/// formatted) may be spliced into `sql`; values are always bound.
+pub fn query_built(sql: String) -> Query {
+    Query { sql: Cow::Owned(sql), args: Vec::new() }
+}
+
+impl Query {
+    pub fn bind(mut self, v: impl Into<Arg>) -> Query {
+        self.args.push(v.into());
+        self
+    }
+
+    pub fn push(&mut self, v: Arg) {
+        self.args.push(v);
+    }
+
+    /// Runs it; how many rows it changed.
+    pub async fn execute(self, db: &mut Db) -> Result<u64, sqlx::Error> {
+        match db {
+            Db::Lite(tx) => tx.conn.execute(&self.sql, &self.args).map_err(lite_err),
+            Db::LiteRead(c) => c.execute(&self.sql, &self.args).map_err(lite_err),
+            Db::Pooled(c) => Ok(self.sqlx().execute(&mut **c).await?.rows_affected()),
+            Db::Tx(t) => Ok(self.sqlx().execute(&mut **t).await?.rows_affected()),
+        }
+    }
+
+    pub async fn fetch_all(self, db: &mut Db) -> Result<Vec<Row>, sqlx::Error> {
+        match db {
+            Db::Lite(tx) => tx.conn.rows(&self.sql, &self.args).map_err(lite_err),
+            Db::LiteRead(c) => c.rows(&self.sql, &self.args).map_err(lite_err),
+            Db::Pooled(c) => any_rows(self.sqlx().fetch_all(&mut **c).await?),
+            Db::Tx(t) => any_rows(self.sqlx().fetch_all(&mut **t).await?),
+        }
+    }
+
+    pub async fn fetch_optional(self, db: &mut Db) -> Result<Option<Row>, sqlx::Error> {
+        Ok(self.fetch_all(db).await?.into_iter().next())
+    }
+
+    pub async fn fetch_one(self, db: &mut Db) -> Result<Row, sqlx::Error> {
+        self.fetch_optional(db).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    fn sqlx(self) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(AssertSqlSafe(self.sql));
+        for a in self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(v),
+                Arg::Real(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::Bool(v) => q.bind(v),
+            };
+        }
+        q
+    }
+}
+
+fn any_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Row>, sqlx::Error> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let names: Arc<[String]> = first.columns().iter().map(|c| c.name().to_string()).collect();
+    rows.iter()
+        .map(|r| {
+            let cells = (0..names.len()).map(|i| any_cell(r.try_get_raw(i)?, r, i)).collect::<Result<_, sqlx::Error>>()?;
+            Ok(Row { names: names.clone(), cells })
+        })
+        .collect()
+}
+
+fn any_cell(v: AnyValueRef<'_>, r: &sqlx::any::AnyRow, i: usize) -> Result<Cell, sqlx::Error> {
+    if v.is_null() {
+        return Ok(Cell::Null);
+    }
+    let kind = v.type_info().kind();
+    Ok(match kind {
+        AnyTypeInfoKind::Bool => Cell::Bool(r.try_get(i)?),
+        AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => Cell::Int(r.try_get(i)?),
+        AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => Cell::Real(r.try_get(i)?),
+        AnyTypeInfoKind::Text => Cell::Text(r.try_get(i)?),
+        AnyTypeInfoKind::Blob => Cell::Blob(r.try_get(i)?),
+        AnyTypeInfoKind::Null => Cell::Null,
+    })
+}
+
+/// A connection to run queries on: a pooled read connection, a sqlx transaction, a SQLite
+/// read connection, or a SQLite write transaction on the inline connection.
+pub enum Db {
+    Pooled(PoolConnection<Any>),
+    Tx(sqlx::Transaction<'static, Any>),
+    LiteRead(OwnedMutexGuard<LiteConn>),
+    Lite(LiteTx),
+}
+
+impl Db {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Lite(tx) => tx.commit().map_err(lite_err),
+            Db::Tx(t) => t.commit().await,
+            Db::Pooled(_) | Db::LiteRead(_) => Ok(()),
+        }
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Lite(tx) => tx.rollback().map_err(lite_err),
+            Db::Tx(t) => t.rollback().await,
+            Db::Pooled(_) | Db::LiteRead(_) => Ok(()),
+        }
+    }
+}
+
+/// The SQLite write connection, shared by every clone of the store.
+#[derive(Clone)]
+pub struct LiteWriter(Arc<Mutex<LiteConn>>);
+
+/// The connection, and for each statement text which argument each parameter takes.
+/// (Asking SQLite for a parameter's name is a linear search: for a statement with 3,000
+/// parameters, naming them all on every run was 12% of the CPU in `fluid bench`.)
+pub struct LiteConn {
+    conn: rusqlite::Connection,
+    params: HashMap<String, Arc<[usize]>>,
+}
+
+impl LiteConn {
+    fn open(path: &str) -> Result<LiteConn, sqlx::Error> {
+        let conn = rusqlite::Connection::open(path).map_err(lite_err)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;").map_err(lite_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // A cached statement is planned once. Without this, the bundled SQLite (built with
+        // STAT4) re-plans a statement whenever a bound value might change its plan, such as
+        // the claim's `execute_after <= $1`: 8% of the CPU, for the same plan every time.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(lite_err)?;
+        Ok(LiteConn { conn, params: HashMap::new() })
+    }
+}
+
+impl LiteWriter {
+    /// Opens (creating if needed) the database file.
+    pub fn open(path: &str) -> Result<LiteWriter, sqlx::Error> {
+        Ok(LiteWriter(Arc::new(Mutex::new(LiteConn::open(path)?))))
+    }
+
+    /// Waits for this host's turn, then takes SQLite's write lock (`BEGIN IMMEDIATE`: a
+    /// deferred transaction that reads first could not wait for a lock another process took
+    /// meanwhile, and would fail with SQLITE_BUSY at its first write).
+    pub async fn begin(&self) -> Result<LiteTx, sqlx::Error> {
+        let mut conn = self.0.clone().lock_owned().await;
+        conn.run("BEGIN IMMEDIATE").map_err(lite_err)?;
+        Ok(LiteTx { conn, open: true })
+    }
+}
+
+/// SQLite read connections (WAL: they read the last commit while the writer writes). Each
+/// statement runs in its own implicit transaction, as on a sqlx pool.
+#[derive(Clone)]
+pub struct LiteReaders(Arc<[Arc<Mutex<LiteConn>>]>);
+
+impl LiteReaders {
+    pub fn open(path: &str, n: usize) -> Result<LiteReaders, sqlx::Error> {
+        let conns = (0..n.max(1)).map(|_| LiteConn::open(path).map(|c| Arc::new(Mutex::new(c)))).collect::<Result<Vec<_>, _>>()?;
+        Ok(LiteReaders(conns.into()))
+    }
+
+    /// A free connection, or the next one to be freed.
+    pub async fn get(&self) -> Db {
+        for c in self.0.iter() {
+            if let Ok(g) = c.clone().try_lock_owned() {
+                return Db::LiteRead(g);
+            }
+        }
+        let i = fastrand::usize(..self.0.len());
+        Db::LiteRead(self.0[i].clone().lock_owned().await)
+    }
+}
+
+/// An open SQLite write transaction; rolled back if dropped before `commit`.
+pub struct LiteTx {
+    conn: OwnedMutexGuard<LiteConn>,
+    open: bool,
+}
+
+impl LiteConn {
+    fn prepare(&mut self, sql: &str, args: &[Arg]) -> rusqlite::Result<rusqlite::CachedStatement<'_>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let map = match self.params.get(sql) {
+            Some(m) => m.clone(),
+            None => {
+                // `$N` is the N-th argument wherever it appears; anonymous `?` go in order.
+                let m: Arc<[usize]> = (1..=stmt.parameter_count())
+                    .map(|i| stmt.parameter_name(i).and_then(|name| name.strip_prefix('$')).and_then(|n| n.parse().ok()).unwrap_or(i))
+                    .collect();
+                if self.params.len() >= STATEMENT_CACHE * 4 {
+                    self.params.clear();
+                }
+                self.params.insert(sql.to_string(), m.clone());
+                m
+            }
+        };
+        for (i, &n) in map.iter().enumerate() {
+            let arg = args.get(n.wrapping_sub(1)).ok_or(rusqlite::Error::InvalidParameterCount(n, args.len()))?;
+            match arg {
+                Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
+                Arg::Real(v) => stmt.raw_bind_parameter(i + 1, v)?,
+                Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v)?,
+                Arg::Bool(v) => stmt.raw_bind_parameter(i + 1, v.map(i64::from))?,
+            }
+        }
+        Ok(stmt)
+    }
+
+    fn run(&mut self, sql: &'static str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.raw_execute().map(drop)
+    }
+
+    fn execute(&mut self, sql: &str, args: &[Arg]) -> rusqlite::Result<u64> {
+        let mut stmt = self.prepare(sql, args)?;
+        Ok(stmt.raw_execute()? as u64)
+    }
+
+    fn rows(&mut self, sql: &str, args: &[Arg]) -> rusqlite::Result<Vec<Row>> {
+        use rusqlite::types::ValueRef;
+        let mut stmt = self.prepare(sql, args)?;
+        let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_string).collect();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let cells = (0..names.len())
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        ValueRef::Null => Cell::Null,
+                        ValueRef::Integer(v) => Cell::Int(v),
+                        ValueRef::Real(v) => Cell::Real(v),
+                        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+                    })
+                })
+                .collect::<rusqlite::Result<_>>()?;
+            out.push(Row { names: names.clone(), cells });
+        }
+        Ok(out)
+    }
+}
+
+impl LiteTx {
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.open = false;
+        if let Err(e) = self.conn.run("COMMIT") {
+            // A failed COMMIT can leave the transaction open: end it, so the next one can begin.
+            if !self.conn.conn.is_autocommit() {
+                let _ = self.conn.run("ROLLBACK");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn rollback(mut self) -> rusqlite::Result<()> {
+        self.open = false;
+        self.conn.run("ROLLBACK")
+    }
+}
+
+impl Drop for LiteTx {
+    fn drop(&mut self) {
+        if self.open && !self.conn.conn.is_autocommit() {
+            let _ = self.conn.run("ROLLBACK");
+        }
+    }
+}
+
+/// A rusqlite error as sqlx reports database errors, so callers handle one error type.
+#[derive(Debug)]
+struct LiteError {
+    message: String,
+    /// SQLite's extended result code, when the error came from SQLite.
+    code: Option<i32>,
+}
+
+impl std::fmt::Display for LiteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LiteError {}
+
+impl sqlx::error::DatabaseError for LiteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.code.map(|c| Cow::Owned(c.to_string()))
+    }
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.code {
+            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => ErrorKind::UniqueViolation,
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
+            Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
+            Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+fn lite_err(e: rusqlite::Error) -> sqlx::Error {
+    let code = e.sqlite_error().map(|s| s.extended_code);
+    sqlx::Error::Database(Box::new(LiteError { message: e.to_string(), code }))
+}
