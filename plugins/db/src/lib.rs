@@ -101,19 +101,25 @@ impl Plugin for Db {
             return Ok(());
         }
         let table = table();
-        // Ignore changes older than what is stored (replays, late deliveries).
+        // Ignore changes older than what is stored (replays, late deliveries). A filter
+        // takes at most 1,000 values: ask in chunks.
         let ids: Vec<V> = latest.keys().map(|id| V::Text(id.clone())).collect();
-        let stored = storage::select(
-            &table,
-            &Query {
-                columns: vec!["id".into(), "seq".into()],
-                filters: vec![Filter { column: "id".into(), op: FilterOp::OneOf(ids) }],
-                order: vec![],
-                after: None,
-                limit: None,
-            },
-        )
-        .map_err(|e| format!("{e:?}"))?;
+        let mut stored = Vec::new();
+        for chunk in ids.chunks(1000) {
+            stored.extend(
+                storage::select(
+                    &table,
+                    &Query {
+                        columns: vec!["id".into(), "seq".into()],
+                        filters: vec![Filter { column: "id".into(), op: FilterOp::OneOf(chunk.to_vec()) }],
+                        order: vec![],
+                        after: None,
+                        limit: None,
+                    },
+                )
+                .map_err(|e| format!("{e:?}"))?,
+            );
+        }
         for row in stored {
             if let (Some(V::Text(id)), Some(V::Int(seq))) = (row.first(), row.get(1))
                 && latest.get(id).is_some_and(|e| e.seq as i64 <= *seq)

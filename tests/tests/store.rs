@@ -1,0 +1,164 @@
+//! The store's query layer (`fluid_host::store::db`) on both drivers: sqlx for PostgreSQL,
+//! rusqlite inline for SQLite. One SQL text, the same answers, the same guarantees.
+
+mod common;
+
+use common::*;
+use fluid_host::store::{Backend, Store, query, query_built};
+
+async fn open(env: &TestEnv) -> Store {
+    let store = Store::connect(&env.url()).await.expect("store opens");
+    let mut tx = store.write_tx().await.unwrap();
+    query("CREATE TABLE IF NOT EXISTS scratch (k TEXT PRIMARY KEY, n BIGINT NOT NULL)").execute(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    store
+}
+
+async fn count(store: &Store) -> i64 {
+    query("SELECT COUNT(*) AS n FROM scratch").fetch_one(&mut store.read().await.unwrap()).await.unwrap().try_get("n").unwrap()
+}
+
+/// `$N` is the N-th argument wherever it appears, repeated or out of order.
+async fn numbered_parameters_bind_by_number_wherever_they_appear(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = open(&env).await;
+    let mut tx = store.write_tx().await.unwrap();
+    query("INSERT INTO scratch (n, k) VALUES ($2, $1)").bind("first").bind(7i64).execute(&mut tx).await.unwrap();
+    let changed =
+        query("UPDATE scratch SET n = $2 + $2 WHERE k = $1 AND n = $3").bind("first").bind(20i64).bind(7i64).execute(&mut tx).await;
+    assert_eq!(changed.unwrap(), 1, "one row changed");
+    tx.commit().await.unwrap();
+    let row = query("SELECT k, n FROM scratch WHERE k = $1").bind("first").fetch_one(&mut store.read().await.unwrap()).await.unwrap();
+    assert_eq!(row.try_get::<String, _>("k").unwrap(), "first");
+    assert_eq!(row.try_get::<i64, _>(1usize).unwrap(), 40);
+    assert!(row.try_get::<String, _>("n").is_err(), "an int is not read as text");
+    assert!(row.try_get::<i64, _>("missing").is_err(), "no such column");
+    store.close().await;
+}
+
+/// A write transaction dropped before `commit` (an error, a cancelled request) leaves
+/// nothing behind, and the next one can begin: the single SQLite writer is not left
+/// inside a dangling transaction.
+async fn a_dropped_write_transaction_leaves_nothing_and_the_next_one_begins(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = open(&env).await;
+    {
+        let mut tx = store.write_tx().await.unwrap();
+        query("INSERT INTO scratch (k, n) VALUES ($1, $2)").bind("lost").bind(1i64).execute(&mut tx).await.unwrap();
+    }
+    let mut tx = store.write_tx().await.unwrap();
+    query("INSERT INTO scratch (k, n) VALUES ($1, $2)").bind("kept").bind(2i64).execute(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.write_tx().await.unwrap();
+    query("INSERT INTO scratch (k, n) VALUES ($1, $2)").bind("rolled back").bind(3i64).execute(&mut tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    let keys: Vec<String> = query("SELECT k FROM scratch ORDER BY k")
+        .fetch_all(&mut store.read().await.unwrap())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("k").unwrap())
+        .collect();
+    assert_eq!(keys, ["kept"]);
+    store.close().await;
+}
+
+/// Many write transactions at once on one host all commit: they wait their turn
+/// instead of failing with SQLITE_BUSY or a lost update.
+async fn concurrent_write_transactions_all_commit(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = open(&env).await;
+    let mut tx = store.write_tx().await.unwrap();
+    query("INSERT INTO scratch (k, n) VALUES ('counter', 0)").execute(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    // Read, then write what was read: only serialised writers keep every increment (on
+    // PostgreSQL, by the row lock; on SQLite, by the one writer).
+    let read = match store.backend {
+        Backend::Postgres => "SELECT n FROM scratch WHERE k = 'counter' FOR UPDATE",
+        Backend::Sqlite => "SELECT n FROM scratch WHERE k = 'counter'",
+    };
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.write_tx().await?;
+                let n: i64 = query(read).fetch_one(&mut tx).await?.try_get("n")?;
+                tokio::task::yield_now().await;
+                query("UPDATE scratch SET n = $1 WHERE k = 'counter'").bind(n + 1).execute(&mut tx).await?;
+                query("INSERT INTO scratch (k, n) VALUES ($1, $2)").bind(format!("w{i}")).bind(i as i64).execute(&mut tx).await?;
+                tx.commit().await
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap().expect("every writer commits");
+    }
+    assert_eq!(count(&store).await, 41);
+    let n: i64 =
+        query("SELECT n FROM scratch WHERE k = 'counter'").fetch_one(&mut store.read().await.unwrap()).await.unwrap().try_get("n").unwrap();
+    assert_eq!(n, 40, "no increment lost");
+    store.close().await;
+}
+
+/// A constraint violation comes back as sqlx reports one (a unique violation, with the
+/// database's message), and the connection stays usable.
+async fn a_unique_violation_is_reported_as_such_and_the_writer_stays_usable(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = open(&env).await;
+    let mut tx = store.write_tx().await.unwrap();
+    query("INSERT INTO scratch (k, n) VALUES ('one', 1)").execute(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.write_tx().await.unwrap();
+    let err = query("INSERT INTO scratch (k, n) VALUES ('one', 2)").execute(&mut tx).await.unwrap_err();
+    let db_err = err.as_database_error().expect("a database error");
+    assert!(db_err.is_unique_violation(), "{err}");
+    assert!(!db_err.message().is_empty());
+    drop(tx);
+    let err = query_built("SELEC broken".to_string()).execute(&mut store.write_tx().await.unwrap()).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("syntax"), "{err}");
+    let mut tx = store.write_tx().await.unwrap();
+    query("INSERT INTO scratch (k, n) VALUES ('two', 2)").execute(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&store).await, 2);
+    store.close().await;
+}
+
+/// Values come back with their types on both drivers: null, integers, floats, text.
+async fn values_round_trip_with_their_types(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = open(&env).await;
+    let mut tx = store.write_tx().await.unwrap();
+    query("CREATE TABLE IF NOT EXISTS typed (k TEXT PRIMARY KEY, i BIGINT, f DOUBLE PRECISION, t TEXT)").execute(&mut tx).await.unwrap();
+    query("INSERT INTO typed (k, i, f, t) VALUES ($1, $2, $3, $4)")
+        .bind("a")
+        .bind(i64::MIN)
+        .bind(2.5f64)
+        .bind("héllo 'quoted' \"x\"")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    query("INSERT INTO typed (k, i, f, t) VALUES ($1, $2, NULL, $3)")
+        .bind("b")
+        .bind(None::<i64>)
+        .bind(None::<String>)
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let rows = query("SELECT k, i, f, t FROM typed ORDER BY k").fetch_all(&mut store.read().await.unwrap()).await.unwrap();
+    assert_eq!(rows[0].try_get::<i64, _>("i").unwrap(), i64::MIN);
+    assert_eq!(rows[0].try_get::<f64, _>("f").unwrap(), 2.5);
+    assert_eq!(rows[0].try_get::<String, _>("t").unwrap(), "héllo 'quoted' \"x\"");
+    assert_eq!(rows[1].try_get::<Option<i64>, _>("i").unwrap(), None);
+    assert_eq!(rows[1].try_get::<Option<f64>, _>("f").unwrap(), None);
+    assert_eq!(rows[1].try_get::<Option<String>, _>("t").unwrap(), None);
+    store.close().await;
+}
+
+crate::backend_tests!(
+    numbered_parameters_bind_by_number_wherever_they_appear,
+    a_dropped_write_transaction_leaves_nothing_and_the_next_one_begins,
+    concurrent_write_transactions_all_commit,
+    a_unique_violation_is_reported_as_such_and_the_writer_stays_usable,
+    values_round_trip_with_their_types,
+);
