@@ -281,26 +281,33 @@ pub struct Finish {
 /// Returns every snapshot written, in order: the end state, then the `queued` one when
 /// the run is retried (both are state changes on the feed; the last is the current row).
 pub(crate) async fn finish(conn: &mut Db, backend: Backend, f: &Finish) -> Result<Vec<TaskRun>, StoreError> {
-    let Some(mut row) = get(conn, backend, &f.id, true).await? else {
-        return Err(StoreError::RunNotFound(f.id.clone()));
-    };
-    if row.run.state != TaskState::Running || row.lease != f.lease {
-        return Err(StoreError::Conflict {
-            id: f.id.clone(),
-            state: row.run.state.to_string(),
-            why: format!("lease {} is stale (current {})", f.lease, row.lease),
-        });
-    }
     let now = now_us();
-    let run = &mut row.run;
-    run.end = Some(to_datetime(now));
-    (run.state, run.error) = match &f.outcome {
+    let (state, error) = match &f.outcome {
         Outcome::Success => (TaskState::Success, None),
         Outcome::Failure(e) => (TaskState::Failure, Some(e.clone())),
         Outcome::Aborted(e) => (TaskState::Aborted, Some(e.clone())),
         Outcome::Interrupted(e) => (TaskState::Interrupted, Some(e.clone())),
     };
-    write_state(conn, run, None, row.lease).await?;
+    // The fence and the write in one statement (one round trip on PostgreSQL, where the
+    // row lock it takes is held to the commit): it changes the row only if this lease is
+    // still the current one of a running run, and returns the row as written.
+    let sql = format!(
+        "UPDATE fluid_runs SET state = $3, end_at = $4, error = $5, owner = NULL, cancel_requested = 0 \
+         WHERE id = $1 AND lease = $2 AND state = 'running' RETURNING {COLUMNS}"
+    );
+    let written = query_built(sql).bind(&f.id).bind(f.lease).bind(state.as_str()).bind(now).bind(error).fetch_optional(&mut *conn).await?;
+    let Some(row) = written else {
+        return Err(match get(conn, backend, &f.id, false).await? {
+            None => StoreError::RunNotFound(f.id.clone()),
+            Some(row) => StoreError::Conflict {
+                id: f.id.clone(),
+                state: row.run.state.to_string(),
+                why: format!("lease {} is stale (current {})", f.lease, row.lease),
+            },
+        });
+    };
+    let mut row = from_row(&row)?;
+    let run = &mut row.run;
     // The first snapshot is the end (the caller records it as the task's last run).
     let mut written = vec![run.clone()];
     if let Some(delay) = f.retry_after {
