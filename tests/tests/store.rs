@@ -155,7 +155,57 @@ async fn values_round_trip_with_their_types(db: Db) {
     store.close().await;
 }
 
+/// After `close`, new transactions are refused on both drivers (SQLite's connections live
+/// as long as any clone of the store; the store refuses them as sqlx refuses a closed pool).
+async fn a_closed_store_refuses_new_transactions(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = open(&env).await;
+    let clone = store.clone();
+    store.close().await;
+    assert!(clone.write_tx().await.is_err(), "no write after close");
+    assert!(clone.read().await.is_err(), "no read after close");
+}
+
+/// A SQLite URL means what it says: without `mode=rwc` a missing file is an error (a typo
+/// in the path must not start an empty queue), the path is percent-decoded as sqlx decodes
+/// it, and modes or parameters that cannot hold a queue are refused by name.
+#[tokio::test]
+async fn sqlite_urls_create_only_with_mode_rwc_and_refuse_what_cannot_hold_a_queue() {
+    let dir = tempdir();
+    let missing = dir.join("typo.db");
+    let err = Store::connect(&format!("sqlite://{}", missing.display())).await.unwrap_err();
+    assert!(format!("{err:#}").contains("unable to open"), "{err:#}");
+    assert!(!missing.exists(), "no empty database was created");
+    let err = Store::connect(&format!("sqlite://{}?mode=rw", missing.display())).await.unwrap_err();
+    assert!(!missing.exists(), "{err:#}");
+
+    let spaced = dir.join("with space.db");
+    let url = format!("sqlite://{}?mode=rwc", dir.join("with%20space.db").display());
+    let store = Store::connect(&url).await.expect("percent-decoded path opens");
+    store.close().await;
+    assert!(spaced.exists(), "the decoded name was created");
+    let store =
+        Store::connect(&format!("sqlite://{}", dir.join("with%20space.db").display())).await.expect("an existing file opens without rwc");
+    store.close().await;
+
+    for (url, word) in [
+        (format!("sqlite://{}?mode=ro", spaced.display()), "mode=ro"),
+        (format!("sqlite://{}?cache=shared", spaced.display()), "cache"),
+        ("sqlite::memory:".to_string(), "in-memory"),
+    ] {
+        let err = Store::connect(&url).await.unwrap_err();
+        assert!(format!("{err:#}").contains(word), "{url}: {err:#}");
+    }
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("fluid-store-url-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
 crate::backend_tests!(
+    a_closed_store_refuses_new_transactions,
     numbered_parameters_bind_by_number_wherever_they_appear,
     a_dropped_write_transaction_leaves_nothing_and_the_next_one_begins,
     concurrent_write_transactions_all_commit,

@@ -100,7 +100,7 @@ pub async fn measure(conn: &mut Db, backend: Backend, plugin: &str) -> Result<Us
             .collect();
         // Names come from fluid_plugin_tables, checked as identifiers when the table was made.
         let sql = format!("SELECT COUNT(*) AS n, COALESCE(SUM({}), 0) AS b FROM {physical}", lengths.join(" + "));
-        let row = query_built(sql).fetch_one(&mut *conn).await.map_err(backend_err)?;
+        let row = query_built(sql).heavy().fetch_one(&mut *conn).await.map_err(backend_err)?;
         total.rows += row.try_get::<i64, _>("n").map_err(backend_err)? as u64;
         total.bytes += row.try_get::<i64, _>("b").map_err(backend_err)? as u64;
     }

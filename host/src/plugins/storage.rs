@@ -498,7 +498,7 @@ impl PluginStorage {
         let limit = q.limit.unwrap_or(MAX_SELECT_ROWS).min(MAX_SELECT_ROWS);
         let exprs: Vec<String> = cols.iter().map(|c| format!("{} AS {}", self.select_expr(c), quote(&c.name))).collect();
         let sql = format!("SELECT {} FROM {}{where_sql}{order_sql} LIMIT {limit}", exprs.join(", "), meta.physical);
-        let mut query = query_built(sql);
+        let mut query = query_built(sql).heavy();
         for b in &binds {
             query.push(b.clone());
         }
@@ -510,7 +510,7 @@ impl PluginStorage {
         let meta = self.meta(plugin, table).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
-        let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical));
+        let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical)).heavy();
         for b in &binds {
             query.push(b.clone());
         }
@@ -525,7 +525,7 @@ impl PluginStorage {
         let meta = self.meta(plugin, table).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
-        let mut query = query_built(format!("SELECT COUNT(*) AS n FROM {}{where_sql}", meta.physical));
+        let mut query = query_built(format!("SELECT COUNT(*) AS n FROM {}{where_sql}", meta.physical)).heavy();
         for b in &binds {
             query.push(b.clone());
         }

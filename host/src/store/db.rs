@@ -1,7 +1,7 @@
 //! The store's connection layer: one small query API over two drivers.
 //!
-//! PostgreSQL, and SQLite *reads*, go through sqlx's `Any` pools. SQLite *writes* go through
-//! rusqlite on one connection behind an async mutex, and run inline on the calling task.
+//! PostgreSQL goes through sqlx's `Any` pool. SQLite goes through rusqlite, inline on the
+//! calling task: writes on one connection behind an async mutex, reads on four of their own.
 //! Why: sqlx's SQLite driver runs every statement on a worker thread of its own, so each
 //! statement costs two thread hand-offs. On a 2-core VM that was ~100 µs per statement and
 //! 47% of the CPU in futex and context switches (perf, `fluid bench`), while the statement
@@ -13,6 +13,11 @@
 //! for by SQLite's `busy_timeout`. Both drivers use the same SQL text: parameters are `$N`
 //! (SQLite reads `$N` as a named parameter, bound here by its number), and rows come back as
 //! [`Row`]s of owned [`Cell`]s either way, so the per-table modules do not know the driver.
+//!
+//! Inline means a statement holds its tokio worker while it runs. That is the point for the
+//! short statements of the queue; a statement that may scan (a plugin's query, a quota
+//! measurement, a feed prune) is marked [`Query::heavy`] and runs under `block_in_place`, so
+//! the worker's other tasks (timers, heartbeats, plugin deadlines) move to another thread.
 
 use sqlx::any::{AnyTypeInfoKind, AnyValueRef};
 use sqlx::pool::PoolConnection;
@@ -171,17 +176,18 @@ impl Row {
 pub struct Query {
     sql: Cow<'static, str>,
     args: Vec<Arg>,
+    heavy: bool,
 }
 
 /// A statement written in the source.
 pub fn query(sql: &'static str) -> Query {
-    Query { sql: Cow::Borrowed(sql), args: Vec::new() }
+    Query { sql: Cow::Borrowed(sql), args: Vec::new(), heavy: false }
 }
 
 /// A statement built at run time. Only names fluid checked (identifiers, numbers it
 /// formatted) may be spliced into `sql`; values are always bound.
 pub fn query_built(sql: String) -> Query {
-    Query { sql: Cow::Owned(sql), args: Vec::new() }
+    Query { sql: Cow::Owned(sql), args: Vec::new(), heavy: false }
 }
 
 impl Query {
@@ -194,11 +200,18 @@ impl Query {
         self.args.push(v);
     }
 
+    /// This statement may scan many rows: on SQLite, let the runtime move this worker's
+    /// other tasks elsewhere while it runs.
+    pub fn heavy(mut self) -> Query {
+        self.heavy = true;
+        self
+    }
+
     /// Runs it; how many rows it changed.
     pub async fn execute(self, db: &mut Db) -> Result<u64, sqlx::Error> {
         match db {
-            Db::Lite(tx) => tx.conn.execute(&self.sql, &self.args).map_err(lite_err),
-            Db::LiteRead(c) => c.execute(&self.sql, &self.args).map_err(lite_err),
+            Db::Lite(tx) => inline(self.heavy, || tx.conn.execute(&self.sql, &self.args)).map_err(lite_err),
+            Db::LiteRead(c) => inline(self.heavy, || c.execute(&self.sql, &self.args)).map_err(lite_err),
             Db::Pooled(c) => Ok(self.sqlx().execute(&mut **c).await?.rows_affected()),
             Db::Tx(t) => Ok(self.sqlx().execute(&mut **t).await?.rows_affected()),
         }
@@ -206,8 +219,8 @@ impl Query {
 
     pub async fn fetch_all(self, db: &mut Db) -> Result<Vec<Row>, sqlx::Error> {
         match db {
-            Db::Lite(tx) => tx.conn.rows(&self.sql, &self.args).map_err(lite_err),
-            Db::LiteRead(c) => c.rows(&self.sql, &self.args).map_err(lite_err),
+            Db::Lite(tx) => inline(self.heavy, || tx.conn.rows(&self.sql, &self.args)).map_err(lite_err),
+            Db::LiteRead(c) => inline(self.heavy, || c.rows(&self.sql, &self.args)).map_err(lite_err),
             Db::Pooled(c) => any_rows(self.sqlx().fetch_all(&mut **c).await?),
             Db::Tx(t) => any_rows(self.sqlx().fetch_all(&mut **t).await?),
         }
@@ -232,6 +245,17 @@ impl Query {
             };
         }
         q
+    }
+}
+
+/// Runs a SQLite statement on this thread; a heavy one under `block_in_place` where the
+/// runtime allows it (a multi-thread runtime).
+fn inline<R>(heavy: bool, f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if heavy && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 
@@ -303,8 +327,13 @@ pub struct LiteConn {
 }
 
 impl LiteConn {
-    fn open(path: &str) -> Result<LiteConn, sqlx::Error> {
-        let conn = rusqlite::Connection::open(path).map_err(lite_err)?;
+    fn open(path: &str, create: bool) -> Result<LiteConn, sqlx::Error> {
+        use rusqlite::OpenFlags;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(lite_err)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;").map_err(lite_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // A cached statement is planned once. Without this, the bundled SQLite (built with
@@ -316,9 +345,9 @@ impl LiteConn {
 }
 
 impl LiteWriter {
-    /// Opens (creating if needed) the database file.
-    pub fn open(path: &str) -> Result<LiteWriter, sqlx::Error> {
-        Ok(LiteWriter(Arc::new(Mutex::new(LiteConn::open(path)?))))
+    /// Opens the database file, creating it if `create`.
+    pub fn open(path: &str, create: bool) -> Result<LiteWriter, sqlx::Error> {
+        Ok(LiteWriter(Arc::new(Mutex::new(LiteConn::open(path, create)?))))
     }
 
     /// Waits for this host's turn, then takes SQLite's write lock (`BEGIN IMMEDIATE`: a
@@ -338,7 +367,7 @@ pub struct LiteReaders(Arc<[Arc<Mutex<LiteConn>>]>);
 
 impl LiteReaders {
     pub fn open(path: &str, n: usize) -> Result<LiteReaders, sqlx::Error> {
-        let conns = (0..n.max(1)).map(|_| LiteConn::open(path).map(|c| Arc::new(Mutex::new(c)))).collect::<Result<Vec<_>, _>>()?;
+        let conns = (0..n.max(1)).map(|_| LiteConn::open(path, false).map(|c| Arc::new(Mutex::new(c)))).collect::<Result<Vec<_>, _>>()?;
         Ok(LiteReaders(conns.into()))
     }
 

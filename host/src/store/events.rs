@@ -76,5 +76,5 @@ pub(crate) async fn head(conn: &mut Db) -> Result<i64, sqlx::Error> {
 
 /// Drops events every plugin has consumed (keeps the feed small).
 pub(crate) async fn prune(conn: &mut Db, upto: i64) -> Result<u64, sqlx::Error> {
-    Ok(query("DELETE FROM fluid_events WHERE seq <= $1").bind(upto).execute(&mut *conn).await?)
+    query("DELETE FROM fluid_events WHERE seq <= $1").heavy().bind(upto).execute(&mut *conn).await
 }

@@ -9,7 +9,7 @@
 //! SQLite runs in WAL mode with `synchronous=NORMAL` (no fsync per commit; a power cut can
 //! lose the last commits, never corrupt the file). All SQLite writes go through one
 //! connection, driven inline by rusqlite ([`db`] says why), so write transactions queue
-//! instead of failing with SQLITE_BUSY, while reads use a sqlx pool of their own.
+//! instead of failing with SQLITE_BUSY, while reads use four connections of their own.
 
 pub mod api;
 pub mod checkpoints;
@@ -56,6 +56,9 @@ pub struct Store {
     pub(crate) url: String,
     /// How long each transaction of [`api`] takes, by operation.
     pub metrics: crate::metrics::StoreMetrics,
+    /// Set by [`Store::close`]: SQLite's connections live as long as any clone, so new
+    /// transactions are refused here instead, as sqlx refuses them on a closed pool.
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where write transactions run.
@@ -92,21 +95,17 @@ impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let store = if url.starts_with("sqlite:") {
-            let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-            let path = path.split('?').next().unwrap_or(path);
-            anyhow::ensure!(
-                !path.is_empty() && !path.contains(":memory:") && !url.contains("mode=memory"),
-                "in-memory SQLite is not supported ({url}): the writer and the readers need one file"
-            );
+            let (path, create) = sqlite_path(url)?;
             // The writer creates the file and sets WAL mode before the readers open it.
-            let writer = db::LiteWriter::open(path).with_context(|| format!("cannot open SQLite database {url}"))?;
-            let reader = db::LiteReaders::open(path, 4).with_context(|| format!("cannot open SQLite database {url}"))?;
+            let writer = db::LiteWriter::open(&path, create).with_context(|| format!("cannot open SQLite database {url}"))?;
+            let reader = db::LiteReaders::open(&path, 4).with_context(|| format!("cannot open SQLite database {url}"))?;
             Store {
                 backend: Backend::Sqlite,
                 writer: Writer::Lite(writer),
                 reader: Reader::Lite(reader),
                 url: url.to_string(),
                 metrics: Default::default(),
+                closed: Default::default(),
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = AnyPoolOptions::new()
@@ -121,6 +120,7 @@ impl Store {
                 reader: Reader::Pool(pool),
                 url: url.to_string(),
                 metrics: Default::default(),
+                closed: Default::default(),
             }
         } else {
             anyhow::bail!("unsupported database URL {:?}: use sqlite://PATH or postgres://...", redact(url));
@@ -132,6 +132,7 @@ impl Store {
     /// Begins a write transaction (on SQLite it takes the write lock at once, see
     /// [`db::LiteWriter::begin`]). Dropped without `commit`, it rolls back.
     pub async fn write_tx(&self) -> Result<Db, sqlx::Error> {
+        self.open_or_closed()?;
         match &self.writer {
             Writer::Lite(w) => Ok(Db::Lite(w.begin().await?)),
             Writer::Pool(p) => Ok(Db::Tx(p.begin().await?)),
@@ -140,13 +141,19 @@ impl Store {
 
     /// A connection for reads that need no transaction.
     pub async fn read(&self) -> Result<Db, sqlx::Error> {
+        self.open_or_closed()?;
         match &self.reader {
             Reader::Lite(r) => Ok(r.get().await),
             Reader::Pool(p) => Ok(Db::Pooled(p.acquire().await?)),
         }
     }
 
+    fn open_or_closed(&self) -> Result<(), sqlx::Error> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) { Err(sqlx::Error::PoolClosed) } else { Ok(()) }
+    }
+
     pub async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
         if let Writer::Pool(p) = &self.writer {
             p.close().await;
         }
@@ -154,6 +161,45 @@ impl Store {
             p.close().await;
         }
     }
+}
+
+/// The file of a `sqlite://PATH[?mode=rwc|rw]` URL (percent-decoded, as sqlx reads it) and
+/// whether it may be created (`mode=rwc`; without it a missing file is an error, not a new
+/// empty queue). In-memory and read-only databases cannot hold a queue: refused.
+fn sqlite_path(url: &str) -> anyhow::Result<(String, bool)> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let (raw, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut create = false;
+    for (k, v) in form_urlencoded::parse(params.as_bytes()) {
+        match (k.as_ref(), v.as_ref()) {
+            ("mode", "rwc") => create = true,
+            ("mode", "rw") => create = false,
+            ("mode", other) => anyhow::bail!("SQLite mode={other} cannot hold a queue ({url}): use mode=rwc or mode=rw"),
+            (other, _) => anyhow::bail!("unsupported SQLite URL parameter {other:?} ({url}): only mode=rwc|rw is understood"),
+        }
+    }
+    let bytes = raw.as_bytes();
+    let mut path = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                path.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                path.push(b);
+                i += 1;
+            }
+        }
+    }
+    let path = String::from_utf8(path).with_context(|| format!("SQLite path in {url} is not UTF-8"))?;
+    anyhow::ensure!(
+        !path.is_empty() && path != ":memory:",
+        "in-memory SQLite is not supported ({url}): the writer and the readers need one file"
+    );
+    Ok((path, create))
 }
 
 /// A URL without its password, for messages.
