@@ -91,6 +91,14 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// are held back to be delivered together.
 pub const LINGER: Duration = Duration::from_millis(10);
 
+/// Waits `pause`; true if the plugin is being stopped meanwhile (then the loop returns).
+async fn stopped_during(pause: Duration, stop: &tokio_util::sync::CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => false,
+        _ = stop.cancelled() => true,
+    }
+}
+
 /// Roughly what an event weighs once passed to the plugin: its texts plus fixed fields.
 fn event_bytes(e: &Event) -> usize {
     let r = &e.run;
@@ -142,9 +150,8 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
             Ok(c) => break c,
             Err(e) => {
                 tracing::error!(plugin = %plugin.name, error = %e, "cannot read checkpoint; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
+                if stopped_during(backoff, &stop).await {
+                    return;
                 }
             }
         }
@@ -172,17 +179,15 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
             Ok(true) => {}
             Ok(false) => {
                 leased = false;
-                tokio::select! {
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stop.cancelled() => return,
+                if stopped_during(IDLE_POLL, &stop).await {
+                    return;
                 }
                 continue;
             }
             Err(e) => {
                 tracing::error!(plugin = %plugin.name, error = %e, "cannot take the delivery lease; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
+                if stopped_during(backoff, &stop).await {
+                    return;
                 }
                 continue;
             }
@@ -194,9 +199,8 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(plugin = %plugin.name, error = %e, "cannot read the change feed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
+                if stopped_during(backoff, &stop).await {
+                    return;
                 }
                 continue;
             }
@@ -242,9 +246,8 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                     Err(e) => {
                         // Not advanced: the same events come again (at least once), after a pause.
                         tracing::error!(plugin = %plugin.name, error = %e, retry_in = ?backoff, "cannot save checkpoint");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = stop.cancelled() => return,
+                        if stopped_during(backoff, &stop).await {
+                            return;
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
@@ -259,11 +262,8 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                         h.state = "active".into();
                     }
                 });
-                if read < shared.settings.batch {
-                    tokio::select! {
-                        _ = tokio::time::sleep(LINGER) => {}
-                        _ = stop.cancelled() => return,
-                    }
+                if read < shared.settings.batch && stopped_during(LINGER, &stop).await {
+                    return;
                 }
             }
             Err(msg) => {
@@ -276,9 +276,8 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                         h.state = "failing".into();
                     }
                 });
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
+                if stopped_during(backoff, &stop).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }

@@ -273,7 +273,7 @@ impl PluginStorage {
             return Ok(0);
         }
         let new_rows = typed.len() as u64;
-        let new_bytes: u64 = typed.iter().flatten().map(Bound::size).sum();
+        let new_bytes: u64 = typed.iter().flatten().map(quota_bytes).sum();
         let bound = self.usage_bound(plugin).await?;
         let may_cross = Usage { rows: bound.rows + new_rows, bytes: bound.bytes + new_bytes }.over(limits).is_some();
         let col_list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
@@ -286,40 +286,28 @@ impl PluginStorage {
         // cached (statements run inline, so many rows per text would only add parsing).
         // PostgreSQL: many rows per statement, one round trip per chunk.
         let per_statement = if self.backend() == Backend::Sqlite { 1 } else { UPSERT_CHUNK };
-        let mut text: Option<(usize, String)> = None;
+        let statement = |rows: usize| {
+            let tuple = |row: usize| {
+                let ps: Vec<String> = cols.iter().enumerate().map(|(i, c)| self.placeholder(row * cols.len() + i + 1, &c.kind)).collect();
+                format!("({})", ps.join(", "))
+            };
+            let tuples: Vec<String> = (0..rows).map(tuple).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {on_conflict}",
+                meta.physical,
+                col_list.join(", "),
+                tuples.join(", "),
+                pk.join(", ")
+            )
+        };
+        // Every chunk but the last has the same size, so the same text.
+        let full_rows = per_statement.min(typed.len());
+        let full = statement(full_rows);
         let mut written = 0;
         let mut rows = typed.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Bound>> = rows.by_ref().take(per_statement).collect();
-            let sql = match &text {
-                Some((len, sql)) if *len == chunk.len() => sql.clone(),
-                _ => {
-                    let mut n = 0;
-                    let tuples: Vec<String> = chunk
-                        .iter()
-                        .map(|_| {
-                            let ps: Vec<String> = cols
-                                .iter()
-                                .map(|c| {
-                                    n += 1;
-                                    self.placeholder(n, &c.kind)
-                                })
-                                .collect();
-                            format!("({})", ps.join(", "))
-                        })
-                        .collect();
-                    let sql = format!(
-                        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {on_conflict}",
-                        meta.physical,
-                        col_list.join(", "),
-                        tuples.join(", "),
-                        pk.join(", ")
-                    );
-                    text = Some((chunk.len(), sql.clone()));
-                    sql
-                }
-            };
-            let mut q = query_built(sql);
+            let mut q = query_built(if chunk.len() == full_rows { full.clone() } else { statement(chunk.len()) });
             for v in chunk.into_iter().flatten() {
                 q.push(v);
             }
@@ -531,6 +519,15 @@ impl PluginStorage {
         }
         let row = query.fetch_one(&mut self.store.read().await.map_err(backend_err)?).await.map_err(backend_err)?;
         Ok(row.try_get::<i64, _>("n").map_err(backend_err)? as u64)
+    }
+}
+
+/// Bytes a bound value counts for in the storage quota.
+fn quota_bytes(b: &Bound) -> u64 {
+    match b {
+        Bound::Text(Some(s)) => s.len() as u64,
+        Bound::Text(None) | Bound::Int(None) | Bound::Real(None) | Bound::Bool(None) => 0,
+        _ => 8,
     }
 }
 

@@ -39,17 +39,6 @@ pub enum Arg {
     Bool(Option<bool>),
 }
 
-impl Arg {
-    /// Bytes the value counts for in a storage quota.
-    pub fn size(&self) -> u64 {
-        match self {
-            Arg::Text(Some(s)) => s.len() as u64,
-            Arg::Text(None) | Arg::Int(None) | Arg::Real(None) | Arg::Bool(None) => 0,
-            _ => 8,
-        }
-    }
-}
-
 macro_rules! arg_from {
     ($($t:ty => |$v:ident| $e:expr),* $(,)?) => {
         $(impl From<$t> for Arg {
