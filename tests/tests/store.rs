@@ -4,7 +4,13 @@
 mod common;
 
 use common::*;
-use fluid_host::store::{Backend, Store, query, query_built};
+use fluid_host::store::runs::{ClaimRules, Finish, Outcome};
+use fluid_host::store::{Backend, Store, StoreError, query, query_built};
+use fluid_host::time::{now_us, to_datetime};
+use fluid_host::{Priority, TaskRun, TaskState};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 async fn open(env: &TestEnv) -> Store {
     let store = Store::connect(&env.url()).await.expect("store opens");
@@ -204,6 +210,88 @@ fn tempdir() -> std::path::PathBuf {
     p
 }
 
+fn queued_run(n: usize) -> TaskRun {
+    let t = to_datetime(now_us() - 1_000_000 + n as i64);
+    TaskRun {
+        id: format!("{n:032x}"),
+        task: "cycle".into(),
+        tags: vec![],
+        priority: Priority::Medium,
+        state: TaskState::Queued,
+        params: json!({}),
+        queued: Some(t),
+        start: None,
+        end: None,
+        execute_after: Some(t),
+        retry_attempt: 0,
+        rate_limit_attempt: 0,
+        from_run_id: String::new(),
+        root_run_id: String::new(),
+        error: None,
+    }
+}
+
+/// Every state a scheduler cycle writes reaches the change feed exactly as the cycle
+/// returned it, in the order written: starts, ends, a retried run queued again, the runs
+/// claimed in the same cycle. On PostgreSQL the cycle is a server-side function that
+/// builds each snapshot's JSON itself; this holds it to the Rust one, field by field
+/// (texts with quotes and accents, nested params, big integers, microseconds).
+async fn the_feed_holds_exactly_the_snapshots_a_cycle_wrote(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.url()).await.expect("store opens");
+    let mut runs: Vec<TaskRun> = (0..4).map(queued_run).collect();
+    runs[0].tags = vec!["a".into(), "ü \"quoted\" \\ tab\t".into()];
+    runs[0].params = json!({"n": 1.5, "big": 9_007_199_254_740_993i64, "nested": {"z": [1, null, "é\n"]}, "yes": true});
+    runs[1].from_run_id = "f".repeat(32);
+    runs[1].root_run_id = "e".repeat(32);
+    runs[3].priority = Priority::High;
+    store.insert_runs(&runs).await.unwrap();
+    let head = store.feed_head().await.unwrap();
+    let rules: BTreeMap<String, ClaimRules> = [("cycle".to_string(), ClaimRules::default())].into();
+
+    let first = store.claim("host-a", 3, &rules).await.unwrap();
+    let started: Vec<&str> = first.started.iter().map(|r| r.run.id.as_str()).collect();
+    assert_eq!(started, [&runs[3].id, &runs[0].id, &runs[1].id], "highest priority first, then FIFO");
+    assert!(first.started.iter().all(|r| r.run.state == TaskState::Running && r.owner.as_deref() == Some("host-a")));
+    let lease = |i: usize| first.started.iter().find(|r| r.run.id == runs[i].id).unwrap().lease;
+
+    let finishes = [
+        Finish { id: runs[3].id.clone(), lease: lease(3), outcome: Outcome::Success, retry_after: None },
+        Finish {
+            id: runs[0].id.clone(),
+            lease: lease(0),
+            outcome: Outcome::Failure("boom: \"✗\"".into()),
+            retry_after: Some(Duration::from_millis(60_000)),
+        },
+        Finish { id: runs[1].id.clone(), lease: lease(1) + 1, outcome: Outcome::Success, retry_after: None },
+        Finish { id: "no-such-run".into(), lease: 1, outcome: Outcome::Success, retry_after: None },
+    ];
+    let (results, second) = store.finish_and_claim(&finishes, "host-a", 2, &rules).await.unwrap();
+    assert_eq!(results.len(), 4, "one result per finish");
+    let ended = results[0].as_ref().expect("the current lease ends its run");
+    assert_eq!((ended.len(), ended[0].state), (1, TaskState::Success));
+    let retried = results[1].as_ref().expect("a failure with a retry policy");
+    assert_eq!(retried.iter().map(|r| r.state).collect::<Vec<_>>(), [TaskState::Failure, TaskState::Queued]);
+    assert_eq!(retried[0].error.as_deref(), Some("boom: \"✗\""));
+    assert_eq!((retried[1].retry_attempt, retried[1].start, retried[1].end), (1, None, None));
+    assert_eq!(retried[1].execute_after.unwrap() - retried[0].end.unwrap(), chrono::Duration::seconds(60), "queued again after the delay");
+    assert!(matches!(&results[2], Err(StoreError::Conflict { state, .. }) if state == "running"), "a stale lease is fenced out");
+    assert!(matches!(&results[3], Err(StoreError::RunNotFound(_))), "an unknown run is reported as such");
+    let started: Vec<&str> = second.started.iter().map(|r| r.run.id.as_str()).collect();
+    assert_eq!(started, [&runs[2].id], "the retried run is not due yet: only the last queued one starts");
+
+    let mut written = first.changes();
+    written.extend(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned());
+    written.extend(second.changes());
+    let feed: Vec<TaskRun> = store.events_after(head, 100).await.unwrap().into_iter().map(|e| e.run).collect();
+    assert_eq!(feed, written, "the feed is what the cycles wrote, in order");
+    for id in [&runs[0].id, &runs[2].id, &runs[3].id] {
+        let last = written.iter().rev().find(|r| &r.id == id).unwrap();
+        assert_eq!(store.get_run(id).await.unwrap().as_ref(), Some(last), "the row is its last snapshot");
+    }
+    store.close().await;
+}
+
 crate::backend_tests!(
     a_closed_store_refuses_new_transactions,
     numbered_parameters_bind_by_number_wherever_they_appear,
@@ -211,4 +299,5 @@ crate::backend_tests!(
     concurrent_write_transactions_all_commit,
     a_unique_violation_is_reported_as_such_and_the_writer_stays_usable,
     values_round_trip_with_their_types,
+    the_feed_holds_exactly_the_snapshots_a_cycle_wrote,
 );

@@ -5,7 +5,7 @@ use super::events::Event;
 use super::hosts::HostRow;
 use super::runs::{self, Cancel, ClaimRules, Claimed, Finish};
 use super::tasks::TaskStatus;
-use super::{Db, Store, StoreError, checkpoints, events, hosts, query, schedules, tasks};
+use super::{Backend, Db, Store, StoreError, checkpoints, events, hosts, pg_cycle, query, schedules, tasks};
 use crate::scheduler::{Priority, TaskRun};
 use crate::time::now_us;
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +16,7 @@ impl Store {
         self.metrics
             .timed("insert_runs", async {
                 let mut tx = self.write_tx().await?;
-                runs::insert(&mut tx, new_runs).await?;
+                runs::insert(&mut tx, self.backend, new_runs).await?;
                 events::append(&mut tx, self.backend, new_runs).await?;
                 tx.commit().await?;
                 Ok(())
@@ -28,6 +28,9 @@ impl Store {
     pub async fn claim(&self, host: &str, limit: usize, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
         self.metrics
             .timed("claim", async {
+                if self.backend == Backend::Postgres {
+                    return Ok(pg_cycle::finish_and_claim(&mut self.read().await?, &[], host, limit, rules).await?.1);
+                }
                 let mut tx = self.write_tx().await?;
                 let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
                 events::append(&mut tx, self.backend, &claimed.changes()).await?;
@@ -64,6 +67,9 @@ impl Store {
     ) -> Result<(Vec<Result<Vec<TaskRun>, StoreError>>, Claimed), StoreError> {
         self.metrics
             .timed("finish_and_claim", async {
+                if self.backend == Backend::Postgres {
+                    return pg_cycle::finish_and_claim(&mut self.read().await?, finishes, host, limit, rules).await;
+                }
                 let mut tx = self.write_tx().await?;
                 let (out, mut written) = finish_in(&mut tx, self.backend, finishes).await?;
                 let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
@@ -163,7 +169,7 @@ impl Store {
                     return Ok(false);
                 }
                 if let Some(run) = run {
-                    runs::insert(&mut tx, std::slice::from_ref(run)).await?;
+                    runs::insert(&mut tx, self.backend, std::slice::from_ref(run)).await?;
                     events::append(&mut tx, self.backend, std::slice::from_ref(run)).await?;
                 }
                 tx.commit().await?;

@@ -4,7 +4,8 @@
 //! One schema and one state machine serve both backends through sqlx's `Any` driver; the
 //! few places where SQL differs (DDL types, `FOR UPDATE SKIP LOCKED`, advisory locks, JSON
 //! containment) branch on [`Backend`]. SQL lives per table: [`runs`], [`events`],
-//! [`tasks`], [`schedules`], [`hosts`], [`checkpoints`].
+//! [`tasks`], [`schedules`], [`hosts`], [`checkpoints`]. One exception: on PostgreSQL
+//! the scheduler's cycle runs server-side, in one round trip ([`pg_cycle`] says why).
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL` (no fsync per commit; a power cut can
 //! lose the last commits, never corrupt the file). All SQLite writes go through one
@@ -17,6 +18,7 @@ pub mod db;
 pub mod events;
 pub mod hosts;
 pub mod notify;
+pub mod pg_cycle;
 pub mod runs;
 pub mod schedules;
 pub mod schema;

@@ -90,6 +90,11 @@ pub async fn migrate(store: &Store) -> anyhow::Result<()> {
         let sql = m.replace("{serial}", serial);
         query_built(sql).execute(&mut tx).await?;
     }
+    if store.backend == Backend::Postgres {
+        for f in super::pg_cycle::FUNCTIONS {
+            query(f).execute(&mut tx).await?;
+        }
+    }
     tx.commit().await?;
     Ok(())
 }
