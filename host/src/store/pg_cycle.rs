@@ -18,24 +18,27 @@
 //! `rate_limited`, and the feed appended last under its ordering lock. The scheduler's
 //! test suite runs on both backends and holds the two paths to the same behaviour.
 //!
-//! The functions carry a version suffix: hosts of two versions may share a database, and
-//! each calls the functions it was written for.
+//! The function carries a version suffix: hosts of two versions may share a database, and
+//! each calls the function it was written for. A released version is never edited (the
+//! migrations create it only where it is missing, so a host connecting as another role
+//! than the function's owner still starts); a change is a new suffix.
 
-use super::runs::{ClaimRules, Claimed, Finish, end_state, fenced_out, from_row};
-use super::{Backend, Db, StoreError, query};
+use super::runs::{ClaimRules, Claimed, Finish, end_state, fenced_out_of, from_row};
+use super::{Db, StoreError, query};
 use crate::scheduler::TaskRun;
 use crate::time::now_us;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// Installed by the migrations on PostgreSQL (`CREATE OR REPLACE`: idempotent).
-pub(crate) const FUNCTIONS: &[&str] = &[
-    // The cycle. `p_finishes`: [{idx, id, lease, state, error, retry_in_us}]; `p_tasks`:
-    // the task names this host runs; `p_limited`: {task: {max, retry, attempts, wait_us,
-    // backoff, max_wait_us}} for tasks with a concurrency limit. Returns, in the order
-    // written: `end` and `requeued` rows (idx = the finish), `conflict` (a fenced-out
-    // finish, no row), `ended` (claimed and ended at the door), `started`.
-    r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v1(
+/// The function's name, for the migrations: they install it where it is missing.
+pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v1";
+
+/// The cycle. `p_finishes`: [{idx, id, lease, state, error, retry_in_us}]; `p_tasks`: the
+/// task names this host runs; `p_limited`: {task: {max, retry, attempts, wait_s, backoff,
+/// max_wait_s}} for tasks with a concurrency limit. Returns, in the order written: `end`
+/// and `requeued` rows (idx = the finish), `conflict` (a fenced-out finish, with the row as
+/// it stands) or `missing` (no such run), `ended` (claimed and ended at the door), `started`.
+pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v1(
         p_finishes TEXT, p_now BIGINT, p_host TEXT, p_limit BIGINT, p_tasks TEXT, p_limited TEXT
     ) RETURNS TABLE (o_kind TEXT, o_idx BIGINT, o_run fluid_runs)
     LANGUAGE plpgsql
@@ -69,7 +72,10 @@ pub(crate) const FUNCTIONS: &[&str] = &[
             UPDATE fluid_runs SET state = f.state, end_at = p_now, error = f.error, owner = NULL, cancel_requested = 0
                 WHERE id = f.id AND lease = f.lease AND state = 'running' RETURNING * INTO r;
             IF NOT FOUND THEN
-                o_kind := 'conflict'; o_idx := f.idx; o_run := NULL; RETURN NEXT;
+                -- Why, from the row as this transaction sees it.
+                SELECT * INTO r FROM fluid_runs WHERE id = f.id;
+                IF FOUND THEN o_kind := 'conflict'; o_run := r; ELSE o_kind := 'missing'; o_run := NULL; END IF;
+                o_idx := f.idx; RETURN NEXT;
                 CONTINUE;
             END IF;
             o_kind := 'end'; o_idx := f.idx; o_run := r; RETURN NEXT;
@@ -127,15 +133,20 @@ pub(crate) const FUNCTIONS: &[&str] = &[
                         IF (rule ->> 'retry')::boolean
                            AND (rule ->> 'attempts' IS NULL OR attempt <= (rule ->> 'attempts')::bigint) THEN
                             -- Silent back-off: the run stays queued, no event (as aio-fluid).
-                            -- The delay as RetryPolicy::delay: wait * backoff^(attempt-1), capped.
+                            -- The delay as RetryPolicy::delay, in seconds: wait * backoff^(attempt-1),
+                            -- the longest when not finite, capped, rounded to the nanosecond as
+                            -- Duration::from_secs_f64 does, then whole microseconds.
                             BEGIN
-                                d := (rule ->> 'wait_us')::float8 * power((rule ->> 'backoff')::float8, attempt - 1);
+                                d := (rule ->> 'wait_s')::float8 * power((rule ->> 'backoff')::float8, attempt - 1);
                             EXCEPTION WHEN numeric_value_out_of_range THEN
-                                d := CASE WHEN (rule ->> 'backoff')::float8 < 1 THEN 0 ELSE 'Infinity'::float8 END;
+                                d := CASE WHEN abs((rule ->> 'backoff')::float8) < 1 THEN 0 ELSE 'Infinity'::float8 END;
                             END;
-                            d := greatest(least(d, (rule ->> 'max_wait_us')::float8), 0);
-                            UPDATE fluid_runs SET execute_after = p_now + floor(d)::bigint, rate_limit_attempt = attempt
-                                WHERE id = c.id;
+                            IF d IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN
+                                d := 'Infinity';
+                            END IF;
+                            d := greatest(least(d, (rule ->> 'max_wait_s')::float8), 0);
+                            UPDATE fluid_runs SET execute_after = p_now + floor(round(d * 1e9) / 1000)::bigint,
+                                rate_limit_attempt = attempt WHERE id = c.id;
                         ELSE
                             UPDATE fluid_runs SET state = 'rate_limited', end_at = p_now,
                                 error = format('max_concurrency %s reached', rule ->> 'max'), owner = NULL, cancel_requested = 0
@@ -178,8 +189,7 @@ pub(crate) const FUNCTIONS: &[&str] = &[
             PERFORM pg_notify('fluid', '');
         END IF;
     END
-    $fn$"#,
-];
+    $fn$"#;
 
 /// What [`super::Store::finish_and_claim`] returns: per finish, the snapshots written or
 /// why not; and the claim.
@@ -214,9 +224,10 @@ pub(crate) async fn finish_and_claim(
                 "max": r.max_concurrency,
                 "retry": retry.is_some(),
                 "attempts": retry.and_then(|p| p.max_attempts),
-                "wait_us": retry.map_or(0.0, |p| p.wait.as_secs_f64() * 1e6),
-                "backoff": retry.map_or(1.0, |p| p.backoff),
-                "max_wait_us": retry.map_or(0.0, |p| p.max_wait.as_secs_f64() * 1e6),
+                "wait_s": retry.map_or(0.0, |p| p.wait.as_secs_f64()),
+                // JSON has no NaN or infinity: those go as text, which PostgreSQL reads.
+                "backoff": retry.map_or(json!(1.0), |p| if p.backoff.is_finite() { json!(p.backoff) } else { json!(p.backoff.to_string()) }),
+                "max_wait_s": retry.map_or(0.0, |p| p.max_wait.as_secs_f64()),
             });
             (name.clone(), rule)
         })
@@ -242,7 +253,8 @@ pub(crate) async fn finish_and_claim(
                     written.push(from_row(row)?.run);
                 }
             }
-            "conflict" => results[idx] = Err(fenced_out(conn, Backend::Postgres, &finishes[idx]).await?),
+            "conflict" => results[idx] = Err(fenced_out_of(&finishes[idx], Some(from_row(row)?))),
+            "missing" => results[idx] = Err(fenced_out_of(&finishes[idx], None)),
             "ended" => claimed.ended.push(from_row(row)?.run),
             "started" => claimed.started.push(from_row(row)?),
             other => return Err(StoreError::Other(anyhow::anyhow!("fluid_finish_and_claim_v1 returned kind {other:?}"))),

@@ -327,14 +327,19 @@ pub(crate) fn end_state(outcome: &Outcome) -> (TaskState, Option<String>) {
 /// Why a finish changed nothing: the run is gone, or it moved on (another lease, or no
 /// longer running).
 pub(crate) async fn fenced_out(conn: &mut Db, backend: Backend, f: &Finish) -> Result<StoreError, sqlx::Error> {
-    Ok(match get(conn, backend, &f.id, false).await? {
+    Ok(fenced_out_of(f, get(conn, backend, &f.id, false).await?))
+}
+
+/// [`fenced_out`], given the row as it stands (`None`: there is no such run).
+pub(crate) fn fenced_out_of(f: &Finish, row: Option<RunRow>) -> StoreError {
+    match row {
         None => StoreError::RunNotFound(f.id.clone()),
         Some(row) => StoreError::Conflict {
             id: f.id.clone(),
             state: row.run.state.to_string(),
             why: format!("lease {} is stale (current {})", f.lease, row.lease),
         },
-    })
+    }
 }
 
 /// `failure`/`interrupted` -> `queued` again: same id, one more retry attempt.

@@ -91,8 +91,15 @@ pub async fn migrate(store: &Store) -> anyhow::Result<()> {
         query_built(sql).execute(&mut tx).await?;
     }
     if store.backend == Backend::Postgres {
-        for f in super::pg_cycle::FUNCTIONS {
-            query(f).execute(&mut tx).await?;
+        // Where missing only: replacing a function needs its owner, and a released version
+        // never changes (see `pg_cycle`).
+        let present: i64 = query("SELECT COUNT(*) AS n FROM pg_proc WHERE proname = $1")
+            .bind(super::pg_cycle::FUNCTION_NAME)
+            .fetch_one(&mut tx)
+            .await?
+            .try_get("n")?;
+        if present == 0 {
+            query(super::pg_cycle::FUNCTION).execute(&mut tx).await?;
         }
     }
     tx.commit().await?;
