@@ -66,17 +66,21 @@ fn us(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
 /// statement per row (inline, a row costs a function call). PostgreSQL: 100 rows per
 /// statement, one round trip each (one per row made queueing 5,000 runs take a second).
 pub(crate) async fn insert(conn: &mut Db, backend: Backend, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
-    const INSERT: &str = "INSERT INTO fluid_runs (id, task, tags, priority, state, params, queued_at, start_at, end_at, \
-        execute_after, retry_attempt, rate_limit_attempt, from_run_id, root_run_id, error, owner, lease, cancel_requested) VALUES ";
-    let rows = if backend == Backend::Postgres { 100 } else { 1 };
-    for chunk in runs.chunks(rows) {
-        let values: Vec<String> = (0..chunk.len())
+    // The statement for `n` rows: 15 parameters each, the claim bookkeeping fixed.
+    let text = |n: usize| {
+        let values: Vec<String> = (0..n)
             .map(|i| {
                 let p: Vec<String> = (1..=15).map(|k| format!("${}", 15 * i + k)).collect();
                 format!("({}, NULL, 0, 0)", p.join(", "))
             })
             .collect();
-        let mut q = query_built(format!("{INSERT}{}", values.join(", ")));
+        format!("INSERT INTO fluid_runs ({COLUMNS}) VALUES {}", values.join(", "))
+    };
+    let rows = if backend == Backend::Postgres { 100 } else { 1 };
+    // Built once: every chunk but the last is full.
+    let full = text(rows);
+    for chunk in runs.chunks(rows) {
+        let mut q = query_built(if chunk.len() == rows { full.clone() } else { text(chunk.len()) });
         for run in chunk {
             q = q
                 .bind(&run.id)
