@@ -463,6 +463,32 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
         t.elapsed().as_secs_f64() * 1e6 / runs as f64
     };
     r.line(format!("| of which: a store and its WASI context, made and dropped | {store_us:.2} |"));
+    // The same store, plus instantiation (no call): what the call itself costs is the rest.
+    let instantiate_us = {
+        let path = plugins_dir.join("task_cases.wasm");
+        let bytes = std::fs::read(&path)?;
+        let sh = &rt.shared;
+        let crate::plugins::loader::Checked::Task(pre) =
+            crate::plugins::loader::check_component(&sh.engine, &sh.linker, &sh.task_linker, &path, &bytes, None)
+                .map_err(anyhow::Error::msg)?
+        else {
+            anyhow::bail!("task_cases.wasm is not a task component");
+        };
+        let policy = sh.config.read().unwrap().policy("task_cases")?;
+        let sup = std::sync::Arc::new(crate::plugins::supervisor::Supervisor::new(
+            "bench",
+            std::sync::Arc::new(policy),
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let t = Instant::now();
+        for _ in 0..runs {
+            let mut store = crate::plugins::sandbox::new_store(sh, &sup).map_err(anyhow::Error::msg)?;
+            store.set_epoch_deadline(1_000);
+            pre.instantiate_async(&mut store).await.map_err(crate::plugins::runtime::wt)?;
+        }
+        t.elapsed().as_secs_f64() * 1e6 / runs as f64
+    };
+    r.line(format!("| of which: the same, plus instantiation (no call) | {instantiate_us:.2} |"));
     rt.shutdown().await;
     r.line("");
 
