@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub postgres: Option<String>,
     /// Only these parts (throughput, events, tasks, startup, history, observe); empty means all.
     pub only: Vec<String>,
+    /// Worker counts of the throughput part; empty means 1, 2, 4 and 8.
+    pub workers: Vec<usize>,
 }
 
 impl BenchOptions {
@@ -342,7 +344,8 @@ async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> an
     for (backend, label) in backends {
         let mut base_pts = Vec::new();
         let mut db_pts = Vec::new();
-        for workers in [1usize, 2, 4, 8] {
+        let counts = if opts.workers.is_empty() { vec![1, 2, 4, 8] } else { opts.workers.clone() };
+        for &workers in &counts {
             let base = throughput(backend, opts.postgres.as_deref(), workers, false, n).await?;
             let db = throughput(backend, opts.postgres.as_deref(), workers, true, n).await?;
             r.line(format!(
@@ -449,13 +452,9 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     r.line(format!("| component task | {:.2} |", per_run[1]));
     // Where a component run's time goes: the store and its WASI context alone, made and
     // dropped as each run does; the rest is instantiation, the call and the slot's reset.
+    let policy = std::sync::Arc::new(rt.shared.config.read().unwrap().policy("task_cases")?);
+    let sup = std::sync::Arc::new(crate::plugins::supervisor::Supervisor::new("bench", policy, tokio_util::sync::CancellationToken::new()));
     let store_us = {
-        let policy = rt.shared.config.read().unwrap().policy("task_cases")?;
-        let sup = std::sync::Arc::new(crate::plugins::supervisor::Supervisor::new(
-            "bench",
-            std::sync::Arc::new(policy),
-            tokio_util::sync::CancellationToken::new(),
-        ));
         let t = Instant::now();
         for _ in 0..runs {
             drop(crate::plugins::sandbox::new_store(&rt.shared, &sup).map_err(anyhow::Error::msg)?);
@@ -474,12 +473,6 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
         else {
             anyhow::bail!("task_cases.wasm is not a task component");
         };
-        let policy = sh.config.read().unwrap().policy("task_cases")?;
-        let sup = std::sync::Arc::new(crate::plugins::supervisor::Supervisor::new(
-            "bench",
-            std::sync::Arc::new(policy),
-            tokio_util::sync::CancellationToken::new(),
-        ));
         let t = Instant::now();
         for _ in 0..runs {
             let mut store = crate::plugins::sandbox::new_store(sh, &sup).map_err(anyhow::Error::msg)?;
