@@ -58,8 +58,11 @@ const FEED_PRUNE_EVERY: Duration = Duration::from_secs(60);
 const FEED_KEEP: i64 = 100_000;
 
 /// How many times the finisher yields to executions about to end before it commits the
-/// ends it has (see `finisher_loop`); each yield costs well under a microsecond.
+/// ends it has (see `finisher_loop`), and for how long at most: on an idle worker a yield
+/// costs well under a microsecond, but behind busy tasks (a task component computing for
+/// a whole epoch tick) one yield can wait milliseconds, and the ends in hand must not.
 const GATHER_YIELDS: usize = 8;
+const GATHER_FOR: Duration = Duration::from_millis(1);
 
 /// A due time later than this when first seen was missed (the host was down): skipped.
 const MISFIRE_GRACE_US: i64 = 5_000_000;
@@ -664,8 +667,9 @@ impl Scheduler {
             // are often about to end: a few yields let them, and one commit then records
             // their ends and fills all their slots. Without this, trivial runs settled into
             // two halves taking turns, and 8 workers started 4 runs a commit.
+            let gathering = std::time::Instant::now();
             for _ in 0..GATHER_YIELDS {
-                if batch.len() >= self.running_here() {
+                if batch.len() >= self.running_here() || gathering.elapsed() >= GATHER_FOR {
                     break;
                 }
                 tokio::task::yield_now().await;
