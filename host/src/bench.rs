@@ -154,6 +154,17 @@ struct Throughput {
     runs_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Runs started per scheduler commit (finish-and-claim cycles), read from `/metrics`.
+    runs_per_commit: f64,
+}
+
+/// How many finish-and-claim commits the host made, as its `/metrics` reports them.
+fn cycle_commits(metrics: &crate::metrics::Metrics) -> u64 {
+    let line = metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("fluid_store_operation_duration_seconds_count{op=\"finish_and_claim\"} ").map(str::to_string));
+    line.and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
 /// One throughput measurement on a fresh database.
@@ -202,6 +213,7 @@ async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, wi
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let commits = cycle_commits(host.scheduler.metrics());
     let rows = crate::store::query("SELECT start_at - queued_at AS lat FROM fluid_runs WHERE task = 'bench'")
         .fetch_all(&mut store.read().await?)
         .await?;
@@ -212,7 +224,12 @@ async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, wi
         drop_pg(admin, name).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Throughput { runs_per_s: n as f64 / secs, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) })
+    Ok(Throughput {
+        runs_per_s: n as f64 / secs,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        runs_per_commit: n as f64 / commits.max(1) as f64,
+    })
 }
 
 fn svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
@@ -334,8 +351,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
 async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
     r.line(format!("## End-to-end throughput ({n} trivial runs; with the db plugin, until the history caught up)"));
     r.line("");
-    r.line("| backend | workers | no plugin (baseline) runs/s | with db plugin runs/s | ratio | start latency p50 / p99 (ms), with db |");
-    r.line("|---|---|---|---|---|---|");
+    r.line("| backend | workers | no plugin (baseline) runs/s | with db plugin runs/s | ratio | start latency p50 / p99 (ms), with db | runs per commit, baseline / with db |");
+    r.line("|---|---|---|---|---|---|---|");
     let mut series = Vec::new();
     let mut backends = vec![(Backend::Sqlite, "SQLite")];
     if opts.postgres.is_some() {
@@ -349,12 +366,14 @@ async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> an
             let base = throughput(backend, opts.postgres.as_deref(), workers, false, n).await?;
             let db = throughput(backend, opts.postgres.as_deref(), workers, true, n).await?;
             r.line(format!(
-                "| {label} | {workers} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} |",
+                "| {label} | {workers} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} |",
                 base.runs_per_s,
                 db.runs_per_s,
                 db.runs_per_s / base.runs_per_s,
                 db.p50_ms,
-                db.p99_ms
+                db.p99_ms,
+                base.runs_per_commit,
+                db.runs_per_commit
             ));
             base_pts.push((workers, base.runs_per_s));
             db_pts.push((workers, db.runs_per_s));
