@@ -153,6 +153,46 @@ pub async fn wait_run(s: &Scheduler, id: &str, what: &str, pred: impl Fn(&TaskRu
     }
 }
 
+/// [`wait_run`] for a run that any of `hosts` (sharing one store) may change: a host
+/// broadcasts only the changes it committed itself, so every host's broadcast is watched.
+pub async fn wait_run_any(hosts: &[&Scheduler], id: &str, what: &str, pred: impl Fn(&TaskRun) -> bool) -> TaskRun {
+    // Each host's changes, forwarded into one channel (`None`: a host's receiver lagged).
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    let mut forwarders = tokio::task::JoinSet::new();
+    for host in hosts {
+        let mut changes = host.subscribe();
+        let tx = tx.clone();
+        forwarders.spawn(async move {
+            loop {
+                let change = match changes.recv().await {
+                    Ok(r) => Some(r.id),
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(change).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let run = hosts[0].get_run(id).await.expect("store readable").unwrap_or_else(|| panic!("run {id} not stored"));
+        if pred(&run) {
+            return run; // dropping the JoinSet stops the forwarders
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, seen.recv()).await {
+                Err(_) => panic!("run {id}: not {what} within {WAIT:?} on any of {} hosts; last seen {run:?}", hosts.len()),
+                Ok(Some(Some(other))) if other != id => continue,
+                Ok(Some(_)) => break,
+                Ok(None) => panic!("every scheduler is gone"),
+            }
+        }
+    }
+}
+
 pub async fn wait_state(s: &Scheduler, id: &str, state: TaskState) -> TaskRun {
     wait_run(s, id, state.as_str(), |r| r.state == state).await
 }
