@@ -134,23 +134,7 @@ pub async fn queue(s: &Scheduler, task: &str, params: Value) -> TaskRun {
 /// Waits until the stored run satisfies `pred`, woken by the scheduler's change broadcast
 /// (so no change is missed: it subscribes before it reads the current state).
 pub async fn wait_run(s: &Scheduler, id: &str, what: &str, pred: impl Fn(&TaskRun) -> bool) -> TaskRun {
-    let mut rx = s.subscribe();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let run = s.get_run(id).await.expect("store readable").unwrap_or_else(|| panic!("run {id} not stored"));
-        if pred(&run) {
-            return run;
-        }
-        // Wake on the next change of this run (or any lag), then read the row again.
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => panic!("run {id}: not {what} within {WAIT:?}; last seen {run:?}"),
-                Ok(Ok(r)) if r.id != id => continue,
-                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
-                Ok(Err(broadcast::error::RecvError::Closed)) => panic!("scheduler gone"),
-            }
-        }
-    }
+    wait_run_any(&[s], id, what, pred).await
 }
 
 /// [`wait_run`] for a run that any of `hosts` (sharing one store) may change: a host
@@ -182,9 +166,10 @@ pub async fn wait_run_any(hosts: &[&Scheduler], id: &str, what: &str, pred: impl
         if pred(&run) {
             return run; // dropping the JoinSet stops the forwarders
         }
+        // Wake on the next change of this run (or any lag), then read the row again.
         loop {
             match tokio::time::timeout_at(deadline, seen.recv()).await {
-                Err(_) => panic!("run {id}: not {what} within {WAIT:?} on any of {} hosts; last seen {run:?}", hosts.len()),
+                Err(_) => panic!("run {id}: not {what} within {WAIT:?}; last seen {run:?}"),
                 Ok(Some(Some(other))) if other != id => continue,
                 Ok(Some(_)) => break,
                 Ok(None) => panic!("every scheduler is gone"),
