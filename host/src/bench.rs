@@ -358,10 +358,10 @@ async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> an
     if opts.postgres.is_some() {
         backends.push((Backend::Postgres, "PostgreSQL"));
     }
+    let counts = if opts.workers.is_empty() { vec![1, 2, 4, 8] } else { opts.workers.clone() };
     for (backend, label) in backends {
         let mut base_pts = Vec::new();
         let mut db_pts = Vec::new();
-        let counts = if opts.workers.is_empty() { vec![1, 2, 4, 8] } else { opts.workers.clone() };
         for &workers in &counts {
             let base = throughput(backend, opts.postgres.as_deref(), workers, false, n).await?;
             let db = throughput(backend, opts.postgres.as_deref(), workers, true, n).await?;
