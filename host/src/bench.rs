@@ -39,6 +39,8 @@ pub struct BenchOptions {
     pub only: Vec<String>,
     /// Worker counts of the throughput part; empty means 1, 2, 4 and 8.
     pub workers: Vec<usize>,
+    /// Runs per throughput measurement; None means 5,000 (1,000 with `quick`).
+    pub runs: Option<usize>,
 }
 
 impl BenchOptions {
@@ -328,7 +330,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     r.line("");
     r.line(format!("Machine: {}", machine()));
     r.line("");
-    let n = if opts.quick { 1000 } else { 5000 };
+    let n = opts.runs.unwrap_or(if opts.quick { 1000 } else { 5000 });
 
     if opts.wants("throughput") {
         throughput_section(&opts, &mut r, n).await?;
@@ -420,7 +422,7 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
         for batch in [1usize, 100] {
             let total = if opts.quick { 2000 } else { if plugin == "db" { 20000 } else { 100000 } };
             let mut seq = 1u64;
-            // The runs are made before the clock starts (a v4 id is a getrandom syscall);
+            // The runs are made before the clock starts (a new id is a getrandom syscall);
             // converting them for the plugin is part of delivery, and is timed.
             let runs = new_runs(batch);
             let t = Instant::now();

@@ -80,6 +80,9 @@ pub enum Command {
         /// Throughput only for these worker counts (repeatable; default 1, 2, 4 and 8).
         #[arg(long)]
         workers: Vec<usize>,
+        /// Trivial runs per throughput measurement (default 5,000; 1,000 with --quick).
+        #[arg(long)]
+        runs: Option<usize>,
     },
     /// Enable a task, or disable it with --disable.
     Enable {
@@ -245,9 +248,9 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             let ok = run.state == crate::scheduler::TaskState::Success;
             return Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
         }
-        Command::Bench { out, quick, postgres, only, workers } => {
+        Command::Bench { out, quick, postgres, only, workers, runs } => {
             let postgres = (postgres != "none").then_some(postgres);
-            crate::bench::run(crate::bench::BenchOptions { out, quick, postgres, only, workers }).await?;
+            crate::bench::run(crate::bench::BenchOptions { out, quick, postgres, only, workers, runs }).await?;
         }
         Command::Enable { task, disable } => {
             tasks.extend(crate::examples::tasks());
