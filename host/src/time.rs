@@ -126,8 +126,8 @@ pub mod rfc3339 {
         let mut n = 19;
         let (width, value) = match nanos {
             0 => (0, 0),
-            _ if nanos % 1_000_000 == 0 => (3, nanos / 1_000_000),
-            _ if nanos % 1_000 == 0 => (6, nanos / 1_000),
+            _ if nanos.is_multiple_of(1_000_000) => (3, nanos / 1_000_000),
+            _ if nanos.is_multiple_of(1_000) => (6, nanos / 1_000),
             _ => (9, nanos),
         };
         if width > 0 {

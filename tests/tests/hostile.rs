@@ -332,15 +332,27 @@ async fn crafted_table_names_never_reach_other_plugins_or_host_tables() {
     assert_eq!(call(&h, "table_escape", "own", json!({})).await.unwrap(), json!(0));
     // Every table it made is in its own namespace.
     sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&format!("sqlite://{}", dir.path().join("fluid.db").display())).await.unwrap();
-    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'").fetch_all(&pool).await.unwrap();
-    pool.close().await;
+    let tables = |file: &'static str| {
+        let url = format!("sqlite://{}", dir.path().join(file).display());
+        async move {
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            let names: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'").fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            names
+        }
+    };
+    let names = tables("fluid.plugins.db").await;
     assert!(names.iter().any(|n| n == "p_12_table_escape_fluid_runs"), "{names:?}");
     for n in names {
         assert!(
-            ["fluid_", "p_2_db_", "p_5_stats_", "p_12_table_escape_", "sqlite_"].iter().any(|p| n.starts_with(p)),
-            "unexpected table {n}"
+            ["fluid_plugin_tables", "p_2_db_", "p_5_stats_", "p_12_table_escape_", "sqlite_"].iter().any(|p| n.starts_with(p)),
+            "unexpected table {n} in the plugins' file"
         );
+    }
+    // The queue's file holds the host's tables only.
+    for n in tables("fluid.db").await {
+        assert!(["fluid_", "sqlite_"].iter().any(|p| n.starts_with(p)), "unexpected table {n} in the queue's file");
     }
     unharmed(&h, &b).await;
     h.shutdown(Duration::ZERO).await;

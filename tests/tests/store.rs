@@ -204,6 +204,97 @@ async fn sqlite_urls_create_only_with_mode_rwc_and_refuse_what_cannot_hold_a_que
     }
 }
 
+/// On SQLite, plugins' tables are in a file of their own with its own writer: a plugin
+/// writes while a queue transaction holds the queue's file.
+#[tokio::test]
+async fn a_plugin_table_write_does_not_wait_for_the_queue_write_lock() {
+    let dir = tempdir();
+    let queue = Store::open_sqlite(&dir).await.unwrap();
+    let plugins = queue.plugin_store().await.unwrap();
+    assert!(dir.join("fluid.plugins.db").exists());
+    let held = queue.write_tx().await.unwrap();
+    let write = async {
+        let mut tx = plugins.write_tx().await.unwrap();
+        query("CREATE TABLE p_1_x_t (k TEXT PRIMARY KEY)").execute(&mut tx).await.unwrap();
+        query("INSERT INTO p_1_x_t (k) VALUES ('a')").execute(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(10), write).await.expect("the plugins' write went ahead while the queue's was held");
+    drop(held);
+    // And the queue's file holds no plugin table.
+    let n: i64 = query("SELECT COUNT(*) AS n FROM sqlite_master WHERE substr(name, 1, 2) = 'p_'")
+        .fetch_one(&mut queue.read().await.unwrap())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(n, 0);
+    plugins.close().await;
+    queue.close().await;
+}
+
+/// Tables an earlier fluid kept in the queue's SQLite file move to the plugins' file with
+/// their rows, schema rows and indexes; a move cut short after the copy (the table in both
+/// files) ends at the next open without copying twice.
+#[tokio::test]
+async fn plugin_tables_left_in_the_queue_file_move_with_every_row_and_index() {
+    let dir = tempdir();
+    let queue = Store::open_sqlite(&dir).await.unwrap();
+    let old_layout = |table: &'static str, plugin: &'static str, name: &'static str, rows: i64| {
+        let queue = queue.clone();
+        async move {
+            let mut tx = queue.write_tx().await.unwrap();
+            query_built(format!("CREATE TABLE \"{table}\" (\"id\" TEXT PRIMARY KEY, \"n\" BIGINT NOT NULL)"))
+                .execute(&mut tx)
+                .await
+                .unwrap();
+            query_built(format!("CREATE INDEX \"{table}_n\" ON \"{table}\" (\"n\")")).execute(&mut tx).await.unwrap();
+            for i in 0..rows {
+                query_built(format!("INSERT INTO \"{table}\" (\"id\", \"n\") VALUES ($1, $2)"))
+                    .bind(format!("r{i}"))
+                    .bind(i)
+                    .execute(&mut tx)
+                    .await
+                    .unwrap();
+            }
+            query("INSERT INTO fluid_plugin_tables (plugin, name, physical, columns, primary_key) VALUES ($1, $2, $3, '[]', '[\"id\"]')")
+                .bind(plugin)
+                .bind(name)
+                .bind(table)
+                .execute(&mut tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    old_layout("p_2_db_fluid_tasks", "db", "fluid_tasks", 500).await;
+    old_layout("p_5_stats_counts", "stats", "counts", 3).await;
+    let scalar = |store: Store, sql: &'static str| async move {
+        query(sql).fetch_one(&mut store.read().await.unwrap()).await.unwrap().try_get::<i64, _>("n").unwrap()
+    };
+
+    let plugins = queue.plugin_store().await.unwrap();
+    assert_eq!(scalar(plugins.clone(), "SELECT COUNT(*) AS n FROM p_2_db_fluid_tasks").await, 500);
+    assert_eq!(scalar(plugins.clone(), "SELECT SUM(n) AS n FROM p_2_db_fluid_tasks").await, (0..500).sum::<i64>());
+    assert_eq!(scalar(plugins.clone(), "SELECT COUNT(*) AS n FROM p_5_stats_counts").await, 3);
+    assert_eq!(scalar(plugins.clone(), "SELECT COUNT(*) AS n FROM fluid_plugin_tables").await, 2);
+    assert_eq!(
+        scalar(plugins.clone(), "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = 'p_2_db_fluid_tasks_n'").await,
+        1
+    );
+    assert_eq!(scalar(queue.clone(), "SELECT COUNT(*) AS n FROM fluid_plugin_tables").await, 0);
+    assert_eq!(scalar(queue.clone(), "SELECT COUNT(*) AS n FROM sqlite_master WHERE substr(name, 1, 2) = 'p_'").await, 0);
+    plugins.close().await;
+
+    // Cut short: the copy committed in the plugins' file, the drop never happened.
+    old_layout("p_5_stats_counts", "stats", "counts", 3).await;
+    let plugins = queue.plugin_store().await.unwrap();
+    assert_eq!(scalar(plugins.clone(), "SELECT COUNT(*) AS n FROM p_5_stats_counts").await, 3, "not copied twice");
+    assert_eq!(scalar(queue.clone(), "SELECT COUNT(*) AS n FROM sqlite_master WHERE substr(name, 1, 2) = 'p_'").await, 0);
+    plugins.close().await;
+    queue.close().await;
+}
+
 fn tempdir() -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("fluid-store-url-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&p).unwrap();

@@ -279,7 +279,7 @@ impl PluginRuntime {
         let engine = engine()?;
         let linker = linker(&engine)?;
         let task_linker = task_linker(&engine)?;
-        let storage = PluginStorage::new(scheduler.store().clone()).await?;
+        let storage = PluginStorage::new(scheduler.store().plugin_store().await?).await?;
         if let Some(dir) = settings.cache_dir.clone() {
             // Off the async threads: a large cache folder is many file system calls.
             tokio::task::spawn_blocking(move || {
@@ -371,6 +371,7 @@ impl PluginRuntime {
                 tracing::warn!(plugin = %p.name, error = %e, "cannot release the delivery lease");
             }
         }
+        self.shared.storage.close().await;
     }
 }
 

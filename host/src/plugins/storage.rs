@@ -1,5 +1,5 @@
 //! The `storage` import: structured CRUD on the host's database, each plugin in its own
-//! namespace.
+//! namespace (on SQLite, in a file of their own: see `crate::store::plugin_file`).
 //!
 //! A plugin's table `t` is the physical table `p_{len}_{plugin}_{t}`: the length prefix
 //! makes the mapping one-to-one, so no pair of plugin and table names can reach another
@@ -93,9 +93,17 @@ fn quote(c: &str) -> String {
 }
 
 impl PluginStorage {
-    /// The schemas live in `fluid_plugin_tables`, created by the host's migrations.
+    /// `store` holds the plugins' tables and their schemas (`fluid_plugin_tables`): the
+    /// queue's [`Store::plugin_store`].
     pub async fn new(store: Store) -> anyhow::Result<PluginStorage> {
         Ok(PluginStorage { store, meta: Arc::default(), bounds: Bounds::default() })
+    }
+
+    /// Closes the plugins' SQLite file (on PostgreSQL it is the queue's, closed by the host).
+    pub async fn close(&self) {
+        if self.backend() == Backend::Sqlite {
+            self.store.close().await;
+        }
     }
 
     fn backend(&self) -> Backend {

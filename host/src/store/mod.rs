@@ -11,6 +11,7 @@
 //! lose the last commits, never corrupt the file). All SQLite writes go through one
 //! connection, driven inline by rusqlite ([`db`] says why), so write transactions queue
 //! instead of failing with SQLITE_BUSY, while reads use four connections of their own.
+//! Plugins' tables are in a second file with its own writer ([`plugin_file`] says why).
 
 pub mod api;
 pub mod checkpoints;
@@ -19,6 +20,7 @@ pub mod events;
 pub mod hosts;
 pub mod notify;
 pub mod pg_cycle;
+pub mod plugin_file;
 pub mod runs;
 pub mod schedules;
 pub mod schema;

@@ -65,16 +65,27 @@ const MIGRATIONS: &[&str] = &[
         owner TEXT,
         lease_until BIGINT NOT NULL DEFAULT 0
     )",
-    // Schemas of the tables plugins create through the `storage` import.
-    "CREATE TABLE IF NOT EXISTS fluid_plugin_tables (
-        plugin TEXT NOT NULL,
-        name TEXT NOT NULL,
-        physical TEXT NOT NULL,
-        columns TEXT NOT NULL,
-        primary_key TEXT NOT NULL,
-        PRIMARY KEY (plugin, name)
-    )",
+    PLUGIN_TABLES,
 ];
+
+/// Schemas of the tables plugins create through the `storage` import. On SQLite they live
+/// in the plugins' file (see `plugin_file`); the queue's file keeps an empty one.
+const PLUGIN_TABLES: &str = "CREATE TABLE IF NOT EXISTS fluid_plugin_tables (
+    plugin TEXT NOT NULL,
+    name TEXT NOT NULL,
+    physical TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    primary_key TEXT NOT NULL,
+    PRIMARY KEY (plugin, name)
+)";
+
+/// The plugins' SQLite file holds only the plugins' tables and their schemas.
+pub async fn migrate_plugin_file(store: &Store) -> anyhow::Result<()> {
+    let mut tx = store.write_tx().await?;
+    query(PLUGIN_TABLES).execute(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
 pub async fn migrate(store: &Store) -> anyhow::Result<()> {
     let serial = match store.backend {
