@@ -39,7 +39,7 @@ pub struct BenchOptions {
     pub only: Vec<String>,
     /// Worker counts of the throughput part; empty means 1, 2, 4 and 8.
     pub workers: Vec<usize>,
-    /// Runs per throughput measurement; None means 5,000 (1,000 with `quick`).
+    /// Runs per throughput measurement; None means 20,000 (1,000 with `quick`).
     pub runs: Option<usize>,
 }
 
@@ -330,7 +330,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     r.line("");
     r.line(format!("Machine: {}", machine()));
     r.line("");
-    let n = opts.runs.unwrap_or(if opts.quick { 1000 } else { 5000 });
+    let n = opts.runs.unwrap_or(if opts.quick { 1000 } else { 20_000 });
 
     if opts.wants("throughput") {
         throughput_section(&opts, &mut r, n).await?;
@@ -557,7 +557,12 @@ async fn history_section(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     c.scheduler = SchedulerConfig { consume: false, run_schedules: false, ..Default::default() };
     let host = Host::start(c, vec![]).await?;
     let t = Instant::now();
-    fill_history(host.scheduler.store(), rows).await?;
+    // The db plugin's table is in the plugins' store (on SQLite, a file of its own).
+    let plugin_store = host.scheduler.store().plugin_store().await?;
+    fill_history(&plugin_store, rows).await?;
+    if plugin_store.backend == Backend::Sqlite {
+        plugin_store.close().await;
+    }
     let fill_s = t.elapsed().as_secs_f64();
     let rounds = if opts.quick { 100 } else { 400 };
     let (b50, b99) = time_gets(host.addr, &["/tasks-status".to_string()], rounds).await?;

@@ -80,7 +80,7 @@ pub enum Command {
         /// Throughput only for these worker counts (repeatable; default 1, 2, 4 and 8).
         #[arg(long)]
         workers: Vec<usize>,
-        /// Trivial runs per throughput measurement (default 5,000; 1,000 with --quick).
+        /// Trivial runs per throughput measurement (default 20,000; 1,000 with --quick).
         #[arg(long)]
         runs: Option<usize>,
     },
