@@ -47,8 +47,8 @@ pub mod rfc3339 {
             Some(t) => {
                 let mut buf = [0u8; 32];
                 match format(t, &mut buf) {
-                    Some(n) => s.serialize_str(std::str::from_utf8(&buf[..n]).expect("ascii")),
-                    None => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+                    Some(n) => s.serialize_some(std::str::from_utf8(&buf[..n]).expect("ascii")),
+                    None => s.serialize_some(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
                 }
             }
         }
@@ -206,7 +206,8 @@ pub mod rfc3339 {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let secs = (x % 253_402_300_800) as i64;
+                // Years 0001 to 9999, before the epoch too.
+                let secs = (x % (253_402_300_800 + 62_135_596_800)) as i64 - 62_135_596_800;
                 let nanos = match i % 4 {
                     0 => 0,
                     1 => (x >> 40) as u32 % 1000 * 1_000_000,

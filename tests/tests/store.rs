@@ -235,7 +235,8 @@ async fn a_plugin_table_write_does_not_wait_for_the_queue_write_lock() {
 
 /// Tables an earlier fluid kept in the queue's SQLite file move to the plugins' file with
 /// their rows, schema rows and indexes; a move cut short after the copy (the table in both
-/// files) ends at the next open without copying twice.
+/// files) ends at the next open without copying twice; a queue copy with rows the plugins'
+/// copy lacks is never dropped.
 #[tokio::test]
 async fn plugin_tables_left_in_the_queue_file_move_with_every_row_and_index() {
     let dir = tempdir();
@@ -291,6 +292,28 @@ async fn plugin_tables_left_in_the_queue_file_move_with_every_row_and_index() {
     let plugins = queue.plugin_store().await.unwrap();
     assert_eq!(scalar(plugins.clone(), "SELECT COUNT(*) AS n FROM p_5_stats_counts").await, 3, "not copied twice");
     assert_eq!(scalar(queue.clone(), "SELECT COUNT(*) AS n FROM sqlite_master WHERE substr(name, 1, 2) = 'p_'").await, 0);
+    plugins.close().await;
+
+    // In both files, and the queue's copy holds a row the plugins' lacks (an older fluid ran
+    // on these files since): nothing is dropped, the queue's copy is kept under a new name.
+    old_layout("p_5_stats_counts", "stats", "counts", 4).await;
+    let plugins = queue.plugin_store().await.unwrap();
+    assert_eq!(scalar(plugins.clone(), "SELECT COUNT(*) AS n FROM p_5_stats_counts").await, 3);
+    let kept: String = query("SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, 2) = 'p_'")
+        .fetch_one(&mut queue.read().await.unwrap())
+        .await
+        .expect("the queue's copy is kept")
+        .try_get("name")
+        .unwrap();
+    assert!(kept.starts_with("p_5_stats_counts_unmoved_"), "{kept}");
+    let rows: i64 = query_built(format!("SELECT COUNT(*) AS n FROM \"{kept}\""))
+        .fetch_one(&mut queue.read().await.unwrap())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(rows, 4, "every row of the queue's copy is kept");
+    assert_eq!(scalar(queue.clone(), "SELECT COUNT(*) AS n FROM fluid_plugin_tables").await, 0, "and not moved again");
     plugins.close().await;
     queue.close().await;
 }

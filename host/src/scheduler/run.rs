@@ -168,8 +168,9 @@ pub struct TaskRun {
 impl TaskRun {
     /// Time-ordered (v7), not random (v4) as in aio-fluid: every index keyed by run id
     /// (the queue's primary key, a history plugin's) then takes new rows at its right
-    /// edge, so a commit dirties a few pages instead of one per row. The 74 random bits
-    /// keep ids unguessable.
+    /// edge, so a commit dirties a few pages instead of one per row. An id tells when it
+    /// was made, to the millisecond, and is not a secret: nothing relies on ids being
+    /// unguessable (their end, not their start, tells apart runs made together).
     pub fn new_id() -> String {
         uuid::Uuid::now_v7().simple().to_string()
     }

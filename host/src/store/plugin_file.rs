@@ -13,7 +13,10 @@
 //! Tables an earlier fluid kept in the queue's file move on the first open, table by
 //! table, in two steps that each commit in one file: copied into the plugins' file (unless
 //! already there), then dropped from the queue's. A crash between the two leaves a table
-//! in both files, finished at the next open, never in neither.
+//! in both files, finished at the next open, never in neither. A table found in both files
+//! whose queue copy holds rows the plugins' copy lacks (an older fluid ran on these files
+//! since the move) is never dropped: it is renamed `..._unmoved_<unix time>` in the queue's
+//! file, and a warning names it.
 
 use super::{Backend, Reader, Store, Writer, db, schema, sqlite_path};
 use anyhow::Context;
@@ -56,8 +59,11 @@ impl Store {
 
 /// Moves every plugin table still in the queue's file into the plugins' file; how many.
 fn move_tables(queue_file: &str, plugin_file: &str) -> anyhow::Result<usize> {
-    use rusqlite::{Connection, TransactionBehavior, params};
-    let mut conn = Connection::open(plugin_file)?;
+    use rusqlite::OpenFlags;
+    use rusqlite::{Connection, params};
+    // The flags the store opens files with (no URI names), so both open the same files.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(plugin_file, flags)?;
     conn.execute_batch("PRAGMA busy_timeout=10000;")?;
     conn.execute("ATTACH DATABASE ?1 AS queue", params![queue_file])?;
     let has_schemas: i64 =
@@ -72,18 +78,25 @@ fn move_tables(queue_file: &str, plugin_file: &str) -> anyhow::Result<usize> {
     for (plugin, name, physical) in &left {
         // `physical` was checked as an identifier when the table was made; quoted anyway.
         let quoted = format!("\"{}\"", physical.replace('"', "\"\""));
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Deferred, then a write to the plugins' file only: `BEGIN IMMEDIATE` would take the
+        // queue's write lock too, for as long as the copy lasts.
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM main.fluid_plugin_tables WHERE 0", [])?;
         let copied: i64 =
             tx.query_row("SELECT COUNT(*) FROM main.fluid_plugin_tables WHERE plugin = ?1 AND name = ?2", params![plugin, name], |r| {
                 r.get(0)
             })?;
-        if copied == 0 {
-            // The table's own DDL, then its indexes': unqualified, they create in `main`.
-            let ddl: Vec<String> = {
-                let mut stmt = tx
-                    .prepare("SELECT sql FROM queue.sqlite_master WHERE tbl_name = ?1 AND sql IS NOT NULL ORDER BY type = 'index', name")?;
-                stmt.query_map(params![physical], |r| r.get(0))?.collect::<Result<_, _>>()?
-            };
+        // The table's own DDL, then its indexes': unqualified, they create in `main`.
+        let ddl: Vec<String> = {
+            let mut stmt =
+                tx.prepare("SELECT sql FROM queue.sqlite_master WHERE tbl_name = ?1 AND sql IS NOT NULL ORDER BY type = 'index', name")?;
+            stmt.query_map(params![physical], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        let mut keep_as = None;
+        if ddl.is_empty() {
+            // Registered, but the table itself is gone: nothing to move.
+            tracing::warn!(plugin, table = name, physical, "plugin table registered in the queue's file but missing; registration dropped");
+        } else if copied == 0 {
             for sql in &ddl {
                 tx.execute_batch(sql).with_context(|| format!("cannot recreate {physical} in {plugin_file}"))?;
             }
@@ -92,10 +105,30 @@ fn move_tables(queue_file: &str, plugin_file: &str) -> anyhow::Result<usize> {
                 "INSERT INTO main.fluid_plugin_tables SELECT * FROM queue.fluid_plugin_tables WHERE plugin = ?1 AND name = ?2",
                 params![plugin, name],
             )?;
+        } else {
+            // In both files: the queue's copy may go only if the plugins' has all it holds.
+            let only_in_queue: i64 = tx.query_row(
+                &format!("SELECT COUNT(*) FROM (SELECT * FROM queue.{quoted} EXCEPT SELECT * FROM main.{quoted})"),
+                [],
+                |r| r.get(0),
+            )?;
+            if only_in_queue > 0 {
+                let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                keep_as = Some((format!("{physical}_unmoved_{unix}"), only_in_queue));
+            }
         }
         tx.commit()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(&format!("DROP TABLE IF EXISTS queue.{quoted}"), [])?;
+        let tx = conn.transaction()?;
+        match &keep_as {
+            None => tx.execute(&format!("DROP TABLE IF EXISTS queue.{quoted}"), [])?,
+            Some((kept, rows)) => {
+                tracing::warn!(
+                    plugin, table = name, kept = %kept, rows,
+                    "a plugin table is in both SQLite files and the queue's copy holds rows the plugins' lacks: it stays in the queue's file, renamed"
+                );
+                tx.execute(&format!("ALTER TABLE queue.{quoted} RENAME TO \"{}\"", kept.replace('"', "\"\"")), [])?
+            }
+        };
         tx.execute("DELETE FROM queue.fluid_plugin_tables WHERE plugin = ?1 AND name = ?2", params![plugin, name])?;
         tx.commit()?;
     }

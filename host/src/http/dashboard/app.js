@@ -436,7 +436,7 @@ function runCells(r) {
     // A running row's duration grows with each refresh.
     `<td>${r.state === 'running' ? span(r.start, null) : r.end ? span(r.start, r.end) : '—'}</td>` +
     `<td class="muted">${attempt}</td>` +
-    `<td><code title="${id}">${id.slice(0, 8)}</code></td>` +
+    `<td><code title="${id}">${id.slice(-8)}</code></td>` +
     `<td class="actions">${cancel}</td>`
   );
 }
@@ -517,7 +517,7 @@ async function loadDetail() {
       ? badge(stored.value.data.state)
       : `<span class="muted">${esc(stored.reason.status === 404 ? 'not in the history' : stored.reason.detail)}</span>`;
   const link = (other) =>
-    other && other !== run.id ? `<a href="#" data-run="${esc(other)}"><code>${esc(other.slice(0, 8))}</code></a>` : '—';
+    other && other !== run.id ? `<a href="#" data-run="${esc(other)}"><code>${esc(other.slice(-8))}</code></a>` : '—';
   const rows = [
     ['Task', esc(run.task)],
     ['State', badge(run.state, 'run-detail-state') + (live.status === 'fulfilled' ? '' : ' <span class="muted">(history)</span>')],
