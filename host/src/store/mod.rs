@@ -100,17 +100,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let store = if url.starts_with("sqlite:") {
             let (path, create) = sqlite_path(url)?;
-            // The writer creates the file and sets WAL mode before the readers open it.
-            let writer = db::LiteWriter::open(&path, create).with_context(|| format!("cannot open SQLite database {url}"))?;
-            let reader = db::LiteReaders::open(&path, 4).with_context(|| format!("cannot open SQLite database {url}"))?;
-            Store {
-                backend: Backend::Sqlite,
-                writer: Writer::Lite(writer),
-                reader: Reader::Lite(reader),
-                url: url.to_string(),
-                metrics: Default::default(),
-                closed: Default::default(),
-            }
+            Store::open_lite(&path, create, url.to_string()).with_context(|| format!("cannot open SQLite database {url}"))?
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
@@ -131,6 +121,21 @@ impl Store {
         };
         schema::migrate(&store).await.context("database migration failed")?;
         Ok(store)
+    }
+
+    /// A SQLite file's writer and readers (no migration); `url` names the file.
+    fn open_lite(path: &str, create: bool, url: String) -> Result<Store, sqlx::Error> {
+        // The writer creates the file and sets WAL mode before the readers open it.
+        let writer = db::LiteWriter::open(path, create)?;
+        let reader = db::LiteReaders::open(path, 4)?;
+        Ok(Store {
+            backend: Backend::Sqlite,
+            writer: Writer::Lite(writer),
+            reader: Reader::Lite(reader),
+            url,
+            metrics: Default::default(),
+            closed: Default::default(),
+        })
     }
 
     /// Begins a write transaction (on SQLite it takes the write lock at once, see

@@ -18,7 +18,7 @@
 //! since the move) is never dropped: it is renamed `..._unmoved_<unix time>` in the queue's
 //! file, and a warning names it.
 
-use super::{Backend, Reader, Store, Writer, db, schema, sqlite_path};
+use super::{Backend, Store, schema, sqlite_path};
 use anyhow::Context;
 
 /// The plugins' file beside the queue's: `x.db` → `x.plugins.db`, else `x` → `x.plugins.db`.
@@ -38,16 +38,8 @@ impl Store {
         }
         let (queue_file, _) = sqlite_path(&self.url)?;
         let file = plugin_file_path(&queue_file);
-        let writer = db::LiteWriter::open(&file, true).with_context(|| format!("cannot open the plugins' SQLite file {file}"))?;
-        let reader = db::LiteReaders::open(&file, 4).with_context(|| format!("cannot open the plugins' SQLite file {file}"))?;
-        let store = Store {
-            backend: Backend::Sqlite,
-            writer: Writer::Lite(writer),
-            reader: Reader::Lite(reader),
-            url: format!("sqlite://{}?mode=rwc", file.replace('%', "%25").replace('?', "%3F")),
-            metrics: Default::default(),
-            closed: Default::default(),
-        };
+        let url = format!("sqlite://{}?mode=rwc", file.replace('%', "%25").replace('?', "%3F"));
+        let store = Store::open_lite(&file, true, url).with_context(|| format!("cannot open the plugins' SQLite file {file}"))?;
         schema::migrate_plugin_file(&store).await.context("plugins' file migration failed")?;
         let moved = tokio::task::spawn_blocking(move || move_tables(&queue_file, &file)).await??;
         if moved > 0 {
