@@ -37,7 +37,7 @@ pub fn from_datetime(t: DateTime<Utc>) -> i64 {
 /// its serde uses); anything the fast paths do not cover (years outside 0..=9999, leap
 /// seconds, offsets other than `Z`) goes through chrono.
 pub mod rfc3339 {
-    use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+    use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, SecondsFormat, Timelike, Utc};
     use serde::de::Visitor;
     use serde::{Deserializer, Serializer};
 
@@ -143,17 +143,6 @@ pub mod rfc3339 {
         b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
     }
 
-    /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-    fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m as i64 + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
-
     /// The exact shape [`format`] writes (any fraction of 1 to 9 digits); None otherwise.
     fn parse(s: &str) -> Option<DateTime<Utc>> {
         let b = s.as_bytes();
@@ -167,18 +156,10 @@ pub mod rfc3339 {
             [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => number(frac)? * 10u32.pow(9 - frac.len() as u32),
             _ => return None,
         };
-        let days_in_month = match month {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-            2 => 28,
-            _ => return None,
-        };
-        if day == 0 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
-            return None;
-        }
-        let secs = days_from_civil(year as i64, month, day) * 86_400 + (hour * 3600 + minute * 60 + second) as i64;
-        DateTime::from_timestamp(secs, nanos)
+        // chrono checks the fields (a leap second, `:60`, is left to its own parser).
+        let date = NaiveDate::from_ymd_opt(year as i32, month, day)?;
+        let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+        Some(date.and_time(time).and_utc())
     }
 
     #[cfg(test)]
