@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub postgres: Option<String>,
     /// Only these parts (throughput, events, tasks, startup, history, observe); empty means all.
     pub only: Vec<String>,
+    /// Backends of the throughput part ("sqlite", "postgres"); empty means both.
+    pub backends: Vec<String>,
     /// Worker counts of the throughput part; empty means 1, 2, 4 and 8.
     pub workers: Vec<usize>,
     /// Runs per throughput measurement; None means 20,000 (1,000 with `quick`).
@@ -356,8 +358,12 @@ async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> an
     r.line("| backend | workers | no plugin (baseline) runs/s | with db plugin runs/s | ratio | start latency p50 / p99 (ms), with db | runs per commit, baseline / with db |");
     r.line("|---|---|---|---|---|---|---|");
     let mut series = Vec::new();
-    let mut backends = vec![(Backend::Sqlite, "SQLite")];
-    if opts.postgres.is_some() {
+    let on = |b: &str| opts.backends.is_empty() || opts.backends.iter().any(|x| x == b);
+    let mut backends = Vec::new();
+    if on("sqlite") {
+        backends.push((Backend::Sqlite, "SQLite"));
+    }
+    if opts.postgres.is_some() && on("postgres") {
         backends.push((Backend::Postgres, "PostgreSQL"));
     }
     let counts = if opts.workers.is_empty() { vec![1, 2, 4, 8] } else { opts.workers.clone() };

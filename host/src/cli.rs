@@ -77,6 +77,9 @@ pub enum Command {
         /// Only these parts: throughput, events, tasks, startup, history, observe (repeatable).
         #[arg(long)]
         only: Vec<String>,
+        /// Throughput only on these backends: sqlite, postgres (repeatable; default both).
+        #[arg(long = "backend", value_parser = ["sqlite", "postgres"])]
+        backends: Vec<String>,
         /// Throughput only for these worker counts (repeatable; default 1, 2, 4 and 8).
         #[arg(long)]
         workers: Vec<usize>,
@@ -248,9 +251,9 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             let ok = run.state == crate::scheduler::TaskState::Success;
             return Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
         }
-        Command::Bench { out, quick, postgres, only, workers, runs } => {
+        Command::Bench { out, quick, postgres, only, backends, workers, runs } => {
             let postgres = (postgres != "none").then_some(postgres);
-            crate::bench::run(crate::bench::BenchOptions { out, quick, postgres, only, workers, runs }).await?;
+            crate::bench::run(crate::bench::BenchOptions { out, quick, postgres, only, backends, workers, runs }).await?;
         }
         Command::Enable { task, disable } => {
             tasks.extend(crate::examples::tasks());

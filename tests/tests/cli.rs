@@ -79,3 +79,48 @@ fn ls_filters_by_tag() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `fluid bench` as the README runs it (small workloads): every part measured on both
+/// backends, each figure beside its baseline, the report and the plot written.
+#[test]
+fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
+    let dir = temp();
+    let out = dir.join("bench");
+    let admin = fluid_tests::pg::admin_url();
+    let args =
+        ["bench", "--quick", "--runs", "300", "--workers", "1", "--workers", "2", "--postgres", &admin, "--out", out.to_str().unwrap()];
+    let run = fluid(&dir, &args);
+    assert!(run.status.success(), "{}\n{}", text(&run.stdout), text(&run.stderr));
+    let report = std::fs::read_to_string(out.join("results.md")).expect("results.md written");
+    assert_eq!(text(&run.stdout).lines().next(), report.lines().next(), "what is printed is what is written");
+    assert!(report.contains("Machine: ") && report.contains(" cores, "), "the machine it ran on: {report}");
+    for section in [
+        "## End-to-end throughput",
+        "## Event delivery to a component",
+        "## One task-component run",
+        "## Start-up with 50 plugins",
+        "## GET /task-history over",
+        "## The cost of observing",
+    ] {
+        assert!(report.contains(section), "missing {section:?} in {report}");
+    }
+    // One throughput row per backend and worker count: a baseline, a figure with the db
+    // plugin, and their ratio, all positive numbers.
+    for backend in ["SQLite", "PostgreSQL"] {
+        for workers in ["1", "2"] {
+            let row = report
+                .lines()
+                .find(|l| l.starts_with(&format!("| {backend} | {workers} |")))
+                .unwrap_or_else(|| panic!("no {backend} row for {workers} workers in {report}"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            for (i, what) in [(3, "baseline"), (4, "with db"), (5, "ratio")] {
+                let v: f64 = cells[i].parse().unwrap_or_else(|_| panic!("{what} is not a number in {row}"));
+                assert!(v > 0.0, "{what} in {row}");
+            }
+        }
+    }
+    let svg = std::fs::read_to_string(out.join("throughput.svg")).expect("throughput.svg written");
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert_eq!(svg.matches("<polyline").count(), 4, "a baseline and a db-plugin line per backend: {svg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
