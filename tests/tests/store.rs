@@ -406,7 +406,145 @@ async fn the_feed_holds_exactly_the_snapshots_a_cycle_wrote(db: Db) {
     store.close().await;
 }
 
+/// The delivery lease: one host at a time moves a plugin's checkpoint. Each advance renews
+/// the lease (a busy host makes no separate renewal commit), so another host cannot take
+/// it while the holder keeps advancing; a host without the lease cannot move the
+/// checkpoint; an expired lease is taken over, and the old holder is fenced out.
+async fn only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.url()).await.expect("store opens");
+    let ttl = Duration::from_secs(1);
+    assert_eq!(store.checkpoint("p", 0).await.unwrap(), 0);
+    assert!(store.hold_delivery("p", "a", ttl).await.unwrap(), "a free lease is taken");
+    assert!(!store.hold_delivery("p", "b", ttl).await.unwrap(), "a held lease is not");
+    assert!(!store.advance_checkpoint_as("p", "b", 5, ttl).await.unwrap(), "only the holder advances");
+    // Advance for longer than the lease lasts: each advance keeps it.
+    let started = std::time::Instant::now();
+    let mut seq = 0;
+    while started.elapsed() < ttl * 2 {
+        seq += 1;
+        assert!(store.advance_checkpoint_as("p", "a", seq, ttl).await.unwrap(), "the holder advances");
+        assert!(!store.hold_delivery("p", "b", ttl).await.unwrap(), "a lease renewed by advancing is not taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.checkpoint("p", 0).await.unwrap(), seq);
+    assert!(!store.advance_checkpoint_as("p", "a", seq, ttl).await.unwrap(), "a checkpoint never moves back or stays");
+    // The holder stops: once the lease runs out another host takes it, and the old holder
+    // can no longer advance.
+    let deadline = std::time::Instant::now() + ttl * 10;
+    while !store.hold_delivery("p", "b", ttl).await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "an expired lease is taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!store.advance_checkpoint_as("p", "a", seq + 1, ttl).await.unwrap(), "the old holder is fenced out");
+    assert!(store.advance_checkpoint_as("p", "b", seq + 1, ttl).await.unwrap());
+    assert_eq!(store.checkpoint("p", 0).await.unwrap(), seq + 1);
+    store.close().await;
+}
+
+/// The delivery lease: one host at a time moves a plugin's checkpoint. Each advance renews
+/// the lease (a busy host makes no separate renewal commit), so another host cannot take
+/// it while the holder keeps advancing; a host without the lease cannot move the
+/// checkpoint; an expired lease is taken over, and the old holder is fenced out.
+async fn only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.url()).await.expect("store opens");
+    let ttl = Duration::from_secs(1);
+    assert_eq!(store.checkpoint("p", 0).await.unwrap(), 0);
+    assert!(store.hold_delivery("p", "a", ttl).await.unwrap(), "a free lease is taken");
+    assert!(!store.hold_delivery("p", "b", ttl).await.unwrap(), "a held lease is not");
+    assert!(!store.advance_checkpoint_as("p", "b", 5, ttl).await.unwrap(), "only the holder advances");
+    // Advance for longer than the lease lasts: each advance keeps it.
+    let started = std::time::Instant::now();
+    let mut seq = 0;
+    while started.elapsed() < ttl * 2 {
+        seq += 1;
+        assert!(store.advance_checkpoint_as("p", "a", seq, ttl).await.unwrap(), "the holder advances");
+        assert!(!store.hold_delivery("p", "b", ttl).await.unwrap(), "a lease renewed by advancing is not taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.checkpoint("p", 0).await.unwrap(), seq);
+    assert!(!store.advance_checkpoint_as("p", "a", seq, ttl).await.unwrap(), "a checkpoint never moves back or stays");
+    // The holder stops: once the lease runs out another host takes it, and the old holder
+    // can no longer advance.
+    let deadline = std::time::Instant::now() + ttl * 10;
+    while !store.hold_delivery("p", "b", ttl).await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "an expired lease is taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!store.advance_checkpoint_as("p", "a", seq + 1, ttl).await.unwrap(), "the old holder is fenced out");
+    assert!(store.advance_checkpoint_as("p", "b", seq + 1, ttl).await.unwrap());
+    assert_eq!(store.checkpoint("p", 0).await.unwrap(), seq + 1);
+    store.close().await;
+}
+
+/// `upsert-newer`: a stored row is replaced only by a copy with a greater version; older,
+/// equal and null-versioned copies are skipped (not errors, not counted), new keys are
+/// inserted, and a version column outside the columns given or inside the key is refused.
+async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
+    use fluid_host::plugins::bindings::storage_if::{Column, ColumnType, Query, StorageError as SE, TableDef, Value as V};
+    use fluid_host::plugins::config::Limits;
+    use fluid_host::plugins::storage::PluginStorage;
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.url()).await.expect("store opens");
+    let storage = PluginStorage::new(store.plugin_store().await.unwrap()).await.unwrap();
+    let limits = Limits::default();
+    let col = |name: &str, kind| Column { name: name.into(), kind, nullable: name == "v" };
+    let def = TableDef {
+        name: "docs".into(),
+        columns: vec![col("id", ColumnType::Text), col("body", ColumnType::Text), col("v", ColumnType::Int)],
+        primary_key: vec!["id".into()],
+        indexes: vec![],
+    };
+    storage.ensure_table("p", def, &limits).await.unwrap();
+    let cols = || vec!["id".to_string(), "body".to_string(), "v".to_string()];
+    let row = |id: &str, body: &str, v: Option<i64>| vec![V::Text(id.into()), V::Text(body.into()), v.map_or(V::Null, V::Int)];
+    let put = |rows: Vec<Vec<V>>| storage.upsert("p", "docs", cols(), rows, Some("v"), &limits);
+
+    assert_eq!(
+        put(vec![row("a", "a5", Some(5)), row("b", "b5", Some(5)), row("n", "n-null", None)]).await.unwrap(),
+        3,
+        "new keys are inserted"
+    );
+    let written = put(vec![
+        row("a", "a4", Some(4)), // older: skipped
+        row("b", "b6", Some(6)), // newer: replaces
+        row("c", "c1", Some(1)), // new key: inserted
+        row("n", "n7", Some(7)), // the stored version is null: kept
+    ])
+    .await
+    .unwrap();
+    assert_eq!(written, 2, "only the newer copy and the new key are counted");
+    assert_eq!(put(vec![row("b", "b6-again", Some(6))]).await.unwrap(), 0, "an equal version is a replay: skipped");
+    assert_eq!(put(vec![row("a", "a-null", None)]).await.unwrap(), 0, "a null version never replaces");
+
+    let q = Query { columns: vec!["id".into(), "body".into()], filters: vec![], order: vec![], after: None, limit: None };
+    let mut stored: Vec<(String, String)> = storage
+        .select("p", "docs", q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match (&r[0], &r[1]) {
+            (V::Text(id), V::Text(body)) => (id.clone(), body.clone()),
+            other => panic!("unexpected row {other:?}"),
+        })
+        .collect();
+    stored.sort();
+    let expect = [("a", "a5"), ("b", "b6"), ("c", "c1"), ("n", "n-null")];
+    assert_eq!(stored, expect.map(|(a, b)| (a.to_string(), b.to_string())));
+
+    let refused = storage.upsert("p", "docs", vec!["id".into(), "body".into()], vec![], Some("v"), &limits).await;
+    assert!(matches!(refused, Err(SE::InvalidValue(m)) if m.contains("one of the columns")), "the version must be given");
+    let refused = storage.upsert("p", "docs", cols(), vec![], Some("id"), &limits).await;
+    assert!(matches!(refused, Err(SE::InvalidValue(m)) if m.contains("primary key")), "the version cannot be the key");
+    let refused = storage.upsert("p", "docs", cols(), vec![], Some("nope"), &limits).await;
+    assert!(matches!(refused, Err(SE::InvalidName(_))), "the version must be a column");
+    storage.close().await;
+    store.close().await;
+}
+
 crate::backend_tests!(
+    only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it,
     a_closed_store_refuses_new_transactions,
     numbered_parameters_bind_by_number_wherever_they_appear,
     a_dropped_write_transaction_leaves_nothing_and_the_next_one_begins,

@@ -160,36 +160,52 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
     let host = shared.scheduler.config().host_id.clone();
     let lease_ttl = shared.scheduler.config().host_timeout;
     let mut leased = false;
+    // When the lease was last taken or renewed (by `hold_delivery` or by the checkpoint
+    // advance, which renews it in the same statement).
+    let mut renewed = std::time::Instant::now();
     loop {
         if stop.is_cancelled() {
             return;
         }
         // One host at a time delivers this plugin's events: a lease in its checkpoint row,
-        // renewed before every batch (so a batch always starts with the whole lease ahead of
-        // it), taken over by another host when this one stops renewing.
-        match store.hold_delivery(&plugin.name, &host, lease_ttl).await {
-            Ok(true) if !leased => match store.checkpoint(&plugin.name, 0).await {
-                // Another host may have moved the checkpoint while it held the lease.
-                Ok(c) => {
-                    checkpoint = c;
-                    leased = true;
+        // taken over by another host when this one stops renewing. Each advance renews it;
+        // the loop renews it by itself only when a quarter of it has gone by since (idle
+        // waits), so a batch always starts with at least three quarters of it ahead.
+        let stale = renewed.elapsed() >= lease_ttl / 4;
+        if !leased || stale {
+            let asked = std::time::Instant::now();
+            match store.hold_delivery(&plugin.name, &host, lease_ttl).await {
+                Ok(true) if !leased => match store.checkpoint(&plugin.name, 0).await {
+                    // Another host may have moved the checkpoint while it held the lease.
+                    Ok(c) => {
+                        checkpoint = c;
+                        leased = true;
+                        renewed = asked;
+                    }
+                    Err(e) => {
+                        tracing::error!(plugin = %plugin.name, error = %e, "cannot read checkpoint; retrying");
+                        if stopped_during(backoff, &stop).await {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+                Ok(true) => renewed = asked,
+                Ok(false) => {
+                    leased = false;
+                    if stopped_during(IDLE_POLL, &stop).await {
+                        return;
+                    }
+                    continue;
                 }
-                Err(e) => tracing::error!(plugin = %plugin.name, error = %e, "cannot read checkpoint"),
-            },
-            Ok(true) => {}
-            Ok(false) => {
-                leased = false;
-                if stopped_during(IDLE_POLL, &stop).await {
-                    return;
+                Err(e) => {
+                    tracing::error!(plugin = %plugin.name, error = %e, "cannot take the delivery lease; retrying");
+                    leased = false;
+                    if stopped_during(backoff, &stop).await {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(plugin = %plugin.name, error = %e, "cannot take the delivery lease; retrying");
-                if stopped_during(backoff, &stop).await {
-                    return;
-                }
-                continue;
             }
         }
         if !leased {
@@ -236,8 +252,9 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
         };
         match delivered {
             Ok((n, last)) => {
-                match store.advance_checkpoint_as(&plugin.name, &host, last).await {
-                    Ok(true) => {}
+                let asked = std::time::Instant::now();
+                match store.advance_checkpoint_as(&plugin.name, &host, last, lease_ttl).await {
+                    Ok(true) => renewed = asked,
                     Ok(false) => {
                         // The lease was lost meanwhile: the new holder goes on from the stored checkpoint.
                         leased = false;

@@ -330,12 +330,14 @@ impl Store {
             .await
     }
 
-    /// Advances `plugin`'s checkpoint if `host` still holds its delivery lease.
-    pub async fn advance_checkpoint_as(&self, plugin: &str, host: &str, seq: i64) -> Result<bool, StoreError> {
+    /// Advances `plugin`'s checkpoint if `host` still holds its delivery lease, and renews
+    /// that lease for `ttl`.
+    pub async fn advance_checkpoint_as(&self, plugin: &str, host: &str, seq: i64, ttl: Duration) -> Result<bool, StoreError> {
         self.metrics
             .timed("advance_checkpoint_as", async {
+                let until = now_us() + ttl.as_micros() as i64;
                 let mut tx = self.write_tx().await?;
-                let done = checkpoints::advance_as(&mut tx, plugin, host, seq).await?;
+                let done = checkpoints::advance_as(&mut tx, plugin, host, seq, until).await?;
                 tx.commit().await?;
                 Ok(done)
             })

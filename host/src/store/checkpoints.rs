@@ -42,12 +42,15 @@ pub(crate) async fn hold(conn: &mut Db, plugin: &str, host: &str, now: i64, unti
 }
 
 /// Moves the checkpoint forward only while `host` still holds the lease: a host that lost
-/// it (paused, partitioned) cannot move the checkpoint of the host that took over.
-pub(crate) async fn advance_as(conn: &mut Db, plugin: &str, host: &str, seq: i64) -> Result<bool, sqlx::Error> {
-    let done = query("UPDATE fluid_plugin_checkpoints SET seq = $3 WHERE plugin = $1 AND owner = $2 AND seq < $3")
+/// it (paused, partitioned) cannot move the checkpoint of the host that took over. The
+/// same statement renews the lease until `until`, so a busy delivery loop needs no commit
+/// of its own to keep it (one queue commit per batch, not two).
+pub(crate) async fn advance_as(conn: &mut Db, plugin: &str, host: &str, seq: i64, until: i64) -> Result<bool, sqlx::Error> {
+    let done = query("UPDATE fluid_plugin_checkpoints SET seq = $3, lease_until = $4 WHERE plugin = $1 AND owner = $2 AND seq < $3")
         .bind(plugin)
         .bind(host)
         .bind(seq)
+        .bind(until)
         .execute(&mut *conn)
         .await?;
     Ok(done == 1)
