@@ -442,42 +442,6 @@ async fn only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_rene
     store.close().await;
 }
 
-/// The delivery lease: one host at a time moves a plugin's checkpoint. Each advance renews
-/// the lease (a busy host makes no separate renewal commit), so another host cannot take
-/// it while the holder keeps advancing; a host without the lease cannot move the
-/// checkpoint; an expired lease is taken over, and the old holder is fenced out.
-async fn only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it(db: Db) {
-    let env = TestEnv::new(db).await;
-    let store = Store::connect(&env.url()).await.expect("store opens");
-    let ttl = Duration::from_secs(1);
-    assert_eq!(store.checkpoint("p", 0).await.unwrap(), 0);
-    assert!(store.hold_delivery("p", "a", ttl).await.unwrap(), "a free lease is taken");
-    assert!(!store.hold_delivery("p", "b", ttl).await.unwrap(), "a held lease is not");
-    assert!(!store.advance_checkpoint_as("p", "b", 5, ttl).await.unwrap(), "only the holder advances");
-    // Advance for longer than the lease lasts: each advance keeps it.
-    let started = std::time::Instant::now();
-    let mut seq = 0;
-    while started.elapsed() < ttl * 2 {
-        seq += 1;
-        assert!(store.advance_checkpoint_as("p", "a", seq, ttl).await.unwrap(), "the holder advances");
-        assert!(!store.hold_delivery("p", "b", ttl).await.unwrap(), "a lease renewed by advancing is not taken over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(store.checkpoint("p", 0).await.unwrap(), seq);
-    assert!(!store.advance_checkpoint_as("p", "a", seq, ttl).await.unwrap(), "a checkpoint never moves back or stays");
-    // The holder stops: once the lease runs out another host takes it, and the old holder
-    // can no longer advance.
-    let deadline = std::time::Instant::now() + ttl * 10;
-    while !store.hold_delivery("p", "b", ttl).await.unwrap() {
-        assert!(std::time::Instant::now() < deadline, "an expired lease is taken over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!store.advance_checkpoint_as("p", "a", seq + 1, ttl).await.unwrap(), "the old holder is fenced out");
-    assert!(store.advance_checkpoint_as("p", "b", seq + 1, ttl).await.unwrap());
-    assert_eq!(store.checkpoint("p", 0).await.unwrap(), seq + 1);
-    store.close().await;
-}
-
 /// `upsert-newer`: a stored row is replaced only by a copy with a greater version; older,
 /// equal and null-versioned copies are skipped (not errors, not counted), new keys are
 /// inserted, and a version column outside the columns given or inside the key is refused.
@@ -544,6 +508,7 @@ async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
 }
 
 crate::backend_tests!(
+    upsert_newer_never_lets_an_older_copy_replace_a_newer_row,
     only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it,
     a_closed_store_refuses_new_transactions,
     numbered_parameters_bind_by_number_wherever_they_appear,

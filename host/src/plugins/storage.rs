@@ -249,16 +249,29 @@ impl PluginStorage {
         Ok(u)
     }
 
+    /// Inserts `rows`, or replaces the given columns of rows whose key exists; with
+    /// `version`, only where the given row's version is greater than the stored one
+    /// (`upsert-newer`).
     pub async fn upsert(
         &self,
         plugin: &str,
         table: &str,
         columns: Vec<String>,
         rows: Vec<Vec<Value>>,
+        version: Option<&str>,
         limits: &Limits,
     ) -> Result<u64, StorageError> {
         let meta = self.meta(plugin, table).await?;
         let cols: Vec<Col> = columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?;
+        if let Some(v) = version {
+            meta.col(v)?;
+            if !columns.iter().any(|c| c == v) {
+                return Err(StorageError::InvalidValue(format!("the version column {v:?} must be one of the columns given")));
+            }
+            if meta.primary_key.iter().any(|k| k == v) {
+                return Err(StorageError::InvalidValue(format!("the version column {v:?} cannot be part of the primary key")));
+            }
+        }
         for k in &meta.primary_key {
             if !columns.contains(k) {
                 return Err(StorageError::InvalidValue(format!("upsert must give every primary key column; {k:?} is missing")));
@@ -288,7 +301,11 @@ impl PluginStorage {
         let pk: Vec<String> = meta.primary_key.iter().map(|c| quote(c)).collect();
         let updates: Vec<String> =
             columns.iter().filter(|c| !meta.primary_key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
-        let on_conflict = if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+        // A version compares the row given (`excluded`) with the row stored; a comparison
+        // with a null is not true, so a null on either side keeps the stored row.
+        let newer = version.map_or(String::new(), |v| format!(" WHERE excluded.{0} > {1}.{0}", quote(v), meta.physical));
+        let on_conflict =
+            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}{newer}", updates.join(", ")) };
         let mut tx = self.store.write_tx().await.map_err(backend_err)?;
         // SQLite: one row per statement, the same text every time, so it is parsed once and
         // cached (statements run inline, so many rows per text would only add parsing).
@@ -605,7 +622,17 @@ impl super::bindings::storage_if::Host for super::sandbox::PluginState {
     }
 
     async fn upsert(&mut self, table: String, columns: Vec<String>, rows: Vec<Vec<Value>>) -> wasmtime::Result<Result<u64, StorageError>> {
-        Ok(self.shared.storage.upsert(&self.name, &table, columns, rows, &self.sup.policy.limits).await)
+        Ok(self.shared.storage.upsert(&self.name, &table, columns, rows, None, &self.sup.policy.limits).await)
+    }
+
+    async fn upsert_newer(
+        &mut self,
+        table: String,
+        columns: Vec<String>,
+        rows: Vec<Vec<Value>>,
+        version: String,
+    ) -> wasmtime::Result<Result<u64, StorageError>> {
+        Ok(self.shared.storage.upsert(&self.name, &table, columns, rows, Some(&version), &self.sup.policy.limits).await)
     }
 
     async fn select(&mut self, table: String, q: Query) -> wasmtime::Result<Result<Vec<Vec<Value>>, StorageError>> {

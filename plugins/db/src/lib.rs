@@ -9,8 +9,9 @@
 //! tag of its subscriptions), `skip_db_tag` (`skip_db`).
 //!
 //! Idempotent: each row remembers the feed `seq` of the change it holds, and a change
-//! with a smaller or equal `seq` is ignored, so replayed or late events never overwrite
-//! a newer state. Pages are ordered by `queued` descending, then `id` descending, and the
+//! with a smaller or equal `seq` is ignored (`storage::upsert_newer` with `seq` as the
+//! version, one statement, no read first), so replayed or late events never overwrite a
+//! newer state. Pages are ordered by `queued` descending, then `id` descending, and the
 //! cursor is a keyset position in that order, so no page repeats or skips a row even when
 //! many runs share one queued time.
 
@@ -101,38 +102,11 @@ impl Plugin for Db {
             return Ok(());
         }
         let table = table();
-        // Ignore changes older than what is stored (replays, late deliveries). A filter
-        // takes at most 1,000 values: ask in chunks.
-        let ids: Vec<V> = latest.keys().map(|id| V::Text(id.clone())).collect();
-        let mut stored = Vec::new();
-        for chunk in ids.chunks(1000) {
-            stored.extend(
-                storage::select(
-                    &table,
-                    &Query {
-                        columns: vec!["id".into(), "seq".into()],
-                        filters: vec![Filter { column: "id".into(), op: FilterOp::OneOf(chunk.to_vec()) }],
-                        order: vec![],
-                        after: None,
-                        limit: None,
-                    },
-                )
-                .map_err(|e| format!("{e:?}"))?,
-            );
-        }
-        for row in stored {
-            if let (Some(V::Text(id)), Some(V::Int(seq))) = (row.first(), row.get(1))
-                && latest.get(id).is_some_and(|e| e.seq as i64 <= *seq)
-            {
-                latest.remove(id);
-            }
-        }
+        // Changes older than what is stored (replays, late deliveries) are skipped by the
+        // host in the same statement: `seq` is the version, no read first.
         let rows: Vec<Vec<V>> = latest.values().map(to_row).collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
         let columns: Vec<String> = COLUMNS.iter().map(|c| c.0.to_string()).collect();
-        storage::upsert(&table, &columns, &rows).map_err(|e| format!("{e:?}"))?;
+        storage::upsert_newer(&table, &columns, &rows, "seq").map_err(|e| format!("{e:?}"))?;
         Ok(())
     }
 
