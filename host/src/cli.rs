@@ -1,4 +1,4 @@
-//! The `fluid` command line (clap): `serve`, `ls`, `exec`, `enable`, `plugins ls|check`.
+//! The `fluid` command line (clap): `serve`, `ls`, `exec`, `enable`, `bench`, `plugins ls|check|forget`.
 //!
 //! Every option has an environment variable (`FLUID_*`), shown by `--help`.
 
@@ -116,6 +116,10 @@ pub enum PluginsCommand {
     },
     /// Tell whether a component fits the fluid:scheduler/plugin@0.1.0 world (exit 1 if not).
     Check { file: PathBuf },
+    /// Forget a plugin removed for good: delete its feed checkpoint, so the change feed is
+    /// no longer kept for it. Refused (exit 1) while a host delivers its events. Its tables
+    /// stay; loaded again, it starts from the oldest event kept.
+    Forget { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -281,6 +285,28 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
                 return Ok(std::process::ExitCode::FAILURE);
             }
         },
+        PluginsCommand::Forget { name } => {
+            use crate::store::checkpoints::Forget;
+            let store = c.open_store().await?;
+            let head = store.feed_head().await;
+            let done = store.forget_checkpoint(&name).await;
+            store.close().await;
+            match done? {
+                Forget::Forgotten { seq } => {
+                    let held = head.map(|h| (h - seq).max(0)).unwrap_or_default();
+                    println!("{name}: forgotten; the change feed is no longer kept for it ({held} events it had not handled)");
+                    println!("its tables are kept; loaded again, it starts from the oldest event kept");
+                }
+                Forget::Delivering { host } => {
+                    eprintln!("{name}: host {host} delivers its events now; remove {name}.wasm from that host's plugins folder first");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+                Forget::Unknown => {
+                    eprintln!("{name}: no such plugin has a feed checkpoint");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+            }
+        }
         PluginsCommand::Ls { url, plugins, json } => {
             let list: Vec<PluginInfo> = match url {
                 Some(url) => {

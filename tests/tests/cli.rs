@@ -80,6 +80,38 @@ fn ls_filters_by_tag() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `fluid plugins forget`: a removed plugin's checkpoint is deleted, so it no longer holds
+/// the change feed; a plugin a host delivers to is refused with the host's name, an
+/// unknown one with a message, both exit 1.
+#[test]
+fn plugins_forget_lets_a_removed_plugin_go_and_refuses_a_delivered_one() {
+    use fluid_host::store::Store;
+    let dir = temp();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Store::open_sqlite(&dir).await.unwrap();
+        store.checkpoint("gone", 0).await.unwrap();
+        store.checkpoint("held", 0).await.unwrap();
+        assert!(store.hold_delivery("held", "host-7", std::time::Duration::from_secs(600)).await.unwrap());
+        store.close().await;
+    });
+    let gone = fluid(&dir, &["plugins", "forget", "gone"]);
+    assert!(gone.status.success(), "{}", text(&gone.stderr));
+    assert!(text(&gone.stdout).starts_with("gone: forgotten"), "{}", text(&gone.stdout));
+    let held = fluid(&dir, &["plugins", "forget", "held"]);
+    assert_eq!(held.status.code(), Some(1));
+    assert!(text(&held.stderr).contains("host host-7 delivers its events now"), "{}", text(&held.stderr));
+    let unknown = fluid(&dir, &["plugins", "forget", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown.stderr).contains("no such plugin"), "{}", text(&unknown.stderr));
+    rt.block_on(async {
+        let store = Store::open_sqlite(&dir).await.unwrap();
+        assert_eq!(store.feed_holder().await.unwrap().map(|h| h.0), Some("held".to_string()), "only the delivered one is left");
+        store.close().await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `fluid bench` as the README runs it (small workloads): every part measured on both
 /// backends, each figure beside its baseline, the report and the plot written.
 #[test]

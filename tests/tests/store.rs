@@ -507,7 +507,41 @@ async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
     store.close().await;
 }
 
+/// A plugin removed for good keeps its checkpoint, and so the feed: `forget` lets it go,
+/// but only when no host delivers its events (a loaded plugin is never forgotten under
+/// it), and a lease taken later makes the checkpoint again, so a plugin still loaded
+/// somewhere goes on holding the feed.
+async fn a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_feed(db: Db) {
+    use fluid_host::store::checkpoints::Forget;
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.url()).await.expect("store opens");
+    store.insert_runs(&(0..10).map(queued_run).collect::<Vec<_>>()).await.unwrap();
+    let head = store.feed_head().await.unwrap();
+    store.checkpoint("gone", head - 8).await.unwrap();
+    store.checkpoint("live", head).await.unwrap();
+    assert!(store.hold_delivery("live", "host-1", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(store.feed_holder().await.unwrap(), Some(("gone".into(), 8, false)), "the removed plugin holds the feed");
+    assert_eq!(store.prune_feed(0).await.unwrap(), 2, "pruned only up to its checkpoint");
+
+    assert_eq!(store.forget_checkpoint("live").await.unwrap(), Forget::Delivering { host: "host-1".into() }, "a delivered plugin is kept");
+    assert_eq!(store.forget_checkpoint("nope").await.unwrap(), Forget::Unknown);
+    assert_eq!(store.forget_checkpoint("gone").await.unwrap(), Forget::Forgotten { seq: head - 8 });
+    assert_eq!(store.forget_checkpoint("gone").await.unwrap(), Forget::Unknown, "forgotten once");
+    assert_eq!(store.feed_holder().await.unwrap(), Some(("live".into(), 0, true)));
+    assert_eq!(store.prune_feed(0).await.unwrap(), 8, "the rest is pruned");
+
+    // Forgotten while still loaded on some host: its next lease makes the checkpoint again.
+    store.insert_runs(&(10..13).map(queued_run).collect::<Vec<_>>()).await.unwrap();
+    let head = store.feed_head().await.unwrap();
+    assert!(store.hold_delivery("gone", "host-2", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(store.checkpoint("gone", head).await.unwrap(), 0, "made again at the start of the feed");
+    assert_eq!(store.feed_holder().await.unwrap(), Some(("gone".into(), head, true)));
+    assert_eq!(store.prune_feed(0).await.unwrap(), 0, "and it holds the feed again");
+    store.close().await;
+}
+
 crate::backend_tests!(
+    a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_feed,
     upsert_newer_never_lets_an_older_copy_replace_a_newer_row,
     only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it,
     a_closed_store_refuses_new_transactions,

@@ -56,6 +56,8 @@ impl Default for SchedulerConfig {
 /// How often the change feed is pruned, and how many of its latest events are always kept.
 const FEED_PRUNE_EVERY: Duration = Duration::from_secs(60);
 const FEED_KEEP: i64 = 100_000;
+/// How often a host says that a plugin no host delivers to holds the feed.
+const FEED_HOLDER_WARN_EVERY: Duration = Duration::from_secs(3600);
 
 /// How many times the finisher yields to executions about to end before it commits the
 /// ends it has (see `finisher_loop`), and for how long at most: on an idle worker a yield
@@ -743,6 +745,7 @@ impl Scheduler {
     async fn heartbeat_loop(self) {
         let inner = &self.inner;
         let mut last_prune = std::time::Instant::now();
+        let mut last_holder_warning: Option<std::time::Instant> = None;
         loop {
             if let Err(e) = self.heartbeat_once().await {
                 tracing::error!(error = %e, "heartbeat failed");
@@ -755,6 +758,20 @@ impl Scheduler {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(events = n, "change feed pruned"),
                     Err(e) => tracing::warn!(error = %e, "pruning the change feed failed"),
+                }
+                // A plugin removed for good keeps its checkpoint, and so the feed, for ever:
+                // nothing is dropped on a guess, but the operator is told (once an hour).
+                if last_holder_warning.is_none_or(|t| t.elapsed() >= FEED_HOLDER_WARN_EVERY)
+                    && let Ok(Some((plugin, held, false))) = inner.store.feed_holder().await
+                    && held > FEED_KEEP
+                {
+                    last_holder_warning = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        plugin = %plugin,
+                        events = held,
+                        "the change feed is kept for a plugin no host delivers to now (removed, or quarantined: see GET /plugins); \
+                         if it was removed for good, `fluid plugins forget {plugin}` lets the feed be pruned"
+                    );
                 }
             }
             tokio::select! {

@@ -287,6 +287,32 @@ impl Store {
             .await
     }
 
+    /// The plugin whose checkpoint is furthest behind: (name, events after its checkpoint,
+    /// whether a host delivers its events now). None when no plugin has a checkpoint.
+    pub async fn feed_holder(&self) -> Result<Option<(String, i64, bool)>, StoreError> {
+        self.metrics
+            .timed("feed_holder", async {
+                let mut conn = self.read().await?;
+                let head = events::head(&mut conn).await?;
+                let holder = checkpoints::furthest_behind(&mut conn, now_us()).await?;
+                Ok(holder.map(|(plugin, seq, leased)| (plugin, (head - seq).max(0), leased)))
+            })
+            .await
+    }
+
+    /// Deletes the checkpoint of a plugin no host delivers to now (`fluid plugins forget`),
+    /// so the feed is no longer kept for it.
+    pub async fn forget_checkpoint(&self, plugin: &str) -> Result<checkpoints::Forget, StoreError> {
+        self.metrics
+            .timed("forget_checkpoint", async {
+                let mut tx = self.write_tx().await?;
+                let done = checkpoints::forget(&mut tx, plugin, now_us()).await?;
+                tx.commit().await?;
+                Ok(done)
+            })
+            .await
+    }
+
     /// Deletes feed events every plugin has consumed, keeping the last `keep`.
     pub async fn prune_feed(&self, keep: i64) -> Result<u64, StoreError> {
         self.metrics

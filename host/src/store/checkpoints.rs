@@ -26,11 +26,15 @@ pub(crate) async fn all(conn: &mut Db) -> Result<Vec<(String, i64)>, sqlx::Error
 }
 
 /// Takes or renews the delivery lease of `plugin` for `host` until `until`; false when
-/// another host holds an unexpired lease.
+/// another host holds an unexpired lease. A missing row (forgotten by `fluid plugins
+/// forget` while the plugin was still loaded somewhere) is made again at seq 0, so a
+/// loaded plugin always has a checkpoint and keeps holding the feed.
 pub(crate) async fn hold(conn: &mut Db, plugin: &str, host: &str, now: i64, until: i64) -> Result<bool, sqlx::Error> {
     let done = query(
-        "UPDATE fluid_plugin_checkpoints SET owner = $2, lease_until = $4 \
-         WHERE plugin = $1 AND (owner = $2 OR owner IS NULL OR lease_until < $3)",
+        "INSERT INTO fluid_plugin_checkpoints (plugin, seq, owner, lease_until) VALUES ($1, 0, $2, $4) \
+         ON CONFLICT (plugin) DO UPDATE SET owner = $2, lease_until = $4 \
+         WHERE fluid_plugin_checkpoints.owner = $2 OR fluid_plugin_checkpoints.owner IS NULL \
+         OR fluid_plugin_checkpoints.lease_until < $3",
     )
     .bind(plugin)
     .bind(host)
@@ -54,6 +58,51 @@ pub(crate) async fn advance_as(conn: &mut Db, plugin: &str, host: &str, seq: i64
         .execute(&mut *conn)
         .await?;
     Ok(done == 1)
+}
+
+/// The checkpoint furthest behind (the one that bounds pruning), and whether a host
+/// holds its delivery lease at `now`.
+pub(crate) async fn furthest_behind(conn: &mut Db, now: i64) -> Result<Option<(String, i64, bool)>, sqlx::Error> {
+    let row = query("SELECT plugin, seq, owner, lease_until FROM fluid_plugin_checkpoints ORDER BY seq, plugin LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| {
+        let owner: Option<String> = r.try_get("owner")?;
+        let until: i64 = r.try_get("lease_until")?;
+        Ok((r.try_get("plugin")?, r.try_get("seq")?, owner.is_some() && until >= now))
+    })
+    .transpose()
+}
+
+/// What [`forget`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forget {
+    /// The checkpoint is gone; it stood at this seq.
+    Forgotten { seq: i64 },
+    /// A host holds the plugin's delivery lease now: it is loaded there, nothing changed.
+    Delivering { host: String },
+    /// The plugin has no checkpoint.
+    Unknown,
+}
+
+/// Deletes the checkpoint of a plugin no host delivers to now, so it stops holding the
+/// feed (`fluid plugins forget`). Its tables are not touched.
+pub(crate) async fn forget(conn: &mut Db, plugin: &str, now: i64) -> Result<Forget, sqlx::Error> {
+    let Some(row) =
+        query("SELECT owner, lease_until FROM fluid_plugin_checkpoints WHERE plugin = $1").bind(plugin).fetch_optional(&mut *conn).await?
+    else {
+        return Ok(Forget::Unknown);
+    };
+    let owner: Option<String> = row.try_get("owner")?;
+    if let Some(host) = owner.filter(|_| row.try_get::<i64, _>("lease_until").is_ok_and(|until| until >= now)) {
+        return Ok(Forget::Delivering { host });
+    }
+    let seq: i64 = query("DELETE FROM fluid_plugin_checkpoints WHERE plugin = $1 RETURNING seq")
+        .bind(plugin)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("seq")?;
+    Ok(Forget::Forgotten { seq })
 }
 
 /// Gives the lease up (a clean shutdown), so another host takes over at once.
