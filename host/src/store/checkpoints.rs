@@ -88,21 +88,21 @@ pub enum Forget {
 /// Deletes the checkpoint of a plugin no host delivers to now, so it stops holding the
 /// feed (`fluid plugins forget`). Its tables are not touched.
 pub(crate) async fn forget(conn: &mut Db, plugin: &str, now: i64) -> Result<Forget, sqlx::Error> {
-    let Some(row) =
-        query("SELECT owner, lease_until FROM fluid_plugin_checkpoints WHERE plugin = $1").bind(plugin).fetch_optional(&mut *conn).await?
-    else {
-        return Ok(Forget::Unknown);
-    };
-    let owner: Option<String> = row.try_get("owner")?;
-    if let Some(host) = owner.filter(|_| row.try_get::<i64, _>("lease_until").is_ok_and(|until| until >= now)) {
-        return Ok(Forget::Delivering { host });
-    }
-    let seq: i64 = query("DELETE FROM fluid_plugin_checkpoints WHERE plugin = $1 RETURNING seq")
+    // One statement decides: a host taking the lease at the same moment either commits
+    // first (the row is kept) or finds no row and makes it again (see `hold`).
+    let deleted = query("DELETE FROM fluid_plugin_checkpoints WHERE plugin = $1 AND (owner IS NULL OR lease_until < $2) RETURNING seq")
         .bind(plugin)
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("seq")?;
-    Ok(Forget::Forgotten { seq })
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(row) = deleted {
+        return Ok(Forget::Forgotten { seq: row.try_get("seq")? });
+    }
+    let owner = query("SELECT owner FROM fluid_plugin_checkpoints WHERE plugin = $1").bind(plugin).fetch_optional(&mut *conn).await?;
+    Ok(match owner {
+        Some(row) => Forget::Delivering { host: row.try_get::<Option<String>, _>("owner")?.unwrap_or_default() },
+        None => Forget::Unknown,
+    })
 }
 
 /// Gives the lease up (a clean shutdown), so another host takes over at once.
