@@ -1,4 +1,4 @@
-//! The `fluid` command line (clap): `serve`, `ls`, `exec`, `enable`, `bench`, `plugins ls|check|forget`.
+//! The `fluid` command line (clap): `serve`, `ls`, `exec`, `enable`, `bench`, `plugins ls|check|enable|forget`.
 //!
 //! Every option has an environment variable (`FLUID_*`), shown by `--help`.
 
@@ -116,6 +116,17 @@ pub enum PluginsCommand {
     },
     /// Tell whether a component fits the fluid:scheduler/plugin@0.1.0 world (exit 1 if not).
     Check { file: PathBuf },
+    /// Re-enable a quarantined plugin on a running host (its held events are delivered;
+    /// --skip-events drops them). Exit 1 if the host refuses, with its reason.
+    Enable {
+        name: String,
+        /// The running host, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "FLUID_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Move the plugin's checkpoint to the head of the feed first: the events it missed are dropped.
+        #[arg(long)]
+        skip_events: bool,
+    },
     /// Forget a plugin removed for good: delete its feed checkpoint, so the change feed is
     /// no longer kept for it. Refused (exit 1) while a host delivers its events. Its tables
     /// stay; loaded again, it starts from the oldest event kept.
@@ -285,6 +296,20 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
                 return Ok(std::process::ExitCode::FAILURE);
             }
         },
+        PluginsCommand::Enable { name, url, skip_events } => {
+            let url = format!("{}/plugins/{name}/enable{}", url.trim_end_matches('/'), if skip_events { "?skip_events=true" } else { "" });
+            let resp = reqwest::Client::new().post(&url).send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            if !status.is_success() {
+                let why = body.get("detail").and_then(|d| d.as_str()).unwrap_or("no reason given");
+                eprintln!("{name}: not enabled (HTTP {}): {why}", status.as_u16());
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+            let state = body.get("state").and_then(|s| s.as_str()).unwrap_or("?");
+            let checkpoint = body.pointer("/health/checkpoint").map(|c| c.to_string()).unwrap_or_else(|| "?".into());
+            println!("{name}: {state}, delivering from checkpoint {checkpoint}");
+        }
         PluginsCommand::Forget { name } => {
             use crate::store::checkpoints::Forget;
             let store = c.open_store().await?;

@@ -518,6 +518,36 @@ async fn enable_with_skip_events_moves_the_checkpoint_to_the_head_of_the_feed() 
     h.shutdown(Duration::ZERO).await;
 }
 
+/// `fluid plugins enable` (the real binary) against the running host: a quarantined plugin
+/// is re-enabled and gets its held events; refusals (not quarantined, unknown) exit 1 with
+/// the host's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_re_enables_a_quarantined_plugin_and_reports_refusals() {
+    let dir = TempDir::new();
+    let (h, b) = quarantined_event_log(dir.path()).await;
+    let base = url(&h, "");
+    let cli = |name: &'static str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fluid-test-host"))
+            .args(["--log", "error", "plugins", "enable", name, "--url", &base])
+            .output()
+    };
+    let out = cli("event_log").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("event_log: active, delivering from checkpoint "), "{stdout}");
+    caught_up(&h, "event_log").await;
+    let head = h.scheduler.store().feed_head().await.unwrap();
+    assert_eq!(seen(&h).await, (1..=head).map(|s| (s, 1)).collect::<Vec<_>>(), "every held event, once");
+    let again = cli("event_log").await.unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("HTTP 409"), "{}", String::from_utf8_lossy(&again.stderr));
+    let unknown = cli("nope").await.unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("HTTP 404"), "{}", String::from_utf8_lossy(&unknown.stderr));
+    unharmed(&h, &b).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_quotas_refuse_more_tables_rows_and_bytes_with_a_typed_error() {
     let dir = TempDir::new();
