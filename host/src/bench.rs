@@ -363,8 +363,12 @@ async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> an
     if on("sqlite") {
         backends.push((Backend::Sqlite, "SQLite"));
     }
-    if opts.postgres.is_some() && on("postgres") {
-        backends.push((Backend::Postgres, "PostgreSQL"));
+    if on("postgres") {
+        match opts.postgres {
+            Some(_) => backends.push((Backend::Postgres, "PostgreSQL")),
+            None if !opts.backends.is_empty() => anyhow::bail!("--backend postgres needs a PostgreSQL server: --postgres URL, not none"),
+            None => {}
+        }
     }
     let counts = if opts.workers.is_empty() { vec![1, 2, 4, 8] } else { opts.workers.clone() };
     for (backend, label) in backends {

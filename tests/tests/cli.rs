@@ -106,7 +106,8 @@ fn plugins_forget_lets_a_removed_plugin_go_and_refuses_a_delivered_one() {
     assert!(text(&unknown.stderr).contains("no such plugin"), "{}", text(&unknown.stderr));
     rt.block_on(async {
         let store = Store::open_sqlite(&dir).await.unwrap();
-        assert_eq!(store.feed_holder().await.unwrap().map(|h| h.0), Some("held".to_string()), "only the delivered one is left");
+        assert_eq!(store.idle_feed_holder().await.unwrap(), None, "the removed one is gone");
+        assert_eq!(store.checkpoint("held", 5).await.unwrap(), 0, "the delivered one is kept as it was");
         store.close().await;
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -154,5 +155,36 @@ fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
     let svg = std::fs::read_to_string(out.join("throughput.svg")).expect("throughput.svg written");
     assert!(svg.starts_with("<svg"), "{svg}");
     assert_eq!(svg.matches("<polyline").count(), 4, "a baseline and a db-plugin line per backend: {svg}");
+
+    // One backend: only its rows and lines. Asking for PostgreSQL without a server is an error.
+    let one = fluid(
+        &dir,
+        &[
+            "bench",
+            "--only",
+            "throughput",
+            "--runs",
+            "100",
+            "--workers",
+            "1",
+            "--backend",
+            "postgres",
+            "--postgres",
+            &admin,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    let report = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(report.contains("| PostgreSQL | 1 |") && !report.contains("| SQLite |"), "{report}");
+    assert_eq!(std::fs::read_to_string(out.join("throughput.svg")).unwrap().matches("<polyline").count(), 2);
+    let none =
+        fluid(&dir, &["bench", "--only", "throughput", "--backend", "postgres", "--postgres", "none", "--out", out.to_str().unwrap()]);
+    assert!(
+        !none.status.success() && text(&none.stderr).contains("--backend postgres needs a PostgreSQL server"),
+        "{}",
+        text(&none.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

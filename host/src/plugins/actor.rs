@@ -23,7 +23,7 @@ use wasmtime::Store;
 
 /// Extra wall-clock time past the epoch deadline before a call blocked in a host import
 /// (where epochs cannot interrupt it) is abandoned.
-const BACKSTOP: Duration = Duration::from_millis(250);
+pub(crate) const BACKSTOP: Duration = Duration::from_millis(250);
 
 pub(crate) struct ActorCtx {
     pub config_json: String,

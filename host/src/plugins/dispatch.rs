@@ -169,9 +169,17 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
         }
         // One host at a time delivers this plugin's events: a lease in its checkpoint row,
         // taken over by another host when this one stops renewing. Each advance renews it;
-        // the loop renews it by itself only when a quarter of it has gone by since (idle
-        // waits), so a batch always starts with at least three quarters of it ahead.
-        let stale = renewed.elapsed() >= lease_ttl / 4;
+        // the loop renews it by itself when a quarter of it has gone by since (idle waits,
+        // back-off), or when what is left could not cover one whole call into the plugin,
+        // so a batch never outlives the lease it started under. A lease that may have run
+        // out meanwhile counts as lost: another host may have moved the checkpoint, so it
+        // is read again once the lease is back.
+        let since = renewed.elapsed();
+        if since >= lease_ttl {
+            leased = false;
+        }
+        let call_budget = sup.policy.limits.call_timeout() + super::actor::BACKSTOP;
+        let stale = since >= lease_ttl / 4 || since + call_budget >= lease_ttl;
         if !leased || stale {
             let asked = std::time::Instant::now();
             match store.hold_delivery(&plugin.name, &host, lease_ttl).await {

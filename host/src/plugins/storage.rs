@@ -264,12 +264,17 @@ impl PluginStorage {
         let meta = self.meta(plugin, table).await?;
         let cols: Vec<Col> = columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?;
         if let Some(v) = version {
-            meta.col(v)?;
+            let kind = &meta.col(v)?.kind;
             if !columns.iter().any(|c| c == v) {
                 return Err(StorageError::InvalidValue(format!("the version column {v:?} must be one of the columns given")));
             }
             if meta.primary_key.iter().any(|k| k == v) {
                 return Err(StorageError::InvalidValue(format!("the version column {v:?} cannot be part of the primary key")));
+            }
+            // Numbers only: text and JSON would compare by collation on PostgreSQL and by
+            // bytes on SQLite, and the two backends must agree on which copy is newer.
+            if !matches!(kind.as_str(), "int" | "float") {
+                return Err(StorageError::InvalidValue(format!("the version column {v:?} must be an int or float column")));
             }
         }
         for k in &meta.primary_key {

@@ -762,7 +762,7 @@ impl Scheduler {
                 // A plugin removed for good keeps its checkpoint, and so the feed, for ever:
                 // nothing is dropped on a guess, but the operator is told (once an hour).
                 if last_holder_warning.is_none_or(|t| t.elapsed() >= FEED_HOLDER_WARN_EVERY)
-                    && let Ok(Some((plugin, held, false))) = inner.store.feed_holder().await
+                    && let Ok(Some((plugin, held))) = inner.store.idle_feed_holder().await
                     && held > FEED_KEEP
                 {
                     last_holder_warning = Some(std::time::Instant::now());

@@ -287,15 +287,17 @@ impl Store {
             .await
     }
 
-    /// The plugin whose checkpoint is furthest behind: (name, events after its checkpoint,
-    /// whether a host delivers its events now). None when no plugin has a checkpoint.
-    pub async fn feed_holder(&self) -> Result<Option<(String, i64, bool)>, StoreError> {
+    /// Of the plugins no host delivers to now (removed, quarantined, or on hosts that are
+    /// down), the one whose checkpoint is furthest behind, and how many events the feed
+    /// keeps for it. None when every checkpoint is being delivered.
+    pub async fn idle_feed_holder(&self) -> Result<Option<(String, i64)>, StoreError> {
         self.metrics
-            .timed("feed_holder", async {
+            .timed("idle_feed_holder", async {
                 let mut conn = self.read().await?;
-                let head = events::head(&mut conn).await?;
-                let holder = checkpoints::furthest_behind(&mut conn, now_us()).await?;
-                Ok(holder.map(|(plugin, seq, leased)| (plugin, (head - seq).max(0), leased)))
+                let Some((plugin, seq)) = checkpoints::furthest_behind_idle(&mut conn, now_us()).await? else {
+                    return Ok(None);
+                };
+                Ok(Some((plugin, events::kept_after(&mut conn, seq).await?)))
             })
             .await
     }

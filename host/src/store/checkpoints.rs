@@ -60,18 +60,15 @@ pub(crate) async fn advance_as(conn: &mut Db, plugin: &str, host: &str, seq: i64
     Ok(done == 1)
 }
 
-/// The checkpoint furthest behind (the one that bounds pruning), and whether a host
-/// holds its delivery lease at `now`.
-pub(crate) async fn furthest_behind(conn: &mut Db, now: i64) -> Result<Option<(String, i64, bool)>, sqlx::Error> {
-    let row = query("SELECT plugin, seq, owner, lease_until FROM fluid_plugin_checkpoints ORDER BY seq, plugin LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.map(|r| {
-        let owner: Option<String> = r.try_get("owner")?;
-        let until: i64 = r.try_get("lease_until")?;
-        Ok((r.try_get("plugin")?, r.try_get("seq")?, owner.is_some() && until >= now))
-    })
-    .transpose()
+/// Among the checkpoints no host holds the delivery lease of at `now` (a plugin removed,
+/// quarantined, or on hosts that are down), the one furthest behind: (plugin, seq).
+pub(crate) async fn furthest_behind_idle(conn: &mut Db, now: i64) -> Result<Option<(String, i64)>, sqlx::Error> {
+    let row =
+        query("SELECT plugin, seq FROM fluid_plugin_checkpoints WHERE owner IS NULL OR lease_until < $1 ORDER BY seq, plugin LIMIT 1")
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|r| Ok((r.try_get("plugin")?, r.try_get("seq")?))).transpose()
 }
 
 /// What [`forget`] did.

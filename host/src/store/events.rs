@@ -74,6 +74,14 @@ pub(crate) async fn head(conn: &mut Db) -> Result<i64, sqlx::Error> {
     row.try_get("head")
 }
 
+/// How many events the feed keeps after `seq` (it is pruned from the front, so they are
+/// the ones from the later of `seq + 1` and its first kept event, to its head).
+pub(crate) async fn kept_after(conn: &mut Db, seq: i64) -> Result<i64, sqlx::Error> {
+    let row = query("SELECT COALESCE(MIN(seq), 0) AS first, COALESCE(MAX(seq), 0) AS head FROM fluid_events").fetch_one(&mut *conn).await?;
+    let (first, head): (i64, i64) = (row.try_get("first")?, row.try_get("head")?);
+    Ok(if head == 0 { 0 } else { (head - seq.max(first - 1)).max(0) })
+}
+
 /// Drops events every plugin has consumed (keeps the feed small).
 pub(crate) async fn prune(conn: &mut Db, upto: i64) -> Result<u64, sqlx::Error> {
     query("DELETE FROM fluid_events WHERE seq <= $1").heavy().bind(upto).execute(&mut *conn).await
