@@ -81,7 +81,8 @@ impl TaskDef {
         self.tags = tags.iter().map(|t| t.to_string()).collect();
         self
     }
-    /// A JSON schema of the params (shown in `GET /tasks`).
+    /// A JSON Schema of the params: shown in `GET /tasks`, and enforced by the host when a
+    /// run is queued (params that do not fit are refused with a 422 and the reasons).
     pub fn params_schema(mut self, schema: Value) -> Self {
         self.params_schema = Some(schema.to_string());
         self

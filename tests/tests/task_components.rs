@@ -188,6 +188,16 @@ async fn plugins_and_tasks_written_in_python_and_javascript_load_and_work() {
     assert_eq!(child_of(&seen, &doubled.id).await.params, json!({"doubled": 42}));
     let neg = run_to_end(&h, "js-double", json!({"n": -1})).await;
     assert_eq!((neg.state, neg.error.as_deref()), (TaskState::Aborted, Some("n is negative")));
+    // Each declares its params as a JSON Schema: params that do not fit are refused over
+    // HTTP with the reason (a 422, nothing queued), whatever language the task is in.
+    for (task, bad, at) in [("js-double", json!({"n": "21"}), "/n"), ("py-sum", json!({"a": 1.5}), "/a")] {
+        let r = client().post(url(&h, &format!("/tasks/{task}"))).json(&bad).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert_eq!(status, 422, "{task}: {body}");
+        assert!(detail.contains(at) && detail.contains("integer"), "{task}: {detail}");
+    }
     // Plugins: Python counts finished runs per task, JavaScript records failures.
     let ok = run_to_end(&h, "my-task", json!({})).await;
     let failed = run_to_end(&h, "my-task", json!({"fail": true})).await;

@@ -22,4 +22,5 @@ pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, Ta
 pub use engine::{Cancelled, QueueError, QueueOptions, Scheduler, SchedulerConfig};
 pub use run::{InvalidTransition, Priority, TaskRun, TaskState};
 pub use schedule::{Cron, CronError, Every, Schedule};
+pub(crate) use task::any_object;
 pub use task::{Executor, ParamsValidator, RetryPolicy, Task, TaskBuilder, TaskError, TaskFuture};

@@ -191,7 +191,7 @@ impl Task {
 }
 
 /// Params of a task without a params type: `null` becomes `{}`, any object is kept.
-fn any_object(v: Value) -> Result<Value, String> {
+pub(crate) fn any_object(v: Value) -> Result<Value, String> {
     match v {
         Value::Null => Ok(Value::Object(Default::default())),
         Value::Object(_) => Ok(v),
