@@ -466,6 +466,38 @@ async fn a_plugin_that_keeps_trapping_is_quarantined_and_callers_get_unavailable
     h.shutdown(Duration::ZERO).await;
 }
 
+/// A plugin that keeps failing (never quarantined here) backs off for longer and longer,
+/// past the delivery lease: it keeps the lease all the while, so no other host takes its
+/// delivery over and `fluid plugins forget` is refused, since it is still loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_plugin_keeps_its_delivery_lease_through_its_back_off() {
+    use fluid_host::store::checkpoints::Forget;
+    let dir = TempDir::new();
+    install(dir.path(), "event-log");
+    let extra = "[plugins.event_log.limits]\nquarantine_after = 0\n[plugins.event_log.config]\nfail = true";
+    std::fs::write(dir.path().join("fluid.toml"), format!("{LIMITS}\n{extra}")).unwrap();
+    let mut c = config(dir.path());
+    c.load_plugins = true;
+    c.scheduler.host_timeout = Duration::from_secs(1);
+    c.scheduler.heartbeat = Duration::from_millis(200);
+    let h = start(c, tasks()).await;
+    queue(&h.scheduler, "ok", json!({})).await;
+    let store = h.scheduler.store().clone();
+    // Back-offs of 0.2, 0.4, 0.8 and 1.6 s: the last one is longer than the 1 s lease.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(4500) {
+        match store.forget_checkpoint("event_log").await.unwrap() {
+            Forget::Delivering { host } => assert_eq!(host, h.scheduler.config().host_id),
+            other => panic!("after {:?}, a loaded plugin's checkpoint was {other:?}", started.elapsed()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = plugin_info(&h, "event_log").await;
+    assert_eq!(info["state"], "failing", "{info}");
+    assert!(info["health"]["errors"].as_u64().unwrap() >= 4, "it went through a back-off longer than its lease: {info}");
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// event_log's rows: (seq, times delivered).
 async fn seen(h: &Host) -> Vec<(i64, i64)> {
     serde_json::from_value(call(h, "event_log", "seen", json!({})).await.unwrap()).unwrap()

@@ -301,8 +301,26 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                         h.state = "failing".into();
                     }
                 });
-                if stopped_during(backoff, &stop).await {
-                    return;
+                // Back off without letting the lease lapse: the plugin is still loaded
+                // here, so no other host takes its delivery over (a quarantine releases
+                // it), and `fluid plugins forget` sees that it is loaded.
+                let until = std::time::Instant::now() + backoff;
+                loop {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    if stopped_during(left.min(lease_ttl / 4), &stop).await {
+                        return;
+                    }
+                    if leased && renewed.elapsed() >= lease_ttl / 4 {
+                        let asked = std::time::Instant::now();
+                        match store.hold_delivery(&plugin.name, &host, lease_ttl).await {
+                            Ok(true) => renewed = asked,
+                            Ok(false) => leased = false,
+                            Err(e) => tracing::warn!(plugin = %plugin.name, error = %e, "cannot renew the delivery lease"),
+                        }
+                    }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
