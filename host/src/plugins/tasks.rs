@@ -325,6 +325,16 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduled_task_whose_schema_refuses_no_params_is_refused() {
+        let schema = serde_json::json!({"type": "object", "required": ["n"]});
+        let def = TaskDef { params_schema: Some(schema.to_string()), schedule: Some("every 5s".into()), ..def("t") };
+        let why = checked(&def).unwrap_err();
+        assert!(why.contains("has a schedule") && why.contains("\"n\" is a required property"), "{why}");
+        let optional = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        assert!(checked(&TaskDef { params_schema: Some(optional.to_string()), ..def }).is_ok(), "optional params are fine");
+    }
+
+    #[test]
     fn an_unusable_schema_refuses_the_definition_and_remote_refs_are_never_fetched() {
         let bad = with_schema(serde_json::json!({"type": 12})).unwrap_err();
         assert!(bad.contains("params-schema is not a usable JSON Schema"), "{bad}");

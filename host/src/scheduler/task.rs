@@ -186,6 +186,16 @@ impl Task {
         if self.timeout.is_zero() {
             return Err(format!("task {}: timeout must be positive", self.name));
         }
+        // Its schedule queues runs with no params: they must be accepted, or every due
+        // time would fail to queue.
+        if self.schedule.is_some()
+            && let Err(e) = self.validate_params(Value::Null)
+        {
+            return Err(format!(
+                "task {}: it has a schedule, which queues runs with no params, but its params refuse none: {e}",
+                self.name
+            ));
+        }
         Ok(())
     }
 }
@@ -333,6 +343,24 @@ mod tests {
         let untyped = Task::new("u").run(|_| async { Ok(()) });
         assert_eq!(untyped.validate_params(Value::Null).unwrap(), serde_json::json!({}));
         assert!(untyped.validate_params(serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn a_schedule_needs_params_that_accept_none() {
+        #[derive(serde::Deserialize, serde::Serialize)]
+        struct Needs {
+            a: i64,
+        }
+        #[derive(serde::Deserialize, serde::Serialize, Default)]
+        struct Optional {
+            #[serde(default)]
+            a: i64,
+        }
+        let every = Schedule::every(Duration::from_secs(5));
+        let t = Task::new("t").schedule(every.clone()).params::<Needs>().run(|_| async { Ok(()) });
+        assert!(t.check().unwrap_err().contains("has a schedule"), "a due time could never be queued");
+        assert!(Task::new("t").schedule(every).params::<Optional>().run(|_| async { Ok(()) }).check().is_ok());
+        assert!(Task::new("t").params::<Needs>().run(|_| async { Ok(()) }).check().is_ok(), "no schedule, no constraint");
     }
 
     #[test]
