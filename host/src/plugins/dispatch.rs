@@ -302,8 +302,9 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                     }
                 });
                 // Back off without letting the lease lapse: the plugin is still loaded
-                // here, so no other host takes its delivery over (a quarantine releases
-                // it), and `fluid plugins forget` sees that it is loaded.
+                // here, so no other host takes its delivery over (once quarantined it is
+                // renewed no more, and runs out), and `fluid plugins forget` sees that it
+                // is loaded.
                 let until = std::time::Instant::now() + backoff;
                 loop {
                     let left = until.saturating_duration_since(std::time::Instant::now());

@@ -19,6 +19,8 @@
 //! - [`routes`]: HTTP routes declared by plugins.
 //! - [`tasks`]: task components: their tasks registered like native ones, a fresh
 //!   instance per run under the task's timeout.
+//! - [`params_schema`]: a task component's params schema, enforced at queue time with its
+//!   cost bounded (the schema is untrusted input).
 
 pub mod actor;
 pub mod bindings;
@@ -29,6 +31,7 @@ pub mod dispatch;
 pub mod host_api;
 pub mod inspect;
 pub mod loader;
+pub mod params_schema;
 pub mod quota;
 pub mod routes;
 pub mod runtime;

@@ -85,34 +85,11 @@ fn options(def: &TaskDef, component: &str) -> Result<TaskBuilder, String> {
             max_wait: Duration::from_millis(r.max_wait_ms),
         });
     }
-    if let Some(schema) = &def.params_schema {
-        let v: serde_json::Value = serde_json::from_str(schema).map_err(|e| format!("params-schema is not JSON: {e}"))?;
-        b = b.validator(params_validator(&v)?).params_schema(v);
+    if let Some(text) = &def.params_schema {
+        let (schema, check) = super::params_schema::validator(text)?;
+        b = b.validator(check).params_schema(schema);
     }
     Ok(b)
-}
-
-/// At most this many reasons are given for refusing a run's params.
-const MAX_PARAMS_ERRORS: usize = 5;
-
-/// Checks params against the task's JSON Schema when a run is queued, so bad params are a
-/// 422 with the reasons, not a failed run. Params are a JSON object first (`null` is read
-/// as `{}`), as for every task. Remote `$ref`s are never fetched (the crate is built
-/// without its resolvers): a schema that needs one is refused with the definition.
-fn params_validator(schema: &serde_json::Value) -> Result<crate::scheduler::ParamsValidator, String> {
-    let validator = jsonschema::validator_for(schema).map_err(|e| format!("params-schema is not a usable JSON Schema: {e}"))?;
-    Ok(Arc::new(move |params: serde_json::Value| {
-        let params = crate::scheduler::any_object(params)?;
-        let errors: Vec<String> = validator
-            .iter_errors(&params)
-            .take(MAX_PARAMS_ERRORS)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
-            })
-            .collect();
-        if errors.is_empty() { Ok(params) } else { Err(errors.join("; ")) }
-    }))
 }
 
 /// The task a definition declares, running on fresh instances of `pre`.
@@ -297,33 +274,6 @@ mod tests {
         assert!(checked(&TaskDef { params_schema: Some("{".into()), ..def("t") }).unwrap_err().contains("params-schema"));
     }
 
-    fn with_schema(schema: serde_json::Value) -> Result<Task, String> {
-        Ok(options(&TaskDef { params_schema: Some(schema.to_string()), ..def("t") }, "c")?.run(|_| async { Ok(()) }))
-    }
-
-    #[test]
-    fn params_are_checked_against_the_declared_schema_when_queued() {
-        let schema = serde_json::json!({
-            "type": "object",
-            "properties": {"n": {"type": "integer", "minimum": 0}, "to": {"type": "string"}},
-            "required": ["n"],
-            "additionalProperties": false
-        });
-        let t = with_schema(schema.clone()).unwrap();
-        assert_eq!(t.params_schema.as_ref(), Some(&schema), "still shown as declared");
-        let ok = serde_json::json!({"n": 2, "to": "x"});
-        assert_eq!(t.validate_params(ok.clone()).unwrap(), ok, "valid params are stored as given");
-        let bad = t.validate_params(serde_json::json!({"n": "two"})).unwrap_err();
-        assert!(bad.starts_with("/n: ") && bad.contains("integer"), "{bad}");
-        let bad = t.validate_params(serde_json::json!({"n": -1, "extra": true})).unwrap_err();
-        assert!(bad.contains("/n: ") && bad.contains("extra"), "every reason, each at its place: {bad}");
-        assert!(
-            t.validate_params(serde_json::Value::Null).unwrap_err().contains("\"n\" is a required property"),
-            "null is {{}}, then checked"
-        );
-        assert!(t.validate_params(serde_json::json!([1])).unwrap_err().contains("params must be a JSON object"));
-    }
-
     #[test]
     fn a_scheduled_task_whose_schema_refuses_no_params_is_refused() {
         let schema = serde_json::json!({"type": "object", "required": ["n"]});
@@ -332,13 +282,5 @@ mod tests {
         assert!(why.contains("has a schedule") && why.contains("\"n\" is a required property"), "{why}");
         let optional = serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}});
         assert!(checked(&TaskDef { params_schema: Some(optional.to_string()), ..def }).is_ok(), "optional params are fine");
-    }
-
-    #[test]
-    fn an_unusable_schema_refuses_the_definition_and_remote_refs_are_never_fetched() {
-        let bad = with_schema(serde_json::json!({"type": 12})).unwrap_err();
-        assert!(bad.contains("params-schema is not a usable JSON Schema"), "{bad}");
-        let remote = with_schema(serde_json::json!({"$ref": "http://127.0.0.1:9/schema.json"})).unwrap_err();
-        assert!(remote.contains("params-schema is not a usable JSON Schema"), "{remote}");
     }
 }

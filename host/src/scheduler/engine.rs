@@ -848,10 +848,15 @@ impl Scheduler {
                 None
             } else {
                 let delay = schedule.jitter();
-                Some(
-                    self.new_run(&task.name, Value::Null, &QueueOptions { delay: Some(delay), ..Default::default() })
-                        .map_err(|e| StoreError::Other(e.into()))?,
-                )
+                match self.new_run(&task.name, Value::Null, &QueueOptions { delay: Some(delay), ..Default::default() }) {
+                    Ok(run) => Some(run),
+                    Err(e) => {
+                        // Registration refuses a scheduled task whose params refuse none; should
+                        // one get here anyway, it loses this due time, not the other schedules.
+                        tracing::error!(task = %task.name, error = %e, "a schedule could not queue its run; this due time is skipped");
+                        None
+                    }
+                }
             };
             let publish = self.inner.publish.read().await;
             if store.fire_schedule(&task.name, seen, next, run.as_ref()).await? {
