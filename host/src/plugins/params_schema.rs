@@ -27,7 +27,7 @@ use std::sync::Arc;
 /// Largest schema text accepted.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// Largest schema accepted once its references are written out.
-pub const MAX_EXPANDED_NODES: u64 = 20_000;
+pub const MAX_EXPANDED_NODES: u64 = 5_000;
 /// Longest reason given for refused params.
 const MAX_REASON_CHARS: usize = 400;
 
