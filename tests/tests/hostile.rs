@@ -523,6 +523,19 @@ async fn quarantined_event_log(dir: &Path) -> (Host, Before) {
     let info = plugin_info(&h, "event_log").await;
     assert!(info["error"].as_str().unwrap().contains("configured to fail"), "{info}");
     assert_eq!(info["health"]["checkpoint"], 0, "its events are held");
+    // Its delivery lease is given up at once: a host where it is not quarantined may take
+    // its delivery over without waiting for the lease to run out.
+    let store = h.scheduler.store().clone();
+    poll("the quarantined plugin's lease to be given up", WAIT, || async {
+        let owner: Option<String> = fluid_host::store::query("SELECT owner FROM fluid_plugin_checkpoints WHERE plugin = 'event_log'")
+            .fetch_one(&mut store.read().await.unwrap())
+            .await
+            .unwrap()
+            .try_get("owner")
+            .unwrap();
+        owner.is_none().then_some(())
+    })
+    .await;
     // The operator fixes the plugin's config; a quarantined plugin waits for `enable`.
     std::fs::write(dir.join("fluid.toml"), format!("{LIMITS}\n[plugins.event_log.config]\nfail = false")).unwrap();
     (h, b)

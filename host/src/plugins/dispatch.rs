@@ -138,8 +138,21 @@ fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes
 }
 
 /// The delivery loop of one plugin; ends when the plugin is unloaded, replaced or
-/// quarantined, after settling the batch in hand.
+/// quarantined, after settling the batch in hand. A quarantined plugin's lease is given
+/// up at once, so a host where it is not quarantined takes its delivery over without
+/// waiting for the lease to run out. (Not on a swap: the new version goes on under the
+/// same lease. Not on shutdown: the runtime releases every lease once all loops ended.)
 pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
+    deliver_until_stopped(&shared, &plugin).await;
+    if plugin.sup.quarantined() && !shared.stop.is_cancelled() {
+        let host = &shared.scheduler.config().host_id;
+        if let Err(e) = shared.scheduler.store().release_delivery(&plugin.name, host).await {
+            tracing::warn!(plugin = %plugin.name, error = %e, "cannot release the delivery lease of a quarantined plugin");
+        }
+    }
+}
+
+async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
     let store = shared.scheduler.store().clone();
     let mut signal = shared.scheduler.feed_signal();
     let sup = plugin.sup.clone();
@@ -238,7 +251,7 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
             continue;
         }
         let read = events.len();
-        let delivered = match next_batch(&plugin, &events, sup.policy.limits.max_args_bytes()) {
+        let delivered = match next_batch(plugin, &events, sup.policy.limits.max_args_bytes()) {
             Err(msg) => {
                 sup.fail(&msg, false);
                 Err(msg)
@@ -302,9 +315,8 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
                     }
                 });
                 // Back off without letting the lease lapse: the plugin is still loaded
-                // here, so no other host takes its delivery over (once quarantined it is
-                // renewed no more, and runs out), and `fluid plugins forget` sees that it
-                // is loaded.
+                // here, so no other host takes its delivery over (a quarantine gives it
+                // up, see `deliver`), and `fluid plugins forget` sees that it is loaded.
                 let until = std::time::Instant::now() + backoff;
                 loop {
                     let left = until.saturating_duration_since(std::time::Instant::now());
