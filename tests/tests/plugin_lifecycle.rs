@@ -75,6 +75,9 @@ async fn a_plugin_dropped_into_the_folder_is_loaded_and_a_removed_one_unloaded()
     poll("event_log to be unloaded", WAIT, || async { plugin(&h, "event_log").await.is_none().then_some(()) }).await;
     assert!(h.scheduler.get_plugin("event_log").is_none());
     assert_eq!(plugin(&h, "db").await.unwrap()["state"], "active");
+    // Unloaded, it gave its delivery lease up: removed for good, it can be forgotten at once.
+    let forgot = h.scheduler.store().forget_checkpoint("event_log").await.unwrap();
+    assert!(matches!(forgot, fluid_host::store::checkpoints::Forget::Forgotten { .. }), "{forgot:?}");
     h.shutdown(Duration::ZERO).await;
 }
 

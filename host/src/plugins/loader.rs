@@ -279,6 +279,12 @@ impl PluginRuntime {
     async fn unload_locked(&self, name: &str) -> bool {
         let Some(p) = self.shared.plugins.write().unwrap().remove(name) else { return false };
         stop_and_wait(&p).await;
+        // Its delivery loop has ended: give the lease up, so another host that has the
+        // plugin goes on at once, and `fluid plugins forget` sees it is no longer loaded here.
+        let host = &self.shared.scheduler.config().host_id;
+        if let Err(e) = self.shared.scheduler.store().release_delivery(name, host).await {
+            tracing::warn!(plugin = %name, error = %e, "cannot release the delivery lease of an unloaded plugin");
+        }
         tracing::info!(plugin = %name, file = %p.file.display(), "plugin unloaded");
         true
     }
