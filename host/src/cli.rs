@@ -313,12 +313,10 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
         PluginsCommand::Forget { name } => {
             use crate::store::checkpoints::Forget;
             let store = c.open_store().await?;
-            let head = store.feed_head().await;
             let done = store.forget_checkpoint(&name).await;
             store.close().await;
             match done? {
-                Forget::Forgotten { seq } => {
-                    let held = head.map(|h| (h - seq).max(0)).unwrap_or_default();
+                Forget::Forgotten { held, .. } => {
                     println!("{name}: forgotten; the change feed is no longer kept for it ({held} events it had not handled)");
                     println!("its tables are kept; loaded again, it starts from the oldest event kept");
                 }

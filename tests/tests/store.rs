@@ -531,7 +531,7 @@ async fn a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_fee
 
     assert_eq!(store.forget_checkpoint("slow").await.unwrap(), Forget::Delivering { host: "host-1".into() }, "a delivered plugin is kept");
     assert_eq!(store.forget_checkpoint("nope").await.unwrap(), Forget::Unknown);
-    assert_eq!(store.forget_checkpoint("gone").await.unwrap(), Forget::Forgotten { seq: head - 8 });
+    assert_eq!(store.forget_checkpoint("gone").await.unwrap(), Forget::Forgotten { seq: head - 8, held: 8 });
     assert_eq!(store.forget_checkpoint("gone").await.unwrap(), Forget::Unknown, "forgotten once");
     assert_eq!(store.idle_feed_holder().await.unwrap(), None);
     assert!(store.advance_checkpoint_as("slow", "host-1", head, ttl).await.unwrap());

@@ -74,8 +74,9 @@ pub(crate) async fn furthest_behind_idle(conn: &mut Db, now: i64) -> Result<Opti
 /// What [`forget`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Forget {
-    /// The checkpoint is gone; it stood at this seq.
-    Forgotten { seq: i64 },
+    /// The checkpoint is gone; it stood at `seq`, with `held` events of the feed kept for
+    /// it that it had not handled.
+    Forgotten { seq: i64, held: i64 },
     /// A host holds the plugin's delivery lease now: it is loaded there, nothing changed.
     Delivering { host: String },
     /// The plugin has no checkpoint.
@@ -93,7 +94,8 @@ pub(crate) async fn forget(conn: &mut Db, plugin: &str, now: i64) -> Result<Forg
         .fetch_optional(&mut *conn)
         .await?;
     if let Some(row) = deleted {
-        return Ok(Forget::Forgotten { seq: row.try_get("seq")? });
+        let seq = row.try_get("seq")?;
+        return Ok(Forget::Forgotten { seq, held: super::events::kept_after(conn, seq).await? });
     }
     let owner = query("SELECT owner FROM fluid_plugin_checkpoints WHERE plugin = $1").bind(plugin).fetch_optional(&mut *conn).await?;
     Ok(match owner {
@@ -102,7 +104,8 @@ pub(crate) async fn forget(conn: &mut Db, plugin: &str, now: i64) -> Result<Forg
     })
 }
 
-/// Gives the lease up (a clean shutdown), so another host takes over at once.
+/// Gives the lease up (a clean shutdown, a quarantine, an unload), so another host takes
+/// over at once.
 pub(crate) async fn release(conn: &mut Db, plugin: &str, host: &str) -> Result<(), sqlx::Error> {
     query("UPDATE fluid_plugin_checkpoints SET owner = NULL, lease_until = 0 WHERE plugin = $1 AND owner = $2")
         .bind(plugin)
