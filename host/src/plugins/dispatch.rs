@@ -19,8 +19,9 @@ use super::bindings::tmp::Event;
 use super::bindings::types::{TaskPriority as WitPriority, TaskRun as WitRun, TaskState as WitState};
 use super::runtime::{Loaded, Shared};
 use crate::scheduler::{Priority, TaskRun, TaskState};
+use crate::store::{Store, StoreError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 pub fn wit_state(s: TaskState) -> WitState {
@@ -137,6 +138,83 @@ fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes
     Ok((batch, last))
 }
 
+/// This host's delivery lease on one plugin, as its delivery loop knows it.
+///
+/// One host at a time delivers a plugin's events: a lease in its checkpoint row, taken
+/// over by another host when this one stops renewing. Each checkpoint advance renews it
+/// (same statement); the loop renews it by itself when a quarter of it has gone by (idle
+/// waits, back-off), or when what is left could not cover one whole call into the
+/// plugin, so a batch never outlives the lease it started under. A lease that may have
+/// run out meanwhile counts as lost: another host may have moved the checkpoint, so the
+/// loop reads it again once the lease is back.
+struct Lease {
+    store: Store,
+    plugin: String,
+    host: String,
+    ttl: Duration,
+    held: bool,
+    /// When it was last taken or renewed: the time asked, before the statement ran.
+    renewed: Instant,
+}
+
+impl Lease {
+    /// It may have run out since it was last renewed.
+    fn lapsed(&self) -> bool {
+        self.renewed.elapsed() >= self.ttl
+    }
+
+    /// Renewing is due: a quarter of it has gone by, or what is left could not cover `call`.
+    fn due(&self, call: Duration) -> bool {
+        let since = self.renewed.elapsed();
+        since >= self.ttl / 4 || since + call >= self.ttl
+    }
+
+    /// Takes or renews it; false when another host holds it (then it is not held here).
+    async fn hold(&mut self) -> Result<bool, StoreError> {
+        let asked = Instant::now();
+        let held = self.store.hold_delivery(&self.plugin, &self.host, self.ttl).await?;
+        if held {
+            self.renewed = asked;
+        } else {
+            self.held = false;
+        }
+        Ok(held)
+    }
+
+    /// Moves the checkpoint to `seq` and renews the lease; false when it was lost meanwhile.
+    async fn advance(&mut self, seq: i64) -> Result<bool, StoreError> {
+        let asked = Instant::now();
+        let done = self.store.advance_checkpoint_as(&self.plugin, &self.host, seq, self.ttl).await?;
+        if done {
+            self.renewed = asked;
+        } else {
+            self.held = false;
+        }
+        Ok(done)
+    }
+
+    /// Waits `pause` without letting a held lease lapse; true if the plugin is being
+    /// stopped meanwhile.
+    async fn wait_holding(&mut self, pause: Duration, stop: &tokio_util::sync::CancellationToken) -> bool {
+        let until = Instant::now() + pause;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if stopped_during(left.min(self.ttl / 4), stop).await {
+                return true;
+            }
+            if self.held
+                && self.renewed.elapsed() >= self.ttl / 4
+                && let Err(e) = self.hold().await
+            {
+                tracing::warn!(plugin = %self.plugin, error = %e, "cannot renew the delivery lease");
+            }
+        }
+    }
+}
+
 /// The delivery loop of one plugin; ends when the plugin is unloaded, replaced or
 /// quarantined, after settling the batch in hand. A quarantined plugin's lease is given
 /// up at once, so a host where it is not quarantined takes its delivery over without
@@ -170,38 +248,29 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
         }
     };
     sup.update(|h| h.checkpoint = checkpoint);
-    let host = shared.scheduler.config().host_id.clone();
-    let lease_ttl = shared.scheduler.config().host_timeout;
-    let mut leased = false;
-    // When the lease was last taken or renewed (by `hold_delivery` or by the checkpoint
-    // advance, which renews it in the same statement).
-    let mut renewed = std::time::Instant::now();
+    let mut lease = Lease {
+        store: store.clone(),
+        plugin: plugin.name.clone(),
+        host: shared.scheduler.config().host_id.clone(),
+        ttl: shared.scheduler.config().host_timeout,
+        held: false,
+        renewed: Instant::now(),
+    };
+    let call_budget = sup.policy.limits.call_timeout() + super::actor::BACKSTOP;
     loop {
         if stop.is_cancelled() {
             return;
         }
-        // One host at a time delivers this plugin's events: a lease in its checkpoint row,
-        // taken over by another host when this one stops renewing. Each advance renews it;
-        // the loop renews it by itself when a quarter of it has gone by since (idle waits,
-        // back-off), or when what is left could not cover one whole call into the plugin,
-        // so a batch never outlives the lease it started under. A lease that may have run
-        // out meanwhile counts as lost: another host may have moved the checkpoint, so it
-        // is read again once the lease is back.
-        let since = renewed.elapsed();
-        if since >= lease_ttl {
-            leased = false;
+        if lease.lapsed() {
+            lease.held = false;
         }
-        let call_budget = sup.policy.limits.call_timeout() + super::actor::BACKSTOP;
-        let stale = since >= lease_ttl / 4 || since + call_budget >= lease_ttl;
-        if !leased || stale {
-            let asked = std::time::Instant::now();
-            match store.hold_delivery(&plugin.name, &host, lease_ttl).await {
-                Ok(true) if !leased => match store.checkpoint(&plugin.name, 0).await {
+        if !lease.held || lease.due(call_budget) {
+            match lease.hold().await {
+                Ok(true) if !lease.held => match store.checkpoint(&plugin.name, 0).await {
                     // Another host may have moved the checkpoint while it held the lease.
                     Ok(c) => {
                         checkpoint = c;
-                        leased = true;
-                        renewed = asked;
+                        lease.held = true;
                     }
                     Err(e) => {
                         tracing::error!(plugin = %plugin.name, error = %e, "cannot read checkpoint; retrying");
@@ -211,9 +280,8 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
                         continue;
                     }
                 },
-                Ok(true) => renewed = asked,
+                Ok(true) => {}
                 Ok(false) => {
-                    leased = false;
                     if stopped_during(IDLE_POLL, &stop).await {
                         return;
                     }
@@ -221,7 +289,7 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
                 }
                 Err(e) => {
                     tracing::error!(plugin = %plugin.name, error = %e, "cannot take the delivery lease; retrying");
-                    leased = false;
+                    lease.held = false;
                     if stopped_during(backoff, &stop).await {
                         return;
                     }
@@ -229,7 +297,7 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
                 }
             }
         }
-        if !leased {
+        if !lease.held {
             continue;
         }
         let events = match store.events_after(checkpoint, shared.settings.batch as i64).await {
@@ -273,12 +341,10 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
         };
         match delivered {
             Ok((n, last)) => {
-                let asked = std::time::Instant::now();
-                match store.advance_checkpoint_as(&plugin.name, &host, last, lease_ttl).await {
-                    Ok(true) => renewed = asked,
+                match lease.advance(last).await {
+                    Ok(true) => {}
                     Ok(false) => {
                         // The lease was lost meanwhile: the new holder goes on from the stored checkpoint.
-                        leased = false;
                         continue;
                     }
                     Err(e) => {
@@ -317,23 +383,8 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
                 // Back off without letting the lease lapse: the plugin is still loaded
                 // here, so no other host takes its delivery over (a quarantine gives it
                 // up, see `deliver`), and `fluid plugins forget` sees that it is loaded.
-                let until = std::time::Instant::now() + backoff;
-                loop {
-                    let left = until.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    if stopped_during(left.min(lease_ttl / 4), &stop).await {
-                        return;
-                    }
-                    if leased && renewed.elapsed() >= lease_ttl / 4 {
-                        let asked = std::time::Instant::now();
-                        match store.hold_delivery(&plugin.name, &host, lease_ttl).await {
-                            Ok(true) => renewed = asked,
-                            Ok(false) => leased = false,
-                            Err(e) => tracing::warn!(plugin = %plugin.name, error = %e, "cannot renew the delivery lease"),
-                        }
-                    }
+                if lease.wait_holding(backoff, &stop).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
