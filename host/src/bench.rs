@@ -526,9 +526,20 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     let mut s50 = PluginSettings::new(&many);
     s50.cache_dir = Some(dir.join("cache50"));
     s50.scan_interval = None;
-    let mut startup = Vec::new();
+    // Baseline: the same runtime over an empty folder.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty)?;
+    let mut s0 = PluginSettings::new(&empty);
+    s0.cache_dir = Some(dir.join("cache0"));
+    s0.scan_interval = None;
+    let t = Instant::now();
+    let rt0 = PluginRuntime::new(scheduler.clone(), s0).await?;
+    rt0.load_dir().await?;
+    let mut startup = vec![("baseline: an empty plugins folder", t.elapsed().as_secs_f64() * 1000.0, 0)];
+    rt0.shutdown().await;
     let mut per_plugin = 0.0;
     let mut keep = Vec::new();
+    let rss_before = rss_bytes();
     for label in ["cold", "warm"] {
         let rss0 = rss_bytes();
         let t = Instant::now();
@@ -548,10 +559,13 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     r.line("| compile cache | ms to load 50 | active |");
     r.line("|---|---|---|");
     for (label, ms, active) in &startup {
-        r.line(format!("| {label} | {ms:.0} | {active} |"));
+        r.line(format!("| {label} | {ms:.1} | {active} |"));
     }
     r.line("");
-    r.line(format!("Memory per loaded plugin (RSS growth / 50, warm): {per_plugin:.0} KiB"));
+    r.line(format!(
+        "Memory per loaded plugin (RSS growth / 50, warm): {per_plugin:.0} KiB; baseline: the whole process before loading them, {:.0} MiB",
+        rss_before as f64 / (1024.0 * 1024.0)
+    ));
     r.line("");
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);

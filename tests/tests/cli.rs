@@ -137,6 +137,8 @@ fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
     ] {
         assert!(report.contains(section), "missing {section:?} in {report}");
     }
+    assert!(report.contains("| baseline: an empty plugins folder |"), "start-up beside its baseline: {report}");
+    assert!(report.contains("baseline: the whole process before loading them"), "memory beside its baseline: {report}");
     // One throughput row per backend and worker count: a baseline, a figure with the db
     // plugin, and their ratio, all positive numbers.
     for backend in ["SQLite", "PostgreSQL"] {
