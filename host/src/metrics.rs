@@ -116,6 +116,8 @@ pub struct Metrics {
     plugin_errors: Family<PluginLabels, Counter>,
     plugin_traps: Family<PluginLabels, Counter>,
     plugin_events: Family<PluginLabels, Counter>,
+    plugin_cpu: Family<PluginLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    plugin_limits_hit: Family<PluginLabels, Counter>,
 }
 
 impl Metrics {
@@ -134,6 +136,8 @@ impl Metrics {
             plugin_errors: Family::default(),
             plugin_traps: Family::default(),
             plugin_events: Family::default(),
+            plugin_cpu: Family::default(),
+            plugin_limits_hit: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -163,6 +167,13 @@ impl Metrics {
         r.register("plugin_errors", "Calls a plugin answered with an error (caller mistakes excluded)", m.plugin_errors.clone());
         r.register("plugin_traps", "Calls in which a plugin trapped (its instance is discarded)", m.plugin_traps.clone());
         r.register("plugin_events_delivered", "Change-feed events a plugin acknowledged", m.plugin_events.clone());
+        r.register_with_unit(
+            "plugin_cpu",
+            "CPU time of a plugin's or task component's guest code, host calls it made included",
+            Unit::Seconds,
+            m.plugin_cpu.clone(),
+        );
+        r.register("plugin_limits_hit", "Times a plugin or task component ran into one of its limits (see /plugins for which)", m.plugin_limits_hit.clone());
         r.register_with_unit(
             "store_operation_duration",
             "Time of one store transaction, by operation",
@@ -219,7 +230,9 @@ impl Metrics {
         let errors = self.plugin_errors.get_or_create(&labels).clone();
         let traps = self.plugin_traps.get_or_create(&labels).clone();
         let events = self.plugin_events.get_or_create(&labels).clone();
-        PluginMeters { event_calls, calls, event_duration, call_duration, errors, traps, events }
+        let cpu_seconds = self.plugin_cpu.get_or_create(&labels).clone();
+        let limits_hit = self.plugin_limits_hit.get_or_create(&labels).clone();
+        PluginMeters { event_calls, calls, event_duration, call_duration, errors, traps, events, cpu_seconds, limits_hit }
     }
 }
 
@@ -233,6 +246,8 @@ pub(crate) struct PluginMeters {
     pub errors: Counter,
     pub traps: Counter,
     pub events: Counter,
+    pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub limits_hit: Counter,
 }
 
 #[cfg(test)]

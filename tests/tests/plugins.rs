@@ -57,11 +57,6 @@ async fn host(env: &TestEnv) -> (Host, Arc<Mutex<Option<TaskRunHistoryPage>>>) {
     (start(c, tasks(report.clone())).await, report)
 }
 
-async fn get_json(h: &Host, path: &str) -> (u16, Value) {
-    let r = client().get(url(h, path)).send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.expect("JSON body"))
-}
 
 async fn history(h: &Host, query: &str) -> Vec<Value> {
     let (status, body) = get_json(h, &format!("/task-history?{query}")).await;

@@ -484,7 +484,7 @@ async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
 
     let q = Query { columns: vec!["id".into(), "body".into()], filters: vec![], order: vec![], after: None, limit: None };
     let mut stored: Vec<(String, String)> = storage
-        .select("p", "docs", q)
+        .select("p", "docs", q.clone(), &limits)
         .await
         .unwrap()
         .into_iter()
@@ -496,6 +496,10 @@ async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
     stored.sort();
     let expect = [("a", "a5"), ("b", "b6"), ("c", "c1"), ("n", "n-null")];
     assert_eq!(stored, expect.map(|(a, b)| (a.to_string(), b.to_string())));
+    // A read that would pass max_read_mib is refused while it is read, before it is held.
+    let tiny = Limits { max_read_mib: 0, ..Limits::default() };
+    let refused = storage.select("p", "docs", q, &tiny).await;
+    assert!(matches!(&refused, Err(SE::InvalidValue(m)) if m.contains("max_read_mib")), "{refused:?}");
 
     let refused = storage.upsert("p", "docs", vec!["id".into(), "body".into()], vec![], Some("v"), &limits).await;
     assert!(matches!(refused, Err(SE::InvalidValue(m)) if m.contains("one of the columns")), "the version must be given");

@@ -1,30 +1,40 @@
-//! One tokio task per plugin owns its instance (store + bindings). Calls arrive over a
-//! channel and run one at a time, each with a fresh epoch deadline, and a wall-clock
-//! backstop for a call stuck in a host import. A trap (including a deadline or the memory
-//! cap) poisons the instance: it is dropped, the caller gets `unavailable`, the supervisor
-//! counts the failure, and the next call instantiates (and registers) a fresh one.
-//! A result over the plugin's `max_result_kib` is refused with `failed`, never passed on.
-
+//! One task per plugin owns its instance (store + bindings). Calls arrive over a
+//! channel and run one at a time, each with a fresh deadline, and a wall-clock backstop
+//! for a call stuck in a host import. The task lives on the guest pool (`guest_pool`):
+//! the guest yields there on every epoch tick, and its CPU time is metered.
+//!
+//! Blame: a failure of work the host gave the plugin (a delivery, `register`, its CPU
+//! budget) counts toward its quarantine. A `call` is a caller's request: a trap, an
+//! overrun or an oversized result there costs the instance and shows in the counters,
+//! but never the plugin's health, since whoever chose the arguments could otherwise get
+//! it quarantined. Deliveries go before queued calls, so a flood of calls cannot starve
+//! the change feed.
 use super::bindings::tmp::{Event, Registration};
 use super::bindings::{Plugin, PluginPre};
 use super::host_api::from_call_error;
-use super::runtime::{EPOCH_TICK, Shared};
+use super::guest_pool::{self, Metered};
+use super::runtime::Shared;
 use super::sandbox::{PluginState, new_store};
 use super::supervisor::Supervisor;
 use crate::metrics::PluginMeters;
 use crate::scheduler::PluginCallError;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use wasmtime::Store;
+use wasmtime::{Store, UpdateDeadline};
 
 /// Extra wall-clock time past the epoch deadline before a call blocked in a host import
 /// (where epochs cannot interrupt it) is abandoned.
 pub(crate) const BACKSTOP: Duration = Duration::from_millis(250);
 
+/// Calls that may wait for one plugin; more are refused as `unavailable` (busy).
+const CALL_QUEUE: usize = 16;
+
+#[derive(Clone)]
 pub(crate) struct ActorCtx {
     pub config_json: String,
     pub shared: Arc<Shared>,
@@ -52,12 +62,19 @@ enum Job {
 
 #[derive(Clone)]
 pub(crate) struct Actor {
-    tx: mpsc::Sender<Job>,
+    events: mpsc::Sender<Job>,
+    calls: mpsc::Sender<Job>,
     sup: Arc<Supervisor>,
 }
 
-fn deadline_ticks(sup: &Supervisor) -> u64 {
-    (sup.policy.limits.call_timeout().as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+/// Arms the store for one call of at most `timeout`: on every epoch tick the guest
+/// yields to the pool, and past `timeout` it traps.
+pub(crate) fn arm(store: &mut Store<PluginState>, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    store.epoch_deadline_callback(
+        move |_| if Instant::now() >= end { Err(wasmtime::Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) },
+    );
+    store.set_epoch_deadline(1);
 }
 
 pub(crate) fn describe_trap(e: &wasmtime::Error) -> String {
@@ -85,16 +102,33 @@ async fn bounded<T>(sup: &Supervisor, call: impl Future<Output = wasmtime::Resul
     }
 }
 
-/// A fresh instance with `register` called: what the loader checks and the actor reuses.
+/// A fresh instance with `register` called, on the guest pool: what the loader checks.
+pub(crate) async fn instantiate_off_host(ctx: &ActorCtx) -> Result<(Instance, Registration), String> {
+    let ctx = ctx.clone();
+    guest_pool::run(async move { instantiate(&ctx).await }).await
+}
+
+/// A fresh instance with `register` called (its CPU is the plugin's own work).
 pub(crate) async fn instantiate(ctx: &ActorCtx) -> Result<(Instance, Registration), String> {
+    let before = ctx.sup.cpu_ns.load(Ordering::Relaxed);
+    let out = Metered::new(instantiate_unmetered(ctx), &ctx.sup.cpu_ns).await;
+    let spent = ctx.sup.cpu_ns.load(Ordering::Relaxed).saturating_sub(before);
+    ctx.sup.own_cpu_ns.fetch_add(spent, Ordering::Relaxed);
+    let out = out?;
+    super::limits::check_registration(&out.1)?;
+    Ok(out)
+}
+
+async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration), String> {
     let mut store = new_store(&ctx.shared, &ctx.sup)?;
-    store.set_epoch_deadline(deadline_ticks(&ctx.sup));
-    let limit = ctx.sup.policy.limits.call_timeout() + BACKSTOP;
+    let timeout = ctx.sup.policy.limits.call_timeout();
+    arm(&mut store, timeout);
+    let limit = timeout + BACKSTOP;
     let plugin = match tokio::time::timeout(limit, ctx.pre.instantiate_async(&mut store)).await {
         Ok(r) => r.map_err(|e| format!("cannot instantiate: {}{}", describe_trap(&e), store.data().stderr.note()))?,
         Err(_) => return Err("cannot instantiate: took longer than the time limit".into()),
     };
-    store.set_epoch_deadline(deadline_ticks(&ctx.sup));
+    arm(&mut store, timeout);
     let api = plugin.fluid_scheduler_task_manager_plugin();
     let reg = match tokio::time::timeout(limit, api.call_register(&mut store, &ctx.config_json)).await {
         Ok(r) => r
@@ -107,10 +141,12 @@ pub(crate) async fn instantiate(ctx: &ActorCtx) -> Result<(Instance, Registratio
 
 impl Actor {
     pub(crate) fn spawn(ctx: ActorCtx, first: Instance, stop: CancellationToken) -> Actor {
-        let (tx, rx) = mpsc::channel(64);
+        // One batch is in flight at a time (the delivery loop waits for it).
+        let (events, events_rx) = mpsc::channel(1);
+        let (calls, calls_rx) = mpsc::channel(CALL_QUEUE);
         let sup = ctx.sup.clone();
-        tokio::spawn(run(ctx, Some(first), rx, stop));
-        Actor { tx, sup }
+        guest_pool::spawn(run(ctx, Some(first), events_rx, calls_rx, stop));
+        Actor { events, calls, sup }
     }
 
     fn gone(&self) -> PluginCallError {
@@ -121,7 +157,7 @@ impl Actor {
 
     pub(crate) async fn on_events(&self, events: Vec<Event>) -> Result<(), DeliveryError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Events { events, reply }).await.map_err(|_| DeliveryError::Stopped)?;
+        self.events.send(Job::Events { events, reply }).await.map_err(|_| DeliveryError::Stopped)?;
         rx.await.map_err(|_| DeliveryError::Stopped)?
     }
 
@@ -129,7 +165,14 @@ impl Actor {
         let span = tracing::debug_span!("fluid.plugin_call", plugin = %self.sup.name, method = %method);
         async move {
             let (reply, rx) = oneshot::channel();
-            self.tx.send(Job::Call { method, args, chain, reply }).await.map_err(|_| self.gone())?;
+            // A full queue refuses at once: waiting callers would each hold their arguments.
+            self.calls.try_send(Job::Call { method, args, chain, reply }).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => PluginCallError::Unavailable(format!(
+                    "plugin {} is busy: {CALL_QUEUE} calls already wait for it; retry later",
+                    self.sup.name
+                )),
+                mpsc::error::TrySendError::Closed(_) => self.gone(),
+            })?;
             rx.await.map_err(|_| self.gone())?
         }
         .instrument(span)
@@ -137,14 +180,25 @@ impl Actor {
     }
 }
 
-async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
+async fn run(
+    ctx: ActorCtx,
+    mut instance: Option<Instance>,
+    mut events: mpsc::Receiver<Job>,
+    mut calls: mpsc::Receiver<Job>,
+    stop: CancellationToken,
+) {
     let sup = ctx.sup.clone();
     let meters = ctx.shared.scheduler.metrics().plugin(&sup.name);
     loop {
         let job = tokio::select! {
-            j = rx.recv() => match j { Some(j) => j, None => return },
+            biased;
             _ = stop.cancelled() => return,
+            Some(j) = events.recv() => j,
+            Some(j) = calls.recv() => j,
+            else => return,
         };
+        let own_work = matches!(job, Job::Events { .. });
+        let cpu_before = sup.cpu_ns.load(Ordering::Relaxed);
         if instance.is_none() {
             match instantiate(&ctx).await {
                 Ok((i, _)) => instance = Some(i),
@@ -161,7 +215,7 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
             }
         }
         let (store, plugin) = instance.as_mut().expect("instance present");
-        store.set_epoch_deadline(deadline_ticks(&sup));
+        arm(store, sup.policy.limits.call_timeout());
         store.data().stderr.clear();
         let api = plugin.fluid_scheduler_task_manager_plugin();
         let started = Instant::now();
@@ -169,7 +223,7 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
             Job::Events { events, reply } => {
                 store.data_mut().chain.clear();
                 let fut = api.call_on_events(&mut *store, &events);
-                let out = bounded(&sup, fut).await.map_err(|msg| msg + &store.data().stderr.note());
+                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| msg + &store.data().stderr.note());
                 meters.event_calls.inc();
                 meters.event_duration.observe(started.elapsed().as_secs_f64());
                 match out {
@@ -179,7 +233,8 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
                         } else {
                             meters.errors.inc();
                         }
-                        let _ = reply.send(r.map_err(DeliveryError::Refused));
+                        let r = r.map_err(|m| DeliveryError::Refused(crate::scheduler::cut_text(m, crate::scheduler::MAX_ERROR_BYTES)));
+                        let _ = reply.send(r);
                         None
                     }
                     Err(msg) => {
@@ -191,7 +246,7 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
             Job::Call { method, args, chain, reply } => {
                 store.data_mut().chain = chain;
                 let fut = api.call_call(&mut *store, &method, &args);
-                let out = bounded(&sup, fut).await.map_err(|msg| msg + &store.data().stderr.note());
+                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| msg + &store.data().stderr.note());
                 sup.update(|h| h.calls += 1);
                 meters.calls.inc();
                 meters.call_duration.observe(started.elapsed().as_secs_f64());
@@ -210,9 +265,22 @@ async fn run(ctx: ActorCtx, mut instance: Option<Instance>, mut rx: mpsc::Receiv
         sup.record_duration(started.elapsed());
         if let Some(msg) = trapped {
             tracing::warn!(plugin = %sup.name, error = %msg, "plugin trapped; its instance is discarded");
-            sup.fail(&msg, true);
+            if own_work {
+                sup.fail(&msg, true);
+            } else {
+                sup.call_trapped(&msg);
+            }
             meters.traps.inc();
             instance = None;
+        }
+        let spent = sup.cpu_ns.load(Ordering::Relaxed).saturating_sub(cpu_before);
+        meters.cpu_seconds.inc_by(spent as f64 / 1e9);
+        if own_work {
+            sup.own_cpu_ns.fetch_add(spent, Ordering::Relaxed);
+            if let Some(msg) = sup.check_cpu_budget() {
+                tracing::warn!(plugin = %sup.name, error = %msg, "plugin over its CPU budget");
+                meters.limits_hit.inc();
+            }
         }
     }
 }
@@ -222,10 +290,15 @@ fn settle(sup: &Supervisor, meters: &PluginMeters, method: &str, out: Result<Str
     let max = sup.policy.limits.max_result_bytes();
     match out {
         Ok(text) if text.len() > max => {
-            let msg = format!("result of {method} is {} bytes, over the limit of {max} bytes", text.len());
+            let msg = format!("result of {method} is {} bytes, over the limit of {max} bytes (max_result_kib)", text.len());
             tracing::warn!(plugin = %sup.name, error = %msg, "plugin result refused");
-            sup.fail(&msg, false);
+            sup.limit_hit("max_result_kib", &msg);
+            sup.update(|h| {
+                h.errors += 1;
+                h.last_error = Some(msg.clone());
+            });
             meters.errors.inc();
+            meters.limits_hit.inc();
             Err(PluginCallError::Failed(msg))
         }
         Ok(text) => Ok(text),

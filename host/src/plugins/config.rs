@@ -44,9 +44,28 @@ pub struct Limits {
     pub max_args_kib: u64,
     /// Largest result of a `call`.
     pub max_result_kib: u64,
+    /// Time one storage statement may run (SQLite: one writer serves every plugin, so no
+    /// plugin may hold it for long); past it the call gets `backend`.
+    pub statement_timeout_ms: u64,
+    /// Largest component file it may be loaded from.
+    pub max_wasm_mib: u64,
+    /// Time its file may take to compile; a slower one is refused.
+    pub compile_timeout_s: u64,
+    /// Most bytes one storage `select` may read; a larger read is refused before it is held.
+    pub max_read_mib: u64,
     /// Failures (traps, `on-events` errors) within the window that quarantine the plugin; 0 never does.
     pub quarantine_after: u32,
     pub quarantine_window_s: u64,
+    /// CPU time its own work (deliveries, `register`) may use within `cpu_window_s`;
+    /// more is a failure. 0: no budget.
+    pub cpu_budget_ms: u64,
+    pub cpu_window_s: u64,
+    /// Shortest `every` period a task component's schedule may declare.
+    pub min_schedule_ms: u64,
+    /// Runs it may queue (`queue-run`) per second, on average, across its instances...
+    pub queue_per_s: u64,
+    /// ...and at once after a quiet spell (the bucket's size).
+    pub queue_burst: u64,
 }
 
 impl Default for Limits {
@@ -59,8 +78,17 @@ impl Default for Limits {
             max_storage_mib: 1024,
             max_args_kib: 2048,
             max_result_kib: 8192,
+            max_read_mib: 16,
+            statement_timeout_ms: 2000,
+            max_wasm_mib: 64,
+            compile_timeout_s: 120,
             quarantine_after: 5,
             quarantine_window_s: 60,
+            cpu_budget_ms: 30_000,
+            cpu_window_s: 60,
+            min_schedule_ms: 1000,
+            queue_per_s: 100,
+            queue_burst: 1000,
         }
     }
 }
@@ -78,11 +106,29 @@ impl Limits {
     pub fn max_args_bytes(&self) -> usize {
         (self.max_args_kib as usize).saturating_mul(1024)
     }
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms.max(1))
+    }
+    pub fn max_wasm_bytes(&self) -> u64 {
+        self.max_wasm_mib.saturating_mul(1 << 20)
+    }
+    pub fn compile_timeout(&self) -> Duration {
+        Duration::from_secs(self.compile_timeout_s.max(1))
+    }
+    pub fn max_read_bytes(&self) -> usize {
+        (self.max_read_mib as usize).saturating_mul(1 << 20)
+    }
     pub fn max_result_bytes(&self) -> usize {
         (self.max_result_kib as usize).saturating_mul(1024)
     }
     pub fn quarantine_window(&self) -> Duration {
         Duration::from_secs(self.quarantine_window_s)
+    }
+    pub fn min_schedule(&self) -> Duration {
+        Duration::from_millis(self.min_schedule_ms)
+    }
+    pub fn cpu_window(&self) -> Duration {
+        Duration::from_secs(self.cpu_window_s.max(1))
     }
 }
 
@@ -114,9 +160,22 @@ pub struct Grants {
     /// Whether name lookups (`wasi:sockets/ip-name-lookup`) are allowed.
     #[serde(default)]
     pub dns: bool,
+    /// Whether its HTTP routes are also served at the paths as declared (`/task-history`),
+    /// not only under `/plugins/NAME/routes`. Unset: only for `db` and `stats`, whose
+    /// paths are aio-fluid's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_routes: Option<bool>,
 }
 
+/// Plugins served at their declared paths unless fluid.toml says otherwise.
+pub const ROOT_ROUTES_BY_DEFAULT: [&str; 2] = ["db", "stats"];
+
 impl Grants {
+    /// Whether plugin `name` is served at its declared paths (see `root_routes`).
+    pub fn root_routes(&self, name: &str) -> bool {
+        self.root_routes.unwrap_or_else(|| ROOT_ROUTES_BY_DEFAULT.contains(&name))
+    }
+
     /// Whether `addr` matches a `network` entry.
     pub fn allows(&self, addr: SocketAddr) -> bool {
         self.network.iter().filter_map(|g| parse_net(g)).any(|(ip, port)| ip == addr.ip() && port.is_none_or(|p| p == addr.port()))

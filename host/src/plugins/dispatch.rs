@@ -5,8 +5,11 @@
 //! checkpoint past them only when the call succeeded. So events arrive in commit order,
 //! at least once, survive crashes (replayed from the checkpoint), and a plugin that fails
 //! or traps holds only its own checkpoint, retried with back-off, while the queue and
-//! every other plugin go on. A batch is cut to the plugin's `max_args_kib`; one event
-//! over it alone is a delivery failure (counted toward quarantine), not a trap.
+//! every other plugin go on. A batch is cut to the plugin's `max_args_kib`. No event can
+//! hold a plugin back: what enters the feed is bounded (params, error texts), and an
+//! event still over a plugin's limit on its own is delivered alone in a form that fits,
+//! its params replaced by `{"$truncated": {"bytes": N}}` and its error cut, so the
+//! plugin records the run and moves on.
 //!
 //! Batching under load: the feed signal fires on every commit, and a batch costs the
 //! plugin call plus a checkpoint commit, whatever its size. So after a batch that was not
@@ -112,10 +115,20 @@ fn event_bytes(e: &Event) -> usize {
         + r.root_run_id.len()
 }
 
+/// An event too big for a plugin's limit, slimmed to fit: params replaced by a marker
+/// with their size, error cut.
+fn slimmed(mut ev: Event) -> Event {
+    let bytes = ev.run.params_json.len();
+    ev.run.params_json = serde_json::json!({ "$truncated": { "bytes": bytes } }).to_string();
+    ev.run.error = ev.run.error.map(|e| crate::scheduler::cut_text(e, 512));
+    ev
+}
+
 /// The next batch from `events` (read after the checkpoint): the subscribed ones among the
 /// longest prefix that fits in `max_bytes`, and the seq the checkpoint moves to once the
-/// plugin has them. Err when the first subscribed event alone is over the limit.
-fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes: usize) -> Result<(Vec<Event>, i64), String> {
+/// plugin has them. A first subscribed event over the limit on its own goes alone,
+/// [`slimmed`].
+fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes: usize) -> (Vec<Event>, i64) {
     let (mut batch, mut bytes, mut last) = (Vec::new(), 0, 0);
     for e in events {
         if plugin.subscribed(e.run.state) {
@@ -123,10 +136,10 @@ fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes
             let size = event_bytes(&ev);
             if bytes + size > max_bytes {
                 if batch.is_empty() {
-                    return Err(format!(
-                        "event seq {} is about {size} bytes, over the plugin's limit of {max_bytes} bytes (max_args_kib)",
-                        e.seq
-                    ));
+                    tracing::warn!(plugin = %plugin.name, seq = e.seq, bytes = size, limit = max_bytes,
+                        "event over the plugin's max_args_kib: delivered with its params left out");
+                    plugin.sup.limit_hit("max_args_kib", &format!("event seq {} of about {size} bytes delivered without its params", e.seq));
+                    return (vec![slimmed(ev)], e.seq);
                 }
                 break;
             }
@@ -135,7 +148,7 @@ fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes
         }
         last = e.seq;
     }
-    Ok((batch, last))
+    (batch, last)
 }
 
 /// This host's delivery lease on one plugin, as its delivery loop knows it.
@@ -319,24 +332,18 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
             continue;
         }
         let read = events.len();
-        let delivered = match next_batch(plugin, &events, sup.policy.limits.max_args_bytes()) {
-            Err(msg) => {
+        let (batch, last) = next_batch(plugin, &events, sup.policy.limits.max_args_bytes());
+        let _held = sup.hold(batch.iter().map(event_bytes).sum());
+        let n = batch.len() as u64;
+        let span = tracing::debug_span!("fluid.deliver", plugin = %plugin.name, events = n, after_seq = checkpoint, to_seq = last);
+        let r = if batch.is_empty() { Ok(()) } else { plugin.actor.on_events(batch).instrument(span).await };
+        let delivered = match r {
+            Ok(()) => Ok((n, last)),
+            Err(DeliveryError::Stopped) => return,
+            Err(DeliveryError::Trapped(msg)) => Err(msg),
+            Err(DeliveryError::Refused(msg)) => {
                 sup.fail(&msg, false);
                 Err(msg)
-            }
-            Ok((batch, last)) => {
-                let n = batch.len() as u64;
-                let span = tracing::debug_span!("fluid.deliver", plugin = %plugin.name, events = n, after_seq = checkpoint, to_seq = last);
-                let r = if batch.is_empty() { Ok(()) } else { plugin.actor.on_events(batch).instrument(span).await };
-                match r {
-                    Ok(()) => Ok((n, last)),
-                    Err(DeliveryError::Stopped) => return,
-                    Err(DeliveryError::Trapped(msg)) => Err(msg),
-                    Err(DeliveryError::Refused(msg)) => {
-                        sup.fail(&msg, false);
-                        Err(msg)
-                    }
-                }
             }
         };
         match delivered {

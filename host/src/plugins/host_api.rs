@@ -25,20 +25,23 @@ pub fn call_error(e: PluginCallError) -> CallError {
     }
 }
 
+/// A plugin's own error, with its text cut to [`crate::scheduler::MAX_ERROR_BYTES`]: it
+/// travels to callers and into `/plugins`.
 pub fn from_call_error(e: CallError) -> PluginCallError {
+    let cut = |m: String| crate::scheduler::cut_text(m, crate::scheduler::MAX_ERROR_BYTES);
     match e {
-        CallError::NoSuchPlugin(m) => PluginCallError::NoSuchPlugin(m),
-        CallError::UnknownMethod(m) => PluginCallError::UnknownMethod(m),
-        CallError::InvalidInput(m) => PluginCallError::InvalidInput(m),
-        CallError::NotFound(m) => PluginCallError::NotFound(m),
-        CallError::Failed(m) => PluginCallError::Failed(m),
-        CallError::Unavailable(m) => PluginCallError::Unavailable(m),
+        CallError::NoSuchPlugin(m) => PluginCallError::NoSuchPlugin(cut(m)),
+        CallError::UnknownMethod(m) => PluginCallError::UnknownMethod(cut(m)),
+        CallError::InvalidInput(m) => PluginCallError::InvalidInput(cut(m)),
+        CallError::NotFound(m) => PluginCallError::NotFound(cut(m)),
+        CallError::Failed(m) => PluginCallError::Failed(cut(m)),
+        CallError::Unavailable(m) => PluginCallError::Unavailable(cut(m)),
     }
 }
 
 impl host_if::Host for PluginState {
     async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        if !self.log_budget.take() {
+        if !self.sup.log_budget.lock().unwrap().take() {
             self.sup.update(|h| h.log_lines_dropped += 1);
             return Ok(());
         }
@@ -88,6 +91,10 @@ impl host_if::Host for PluginState {
 
     async fn queue_run(&mut self, req: QueueRequest) -> wasmtime::Result<Result<WitRun, CallError>> {
         let scheduler = self.shared.scheduler();
+        if let Err(msg) = self.sup.take_queue_token() {
+            self.shared.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
+            return Ok(Err(CallError::Unavailable(msg)));
+        }
         let params: serde_json::Value = match serde_json::from_str(&req.params_json) {
             Ok(v) => v,
             Err(e) => return Ok(Err(CallError::InvalidInput(format!("params-json is not JSON: {e}")))),
@@ -96,7 +103,10 @@ impl host_if::Host for PluginState {
             Some(id) => match scheduler.get_run(id).await {
                 Ok(Some(run)) => Some(run),
                 Ok(None) => return Ok(Err(CallError::NotFound(format!("run {id} not found")))),
-                Err(e) => return Ok(Err(CallError::Unavailable(e.to_string()))),
+                Err(e) => {
+                    tracing::warn!(plugin = %self.name, error = %e, "queue-run: the database failed");
+                    return Ok(Err(CallError::Unavailable("the database failed; retry later".into())));
+                }
             },
             None => None,
         };
@@ -105,7 +115,10 @@ impl host_if::Host for PluginState {
             Ok(run) => Ok(super::dispatch::wit_run(&run)),
             Err(QueueError::UnknownTask(t)) => Err(CallError::NotFound(format!("task {t:?} not found"))),
             Err(e @ QueueError::InvalidParams { .. }) => Err(CallError::InvalidInput(e.to_string())),
-            Err(QueueError::Store(e)) => Err(CallError::Unavailable(e.to_string())),
+            Err(QueueError::Store(e)) => {
+                tracing::warn!(plugin = %self.name, error = %e, "queue-run: the database failed");
+                Err(CallError::Unavailable("the database failed; retry later".into()))
+            }
         })
     }
 }

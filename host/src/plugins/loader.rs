@@ -57,6 +57,13 @@ pub enum EnableError {
     Failed(String),
 }
 
+/// A file read and compiled, not yet loaded.
+struct Compiled {
+    checked: Checked,
+    bytes: Vec<u8>,
+    stamp: FileStamp,
+}
+
 /// A new version, registered and ready to take over.
 struct Prepared {
     name: String,
@@ -65,7 +72,8 @@ struct Prepared {
     sha256: String,
     stamp: FileStamp,
     subscriptions: Vec<(TaskState, String)>,
-    routes: Vec<(String, String, String)>,
+    routes: Vec<super::routes::PluginRoute>,
+    root_routes: bool,
     ctx: ActorCtx,
     instance: actor::Instance,
 }
@@ -161,13 +169,55 @@ impl PluginRuntime {
     /// already loaded from the file is swapped for the new version. On failure the reason
     /// is recorded (shown by `/plugins`) and a running older version keeps running.
     pub async fn load_file(&self, path: &Path) -> Result<Option<Arc<Loaded>>, String> {
+        // Compiled before taking the admin lock: a slow file never holds up the others.
+        let compiled = self.compile(path).await;
         let _admin = self.shared.admin.lock().await;
-        self.load_locked(path).await
+        self.load_compiled(path, compiled).await
     }
 
     async fn load_locked(&self, path: &Path) -> Result<Option<Arc<Loaded>>, String> {
+        let compiled = self.compile(path).await;
+        self.load_compiled(path, compiled).await
+    }
+
+    /// Reads and compiles a file off the async threads, within its size and time limits
+    /// (`max_wasm_mib`, `compile_timeout_s` of the plugin its name gives). A compilation
+    /// that runs out of time is abandoned (its thread finishes in the background and its
+    /// result is dropped) and the file refused until it changes.
+    async fn compile(&self, path: &Path) -> Result<Compiled, String> {
+        let shared = &self.shared;
+        let file = path.display();
+        let stamp = FileStamp::of(path).ok_or_else(|| format!("{file}: cannot read"))?;
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let limits = shared.config.read().unwrap().policy(name).map(|p| p.limits).unwrap_or_else(|_| shared.settings.limits.clone());
+        if stamp.len > limits.max_wasm_bytes() {
+            return Err(format!("{file}: {} bytes, over the limit of {} MiB (max_wasm_mib)", stamp.len, limits.max_wasm_mib));
+        }
+        let (shared2, path2) = (shared.clone(), path.to_path_buf());
+        let work = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path2).map_err(|e| format!("{}: cannot read: {e}", path2.display()))?;
+            let checked = check_component(
+                &shared2.engine,
+                &shared2.linker,
+                &shared2.task_linker,
+                &path2,
+                &bytes,
+                shared2.settings.cache_dir.as_deref(),
+            )?;
+            Ok::<_, String>((checked, bytes))
+        });
+        let limit = limits.compile_timeout();
+        match tokio::time::timeout(limit, work).await {
+            Ok(Ok(Ok((checked, bytes)))) => Ok(Compiled { checked, bytes, stamp }),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(e)) => Err(format!("{file}: compilation failed: {e}")),
+            Err(_) => Err(format!("{file}: compilation took longer than {limit:?} (compile_timeout_s); refused until the file changes")),
+        }
+    }
+
+    async fn load_compiled(&self, path: &Path, compiled: Result<Compiled, String>) -> Result<Option<Arc<Loaded>>, String> {
         let stamp = FileStamp::of(path);
-        match self.load_checked(path).await {
+        match async { self.load_checked(path, compiled?).await }.await {
             Ok(loaded) => {
                 self.shared.failed.write().unwrap().remove(path);
                 Ok(loaded)
@@ -182,11 +232,10 @@ impl PluginRuntime {
 
     /// Compiles the file and loads it as the world it implements; a file that changed
     /// world drops what its previous version had loaded.
-    async fn load_checked(&self, path: &Path) -> Result<Option<Arc<Loaded>>, String> {
+    async fn load_checked(&self, path: &Path, compiled: Compiled) -> Result<Option<Arc<Loaded>>, String> {
         let shared = &self.shared;
-        let stamp = FileStamp::of(path).ok_or_else(|| format!("{}: cannot read", path.display()))?;
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        match check_component(&shared.engine, &shared.linker, &shared.task_linker, path, &bytes, shared.settings.cache_dir.as_deref())? {
+        let Compiled { checked, bytes, stamp } = compiled;
+        match checked {
             Checked::Plugin(pre) => {
                 let p = self.prepare(path, pre, &bytes, stamp).await?;
                 self.unload_tasks(path);
@@ -222,31 +271,19 @@ impl PluginRuntime {
         };
         let sup = Arc::new(Supervisor::new(&name, Arc::new(policy), shared.stop.child_token()));
         let ctx = ActorCtx { config_json, shared: shared.clone(), pre, sup };
-        let (instance, reg) = actor::instantiate(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        let (instance, reg) = actor::instantiate_off_host(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
         if reg.name != name {
             return Err(format!("{}: the component registers as {:?}; name the file {}.wasm", path.display(), reg.name, reg.name));
         }
-        let mut routes = Vec::new();
-        for r in &reg.routes {
-            let method = r.method.to_ascii_uppercase();
-            if !r.path.starts_with('/') {
-                return Err(format!("{}: route path {:?} must start with /", path.display(), r.path));
-            }
-            let taken = shared
-                .plugins
-                .read()
-                .unwrap()
-                .values()
-                .any(|p| p.name != name && p.routes.iter().any(|(m, pth, _)| *m == method && *pth == r.path));
-            if taken || super::routes::host_owns(&r.path) {
-                return Err(format!("{}: route {method} {} is already served", path.display(), r.path));
-            }
-            routes.push((method, r.path.clone(), r.handler.clone()));
-        }
+        let root_routes = ctx.sup.policy.grants.root_routes(&name);
+        let others: Vec<Arc<Loaded>> = shared.plugins.read().unwrap().values().cloned().collect();
+        let declared = reg.routes.iter().map(|r| (r.method.as_str(), r.path.as_str(), r.handler.as_str()));
+        let routes = super::routes::check_routes(&name, root_routes, declared, &others).map_err(|e| format!("{}: {e}", path.display()))?;
+        ctx.sup.host_bytes.store(super::limits::registration_bytes(&reg), std::sync::atomic::Ordering::Relaxed);
         let subscriptions: Vec<(TaskState, String)> =
             reg.subscriptions.iter().map(|s| (dispatch::host_state(s.state), s.tag.clone())).collect();
         let file = path.to_path_buf();
-        Ok(Prepared { name, version: reg.version, file, sha256: cache::sha256(bytes), stamp, subscriptions, routes, ctx, instance })
+        Ok(Prepared { name, version: reg.version, file, sha256: cache::sha256(bytes), stamp, subscriptions, routes, root_routes, ctx, instance })
     }
 
     /// Stops the version in place (if any), then starts this one.
@@ -260,9 +297,21 @@ impl PluginRuntime {
             sup.update(|h| h.checkpoint = cp);
         }
         let actor = Actor::spawn(p.ctx, p.instance, sup.stop.clone());
-        let (name, version, file, sha256, stamp, subscriptions, routes) =
-            (p.name, p.version, p.file, p.sha256, p.stamp, p.subscriptions, p.routes);
-        let loaded = Arc::new(Loaded { name, version, file, sha256, stamp, subscriptions, routes, actor, sup, delivery: Mutex::new(None) });
+        let (name, version, file, sha256, stamp, subscriptions, routes, root_routes) =
+            (p.name, p.version, p.file, p.sha256, p.stamp, p.subscriptions, p.routes, p.root_routes);
+        let loaded = Arc::new(Loaded {
+            name,
+            version,
+            file,
+            sha256,
+            stamp,
+            subscriptions,
+            routes,
+            root_routes,
+            actor,
+            sup,
+            delivery: Mutex::new(None),
+        });
         self.shared.plugins.write().unwrap().insert(loaded.name.clone(), loaded.clone());
         *loaded.delivery.lock().unwrap() = Some(tokio::spawn(dispatch::deliver(self.shared.clone(), loaded.clone())));
         tracing::info!(plugin = %loaded.name, version = %loaded.version, file = %loaded.file.display(), sha256 = %loaded.sha256,
@@ -343,8 +392,7 @@ impl PluginRuntime {
     /// Swaps a loaded plugin for the version in its file (the watcher's and the config
     /// reload's entry point).
     pub(crate) async fn replace(&self, path: &Path) {
-        let _admin = self.shared.admin.lock().await;
-        let _ = self.load_locked(path).await;
+        let _ = self.load_file(path).await;
     }
 }
 

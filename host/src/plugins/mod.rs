@@ -7,6 +7,8 @@
 //! - [`watcher`]: polls the plugins folder and fluid.toml while the host runs.
 //! - [`cache`]: compiled components on disk, keyed by content and engine.
 //! - [`sandbox`]: a plugin instance's store: memory cap and WASI with only its grants.
+//! - [`guest_pool`]: the threads guest code runs on (never the host's), CPU metering.
+//! - [`limits`]: bounds on what a component's registration or definitions may hold.
 //! - [`actor`]: one task per plugin owns its instance: calls are handled one at a time,
 //!   each under a time limit; a trap discards the instance and the next call gets a
 //!   fresh one.
@@ -28,8 +30,10 @@ pub mod bundled;
 pub mod cache;
 pub mod config;
 pub mod dispatch;
+pub mod guest_pool;
 pub mod host_api;
 pub mod inspect;
+pub mod limits;
 pub mod loader;
 pub mod params_schema;
 pub mod quota;

@@ -71,7 +71,10 @@ pub struct Loaded {
     pub sha256: String,
     pub(crate) stamp: FileStamp,
     pub subscriptions: Vec<(TaskState, String)>,
-    pub routes: Vec<(String, String, String)>,
+    pub routes: Vec<super::routes::PluginRoute>,
+    /// Also served at the paths as declared (fluid.toml `root_routes`), not only in its
+    /// namespace.
+    pub root_routes: bool,
     pub(crate) actor: Actor,
     pub(crate) sup: Arc<Supervisor>,
     pub(crate) delivery: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -130,6 +133,13 @@ pub struct Shared {
     pub(crate) task_files: RwLock<BTreeMap<PathBuf, Arc<super::tasks::TaskComponent>>>,
     /// Serializes loads, swaps, unloads and re-enables.
     pub(crate) admin: tokio::sync::Mutex<()>,
+    /// Who waits on whom: a plugin in a `call` to another (an instance makes one call at
+    /// a time, so one target each). A call that would close a cycle is refused at once.
+    pub(crate) waits: Mutex<BTreeMap<String, String>>,
+    /// Calls in flight per (caller, target): a caller gets a fair share of a plugin.
+    pub(crate) in_flight: Mutex<BTreeMap<(String, String), usize>>,
+    /// Files the watcher is loading now (each on its own task).
+    pub(crate) loading: Mutex<std::collections::BTreeSet<PathBuf>>,
     pub(crate) stop: CancellationToken,
 }
 
@@ -147,8 +157,11 @@ impl Shared {
     }
 
     /// Calls a plugin's exported `call`. `chain` holds the plugins already waiting on this
-    /// call; reaching one of them again would deadlock, so it is refused. A quarantined
-    /// plugin and arguments over the target's `max_args_kib` are refused before reaching it.
+    /// call; reaching one of them again would deadlock, so it is refused, and so is a call
+    /// that would close a cycle with calls already waiting on other stacks (two plugins
+    /// calling each other at the same moment): both at once, as `unavailable`, charged to
+    /// no one. A quarantined plugin and arguments over the target's `max_args_kib` are
+    /// refused before reaching it; the latter is the caller's mistake.
     pub async fn call(&self, target: &str, method: &str, args: String, chain: Vec<String>) -> Result<String, PluginCallError> {
         if chain.iter().any(|c| c == target) {
             return Err(PluginCallError::Unavailable(format!("re-entrant call: {} -> {target}", chain.join(" -> "))));
@@ -157,27 +170,130 @@ impl Shared {
             return Err(PluginCallError::Unavailable("plugin call chain deeper than 8".into()));
         }
         let plugin = self.plugin(target).ok_or_else(|| PluginCallError::NoSuchPlugin(target.into()))?;
-        let refused = if let Some(why) = plugin.sup.unavailable() {
-            Some(PluginCallError::Unavailable(why))
-        } else {
-            let max = plugin.policy().limits.max_args_bytes();
-            (args.len() > max).then(|| {
-                PluginCallError::InvalidInput(format!(
-                    "arguments of {} bytes exceed the limit of {max} bytes of plugin {target}",
-                    args.len()
-                ))
-            })
-        };
-        if let Some(e) = refused {
-            // Oversized arguments are the caller's mistake, not the plugin's error.
-            let plugins_error = matches!(e, PluginCallError::Unavailable(_));
-            plugin.sup.update(|h| {
-                h.calls += 1;
-                h.errors += plugins_error as u64;
-            });
-            return Err(e);
+        if let Some(why) = plugin.sup.unavailable() {
+            return Err(PluginCallError::Unavailable(why));
         }
-        plugin.actor.call(method.to_string(), args, chain).await
+        let max = plugin.policy().limits.max_args_bytes();
+        if args.len() > max {
+            return Err(PluginCallError::InvalidInput(format!(
+                "arguments of {} bytes exceed the limit of {max} bytes of plugin {target} (max_args_kib)",
+                args.len()
+            )));
+        }
+        // A plugin or task calling: at most MAX_CALLS_PER_CALLER of its calls wait on one
+        // target, so no caller can take a plugin's whole queue from the others.
+        let _share = match chain.last() {
+            Some(c) => Some(CallShare::take(self, c, target)?),
+            None => None,
+        };
+        let _held = plugin.sup.hold(args.len());
+        // Task runs (`task NAME`) are never waited on, so only plugin callers are edges.
+        let caller = chain.last().and_then(|c| self.plugin(c));
+        let _edge = match &caller {
+            Some(c) => Some(WaitEdge::add(self, &c.name, target)?),
+            None => None,
+        };
+        let out = plugin.actor.call(method.to_string(), args, chain).await;
+        if let (Err(PluginCallError::Unavailable(_) | PluginCallError::Failed(_)), Some(c)) = (&out, &caller) {
+            // The callee keeps its health (see `actor`); the caller sees what it caused.
+            c.sup.update(|h| h.calls_failed_downstream += 1);
+        }
+        out
+    }
+}
+
+/// Calls one caller (a plugin, or the runs of one task) may have waiting on one plugin.
+pub const MAX_CALLS_PER_CALLER: usize = 4;
+
+/// One of a caller's calls in flight to a target, for as long as this lives.
+struct CallShare<'a> {
+    shared: &'a Shared,
+    key: (String, String),
+}
+
+impl<'a> CallShare<'a> {
+    fn take(shared: &'a Shared, caller: &str, target: &str) -> Result<CallShare<'a>, PluginCallError> {
+        let key = (caller.to_string(), target.to_string());
+        let mut map = shared.in_flight.lock().unwrap();
+        let n = map.entry(key.clone()).or_default();
+        if *n >= MAX_CALLS_PER_CALLER {
+            return Err(PluginCallError::Unavailable(format!(
+                "{caller} already has {MAX_CALLS_PER_CALLER} calls waiting on plugin {target}; retry later"
+            )));
+        }
+        *n += 1;
+        Ok(CallShare { shared, key })
+    }
+}
+
+impl Drop for CallShare<'_> {
+    fn drop(&mut self) {
+        let mut map = self.shared.in_flight.lock().unwrap();
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// `caller` waits on `target` for as long as this lives.
+struct WaitEdge<'a> {
+    shared: &'a Shared,
+    caller: String,
+}
+
+impl<'a> WaitEdge<'a> {
+    fn add(shared: &'a Shared, caller: &str, target: &str) -> Result<WaitEdge<'a>, PluginCallError> {
+        let mut waits = shared.waits.lock().unwrap();
+        if let Some(cycle) = closes_cycle(&waits, caller, target) {
+            return Err(PluginCallError::Unavailable(format!("call cycle: {} (each waits on the next)", cycle.join(" -> "))));
+        }
+        waits.insert(caller.to_string(), target.to_string());
+        Ok(WaitEdge { shared, caller: caller.to_string() })
+    }
+}
+
+/// The cycle `caller` waiting on `target` would close in the wait-for graph `waits`
+/// (each plugin waits on at most one other), as the path from `caller` back to itself.
+fn closes_cycle(waits: &BTreeMap<String, String>, caller: &str, target: &str) -> Option<Vec<String>> {
+    let mut path = vec![caller.to_string(), target.to_string()];
+    let mut at = target;
+    while let Some(next) = waits.get(at) {
+        path.push(next.clone());
+        if next == caller {
+            return Some(path);
+        }
+        if path.len() > waits.len() + 2 {
+            return None;
+        }
+        at = next;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_closing_a_wait_cycle_is_found_whatever_its_length() {
+        let waits: BTreeMap<String, String> = [("a", "b"), ("b", "c"), ("x", "y"), ("y", "x")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(closes_cycle(&waits, "c", "a").unwrap(), ["c", "a", "b", "c"]);
+        assert_eq!(closes_cycle(&waits, "b", "a").unwrap(), ["b", "a", "b"]);
+        assert!(closes_cycle(&waits, "c", "d").is_none());
+        assert!(closes_cycle(&waits, "d", "a").is_none());
+        assert!(closes_cycle(&waits, "d", "x").is_none(), "a cycle not through the caller is not its own, and ends");
+    }
+}
+
+impl Drop for WaitEdge<'_> {
+    fn drop(&mut self) {
+        self.shared.waits.lock().unwrap().remove(&self.caller);
     }
 }
 
@@ -302,6 +418,9 @@ impl PluginRuntime {
             failed: RwLock::default(),
             task_files: RwLock::default(),
             admin: tokio::sync::Mutex::new(()),
+            waits: Mutex::default(),
+            loading: Mutex::default(),
+            in_flight: Mutex::default(),
             stop,
         });
         let rt = PluginRuntime { shared };
@@ -336,7 +455,15 @@ impl PluginRuntime {
                     error: health.last_error.clone(),
                     replacement_error: failed.get(&p.file).map(|f| f.reason.clone()),
                     subscriptions: p.subscriptions.iter().map(|(s, t)| format!("{s}.{t}")).collect(),
-                    routes: p.routes.iter().map(|(m, pth, _)| format!("{m} {pth}")).collect(),
+                    routes: p
+                        .routes
+                        .iter()
+                        .flat_map(|r| {
+                            let ns = format!("{} {}{}", r.method, super::routes::namespace(&p.name), if r.path == "/" { "" } else { &r.path });
+                            let root = p.root_routes.then(|| format!("{} {}", r.method, r.path));
+                            std::iter::once(ns).chain(root)
+                        })
+                        .collect(),
                     health: serde_json::to_value(health).ok(),
                     limits: serde_json::to_value(&p.policy().limits).ok(),
                     grants: serde_json::to_value(&p.policy().grants).ok(),

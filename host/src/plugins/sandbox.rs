@@ -10,13 +10,12 @@
 //! the tail of stderr is kept to explain a trap ([`StderrTail`]).
 
 use super::config::Policy;
-use super::host_api::LogBudget;
 use super::runtime::Shared;
 use super::stderr::StderrTail;
 use super::supervisor::Supervisor;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -25,12 +24,11 @@ pub struct PluginState {
     pub name: String,
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryCap,
     pub(crate) shared: Arc<Shared>,
     pub(crate) sup: Arc<Supervisor>,
     /// Plugins on the call stack above this call (to refuse re-entry instead of deadlocking).
     pub(crate) chain: Vec<String>,
-    pub(crate) log_budget: LogBudget,
     /// The end of what this instance wrote to stderr (a panic message, say).
     pub(crate) stderr: StderrTail,
 }
@@ -72,22 +70,76 @@ pub(crate) fn wasi_ctx(policy: &Policy, stderr: &StderrTail) -> Result<WasiCtx, 
     Ok(b.build())
 }
 
+/// Host resources (plugin handles, WASI streams and pollables...) one instance may hold
+/// at once: each is host memory outside the instance's own.
+pub const MAX_RESOURCES: usize = 10_000;
+
+/// Table elements one instance may hold across its tables.
+pub const MAX_TABLE_ELEMENTS: usize = 200_000;
+
+/// An instance's memory cap counted across all its linear memories (a component may have
+/// several; a cap per memory would let one with 16 memories take 16 times its share).
+pub struct MemoryCap {
+    cap: usize,
+    used: usize,
+    table_elements: usize,
+}
+
+impl MemoryCap {
+    pub fn new(cap: usize) -> MemoryCap {
+        MemoryCap { cap, used: 0, table_elements: 0 }
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let grow = desired.saturating_sub(current);
+        if self.used.saturating_add(grow) > self.cap {
+            // A trap, not a failed grow: the guest cannot go on as if it had the memory.
+            wasmtime::bail!("cannot grow memory to {} bytes in all: over the memory limit of {} bytes (memory_mib)", self.used + grow, self.cap);
+        }
+        self.used += grow;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let grow = desired.saturating_sub(current);
+        if self.table_elements.saturating_add(grow) > MAX_TABLE_ELEMENTS {
+            wasmtime::bail!("cannot grow tables past {MAX_TABLE_ELEMENTS} elements in all");
+        }
+        self.table_elements += grow;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        32
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
 /// A fresh store for an instance of the plugin `sup` supervises: its grants, its memory
-/// cap; the caller sets the per-call deadline.
+/// cap, a bounded resource table; the caller sets the per-call deadline.
 pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<Store<PluginState>, String> {
-    let limits =
-        StoreLimitsBuilder::new().memory_size(sup.policy.limits.memory_bytes()).instances(32).tables(64).trap_on_grow_failure(true).build();
+    let limits = MemoryCap::new(sup.policy.limits.memory_bytes());
     let stderr = StderrTail::default();
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
     let state = PluginState {
         name: sup.name.clone(),
         wasi: wasi_ctx(&sup.policy, &stderr)?,
         stderr,
-        table: ResourceTable::new(),
+        table,
         limits,
         shared: shared.clone(),
         sup: sup.clone(),
         chain: Vec::new(),
-        log_budget: LogBudget::default(),
     };
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limits);

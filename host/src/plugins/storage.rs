@@ -20,6 +20,12 @@ use std::sync::{Arc, Mutex};
 
 /// Rows a single `select` may return.
 pub const MAX_SELECT_ROWS: u32 = 10_000;
+/// Filters of one query (each is a condition and its values in the statement).
+pub const MAX_FILTERS: usize = 64;
+/// Order-by columns of one query (a keyset cursor's condition grows with their square).
+pub const MAX_ORDER: usize = 8;
+/// Columns asked for in one query (a table has at most as many; more are repeats).
+pub const MAX_COLUMNS: usize = 64;
 /// Rows per INSERT statement inside one upsert.
 const UPSERT_CHUNK: usize = 200;
 
@@ -78,9 +84,18 @@ fn physical(plugin: &str, table: &str) -> String {
     format!("p_{}_{}_{}", plugin.len(), plugin, table)
 }
 
+/// The database's error, logged in full on the host; the plugin gets a kind, never the
+/// text (it would echo SQL, physical table names, other plugins' names).
 fn backend_err(e: sqlx::Error) -> StorageError {
     tracing::warn!(error = %e, "plugin storage query failed");
-    StorageError::Backend(e.to_string())
+    let kind = match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => "the database is unreachable or busy",
+        sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy") => "the database is busy",
+        sqlx::Error::Database(d) if d.message().contains("full") => "the database is full",
+        sqlx::Error::Database(d) if d.message().contains("interrupt") => "the statement took longer than its limit (statement_timeout_ms)",
+        _ => "the database failed",
+    };
+    StorageError::Backend(format!("{kind}; the call may be retried (the host's log has the details)"))
 }
 
 /// FNV-1a: a short, stable name for an index's column list.
@@ -337,7 +352,8 @@ impl PluginStorage {
         let mut rows = typed.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Bound>> = rows.by_ref().take(per_statement).collect();
-            let mut q = query_built(if chunk.len() == full_rows { full.clone() } else { statement(chunk.len()) });
+            let mut q =
+                query_built(if chunk.len() == full_rows { full.clone() } else { statement(chunk.len()) }).time_limit(limits.statement_timeout());
             for v in chunk.into_iter().flatten() {
                 q.push(v);
             }
@@ -368,6 +384,9 @@ impl PluginStorage {
         n: &mut usize,
         binds: &mut Vec<Bound>,
     ) -> Result<String, StorageError> {
+        if filters.len() > MAX_FILTERS {
+            return Err(StorageError::InvalidValue(format!("{} filters, over the limit of {MAX_FILTERS}", filters.len())));
+        }
         let mut parts = Vec::new();
         for f in filters {
             let col = meta.col(&f.column)?.clone();
@@ -449,6 +468,9 @@ impl PluginStorage {
             Ok(serde_json::Value::Object(m)) => m,
             _ => return Err(StorageError::InvalidValue("json-contains takes a JSON object".into())),
         };
+        if obj.len() > MAX_FILTERS {
+            return Err(StorageError::InvalidValue(format!("json-contains with {} keys, over the limit of {MAX_FILTERS}", obj.len())));
+        }
         let c = quote(&col.name);
         if self.backend() == Backend::Postgres {
             binds.push(Bound::Text(Some(text.to_string())));
@@ -496,7 +518,13 @@ impl PluginStorage {
         Ok(format!("({})", parts.join(" AND ")))
     }
 
-    pub async fn select(&self, plugin: &str, table: &str, q: Query) -> Result<Vec<Vec<Value>>, StorageError> {
+    pub async fn select(&self, plugin: &str, table: &str, q: Query, limits: &Limits) -> Result<Vec<Vec<Value>>, StorageError> {
+        if q.order.len() > MAX_ORDER {
+            return Err(StorageError::InvalidValue(format!("{} order-by columns, over the limit of {MAX_ORDER}", q.order.len())));
+        }
+        if q.columns.len() > MAX_COLUMNS {
+            return Err(StorageError::InvalidValue(format!("{} columns asked for, over the limit of {MAX_COLUMNS}", q.columns.len())));
+        }
         let meta = self.meta(plugin, table).await?;
         let cols: Vec<Col> = if q.columns.is_empty() {
             meta.columns.clone()
@@ -516,19 +544,28 @@ impl PluginStorage {
         let limit = q.limit.unwrap_or(MAX_SELECT_ROWS).min(MAX_SELECT_ROWS);
         let exprs: Vec<String> = cols.iter().map(|c| format!("{} AS {}", self.select_expr(c), quote(&c.name))).collect();
         let sql = format!("SELECT {} FROM {}{where_sql}{order_sql} LIMIT {limit}", exprs.join(", "), meta.physical);
-        let mut query = query_built(sql).heavy();
+        let mut query = query_built(sql).heavy().time_limit(limits.statement_timeout());
         for b in &binds {
             query.push(b.clone());
         }
-        let rows = query.fetch_all(&mut self.store.read().await.map_err(backend_err)?).await.map_err(backend_err)?;
+        let max = limits.max_read_bytes();
+        let rows = query
+            .fetch_all_within(&mut self.store.read().await.map_err(backend_err)?, max)
+            .await
+            .map_err(backend_err)?
+            .ok_or_else(|| {
+                StorageError::InvalidValue(format!(
+                    "the rows read would pass {max} bytes (max_read_mib): read fewer rows or columns at a time (limit, after)"
+                ))
+            })?;
         rows.iter().map(|r| read_row(self.backend(), r, &cols)).collect()
     }
 
-    pub async fn delete(&self, plugin: &str, table: &str, filters: Vec<Filter>) -> Result<u64, StorageError> {
+    pub async fn delete(&self, plugin: &str, table: &str, filters: Vec<Filter>, limits: &Limits) -> Result<u64, StorageError> {
         let meta = self.meta(plugin, table).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
-        let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical)).heavy();
+        let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical)).heavy().time_limit(limits.statement_timeout());
         for b in &binds {
             query.push(b.clone());
         }
@@ -539,11 +576,12 @@ impl PluginStorage {
         Ok(n)
     }
 
-    pub async fn count(&self, plugin: &str, table: &str, filters: Vec<Filter>) -> Result<u64, StorageError> {
+    pub async fn count(&self, plugin: &str, table: &str, filters: Vec<Filter>, limits: &Limits) -> Result<u64, StorageError> {
         let meta = self.meta(plugin, table).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
-        let mut query = query_built(format!("SELECT COUNT(*) AS n FROM {}{where_sql}", meta.physical)).heavy();
+        let mut query =
+            query_built(format!("SELECT COUNT(*) AS n FROM {}{where_sql}", meta.physical)).heavy().time_limit(limits.statement_timeout());
         for b in &binds {
             query.push(b.clone());
         }
@@ -641,14 +679,20 @@ impl super::bindings::storage_if::Host for super::sandbox::PluginState {
     }
 
     async fn select(&mut self, table: String, q: Query) -> wasmtime::Result<Result<Vec<Vec<Value>>, StorageError>> {
-        Ok(self.shared.storage.select(&self.name, &table, q).await)
+        let out = self.shared.storage.select(&self.name, &table, q, &self.sup.policy.limits).await;
+        if let Err(StorageError::InvalidValue(m)) = &out
+            && m.contains("max_read_mib")
+        {
+            self.sup.limit_hit("max_read_mib", m);
+        }
+        Ok(out)
     }
 
     async fn delete(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
-        Ok(self.shared.storage.delete(&self.name, &table, filters).await)
+        Ok(self.shared.storage.delete(&self.name, &table, filters, &self.sup.policy.limits).await)
     }
 
     async fn count(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
-        Ok(self.shared.storage.count(&self.name, &table, filters).await)
+        Ok(self.shared.storage.count(&self.name, &table, filters, &self.sup.policy.limits).await)
     }
 }

@@ -9,6 +9,7 @@
 
 use super::config::Policy;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,16 @@ pub struct Health {
     /// Over the last 256 calls into the plugin (`call` and `on-events`).
     pub mean_call_ms: f64,
     pub p99_call_ms: f64,
+    /// CPU time its guest code (and the host calls it made) has used since it was loaded.
+    pub cpu_ms: u64,
+    /// Bytes the host holds on its behalf now: its registration, results and arguments
+    /// in flight through the host (its instance's own memory is `limits.memory_mib`).
+    pub host_bytes: u64,
+    /// The last limit it ran into (`limit: what happened`), and how many times it did.
+    pub last_limit: Option<String>,
+    pub limits_hit: u64,
+    /// Calls it made that failed in the plugin called (counted against it, not the callee).
+    pub calls_failed_downstream: u64,
 }
 
 #[derive(Default)]
@@ -41,6 +52,8 @@ struct Inner {
     health: Health,
     failures: VecDeque<Instant>,
     durations: VecDeque<Duration>,
+    /// The CPU budget's window: when it started and the CPU counter then.
+    cpu_window: Option<(Instant, u64)>,
 }
 
 /// Shared by a plugin's entry, its actor and its delivery loop.
@@ -49,19 +62,85 @@ pub struct Supervisor {
     pub policy: Arc<Policy>,
     /// Cancelled when the plugin is unloaded, replaced or quarantined.
     pub stop: CancellationToken,
+    /// CPU time of all its guest work, in nanoseconds (see `guest_pool::Metered`).
+    pub cpu_ns: AtomicU64,
+    /// The part of `cpu_ns` spent on work the host gave it (deliveries, `register`):
+    /// what its CPU budget counts. CPU a caller asks for through `call` is bounded per
+    /// call by `call_timeout_ms` and never costs the callee its health.
+    pub own_cpu_ns: AtomicU64,
+    /// Bytes held on its behalf (see [`Health::host_bytes`]).
+    pub host_bytes: AtomicU64,
+    /// Its `queue-run` allowance (`queue_per_s`, `queue_burst`), shared by its instances.
+    queue_bucket: Mutex<TokenBucket>,
+    /// Its log lines' allowance, shared by its instances (a task component's runs, a
+    /// plugin's fresh instances after traps), so a new instance is no fresh budget.
+    pub(crate) log_budget: Mutex<super::host_api::LogBudget>,
     inner: Mutex<Inner>,
+}
+
+/// Bytes counted in [`Supervisor::host_bytes`] while it lives.
+pub struct HeldBytes<'a> {
+    sup: &'a Supervisor,
+    bytes: u64,
+}
+
+impl Drop for HeldBytes<'_> {
+    fn drop(&mut self) {
+        self.sup.host_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: u64, burst: u64) -> TokenBucket {
+        let burst = burst.max(1) as f64;
+        TokenBucket { rate: rate as f64, burst, tokens: burst, last: Instant::now() }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Supervisor {
     pub fn new(name: &str, policy: Arc<Policy>, stop: CancellationToken) -> Supervisor {
         let health = Health { state: "active".into(), ..Default::default() };
-        Supervisor { name: name.into(), policy, stop, inner: Mutex::new(Inner { health, ..Default::default() }) }
+        Supervisor {
+            name: name.into(),
+            queue_bucket: Mutex::new(TokenBucket::new(policy.limits.queue_per_s, policy.limits.queue_burst)),
+            log_budget: Mutex::default(),
+            policy,
+            stop,
+            cpu_ns: AtomicU64::new(0),
+            own_cpu_ns: AtomicU64::new(0),
+            host_bytes: AtomicU64::new(0),
+            inner: Mutex::new(Inner { health, ..Default::default() }),
+        }
     }
 
     pub fn health(&self) -> Health {
         let g = self.inner.lock().unwrap();
         let mut h = g.health.clone();
         h.recent_failures = g.failures.len();
+        h.cpu_ms = self.cpu_ns.load(Ordering::Relaxed) / 1_000_000;
+        h.host_bytes = self.host_bytes.load(Ordering::Relaxed);
         let mut ms: Vec<f64> = g.durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         if !ms.is_empty() {
             ms.sort_by(f64::total_cmp);
@@ -98,6 +177,75 @@ impl Supervisor {
             g.durations.pop_front();
         }
         g.durations.push_back(d);
+    }
+
+    /// Records that it ran into `limit` (a fluid.toml key) and what happened: shown in
+    /// `/plugins` and counted in the metrics; not a failure by itself.
+    pub fn limit_hit(&self, limit: &str, what: &str) {
+        let mut g = self.inner.lock().unwrap();
+        g.health.limits_hit += 1;
+        g.health.last_limit = Some(format!("{limit}: {what}"));
+    }
+
+    /// Checks the CPU budget after some of its own work (deliveries, `register`): over
+    /// `cpu_budget_ms` within `cpu_window_s` is one failure, and a new window starts.
+    /// Returns the failure's message when the budget was crossed.
+    pub fn check_cpu_budget(&self) -> Option<String> {
+        let limits = &self.policy.limits;
+        if limits.cpu_budget_ms == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let cpu = self.own_cpu_ns.load(Ordering::Relaxed);
+        let msg = {
+            let mut g = self.inner.lock().unwrap();
+            let (start, base) = *g.cpu_window.get_or_insert((now, cpu));
+            let used_ms = cpu.saturating_sub(base) / 1_000_000;
+            if now.duration_since(start) >= limits.cpu_window() {
+                g.cpu_window = Some((now, cpu));
+                return None;
+            }
+            if used_ms <= limits.cpu_budget_ms {
+                return None;
+            }
+            g.cpu_window = Some((now, cpu));
+            g.health.limits_hit += 1;
+            let msg = format!(
+                "used {used_ms} ms of CPU within {} s, over its budget of {} ms (cpu_budget_ms)",
+                limits.cpu_window_s, limits.cpu_budget_ms
+            );
+            g.health.last_limit = Some(format!("cpu_budget_ms: {msg}"));
+            msg
+        };
+        self.fail(&msg, false);
+        Some(msg)
+    }
+
+    /// Counts `bytes` as held on its behalf (arguments waiting for it, a batch in hand)
+    /// until the guard is dropped.
+    pub fn hold(&self, bytes: usize) -> HeldBytes<'_> {
+        self.host_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        HeldBytes { sup: self, bytes: bytes as u64 }
+    }
+
+    /// Takes one run from its `queue-run` allowance, or says why not (and records the hit).
+    pub fn take_queue_token(&self) -> Result<(), String> {
+        if self.queue_bucket.lock().unwrap().take() {
+            return Ok(());
+        }
+        let l = &self.policy.limits;
+        let msg = format!("queue-run refused: over {} runs a second (queue_per_s) after a burst of {} (queue_burst)", l.queue_per_s, l.queue_burst);
+        self.limit_hit("queue_per_s", &msg);
+        Err(msg)
+    }
+
+    /// A trap or an oversized result in a `call`: counted and shown, but not a failure
+    /// toward quarantine, since the caller chose the arguments (and pays the wait).
+    pub fn call_trapped(&self, msg: &str) {
+        let mut g = self.inner.lock().unwrap();
+        g.health.traps += 1;
+        g.health.errors += 1;
+        g.health.last_error = Some(msg.to_string());
     }
 
     /// Records a failure (a trap when `trap`, else a refused or oversized delivery or an
@@ -148,6 +296,33 @@ mod tests {
         assert!(s.unavailable().unwrap().contains("last error: c"));
         let h = s.health();
         assert_eq!((h.traps, h.errors, h.recent_failures), (2, 3, 3));
+    }
+
+    #[test]
+    fn the_queue_allowance_is_a_burst_then_a_rate() {
+        let limits = Limits { queue_per_s: 0, queue_burst: 3, ..Limits::default() };
+        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None }), CancellationToken::new());
+        assert!((0..3).all(|_| s.take_queue_token().is_ok()));
+        assert!(s.take_queue_token().unwrap_err().contains("queue_per_s"));
+        let h = s.health();
+        assert_eq!(h.limits_hit, 1);
+        assert!(h.last_limit.unwrap().starts_with("queue_per_s: "));
+    }
+
+    #[test]
+    fn over_the_cpu_budget_within_the_window_is_a_failure() {
+        let limits = Limits { cpu_budget_ms: 100, cpu_window_s: 60, quarantine_after: 2, ..Limits::default() };
+        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None }), CancellationToken::new());
+        assert!(s.check_cpu_budget().is_none(), "opens the window");
+        s.own_cpu_ns.fetch_add(90_000_000, Ordering::Relaxed);
+        assert!(s.check_cpu_budget().is_none(), "within budget");
+        s.own_cpu_ns.fetch_add(20_000_000, Ordering::Relaxed);
+        assert!(s.check_cpu_budget().unwrap().contains("cpu_budget_ms"));
+        assert!(s.check_cpu_budget().is_none(), "a new window starts");
+        s.cpu_ns.fetch_add(10_000_000_000, Ordering::Relaxed);
+        assert!(s.check_cpu_budget().is_none(), "CPU callers asked for is not counted");
+        s.own_cpu_ns.fetch_add(200_000_000, Ordering::Relaxed);
+        assert!(s.check_cpu_budget().is_some() && s.quarantined(), "two failures quarantine");
     }
 
     #[test]

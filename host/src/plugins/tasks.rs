@@ -7,16 +7,23 @@
 //! Each run then gets a fresh instance from the component's `InstancePre` (no state
 //! leaks from one run to the next); its timeout is enforced inside wasm by epoch
 //! interruption, and a trap or a timeout ends that run as `failure` without touching the
-//! other runs or the host. A spinning guest yields to tokio on every epoch tick, so a
-//! cancel (`DELETE /task-runs/{id}`) or the scheduler's own timeout still reaches it.
+//! other runs or the host. Runs and `definitions` execute on the guest pool
+//! (`guest_pool`), never on the host's threads; a spinning guest yields there on every
+//! epoch tick, so a cancel (`DELETE /task-runs/{id}`) or the scheduler's own timeout still
+//! reaches it, and its CPU time is charged to its component.
+//!
+//! What a component declares is bounded (`limits`: at most 256 tasks, short texts) and
+//! registered in one step, linear in the number of tasks; a schedule more frequent than
+//! `min_schedule_ms` refuses the component.
 
 use super::actor::describe_trap;
 use super::bindings::task_world::TaskPre;
 use super::bindings::task_world::tc::{Context, TaskDef, TaskError as WitTaskError};
 use super::cache;
 use super::dispatch::{host_priority, wit_run};
+use super::guest_pool::{self, Metered};
 use super::loader::FileStamp;
-use super::runtime::{EPOCH_TICK, PluginInfo, PluginRuntime, Shared, TASK_WORLD};
+use super::runtime::{PluginInfo, PluginRuntime, Shared, TASK_WORLD};
 use super::sandbox::{PluginState, new_store};
 use super::supervisor::Supervisor;
 use crate::scheduler::{RetryPolicy, Schedule, Task, TaskBuilder, TaskContext, TaskError};
@@ -32,6 +39,8 @@ pub struct TaskComponent {
     pub sha256: String,
     pub(crate) stamp: FileStamp,
     pub tasks: Vec<String>,
+    /// Its counters (CPU time, limits hit), shared by all its runs.
+    pub(crate) sup: Arc<Supervisor>,
 }
 
 /// Time allowed for `definitions` on load.
@@ -63,7 +72,7 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
 
 /// The options a definition declares, or why they are invalid (schedule, retry, schema;
 /// name and timeout are checked by `Task::check`).
-fn options(def: &TaskDef, component: &str) -> Result<TaskBuilder, String> {
+fn options(def: &TaskDef, component: &str, min_schedule: Duration) -> Result<TaskBuilder, String> {
     let mut b = Task::new(&def.name)
         .description(&def.description)
         .priority(host_priority(def.priority))
@@ -72,11 +81,24 @@ fn options(def: &TaskDef, component: &str) -> Result<TaskBuilder, String> {
         .tags(def.tags.iter().cloned())
         .module(component);
     if let Some(s) = &def.schedule {
-        b = b.schedule(parse_schedule(s)?);
+        let schedule = parse_schedule(s)?;
+        if let Schedule::Every(e) = &schedule
+            && e.period < min_schedule
+        {
+            return Err(format!("schedule {s:?} is more frequent than the minimum period of {min_schedule:?} (min_schedule_ms)"));
+        }
+        b = b.schedule(schedule);
     }
     if let Some(r) = &def.retry {
         if !(r.backoff.is_finite() && r.backoff >= 1.0) {
             return Err(format!("retry backoff must be a number >= 1, got {}", r.backoff));
+        }
+        // Retrying for ever is a schedule of its own: at most as often as one.
+        if r.max_attempts.is_none() && Duration::from_millis(r.wait_ms) < min_schedule {
+            return Err(format!(
+                "a retry without a maximum of attempts must wait at least {min_schedule:?} (min_schedule_ms), not {} ms",
+                r.wait_ms
+            ));
         }
         b = b.retry(RetryPolicy {
             max_attempts: r.max_attempts,
@@ -100,11 +122,14 @@ fn task_of(
     pre: &TaskPre<PluginState>,
     sup: &Arc<Supervisor>,
 ) -> Result<Task, String> {
-    let b = options(def, component)?;
+    let b = options(def, component, sup.policy.limits.min_schedule())?;
     let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
     let task = b.executor(Arc::new(move |ctx: TaskContext| {
         let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
-        Box::pin(async move { run_once(&shared, &pre, &sup, ctx).await })
+        Box::pin(guest_pool::run(async move {
+            let cpu = sup.clone();
+            Metered::new(run_once(&shared, &pre, &sup, ctx), &cpu.cpu_ns).await
+        }))
     }));
     task.check()?;
     Ok(task)
@@ -145,8 +170,17 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
 
 /// `definitions` of a throwaway instance.
 async fn definitions(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Vec<TaskDef>, String> {
+    let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
+    guest_pool::run(async move {
+        let cpu = sup.clone();
+        Metered::new(definitions_here(&shared, &pre, &sup), &cpu.cpu_ns).await
+    })
+    .await
+}
+
+async fn definitions_here(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Vec<TaskDef>, String> {
     let mut store = new_store(shared, sup)?;
-    store.set_epoch_deadline((DEFINITIONS_TIMEOUT.as_millis() / EPOCH_TICK.as_millis()) as u64);
+    super::actor::arm(&mut store, DEFINITIONS_TIMEOUT);
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.fluid_scheduler_task_component().call_definitions(&mut store).await
@@ -173,29 +207,22 @@ impl PluginRuntime {
             .map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
         let sup = Arc::new(Supervisor::new(&format!("task component {component}"), Arc::new(policy), shared.stop.child_token()));
         let defs = definitions(shared, &pre, &sup).await.map_err(|e| format!("{file}: {e}"))?;
-        let previous: BTreeSet<String> =
-            shared.task_files.read().unwrap().get(path).map(|c| c.tasks.iter().cloned().collect()).unwrap_or_default();
+        super::limits::check_definitions(&defs).map_err(|e| format!("{file}: {e}"))?;
+        let previous: Vec<String> = shared.task_files.read().unwrap().get(path).map(|c| c.tasks.clone()).unwrap_or_default();
         let mut seen = BTreeSet::new();
         let mut tasks = Vec::new();
         for def in &defs {
-            let task = task_of(def, &component, shared, &pre, &sup).map_err(|e| format!("{file}: task {:?} refused: {e}", def.name))?;
+            let name = super::limits::truncated(&def.name);
+            let task = task_of(def, &component, shared, &pre, &sup).map_err(|e| format!("{file}: task {name:?} refused: {e}"))?;
             if !seen.insert(def.name.clone()) {
-                return Err(format!("{file}: task {:?} refused: defined twice in this component", def.name));
-            }
-            if !previous.contains(&def.name) && shared.scheduler.task(&def.name).is_some() {
-                return Err(format!("{file}: task {:?} refused: a task of that name is already registered", def.name));
+                return Err(format!("{file}: task {name:?} refused: defined twice in this component"));
             }
             tasks.push(task);
         }
-        for name in &previous {
-            shared.scheduler.unregister(name);
-        }
         let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
-        for task in tasks {
-            shared.scheduler.register(task).map_err(|e| format!("{file}: {e}"))?;
-        }
+        shared.scheduler.replace_tasks(&previous, tasks).map_err(|e| format!("{file}: {e}"))?;
         tracing::info!(file = %file, tasks = ?names, "task component loaded");
-        let tc = TaskComponent { file: path.to_path_buf(), sha256: cache::sha256(bytes), stamp, tasks: names };
+        let tc = TaskComponent { file: path.to_path_buf(), sha256: cache::sha256(bytes), stamp, tasks: names, sup };
         shared.task_files.write().unwrap().insert(path.to_path_buf(), Arc::new(tc));
         Ok(())
     }
@@ -225,6 +252,8 @@ impl PluginRuntime {
                 world: TASK_WORLD.into(),
                 tasks: tc.tasks.clone(),
                 state: "active".into(),
+                health: serde_json::to_value(tc.sup.health()).ok(),
+                limits: serde_json::to_value(&tc.sup.policy.limits).ok(),
                 ..Default::default()
             })
             .collect()
@@ -261,13 +290,20 @@ mod tests {
     }
 
     fn checked(d: &TaskDef) -> Result<(), String> {
-        options(d, "c")?.run(|_| async { Ok(()) }).check()
+        options(d, "c", Duration::from_secs(1))?.run(|_| async { Ok(()) }).check()
     }
 
     #[test]
     fn a_definition_with_a_bad_cron_a_zero_timeout_or_a_bad_name_is_refused() {
         assert!(checked(&def("ok")).is_ok());
         assert!(checked(&TaskDef { schedule: Some("every 5s".into()), ..def("ok") }).is_ok());
+        let fast = checked(&TaskDef { schedule: Some("every 999ms".into()), ..def("t") }).unwrap_err();
+        assert!(fast.contains("min_schedule_ms"), "{fast}");
+        let retry = |max_attempts, wait_ms| crate::plugins::bindings::task_world::tc::RetryPolicy { max_attempts, wait_ms, backoff: 1.0, max_wait_ms: wait_ms };
+        let forever = checked(&TaskDef { retry: Some(retry(None, 10)), ..def("t") }).unwrap_err();
+        assert!(forever.contains("min_schedule_ms"), "{forever}");
+        assert!(checked(&TaskDef { retry: Some(retry(Some(3), 10)), ..def("t") }).is_ok(), "a bounded retry may be quick");
+        assert!(checked(&TaskDef { retry: Some(retry(None, 1000)), ..def("t") }).is_ok());
         assert!(checked(&TaskDef { schedule: Some("0 25 * * *".into()), ..def("t") }).unwrap_err().contains("cron"));
         assert!(checked(&TaskDef { timeout_ms: 0, ..def("t") }).unwrap_err().contains("timeout must be positive"));
         assert!(checked(&def("has space")).is_err());

@@ -65,13 +65,19 @@ impl PluginRuntime {
             }
             let failed_same = self.shared.failed.read().unwrap().get(file).is_some_and(|f| f.stamp == Some(*stamp));
             let current = loaded.get(file).is_some_and(|(_, s)| s == stamp);
-            if !current && !failed_same {
+            if !current && !failed_same && self.shared.loading.lock().unwrap().insert(file.clone()) {
+                // Each file loads on its own task: a slow compilation holds up no other file
+                // (the next scans skip this one until it is done).
                 tracing::info!(file = %file.display(), "plugin file added or changed; loading it");
-                self.replace(file).await;
+                let (rt, file) = (self.clone(), file.clone());
+                tokio::spawn(async move {
+                    rt.replace(&file).await;
+                    rt.shared.loading.lock().unwrap().remove(&file);
+                });
             }
         }
         for (file, (name, _)) in &loaded {
-            if !now.contains_key(file) && !prev.contains_key(file) {
+            if !now.contains_key(file) && !prev.contains_key(file) && !self.shared.loading.lock().unwrap().contains(file) {
                 match name {
                     Some(name) => drop(self.unload(name).await),
                     None => drop(self.unload_tasks(file)),

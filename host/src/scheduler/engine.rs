@@ -216,6 +216,28 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Replaces the tasks named `old` with `new` in one step (a task component loaded or
+    /// swapped): every new task is checked and none may clash with a task outside `old`,
+    /// else nothing changes. The claim rules are rebuilt once, so registering n tasks
+    /// is linear in n and the registry's lock is held only for the swap itself.
+    pub fn replace_tasks(&self, old: &[String], new: Vec<Task>) -> Result<(), String> {
+        for t in &new {
+            t.check()?;
+        }
+        let mut reg = self.inner.registry.write().unwrap();
+        if let Some(t) = new.iter().find(|t| reg.contains_key(&t.name) && !old.contains(&t.name)) {
+            return Err(format!("task {:?} is already registered", t.name));
+        }
+        for name in old {
+            reg.remove(name);
+        }
+        for t in new {
+            reg.insert(t.name.clone(), Arc::new(t));
+        }
+        self.refresh_rules(&reg);
+        Ok(())
+    }
+
     /// Removes a task (a task component was unloaded). Its queued runs wait for a host
     /// that knows it.
     pub fn unregister(&self, name: &str) -> Option<Arc<Task>> {
@@ -277,6 +299,11 @@ impl Scheduler {
     fn new_run(&self, name: &str, params: Value, opts: &QueueOptions) -> Result<TaskRun, QueueError> {
         let task = self.task(name).ok_or_else(|| QueueError::UnknownTask(name.into()))?;
         let params = task.validate_params(params).map_err(|message| QueueError::InvalidParams { task: name.into(), message })?;
+        let size = params.to_string().len();
+        if size > super::run::MAX_PARAMS_BYTES {
+            let message = format!("params are {size} bytes of JSON, over the limit of {} bytes", super::run::MAX_PARAMS_BYTES);
+            return Err(QueueError::InvalidParams { task: name.into(), message });
+        }
         let now = now_us();
         let (from_run_id, root_run_id) = match &opts.parent {
             Some(p) => (p.id.clone(), if p.root_run_id.is_empty() { p.id.clone() } else { p.root_run_id.clone() }),
@@ -591,6 +618,11 @@ impl Scheduler {
                 handle.abort();
                 Outcome::Interrupted("host shutting down".into())
             }
+        };
+        let outcome = match outcome {
+            Outcome::Failure(e) => Outcome::Failure(super::run::cut_text(e, super::run::MAX_ERROR_BYTES)),
+            Outcome::Aborted(e) => Outcome::Aborted(super::run::cut_text(e, super::run::MAX_ERROR_BYTES)),
+            o => o,
         };
         let retry_after = match (&outcome, &task.retry) {
             (Outcome::Failure(_), Some(p)) if p.allows(row.run.retry_attempt + 1) => Some(p.delay(row.run.retry_attempt + 1)),

@@ -20,7 +20,7 @@ mod task;
 
 pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, TaskContext};
 pub use engine::{Cancelled, QueueError, QueueOptions, Scheduler, SchedulerConfig};
-pub use run::{InvalidTransition, Priority, TaskRun, TaskState};
+pub use run::{InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, TaskRun, TaskState, cut_text};
 pub use schedule::{Cron, CronError, Every, Schedule};
 pub(crate) use task::any_object;
 pub use task::{Executor, ParamsValidator, RetryPolicy, Task, TaskBuilder, TaskError, TaskFuture};

@@ -135,6 +135,46 @@ impl fmt::Display for Priority {
     }
 }
 
+/// Largest params of a run, as JSON text, however it is queued (HTTP, a plugin, a task,
+/// a child run): every run enters the change feed, and every plugin must be able to take
+/// it within its default `max_args_kib`.
+pub const MAX_PARAMS_BYTES: usize = 1 << 20;
+
+/// Longest error message kept on a run; a longer one is cut (the run's events carry it to
+/// every plugin, so its size must not be the task's choice).
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked as cut.
+pub fn cut_text(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    // The marker names at most the whole text's length, so it never outgrows its room.
+    let marker_len = format!("… [{} B cut]", text.len()).len();
+    let mut end = max.saturating_sub(marker_len);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… [{dropped} B cut]"));
+    text
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::cut_text;
+
+    #[test]
+    fn cut_texts_fit_their_bound_and_say_so() {
+        assert_eq!(cut_text("short".into(), 10), "short");
+        for len in [4097, 10_000, 8 << 20] {
+            let cut = cut_text("é".repeat(len / 2 + 1), 4096);
+            assert!(cut.len() <= 4096 && cut.ends_with(" B cut]"), "{}", cut.len());
+        }
+    }
+}
+
 /// One run of a task, as stored and as every plugin sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRun {

@@ -73,6 +73,17 @@ pub enum Cell {
     Blob(Vec<u8>),
 }
 
+impl Cell {
+    /// What it weighs held in memory, roughly: its bytes for text and blobs, 8 otherwise.
+    pub fn weight(&self) -> usize {
+        match self {
+            Cell::Text(t) => t.len() + 8,
+            Cell::Blob(b) => b.len() + 8,
+            _ => 8,
+        }
+    }
+}
+
 /// A type a [`Cell`] converts to.
 pub trait FromCell: Sized {
     fn from_cell(c: &Cell) -> Option<Self>;
@@ -166,17 +177,19 @@ pub struct Query {
     sql: Cow<'static, str>,
     args: Vec<Arg>,
     heavy: bool,
+    /// On SQLite, the statement is interrupted past this (see [`Query::time_limit`]).
+    time_limit: Option<std::time::Duration>,
 }
 
 /// A statement written in the source.
 pub fn query(sql: &'static str) -> Query {
-    Query { sql: Cow::Borrowed(sql), args: Vec::new(), heavy: false }
+    Query { sql: Cow::Borrowed(sql), args: Vec::new(), heavy: false, time_limit: None }
 }
 
 /// A statement built at run time. Only names fluid checked (identifiers, numbers it
 /// formatted) may be spliced into `sql`; values are always bound.
 pub fn query_built(sql: String) -> Query {
-    Query { sql: Cow::Owned(sql), args: Vec::new(), heavy: false }
+    Query { sql: Cow::Owned(sql), args: Vec::new(), heavy: false, time_limit: None }
 }
 
 impl Query {
@@ -197,10 +210,18 @@ impl Query {
     }
 
     /// Runs it; how many rows it changed.
+    /// Interrupts the statement if it runs longer than `limit` (SQLite: it then fails with
+    /// an "interrupted" error). For statements others wrote (plugin storage): on SQLite one
+    /// writer serves every plugin, so no statement may hold it for long.
+    pub fn time_limit(mut self, limit: std::time::Duration) -> Query {
+        self.time_limit = Some(limit);
+        self
+    }
+
     pub async fn execute(self, db: &mut Db) -> Result<u64, sqlx::Error> {
         match db {
-            Db::Lite(tx) => inline(self.heavy, || tx.conn.execute(&self.sql, &self.args)).map_err(lite_err),
-            Db::LiteRead(c) => inline(self.heavy, || c.execute(&self.sql, &self.args)).map_err(lite_err),
+            Db::Lite(tx) => inline(self.heavy, self.time_limit, || tx.conn.execute(&self.sql, &self.args)).map_err(lite_err),
+            Db::LiteRead(c) => inline(self.heavy, self.time_limit, || c.execute(&self.sql, &self.args)).map_err(lite_err),
             Db::Pooled(c) => Ok(self.sqlx().execute(&mut **c).await?.rows_affected()),
             Db::Tx(t) => Ok(self.sqlx().execute(&mut **t).await?.rows_affected()),
         }
@@ -208,10 +229,24 @@ impl Query {
 
     pub async fn fetch_all(self, db: &mut Db) -> Result<Vec<Row>, sqlx::Error> {
         match db {
-            Db::Lite(tx) => inline(self.heavy, || tx.conn.rows(&self.sql, &self.args)).map_err(lite_err),
-            Db::LiteRead(c) => inline(self.heavy, || c.rows(&self.sql, &self.args)).map_err(lite_err),
+            Db::Lite(tx) => inline(self.heavy, self.time_limit, || tx.conn.rows(&self.sql, &self.args)).map_err(lite_err),
+            Db::LiteRead(c) => inline(self.heavy, self.time_limit, || c.rows(&self.sql, &self.args)).map_err(lite_err),
             Db::Pooled(c) => any_rows(self.sqlx().fetch_all(&mut **c).await?),
             Db::Tx(t) => any_rows(self.sqlx().fetch_all(&mut **t).await?),
+        }
+    }
+
+    /// Like [`Query::fetch_all`], but stops reading as soon as the rows' cells pass
+    /// `max_bytes` (text and blob lengths, 8 for other values): None then. What a caller
+    /// may read is bounded before it is held, not after.
+    pub async fn fetch_all_within(self, db: &mut Db, max_bytes: usize) -> Result<Option<Vec<Row>>, sqlx::Error> {
+        match db {
+            Db::Lite(tx) => inline(self.heavy, self.time_limit, || tx.conn.rows_within(&self.sql, &self.args, max_bytes)).map_err(lite_err),
+            Db::LiteRead(c) => {
+                inline(self.heavy, self.time_limit, || c.rows_within(&self.sql, &self.args, max_bytes)).map_err(lite_err)
+            }
+            Db::Pooled(c) => any_rows_within(self.sqlx().fetch(&mut **c), max_bytes).await,
+            Db::Tx(t) => any_rows_within(self.sqlx().fetch(&mut **t), max_bytes).await,
         }
     }
 
@@ -237,14 +272,30 @@ impl Query {
     }
 }
 
-/// Runs a SQLite statement on this thread; a heavy one under `block_in_place` where the
-/// runtime allows it (a multi-thread runtime).
-fn inline<R>(heavy: bool, f: impl FnOnce() -> R) -> R {
+thread_local! {
+    /// When the SQLite statement running on this thread is to be interrupted, if ever.
+    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// SQLite's progress handler: interrupts the statement once this thread's deadline passed.
+fn past_deadline() -> bool {
+    DEADLINE.with(|d| d.get().is_some_and(|t| std::time::Instant::now() >= t))
+}
+
+/// Runs a SQLite statement on this thread, within `limit` if given; a heavy one under
+/// `block_in_place` where the runtime allows it (a multi-thread runtime).
+fn inline<R>(heavy: bool, limit: Option<std::time::Duration>, f: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
+    let run = || {
+        DEADLINE.with(|d| d.set(limit.map(|l| std::time::Instant::now() + l)));
+        let out = f();
+        DEADLINE.with(|d| d.set(None));
+        out
+    };
     if heavy && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
-        tokio::task::block_in_place(f)
+        tokio::task::block_in_place(run)
     } else {
-        f()
+        run()
     }
 }
 
@@ -259,6 +310,24 @@ fn any_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Row>, sqlx::Error> {
             Ok(Row { names: names.clone(), cells })
         })
         .collect()
+}
+
+async fn any_rows_within(
+    mut rows: impl futures_util::Stream<Item = Result<sqlx::any::AnyRow, sqlx::Error>> + Unpin,
+    max_bytes: usize,
+) -> Result<Option<Vec<Row>>, sqlx::Error> {
+    use futures_util::TryStreamExt;
+    let (mut out, mut bytes, mut names): (Vec<Row>, usize, Option<Arc<[String]>>) = (Vec::new(), 0, None);
+    while let Some(r) = rows.try_next().await? {
+        let names = names.get_or_insert_with(|| r.columns().iter().map(|c| c.name().to_string()).collect()).clone();
+        let cells: Vec<Cell> = (0..names.len()).map(|i| any_cell(r.try_get_raw(i)?, &r, i)).collect::<Result<_, sqlx::Error>>()?;
+        bytes += cells.iter().map(Cell::weight).sum::<usize>();
+        if bytes > max_bytes {
+            return Ok(None);
+        }
+        out.push(Row { names, cells });
+    }
+    Ok(Some(out))
 }
 
 fn any_cell(v: AnyValueRef<'_>, r: &sqlx::any::AnyRow, i: usize) -> Result<Cell, sqlx::Error> {
@@ -335,6 +404,8 @@ impl LiteConn {
         // STAT4) re-plans a statement whenever a bound value might change its plan, such as
         // the claim's `execute_after <= $1`: 8% of the CPU, for the same plan every time.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(lite_err)?;
+        // Statements with a time limit (`Query::time_limit`) are interrupted past it.
+        conn.progress_handler(1000, Some(past_deadline)).map_err(lite_err)?;
         Ok(LiteConn { conn, params: HashMap::new() })
     }
 }
@@ -423,11 +494,15 @@ impl LiteConn {
     }
 
     fn rows(&mut self, sql: &str, args: &[Arg]) -> rusqlite::Result<Vec<Row>> {
+        Ok(self.rows_within(sql, args, usize::MAX)?.unwrap_or_default())
+    }
+
+    fn rows_within(&mut self, sql: &str, args: &[Arg], max_bytes: usize) -> rusqlite::Result<Option<Vec<Row>>> {
         use rusqlite::types::ValueRef;
         let mut stmt = self.prepare(sql, args)?;
         let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_string).collect();
         let mut rows = stmt.raw_query();
-        let mut out = Vec::new();
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
         while let Some(r) = rows.next()? {
             let cells = (0..names.len())
                 .map(|i| {
@@ -439,10 +514,14 @@ impl LiteConn {
                         ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
                     })
                 })
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<rusqlite::Result<Vec<Cell>>>()?;
+            bytes += cells.iter().map(Cell::weight).sum::<usize>();
+            if bytes > max_bytes {
+                return Ok(None);
+            }
             out.push(Row { names: names.clone(), cells });
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

@@ -119,6 +119,20 @@ pub async fn start(config: HostConfig, tasks: Vec<Task>) -> Host {
     Host::start(config, tasks).await.expect("host starts")
 }
 
+/// `GET path`: the status and the JSON body.
+pub async fn get_json(h: &Host, path: &str) -> (u16, Value) {
+    let r = client().get(url(h, path)).send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("JSON body"))
+}
+
+/// `GET /plugins/NAME`, which must answer 200.
+pub async fn plugin_info(h: &Host, name: &str) -> Value {
+    let (status, body) = get_json(h, &format!("/plugins/{name}")).await;
+    assert_eq!(status, 200, "{name}: {body}");
+    body
+}
+
 pub fn url(host: &Host, path: &str) -> String {
     format!("http://{}{}", host.addr, path)
 }

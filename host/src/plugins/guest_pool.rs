@@ -1,0 +1,148 @@
+//! Where guest code runs: a tokio runtime of its own, never the host's.
+//!
+//! Guest code is untrusted computation. On the host's async threads, a plugin computing
+//! for its whole call limit would hold a thread that serves HTTP, claims and finishes runs
+//! and ticks schedules; one such plugin per core would freeze the host. So every call into
+//! a guest (plugin calls and deliveries, `register`, task runs, `definitions`) is spawned
+//! here and awaited from the host's side:
+//!
+//! - the pool has as many threads as the machine has cores (`FLUID_GUEST_THREADS` to
+//!   change it), running at a lower OS priority (nice 10), so the host's threads win the
+//!   CPU whenever both want it;
+//! - guests yield to the pool on every epoch tick (see `actor` and `tasks`), so a spinning
+//!   guest takes turns with the others instead of holding a pool thread for its whole
+//!   call limit;
+//! - every poll of a guest's future is metered in thread CPU time ([`Metered`]), charged
+//!   to the plugin or task component it runs for.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+/// Niceness of the guest threads: below the host's, so guests get what the host leaves.
+const NICE: i32 = 10;
+
+fn handle() -> &'static tokio::runtime::Handle {
+    static POOL: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::env::var("FLUID_GUEST_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("fluid-guest")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .expect("cannot start the guest thread pool");
+        let handle = rt.handle().clone();
+        // The pool lives as long as the process; its runtime is never dropped.
+        std::mem::forget(rt);
+        handle
+    })
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: niceness is per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id; failure only leaves the
+    // priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, NICE);
+    }
+}
+
+/// Runs `fut` on the guest pool and waits for it. A panic in it is resumed here.
+pub async fn run<F>(fut: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match handle().spawn(fut).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("guest pool task cancelled: {e}"),
+    }
+}
+
+/// Starts `fut` on the guest pool (a plugin's actor loop lives there for good).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    handle().spawn(fut)
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// A future whose polls are metered: the thread CPU time each one takes is added to
+/// `into` (host calls made from inside the guest included: they run on its behalf).
+pub struct Metered<'a, F> {
+    fut: Pin<Box<F>>,
+    into: &'a AtomicU64,
+}
+
+impl<'a, F: Future> Metered<'a, F> {
+    pub fn new(fut: F, into: &'a AtomicU64) -> Self {
+        Metered { fut: Box::pin(fut), into }
+    }
+}
+
+impl<F: Future> Future for Metered<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = thread_cpu_ns();
+        let out = self.fut.as_mut().poll(cx);
+        let spent = thread_cpu_ns().saturating_sub(start);
+        self.into.fetch_add(spent, Ordering::Relaxed);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn guest_work_runs_off_the_callers_threads_and_is_metered() {
+        let caller = std::thread::current().id();
+        let cpu = std::sync::Arc::new(AtomicU64::new(0));
+        let c = cpu.clone();
+        let (thread, name) = run(async move {
+            Metered::new(
+                async {
+                    // 20 ms of this thread's CPU, however long that takes on a busy machine.
+                    let start = thread_cpu_ns();
+                    let mut n = 0u64;
+                    while thread_cpu_ns() - start < 20_000_000 {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                    (std::thread::current().id(), std::thread::current().name().map(str::to_string))
+                },
+                &c,
+            )
+            .await
+        })
+        .await;
+        assert_ne!(thread, caller);
+        assert_eq!(name.as_deref(), Some("fluid-guest"));
+        let ms = cpu.load(Ordering::Relaxed) / 1_000_000;
+        assert!((20..2000).contains(&ms), "20 ms of CPU metered as {ms} ms");
+    }
+}
