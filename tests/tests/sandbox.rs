@@ -146,7 +146,8 @@ async fn guest_computation_never_slows_the_api_or_the_queue_and_is_charged_to_it
 }
 
 /// Class 1, the budget: a plugin whose own work (deliveries) uses more CPU than its
-/// budget within the window fails for it, and is quarantined alone.
+/// budget within the window fails for it, and is quarantined alone; a task component
+/// whose runs spent theirs starts no run until the window ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_over_its_cpu_budget_fails_and_is_quarantined_alone() {
     let dir = TempDir::new();
@@ -156,7 +157,15 @@ async fn a_plugin_over_its_cpu_budget_fails_and_is_quarantined_alone() {
         "subscribe = true\nevents_spin_ms = 400",
         "cpu_budget_ms = 300\ncpu_window_s = 60\nquarantine_after = 2",
     );
+    install(dir.path(), "attack-tasks", "attack_tasks");
+    let toml = toml + "[plugins.attack_tasks.limits]\ncpu_budget_ms = 100\n";
     let h = host_with(dir.path(), &toml, 2).await;
+    // A task component's runs share one budget: once spent, its runs fail at once.
+    let first = queue(&h.scheduler, "burn", json!({ "ms": 600 })).await;
+    assert_eq!(wait_done(&h.scheduler, &first.id).await.state, TaskState::Success);
+    let second = queue(&h.scheduler, "burn", json!({ "ms": 600 })).await;
+    let ended = wait_done(&h.scheduler, &second.id).await;
+    assert!(ended.error.as_ref().unwrap().contains("cpu_budget_ms"), "{:?}", ended.error);
     let info = poll("burner to be quarantined", WAIT, || async {
         let _ = queue(&h.scheduler, "ok", json!({})).await;
         let info = plugin_info(&h, "burner").await;
@@ -435,6 +444,12 @@ async fn queue_floods_and_fork_bombs_are_cut_at_the_allowance() {
     assert!(info["health"]["last_limit"].as_str().unwrap().starts_with("queue_per_s: "), "{info}");
     let metrics = client().get(url(&h, "/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("fluid_plugin_limits_hit_total{plugin=\"flooder\"}")), "{metrics}");
+
+    // A task run's children are its own: no grafting runs onto another run's lineage.
+    let other = queue(&h.scheduler, "ok", json!({})).await;
+    let graft = queue(&h.scheduler, "graft", json!({ "parent": other.id })).await;
+    let ended = wait_done(&h.scheduler, &graft.id).await;
+    assert!(ended.error.as_ref().unwrap().contains("from-run-id must be"), "{:?}", ended.error);
 
     let flood = queue(&h.scheduler, "flood", json!({})).await;
     let ended = wait_done(&h.scheduler, &flood.id).await;

@@ -62,6 +62,11 @@ pub struct Limits {
     pub cpu_window_s: u64,
     /// Shortest `every` period a task component's schedule may declare.
     pub min_schedule_ms: u64,
+    /// Longest timeout a task component's task may declare.
+    pub max_task_timeout_ms: u64,
+    /// Runs of each of a task component's tasks in flight at once across hosts, at most
+    /// (it lowers what the task declares); 0: as declared.
+    pub max_concurrency: u32,
     /// Runs it may queue (`queue-run`) per second, on average, across its instances...
     pub queue_per_s: u64,
     /// ...and at once after a quiet spell (the bucket's size).
@@ -87,6 +92,8 @@ impl Default for Limits {
             cpu_budget_ms: 30_000,
             cpu_window_s: 60,
             min_schedule_ms: 1000,
+            max_task_timeout_ms: 3_600_000,
+            max_concurrency: 0,
             queue_per_s: 100,
             queue_burst: 1000,
         }

@@ -2,9 +2,9 @@
 //!
 //! Guest code is untrusted computation. On the host's async threads, a plugin computing
 //! for its whole call limit would hold a thread that serves HTTP, claims and finishes runs
-//! and ticks schedules; one such plugin per core would freeze the host. So every call into
-//! a guest (plugin calls and deliveries, `register`, task runs, `definitions`) is spawned
-//! here and awaited from the host's side:
+//! and ticks schedules; one such plugin per core would freeze the host. So guest work
+//! (plugin calls and deliveries, `register`, task runs, `definitions`) runs here, and the
+//! host's side only waits for it:
 //!
 //! - the pool has as many threads as the machine has cores (`FLUID_GUEST_THREADS` to
 //!   change it), running at a lower OS priority (nice 10), so the host's threads win the
@@ -12,6 +12,8 @@
 //! - guests yield to the pool on every epoch tick (see `actor` and `tasks`), so a spinning
 //!   guest takes turns with the others instead of holding a pool thread for its whole
 //!   call limit;
+//! - a short call (a task run, `register`) starts on the caller's thread and moves to the
+//!   pool at its first yield ([`run`]): a thread hop would cost more than most runs;
 //! - every poll of a guest's future is metered in thread CPU time ([`Metered`]), charged
 //!   to the plugin or task component it runs for.
 
@@ -57,12 +59,22 @@ fn lower_priority() {
     }
 }
 
-/// Runs `fut` on the guest pool and waits for it. A panic in it is resumed here.
+/// Runs guest work `fut` and waits for it: its first slice here, the rest on the guest pool.
+///
+/// Most guest calls end within microseconds, and a hop to another thread and back costs
+/// tens of them, so the first poll happens on the caller's thread. A guest yields at every
+/// epoch tick (and whenever it waits on a host call): if it has not finished by then, it
+/// is moved to the pool and the caller only waits. So guest code holds a host thread for
+/// at most one tick per call, however long it computes.
 pub async fn run<F>(fut: F) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    let mut fut = Box::pin(fut);
+    if let Poll::Ready(v) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return v;
+    }
     match handle().spawn(fut).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -77,6 +89,21 @@ where
     F::Output: Send + 'static,
 {
     handle().spawn(fut)
+}
+
+/// Runs `f` on a thread of its own at the guest pool's low priority (compiling a
+/// component: long, CPU-bound work a file chose) and hands back its result. The thread
+/// finishes even if nobody waits any more.
+pub fn off_host<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> tokio::sync::oneshot::Receiver<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        lower_priority();
+        let _ = tx.send(f());
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a thread");
+    }
+    rx
 }
 
 /// CPU time of the calling thread, in nanoseconds.
@@ -120,13 +147,17 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "current_thread")]
-    async fn guest_work_runs_off_the_callers_threads_and_is_metered() {
+    async fn guest_work_starts_here_moves_to_the_pool_at_its_first_yield_and_is_metered() {
         let caller = std::thread::current().id();
+        let short = run(async { std::thread::current().id() }).await;
+        assert_eq!(short, caller, "work that never yields ends where it started");
         let cpu = std::sync::Arc::new(AtomicU64::new(0));
         let c = cpu.clone();
         let (thread, name) = run(async move {
             Metered::new(
                 async {
+                    // As a guest does at an epoch tick.
+                    tokio::task::yield_now().await;
                     // 20 ms of this thread's CPU, however long that takes on a busy machine.
                     let start = thread_cpu_ns();
                     let mut n = 0u64;

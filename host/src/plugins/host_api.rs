@@ -90,6 +90,12 @@ impl host_if::Host for PluginState {
     }
 
     async fn queue_run(&mut self, req: QueueRequest) -> wasmtime::Result<Result<WitRun, CallError>> {
+        // A task run's children are its own: it may not graft runs onto another run's lineage.
+        if let (Some(own), Some(from)) = (&self.run_id, &req.from_run_id)
+            && own != from
+        {
+            return Ok(Err(CallError::InvalidInput("from-run-id must be the id of the run queueing it".into())));
+        }
         let scheduler = self.shared.scheduler();
         if let Err(msg) = self.sup.take_queue_token() {
             self.shared.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();

@@ -180,7 +180,7 @@ impl PluginRuntime {
         self.load_compiled(path, compiled).await
     }
 
-    /// Reads and compiles a file off the async threads, within its size and time limits
+    /// Reads and compiles a file on a low-priority thread of its own, within its size and time limits
     /// (`max_wasm_mib`, `compile_timeout_s` of the plugin its name gives). A compilation
     /// that runs out of time is abandoned (its thread finishes in the background and its
     /// result is dropped) and the file refused until it changes.
@@ -194,7 +194,7 @@ impl PluginRuntime {
             return Err(format!("{file}: {} bytes, over the limit of {} MiB (max_wasm_mib)", stamp.len, limits.max_wasm_mib));
         }
         let (shared2, path2) = (shared.clone(), path.to_path_buf());
-        let work = tokio::task::spawn_blocking(move || {
+        let work = super::guest_pool::off_host("fluid-compile", move || {
             let bytes = std::fs::read(&path2).map_err(|e| format!("{}: cannot read: {e}", path2.display()))?;
             let checked = check_component(
                 &shared2.engine,
@@ -210,7 +210,7 @@ impl PluginRuntime {
         match tokio::time::timeout(limit, work).await {
             Ok(Ok(Ok((checked, bytes)))) => Ok(Compiled { checked, bytes, stamp }),
             Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(e)) => Err(format!("{file}: compilation failed: {e}")),
+            Ok(Err(_)) => Err(format!("{file}: compilation failed: its thread ended without an answer")),
             Err(_) => Err(format!("{file}: compilation took longer than {limit:?} (compile_timeout_s); refused until the file changes")),
         }
     }

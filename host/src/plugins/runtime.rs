@@ -53,8 +53,9 @@ impl PluginSettings {
     }
 }
 
-/// Epoch tick: the granularity of call time limits.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Epoch tick: the granularity of call time limits, and the longest a guest computes
+/// before it yields (so the longest guest code holds a host thread, see `guest_pool`).
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The world every plugin implements.
 pub const WORLD: &str = "fluid:scheduler/plugin@0.1.0";
@@ -164,7 +165,7 @@ impl Shared {
     /// refused before reaching it; the latter is the caller's mistake.
     pub async fn call(&self, target: &str, method: &str, args: String, chain: Vec<String>) -> Result<String, PluginCallError> {
         if chain.iter().any(|c| c == target) {
-            return Err(PluginCallError::Unavailable(format!("re-entrant call: {} -> {target}", chain.join(" -> "))));
+            return Err(PluginCallError::Unavailable(format!("re-entrant call: plugin {target} is already on this call's stack")));
         }
         if chain.len() >= 8 {
             return Err(PluginCallError::Unavailable("plugin call chain deeper than 8".into()));
@@ -247,8 +248,9 @@ struct WaitEdge<'a> {
 impl<'a> WaitEdge<'a> {
     fn add(shared: &'a Shared, caller: &str, target: &str) -> Result<WaitEdge<'a>, PluginCallError> {
         let mut waits = shared.waits.lock().unwrap();
-        if let Some(cycle) = closes_cycle(&waits, caller, target) {
-            return Err(PluginCallError::Unavailable(format!("call cycle: {} (each waits on the next)", cycle.join(" -> "))));
+        // The message names only the two ends the caller knows, not who else waits.
+        if closes_cycle(&waits, caller, target).is_some() {
+            return Err(PluginCallError::Unavailable(format!("call cycle: plugin {target} already waits on {caller}, directly or through others")));
         }
         waits.insert(caller.to_string(), target.to_string());
         Ok(WaitEdge { shared, caller: caller.to_string() })

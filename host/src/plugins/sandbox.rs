@@ -29,6 +29,8 @@ pub struct PluginState {
     pub(crate) sup: Arc<Supervisor>,
     /// Plugins on the call stack above this call (to refuse re-entry instead of deadlocking).
     pub(crate) chain: Vec<String>,
+    /// The run a task component's instance executes (its children name it as parent).
+    pub(crate) run_id: Option<String>,
     /// The end of what this instance wrote to stderr (a panic message, say).
     pub(crate) stderr: StderrTail,
 }
@@ -140,6 +142,7 @@ pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<S
         shared: shared.clone(),
         sup: sup.clone(),
         chain: Vec::new(),
+        run_id: None,
     };
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limits);

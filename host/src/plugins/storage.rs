@@ -164,13 +164,16 @@ impl PluginStorage {
         if def.primary_key.is_empty() {
             return Err(StorageError::InvalidValue("a table needs a primary key".into()));
         }
+        if def.indexes.len() > 16 {
+            return Err(StorageError::InvalidValue("at most 16 indexes".into()));
+        }
+        if def.primary_key.len() > 8 || def.indexes.iter().any(|i| i.is_empty() || i.len() > 8) {
+            return Err(StorageError::InvalidValue("a primary key or an index has 1 to 8 columns".into()));
+        }
         for k in def.primary_key.iter().chain(def.indexes.iter().flatten()) {
             if !columns.iter().any(|c| &c.name == k) {
                 return Err(StorageError::InvalidName(format!("key or index column {k:?} is not a column")));
             }
-        }
-        if def.indexes.len() > 16 {
-            return Err(StorageError::InvalidValue("at most 16 indexes".into()));
         }
         let exists = match self.meta(plugin, &def.name).await {
             Ok(existing) => {
@@ -202,7 +205,7 @@ impl PluginStorage {
             // Named after its columns: a plugin that changes an index gets the new one
             // (the old one stays, harmless), not the old one kept under a reused name.
             let sql = format!("CREATE INDEX IF NOT EXISTS {phys}_i{:08x} ON {phys} ({})", fnv32(&idx.join(",")), cols.join(", "));
-            query_built(sql).execute(&mut tx).await.map_err(backend_err)?;
+            query_built(sql).time_limit(limits.statement_timeout()).execute(&mut tx).await.map_err(backend_err)?;
         }
         query(
             "INSERT INTO fluid_plugin_tables (plugin, name, physical, columns, primary_key) VALUES ($1, $2, $3, $4, $5) \

@@ -248,6 +248,34 @@ impl Supervisor {
         g.health.last_error = Some(msg.to_string());
     }
 
+    /// Whether a task component's next run may start: not while the CPU its runs used in
+    /// the current window (`cpu_window_s`) is over `cpu_budget_ms` (then the hit is recorded).
+    pub fn run_allowed(&self) -> Result<(), String> {
+        let limits = &self.policy.limits;
+        if limits.cpu_budget_ms == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let cpu = self.own_cpu_ns.load(Ordering::Relaxed);
+        let mut g = self.inner.lock().unwrap();
+        let (start, base) = *g.cpu_window.get_or_insert((now, cpu));
+        if now.duration_since(start) >= limits.cpu_window() {
+            g.cpu_window = Some((now, cpu));
+            return Ok(());
+        }
+        let used_ms = cpu.saturating_sub(base) / 1_000_000;
+        if used_ms <= limits.cpu_budget_ms {
+            return Ok(());
+        }
+        let msg = format!(
+            "{} used {used_ms} ms of CPU within {} s, over its budget of {} ms (cpu_budget_ms): no run starts until the window ends",
+            self.name, limits.cpu_window_s, limits.cpu_budget_ms
+        );
+        g.health.limits_hit += 1;
+        g.health.last_limit = Some(format!("cpu_budget_ms: {msg}"));
+        Err(msg)
+    }
+
     /// Records a failure (a trap when `trap`, else a refused or oversized delivery or an
     /// oversized result) and quarantines the plugin when the window is full. Returns whether it is now quarantined.
     pub fn fail(&self, msg: &str, trap: bool) -> bool {

@@ -29,7 +29,9 @@ use super::supervisor::Supervisor;
 use crate::scheduler::{RetryPolicy, Schedule, Task, TaskBuilder, TaskContext, TaskError};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use super::config::Limits;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use wasmtime::UpdateDeadline;
 
@@ -72,12 +74,22 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
 
 /// The options a definition declares, or why they are invalid (schedule, retry, schema;
 /// name and timeout are checked by `Task::check`).
-fn options(def: &TaskDef, component: &str, min_schedule: Duration) -> Result<TaskBuilder, String> {
+fn options(def: &TaskDef, component: &str, limits: &Limits) -> Result<TaskBuilder, String> {
+    let min_schedule = limits.min_schedule();
+    if def.timeout_ms > limits.max_task_timeout_ms {
+        return Err(format!("timeout of {} ms, over the limit of {} ms (max_task_timeout_ms)", def.timeout_ms, limits.max_task_timeout_ms));
+    }
+    // The operator's cap on runs in flight per task, over what the component declares.
+    let concurrency = match (def.max_concurrency, limits.max_concurrency) {
+        (declared, 0) => declared,
+        (0, cap) => cap,
+        (declared, cap) => declared.min(cap),
+    };
     let mut b = Task::new(&def.name)
         .description(&def.description)
         .priority(host_priority(def.priority))
         .timeout(Duration::from_millis(def.timeout_ms))
-        .max_concurrency(def.max_concurrency)
+        .max_concurrency(concurrency)
         .tags(def.tags.iter().cloned())
         .module(component);
     if let Some(s) = &def.schedule {
@@ -122,13 +134,24 @@ fn task_of(
     pre: &TaskPre<PluginState>,
     sup: &Arc<Supervisor>,
 ) -> Result<Task, String> {
-    let b = options(def, component, sup.policy.limits.min_schedule())?;
+    let b = options(def, component, &sup.policy.limits)?;
     let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
+    let meters = shared.scheduler.metrics().plugin(&sup.name);
     let task = b.executor(Arc::new(move |ctx: TaskContext| {
-        let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
+        let (shared, pre, sup, meters) = (shared.clone(), pre.clone(), sup.clone(), meters.clone());
         Box::pin(guest_pool::run(async move {
-            let cpu = sup.clone();
-            Metered::new(run_once(&shared, &pre, &sup, ctx), &cpu.cpu_ns).await
+            // A component whose runs spent its CPU budget in this window runs no more
+            // until the window ends: its runs fail at once and free their workers.
+            if let Err(why) = sup.run_allowed() {
+                meters.limits_hit.inc();
+                return Err(TaskError::Failed(why));
+            }
+            let before = sup.cpu_ns.load(Ordering::Relaxed);
+            let out = Metered::new(run_once(&shared, &pre, &sup, ctx), &sup.cpu_ns).await;
+            let spent = sup.cpu_ns.load(Ordering::Relaxed).saturating_sub(before);
+            sup.own_cpu_ns.fetch_add(spent, Ordering::Relaxed);
+            meters.cpu_seconds.inc_by(spent as f64 / 1e9);
+            out
         }))
     }));
     task.check()?;
@@ -141,6 +164,7 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
     let mut store = new_store(shared, sup).map_err(TaskError::Failed)?;
     // Never a plugin's name, so a task may call any plugin without tripping re-entry.
     store.data_mut().name = format!("task {}", ctx.run.task);
+    store.data_mut().run_id = Some(ctx.run.id.clone());
     let end = Instant::now() + timeout;
     store.epoch_deadline_callback(
         move |_| if Instant::now() >= end { Err(wasmtime::Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) },
@@ -166,6 +190,26 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
             Err(e)
         }
     }
+}
+
+/// A component's schedules together queue runs no faster than its `queue_per_s`: each
+/// schedule alone respects `min_schedule_ms`, but 256 of them would not.
+fn check_schedule_rate(tasks: &[Task], limits: &Limits) -> Result<(), String> {
+    let per_s: f64 = tasks
+        .iter()
+        .filter_map(|t| match &t.schedule {
+            Some(Schedule::Every(e)) => Some(1.0 / e.period.as_secs_f64().max(1e-3)),
+            Some(Schedule::Cron(_)) => Some(1.0 / 60.0),
+            None => None,
+        })
+        .sum();
+    if per_s > limits.queue_per_s as f64 {
+        return Err(format!(
+            "its schedules together queue about {per_s:.0} runs a second, over its allowance of {} (queue_per_s)",
+            limits.queue_per_s
+        ));
+    }
+    Ok(())
 }
 
 /// `definitions` of a throwaway instance.
@@ -219,6 +263,7 @@ impl PluginRuntime {
             }
             tasks.push(task);
         }
+        check_schedule_rate(&tasks, &sup.policy.limits).map_err(|e| format!("{file}: {e}"))?;
         let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
         shared.scheduler.replace_tasks(&previous, tasks).map_err(|e| format!("{file}: {e}"))?;
         tracing::info!(file = %file, tasks = ?names, "task component loaded");
@@ -290,7 +335,7 @@ mod tests {
     }
 
     fn checked(d: &TaskDef) -> Result<(), String> {
-        options(d, "c", Duration::from_secs(1))?.run(|_| async { Ok(()) }).check()
+        options(d, "c", &Limits::default())?.run(|_| async { Ok(()) }).check()
     }
 
     #[test]
@@ -304,10 +349,31 @@ mod tests {
         assert!(forever.contains("min_schedule_ms"), "{forever}");
         assert!(checked(&TaskDef { retry: Some(retry(Some(3), 10)), ..def("t") }).is_ok(), "a bounded retry may be quick");
         assert!(checked(&TaskDef { retry: Some(retry(None, 1000)), ..def("t") }).is_ok());
+        let long = checked(&TaskDef { timeout_ms: 3_600_001, ..def("t") }).unwrap_err();
+        assert!(long.contains("max_task_timeout_ms"), "{long}");
+    }
+
+    #[test]
+    fn the_operators_concurrency_cap_bounds_what_a_task_declares() {
+        let capped = |declared, cap| {
+            let limits = Limits { max_concurrency: cap, ..Limits::default() };
+            options(&TaskDef { max_concurrency: declared, ..def("t") }, "c", &limits).unwrap().run(|_| async { Ok(()) }).max_concurrency
+        };
+        assert_eq!((capped(0, 0), capped(5, 0), capped(0, 2), capped(5, 2), capped(1, 2)), (0, 5, 2, 2, 1));
         assert!(checked(&TaskDef { schedule: Some("0 25 * * *".into()), ..def("t") }).unwrap_err().contains("cron"));
         assert!(checked(&TaskDef { timeout_ms: 0, ..def("t") }).unwrap_err().contains("timeout must be positive"));
         assert!(checked(&def("has space")).is_err());
         assert!(checked(&TaskDef { params_schema: Some("{".into()), ..def("t") }).unwrap_err().contains("params-schema"));
+    }
+
+    #[test]
+    fn schedules_together_stay_within_the_queue_allowance() {
+        let limits = Limits { queue_per_s: 10, ..Default::default() };
+        let every = |name: &str, s: &str| options(&TaskDef { schedule: Some(s.into()), ..def(name) }, "c", &limits).unwrap().run(|_| async { Ok(()) });
+        let ten: Vec<Task> = (0..10).map(|i| every(&format!("t{i}"), "every 1s")).collect();
+        assert!(check_schedule_rate(&ten, &limits).is_ok());
+        let eleven: Vec<Task> = (0..11).map(|i| every(&format!("t{i}"), "every 1s")).collect();
+        assert!(check_schedule_rate(&eleven, &limits).unwrap_err().contains("queue_per_s"));
     }
 
     #[test]

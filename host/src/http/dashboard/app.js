@@ -576,7 +576,10 @@ function pluginCells(p) {
   const h = p.health || {};
   const num = (v) => `<td class="num">${v ?? '—'}</td>`;
   const ms = h.calls ? `${h.mean_call_ms.toFixed(2)} / ${h.p99_call_ms.toFixed(2)}` : '—';
-  const reasons = [...new Set([p.error, h.last_error, p.replacement_error && `replacement failed: ${p.replacement_error}`])].filter(Boolean);
+  const cpu = h.cpu_ms === undefined ? '—' : (h.cpu_ms / 1000).toFixed(1);
+  const reasons = [
+    ...new Set([p.error, h.last_error, p.replacement_error && `replacement failed: ${p.replacement_error}`, h.last_limit && `limit: ${h.last_limit}`]),
+  ].filter(Boolean);
   // Enable delivers the events held since the quarantine; "skip held events" moves the
   // plugin's checkpoint to the head of the feed first (when those events are what made it fail).
   const enable =
@@ -596,6 +599,7 @@ function pluginCells(p) {
     num(h.events_delivered) +
     num(h.checkpoint) +
     `<td class="num">${ms}</td>` +
+    `<td class="num">${cpu}</td>` +
     `<td class="reason">${reasons.map(reason).join('') || '<span class="muted">—</span>'}</td>` +
     `<td class="actions">${enable}</td>`
   );

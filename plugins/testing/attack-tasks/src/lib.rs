@@ -11,6 +11,7 @@
 //!   (default 4 MiB); fails with the error if the host refuses it.
 //! - `call-db`: calls `db.<params.method>` (default `get`) with `params.args` (default
 //!   `{}`) `params.n` times (default 1); succeeds whatever the calls return.
+//! - `graft`: queues `attack-noop` as a child of `params.parent` (another run's id).
 
 use fluid_guest::host::{self, QueueRequest, get_plugin};
 use fluid_guest::{RunContext, TaskComponent, TaskDef, TaskError};
@@ -29,6 +30,7 @@ impl TaskComponent for AttackTasks {
             TaskDef::new("huge-error"),
             TaskDef::new("huge-params"),
             TaskDef::new("call-db"),
+            TaskDef::new("graft"),
         ]
     }
 
@@ -69,6 +71,16 @@ impl TaskComponent for AttackTasks {
                 let blob = "p".repeat(num("bytes", 4 << 20) as usize);
                 ctx.queue_child("attack-noop", &json!({ "blob": blob })).map_err(|e| RunContext::fail(format!("{e:?}")))?;
                 Ok(())
+            }
+            // Queues a run under another run's lineage (`params.parent`).
+            "graft" => {
+                let req = QueueRequest {
+                    task: "attack-noop".into(),
+                    params_json: "{}".into(),
+                    priority: None,
+                    from_run_id: params["parent"].as_str().map(str::to_string),
+                };
+                host::queue_run(&req).map(drop).map_err(|e| RunContext::fail(format!("{e:?}")))
             }
             "call-db" => {
                 let db = get_plugin("db").ok_or_else(|| RunContext::fail("no db plugin"))?;
