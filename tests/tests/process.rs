@@ -128,7 +128,7 @@ async fn runs_of_a_killed_host_end_interrupted_and_are_retried_per_policy() {
     assert_eq!(plain_run["retry_attempt"], 0, "no retry policy: not re-queued");
 
     // The change feed holds the whole story of each run, in order.
-    let events = store.events_after(0, 10_000).await.unwrap();
+    let events = store.events_after(0, 10_000, usize::MAX).await.unwrap();
     let story = |id: &str| events.iter().filter(|e| e.run.id == id).map(|e| e.run.state).collect::<Vec<_>>();
     use TaskState::*;
     assert_eq!(story(&plain), [Queued, Running, Interrupted]);

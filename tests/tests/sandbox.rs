@@ -390,6 +390,12 @@ async fn no_run_however_queued_can_poison_the_feed() {
     let small = plugin_info(&h, "small").await;
     assert_eq!((small["state"].as_str(), small["health"]["recent_failures"].as_u64()), (Some("active"), Some(0)), "{small}");
     assert!(small["health"]["last_limit"].as_str().unwrap().starts_with("max_args_kib: "), "{small}");
+    // A run parked in a host call (a WASI sleep) ends at its timeout all the same.
+    let t = Instant::now();
+    let sleeper = queue(&h.scheduler, "sleep", json!({})).await;
+    let ended = wait_done(&h.scheduler, &sleeper.id).await;
+    assert!(ended.error.as_ref().unwrap().contains("timeout"), "{:?}", ended.error);
+    assert!(t.elapsed() < Duration::from_secs(30), "not an hour");
     for id in [&huge_error.id, &big_id] {
         let (status, row) = get_json(&h, &format!("/task-history/{id}")).await;
         assert_eq!(status, 200, "the db plugin records every run: {row}");
@@ -433,9 +439,14 @@ async fn cross_calls_never_deadlock() {
 async fn queue_floods_and_fork_bombs_are_cut_at_the_allowance() {
     let dir = TempDir::new();
     let mut toml = attacker(dir.path(), "flooder", "", "queue_per_s = 1\nqueue_burst = 20");
+    toml += &attacker(dir.path(), "heavy", "", "queue_kib_per_s = 1\nqueue_burst_kib = 1024");
     install(dir.path(), "attack-tasks", "attack_tasks");
     toml += "[plugins.attack_tasks.limits]\nqueue_per_s = 1\nqueue_burst = 30\n";
     let h = host_with(dir.path(), &toml, 2).await;
+    // Big params draw on a byte allowance too: 1 MiB of burst is 9 runs of 100 KiB.
+    let fat = json!({ "task": "ok", "n": 100, "params": { "pad": "f".repeat(100 << 10) } });
+    let r = call(&h, "heavy", "queue", fat).await;
+    assert!((9..=11).contains(&r["queued"].as_u64().unwrap()) && r["error"].as_str().unwrap().contains("queue_kib_per_s"), "{r}");
     let r = call(&h, "flooder", "queue", json!({ "task": "ok", "n": 1000 })).await;
     let queued = r["queued"].as_u64().unwrap();
     assert!((20..=22).contains(&queued), "{r}");

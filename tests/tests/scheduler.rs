@@ -499,7 +499,7 @@ async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts(db: 
     let store = both[0].scheduler.store().clone();
     // Wait for 8 fires, read from the change feed both hosts write to.
     let fires = poll("8 scheduled runs", WAIT, || async {
-        let events = store.events_after(0, 100_000).await.unwrap();
+        let events = store.events_after(0, 100_000, usize::MAX).await.unwrap();
         let mut queued: Vec<_> =
             events.into_iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run).collect();
         queued.sort_by_key(|r| r.queued);
@@ -511,7 +511,7 @@ async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts(db: 
         h.shutdown(Duration::from_secs(5)).await;
     }
     let store = Store::connect(&dir.url()).await.unwrap();
-    let events = store.events_after(0, 100_000).await.unwrap();
+    let events = store.events_after(0, 100_000, usize::MAX).await.unwrap();
     store.close().await;
     let mut ids: Vec<String> =
         events.iter().filter(|e| e.run.task == "tick" && e.run.state == TaskState::Queued).map(|e| e.run.id.clone()).collect();
@@ -682,13 +682,13 @@ async fn feed_pruning_keeps_every_unconsumed_event(db: Db) {
     // A slow plugin has consumed only up to head - 6.
     store.checkpoint("slow", head - 6).await.unwrap();
     assert_eq!(store.prune_feed(0).await.unwrap(), 4, "only what the slow plugin passed");
-    let left = store.events_after(0, 100).await.unwrap();
+    let left = store.events_after(0, 100, usize::MAX).await.unwrap();
     assert_eq!(left.first().map(|e| e.seq), Some(head - 5), "the first unconsumed event is kept");
     assert_eq!(left.len(), 6);
     // With the plugin caught up, the kept tail still holds the latest events.
     store.reset_checkpoint("slow", head).await.unwrap();
     store.prune_feed(3).await.unwrap();
-    let left = store.events_after(0, 100).await.unwrap();
+    let left = store.events_after(0, 100, usize::MAX).await.unwrap();
     assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![head - 2, head - 1, head]);
     host.shutdown(Duration::from_secs(1)).await;
 }

@@ -397,8 +397,15 @@ async fn the_feed_holds_exactly_the_snapshots_a_cycle_wrote(db: Db) {
     let mut written = first.changes();
     written.extend(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned());
     written.extend(second.changes());
-    let feed: Vec<TaskRun> = store.events_after(head, 100).await.unwrap().into_iter().map(|e| e.run).collect();
+    let feed: Vec<TaskRun> = store.events_after(head, 100, usize::MAX).await.unwrap().into_iter().map(|e| e.run).collect();
     assert_eq!(feed, written, "the feed is what the cycles wrote, in order");
+    // Read by bytes: a budget smaller than one snapshot still gives the first event, and
+    // a page is cut where the bytes run out, in order.
+    let one = store.events_after(head, 100, 1).await.unwrap();
+    assert_eq!(one.iter().map(|e| &e.run).collect::<Vec<_>>(), [&written[0]]);
+    let some = store.events_after(head, 100, 1500).await.unwrap();
+    assert!(!some.is_empty() && some.len() < written.len(), "{} of {}", some.len(), written.len());
+    assert_eq!(some.iter().map(|e| e.run.clone()).collect::<Vec<_>>(), written[..some.len()]);
     for id in [&runs[0].id, &runs[2].id, &runs[3].id] {
         let last = written.iter().rev().find(|r| &r.id == id).unwrap();
         assert_eq!(store.get_run(id).await.unwrap().as_ref(), Some(last), "the row is its last snapshot");
@@ -501,6 +508,9 @@ async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
     let refused = storage.select("p", "docs", q, &tiny).await;
     assert!(matches!(&refused, Err(SE::InvalidValue(m)) if m.contains("max_read_mib")), "{refused:?}");
 
+    let many: Vec<Vec<V>> = (0..10_001).map(|i| row(&format!("k{i}"), "x", Some(1))).collect();
+    let refused = storage.upsert("p", "docs", cols(), many, None, &limits).await;
+    assert!(matches!(&refused, Err(SE::InvalidValue(m)) if m.contains("at most 10000 rows")), "one upsert holds the writer: bounded");
     let refused = storage.upsert("p", "docs", vec!["id".into(), "body".into()], vec![], Some("v"), &limits).await;
     assert!(matches!(refused, Err(SE::InvalidValue(m)) if m.contains("one of the columns")), "the version must be given");
     let refused = storage.upsert("p", "docs", cols(), vec![], Some("id"), &limits).await;

@@ -105,15 +105,17 @@ async fn bounded<T>(sup: &Supervisor, call: impl Future<Output = wasmtime::Resul
 /// A fresh instance with `register` called, on the guest pool: what the loader checks.
 pub(crate) async fn instantiate_off_host(ctx: &ActorCtx) -> Result<(Instance, Registration), String> {
     let ctx = ctx.clone();
-    guest_pool::run(async move { instantiate(&ctx).await }).await
+    guest_pool::run(async move { instantiate(&ctx, true).await }).await
 }
 
-/// A fresh instance with `register` called (its CPU is the plugin's own work).
-pub(crate) async fn instantiate(ctx: &ActorCtx) -> Result<(Instance, Registration), String> {
+/// A fresh instance with `register` called; its CPU is the plugin's own work when `own`.
+pub(crate) async fn instantiate(ctx: &ActorCtx, own: bool) -> Result<(Instance, Registration), String> {
     let before = ctx.sup.cpu_ns.load(Ordering::Relaxed);
     let out = Metered::new(instantiate_unmetered(ctx), &ctx.sup.cpu_ns).await;
-    let spent = ctx.sup.cpu_ns.load(Ordering::Relaxed).saturating_sub(before);
-    ctx.sup.own_cpu_ns.fetch_add(spent, Ordering::Relaxed);
+    if own {
+        let spent = ctx.sup.cpu_ns.load(Ordering::Relaxed).saturating_sub(before);
+        ctx.sup.own_cpu_ns.fetch_add(spent, Ordering::Relaxed);
+    }
     let out = out?;
     super::limits::check_registration(&out.1)?;
     Ok(out)
@@ -189,6 +191,7 @@ async fn run(
 ) {
     let sup = ctx.sup.clone();
     let meters = ctx.shared.scheduler.metrics().plugin(&sup.name);
+    let mut lost_to_call = false;
     loop {
         let job = tokio::select! {
             biased;
@@ -200,11 +203,21 @@ async fn run(
         let own_work = matches!(job, Job::Events { .. });
         let cpu_before = sup.cpu_ns.load(Ordering::Relaxed);
         if instance.is_none() {
-            match instantiate(&ctx).await {
-                Ok((i, _)) => instance = Some(i),
+            // After a caller's call cost the instance, starting a new one is still the
+            // caller's doing: not counted toward quarantine, nor its CPU as own work.
+            let own = !lost_to_call;
+            match instantiate(&ctx, own).await {
+                Ok((i, _)) => {
+                    instance = Some(i);
+                    lost_to_call = false;
+                }
                 Err(e) => {
                     tracing::error!(plugin = %sup.name, error = %e, "cannot start a fresh instance");
-                    sup.fail(&e, false);
+                    if own {
+                        sup.fail(&e, false);
+                    } else {
+                        sup.call_trapped(&e);
+                    }
                     meters.errors.inc();
                     match job {
                         Job::Events { reply, .. } => drop(reply.send(Err(DeliveryError::Trapped(e)))),
@@ -270,6 +283,7 @@ async fn run(
             } else {
                 sup.call_trapped(&msg);
             }
+            lost_to_call = !own_work;
             meters.traps.inc();
             instance = None;
         }

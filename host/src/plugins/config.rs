@@ -71,6 +71,10 @@ pub struct Limits {
     pub queue_per_s: u64,
     /// ...and at once after a quiet spell (the bucket's size).
     pub queue_burst: u64,
+    /// KiB of params of the runs it queues, per second on average...
+    pub queue_kib_per_s: u64,
+    /// ...and at once after a quiet spell.
+    pub queue_burst_kib: u64,
 }
 
 impl Default for Limits {
@@ -96,6 +100,8 @@ impl Default for Limits {
             max_concurrency: 0,
             queue_per_s: 100,
             queue_burst: 1000,
+            queue_kib_per_s: 1024,
+            queue_burst_kib: 16 * 1024,
         }
     }
 }

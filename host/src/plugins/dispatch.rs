@@ -313,7 +313,8 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
         if !lease.held {
             continue;
         }
-        let events = match store.events_after(checkpoint, shared.settings.batch as i64).await {
+        // Read by bytes too: the plugin takes at most max_args_kib a batch anyway.
+        let events = match store.events_after(checkpoint, shared.settings.batch as i64, sup.policy.limits.max_args_bytes()).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(plugin = %plugin.name, error = %e, "cannot read the change feed; retrying");

@@ -75,10 +75,22 @@ where
     if let Poll::Ready(v) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
         return v;
     }
-    match handle().spawn(fut).await {
+    // Dropped (a timed-out or cancelled run), the caller takes the guest work with it:
+    // left running on the pool, a guest parked in a host call would hold its instance for ever.
+    let mut task = AbortOnDrop(handle().spawn(fut));
+    match (&mut task.0).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => panic!("guest pool task cancelled: {e}"),
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -145,6 +157,31 @@ impl<F: Future> Future for Metered<'_, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn guest_work_dropped_by_its_caller_stops_on_the_pool() {
+        struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Flag(dropped.clone());
+        let parked = run(async move {
+            let _flag = flag;
+            tokio::task::yield_now().await;
+            std::future::pending::<()>().await
+        });
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), parked).await.is_err());
+        for _ in 0..200 {
+            if dropped.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the guest work still holds what it owns after its caller gave up");
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn guest_work_starts_here_moves_to_the_pool_at_its_first_yield_and_is_metered() {

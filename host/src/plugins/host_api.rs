@@ -96,8 +96,13 @@ impl host_if::Host for PluginState {
         {
             return Ok(Err(CallError::InvalidInput("from-run-id must be the id of the run queueing it".into())));
         }
+        // Measured before it is parsed: a parsed value takes many times its text.
+        if req.params_json.len() > crate::scheduler::MAX_PARAMS_BYTES {
+            let max = crate::scheduler::MAX_PARAMS_BYTES;
+            return Ok(Err(CallError::InvalidInput(format!("params of {} bytes, over the limit of {max} bytes", req.params_json.len()))));
+        }
         let scheduler = self.shared.scheduler();
-        if let Err(msg) = self.sup.take_queue_token() {
+        if let Err(msg) = self.sup.take_queue_token(req.params_json.len()) {
             self.shared.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
             return Ok(Err(CallError::Unavailable(msg)));
         }
@@ -137,7 +142,9 @@ impl host_if::HostPlugin for PluginState {
     async fn call(&mut self, this: Resource<PluginRef>, method: String, args_json: String) -> wasmtime::Result<Result<String, CallError>> {
         let target = self.table.get(&this)?.name.clone();
         let mut chain = self.chain.clone();
-        chain.push(self.name.clone());
+        // Its supervisor's name: a plugin's own, or one for all runs of a task component,
+        // which then share one fair share of each plugin they call.
+        chain.push(self.sup.name.clone());
         let shared = self.shared.clone();
         Ok(shared.call(&target, &method, args_json, chain).await.map_err(call_error))
     }

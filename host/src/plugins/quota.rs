@@ -78,8 +78,9 @@ pub async fn check_new_table(conn: &mut Db, plugin: &str, limits: &Limits) -> Re
     Ok(())
 }
 
-/// Exact rows and approximate bytes of every table of `plugin`.
-pub async fn measure(conn: &mut Db, backend: Backend, plugin: &str) -> Result<Usage, StorageError> {
+/// Exact rows and approximate bytes of every table of `plugin`; each scan within `limit`
+/// when given (inside a write transaction, where it holds the plugins' one writer).
+pub async fn measure(conn: &mut Db, backend: Backend, plugin: &str, limit: Option<std::time::Duration>) -> Result<Usage, StorageError> {
     let tables = query("SELECT physical, columns FROM fluid_plugin_tables WHERE plugin = $1")
         .bind(plugin)
         .fetch_all(&mut *conn)
@@ -100,13 +101,15 @@ pub async fn measure(conn: &mut Db, backend: Backend, plugin: &str) -> Result<Us
             .collect();
         // Names come from fluid_plugin_tables, checked as identifiers when the table was made.
         let sql = format!("SELECT COUNT(*) AS n, COALESCE(SUM({}), 0) AS b FROM {physical}", lengths.join(" + "));
-        let row = query_built(sql).heavy().fetch_one(&mut *conn).await.map_err(backend_err)?;
+        let mut q = query_built(sql).heavy();
+        if let Some(l) = limit {
+            q = q.time_limit(l);
+        }
+        let row = q.fetch_one(&mut *conn).await.map_err(backend_err)?;
         total.rows += row.try_get::<i64, _>("n").map_err(backend_err)? as u64;
         total.bytes += row.try_get::<i64, _>("b").map_err(backend_err)? as u64;
     }
     Ok(total)
 }
 
-fn backend_err(e: sqlx::Error) -> StorageError {
-    StorageError::Backend(e.to_string())
-}
+use super::storage::backend_err;

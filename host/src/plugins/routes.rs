@@ -199,8 +199,9 @@ impl PluginRoutes for PluginRuntime {
             };
             let args = serde_json::json!({ "path": vars, "query": query, "body": body });
             Some(match self.shared.call(&plugin, &handler, args.to_string(), Vec::new()).await {
-                Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(v) => axum::Json(v).into_response(),
+                // Checked, not built: a tree of the result would take many times its text.
+                Ok(text) => match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+                    Ok(_) => ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response(),
                     Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, format!("plugin {plugin} returned invalid JSON: {e}")).into_response(),
                 },
                 Err(e) => error_response(e),

@@ -24,6 +24,10 @@ pub const MAX_SELECT_ROWS: u32 = 10_000;
 pub const MAX_FILTERS: usize = 64;
 /// Order-by columns of one query (a keyset cursor's condition grows with their square).
 pub const MAX_ORDER: usize = 8;
+/// Rows of one upsert (one transaction, which holds the plugins' writer on SQLite).
+pub const MAX_UPSERT_ROWS: usize = 10_000;
+/// Bytes of one `json-contains` object.
+pub const MAX_JSON_CONTAINS: usize = 64 * 1024;
 /// Columns asked for in one query (a table has at most as many; more are repeats).
 pub const MAX_COLUMNS: usize = 64;
 /// Rows per INSERT statement inside one upsert.
@@ -86,7 +90,7 @@ fn physical(plugin: &str, table: &str) -> String {
 
 /// The database's error, logged in full on the host; the plugin gets a kind, never the
 /// text (it would echo SQL, physical table names, other plugins' names).
-fn backend_err(e: sqlx::Error) -> StorageError {
+pub(crate) fn backend_err(e: sqlx::Error) -> StorageError {
     tracing::warn!(error = %e, "plugin storage query failed");
     let kind = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => "the database is unreachable or busy",
@@ -262,7 +266,7 @@ impl PluginStorage {
             return Ok(u);
         }
         let mut conn = self.store.read().await.map_err(backend_err)?;
-        let u = quota::measure(&mut conn, self.backend(), plugin).await?;
+        let u = quota::measure(&mut conn, self.backend(), plugin, None).await?;
         self.bounds.set(plugin, u);
         Ok(u)
     }
@@ -279,6 +283,13 @@ impl PluginStorage {
         version: Option<&str>,
         limits: &Limits,
     ) -> Result<u64, StorageError> {
+        if rows.len() > MAX_UPSERT_ROWS || columns.len() > MAX_COLUMNS {
+            return Err(StorageError::InvalidValue(format!(
+                "{} rows of {} columns: at most {MAX_UPSERT_ROWS} rows of {MAX_COLUMNS} columns per upsert",
+                rows.len(),
+                columns.len()
+            )));
+        }
         let meta = self.meta(plugin, table).await?;
         let cols: Vec<Col> = columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?;
         if let Some(v) = version {
@@ -330,6 +341,9 @@ impl PluginStorage {
         let on_conflict =
             if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}{newer}", updates.join(", ")) };
         let mut tx = self.store.write_tx().await.map_err(backend_err)?;
+        // The whole transaction, not each statement, within the limit: it holds the writer.
+        let until = std::time::Instant::now() + limits.statement_timeout();
+        let left = || until.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
         // SQLite: one row per statement, the same text every time, so it is parsed once and
         // cached (statements run inline, so many rows per text would only add parsing).
         // PostgreSQL: many rows per statement, one round trip per chunk.
@@ -356,14 +370,14 @@ impl PluginStorage {
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Bound>> = rows.by_ref().take(per_statement).collect();
             let mut q =
-                query_built(if chunk.len() == full_rows { full.clone() } else { statement(chunk.len()) }).time_limit(limits.statement_timeout());
+                query_built(if chunk.len() == full_rows { full.clone() } else { statement(chunk.len()) }).time_limit(left());
             for v in chunk.into_iter().flatten() {
                 q.push(v);
             }
             written += q.execute(&mut tx).await.map_err(backend_err)?;
         }
         if may_cross {
-            let exact = quota::measure(&mut tx, self.backend(), plugin).await?;
+            let exact = quota::measure(&mut tx, self.backend(), plugin, Some(left())).await?;
             if let Some(why) = exact.over(limits) {
                 tx.rollback().await.map_err(backend_err)?;
                 return Err(quota::exceeded(format!("upsert refused: the plugin's tables would hold {why}")));
@@ -466,6 +480,9 @@ impl PluginStorage {
     fn json_contains(&self, col: &Col, text: &str, n: &mut usize, binds: &mut Vec<Bound>) -> Result<String, StorageError> {
         if col.kind != "json" {
             return Err(StorageError::InvalidValue(format!("json-contains needs a json column; {} is {}", col.name, col.kind)));
+        }
+        if text.len() > MAX_JSON_CONTAINS {
+            return Err(StorageError::InvalidValue(format!("json-contains takes at most {MAX_JSON_CONTAINS} bytes")));
         }
         let obj = match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(m)) => m,
@@ -635,7 +652,7 @@ fn bind_value(backend: Backend, col: &Col, v: Value) -> Result<Bound, StorageErr
         _ => match v {
             Value::Null => Bound::Text(None),
             Value::Json(s) | Value::Text(s) => {
-                serde_json::from_str::<serde_json::Value>(&s)
+                serde_json::from_str::<serde::de::IgnoredAny>(&s)
                     .map_err(|e| StorageError::InvalidValue(format!("column {}: not JSON: {e}", col.name)))?;
                 Bound::Text(Some(s))
             }

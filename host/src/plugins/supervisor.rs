@@ -72,6 +72,9 @@ pub struct Supervisor {
     pub host_bytes: AtomicU64,
     /// Its `queue-run` allowance (`queue_per_s`, `queue_burst`), shared by its instances.
     queue_bucket: Mutex<TokenBucket>,
+    /// The same in bytes of params (`queue_kib_per_s`, `queue_burst_kib`): every run it
+    /// queues is stored, sent to every plugin and kept in history.
+    queue_bytes: Mutex<TokenBucket>,
     /// Its log lines' allowance, shared by its instances (a task component's runs, a
     /// plugin's fresh instances after traps), so a new instance is no fresh budget.
     pub(crate) log_budget: Mutex<super::host_api::LogBudget>,
@@ -107,11 +110,16 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self) -> bool {
+        self.take_n(1.0)
+    }
+
+    /// Takes `n` tokens if there are that many.
+    pub fn take_n(&mut self, n: f64) -> bool {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
@@ -126,6 +134,10 @@ impl Supervisor {
             name: name.into(),
             queue_bucket: Mutex::new(TokenBucket::new(policy.limits.queue_per_s, policy.limits.queue_burst)),
             log_budget: Mutex::default(),
+            queue_bytes: Mutex::new(TokenBucket::new(
+                policy.limits.queue_kib_per_s.saturating_mul(1024),
+                policy.limits.queue_burst_kib.saturating_mul(1024),
+            )),
             policy,
             stop,
             cpu_ns: AtomicU64::new(0),
@@ -228,15 +240,24 @@ impl Supervisor {
         HeldBytes { sup: self, bytes: bytes as u64 }
     }
 
-    /// Takes one run from its `queue-run` allowance, or says why not (and records the hit).
-    pub fn take_queue_token(&self) -> Result<(), String> {
-        if self.queue_bucket.lock().unwrap().take() {
-            return Ok(());
-        }
+    /// Takes one run of `params_bytes` from its `queue-run` allowance, or says why not
+    /// (and records the hit).
+    pub fn take_queue_token(&self, params_bytes: usize) -> Result<(), String> {
         let l = &self.policy.limits;
-        let msg = format!("queue-run refused: over {} runs a second (queue_per_s) after a burst of {} (queue_burst)", l.queue_per_s, l.queue_burst);
-        self.limit_hit("queue_per_s", &msg);
-        Err(msg)
+        if !self.queue_bucket.lock().unwrap().take() {
+            let msg = format!("queue-run refused: over {} runs a second (queue_per_s) after a burst of {} (queue_burst)", l.queue_per_s, l.queue_burst);
+            self.limit_hit("queue_per_s", &msg);
+            return Err(msg);
+        }
+        if !self.queue_bytes.lock().unwrap().take_n(params_bytes as f64) {
+            let msg = format!(
+                "queue-run refused: over {} KiB of params a second (queue_kib_per_s) after a burst of {} KiB (queue_burst_kib)",
+                l.queue_kib_per_s, l.queue_burst_kib
+            );
+            self.limit_hit("queue_kib_per_s", &msg);
+            return Err(msg);
+        }
+        Ok(())
     }
 
     /// A trap or an oversized result in a `call`: counted and shown, but not a failure
@@ -330,11 +351,20 @@ mod tests {
     fn the_queue_allowance_is_a_burst_then_a_rate() {
         let limits = Limits { queue_per_s: 0, queue_burst: 3, ..Limits::default() };
         let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None }), CancellationToken::new());
-        assert!((0..3).all(|_| s.take_queue_token().is_ok()));
-        assert!(s.take_queue_token().unwrap_err().contains("queue_per_s"));
+        assert!((0..3).all(|_| s.take_queue_token(2).is_ok()));
+        assert!(s.take_queue_token(2).unwrap_err().contains("queue_per_s"));
         let h = s.health();
         assert_eq!(h.limits_hit, 1);
         assert!(h.last_limit.unwrap().starts_with("queue_per_s: "));
+    }
+
+    #[test]
+    fn the_queue_allowance_counts_params_bytes_too() {
+        let limits = Limits { queue_kib_per_s: 0, queue_burst_kib: 4, ..Limits::default() };
+        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None }), CancellationToken::new());
+        assert!(s.take_queue_token(3000).is_ok());
+        assert!(s.take_queue_token(3000).unwrap_err().contains("queue_kib_per_s"));
+        assert!(s.take_queue_token(1000).is_ok(), "what is left still serves a smaller run");
     }
 
     #[test]

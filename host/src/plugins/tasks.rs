@@ -45,6 +45,11 @@ pub struct TaskComponent {
     pub(crate) sup: Arc<Supervisor>,
 }
 
+/// Retries a task component may make without waiting at least `min_schedule_ms` each.
+const MAX_QUICK_RETRIES: u32 = 10;
+/// The longest retry wait a task component may declare.
+const MAX_RETRY_WAIT_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// Time allowed for `definitions` on load.
 const DEFINITIONS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -105,11 +110,15 @@ fn options(def: &TaskDef, component: &str, limits: &Limits) -> Result<TaskBuilde
         if !(r.backoff.is_finite() && r.backoff >= 1.0) {
             return Err(format!("retry backoff must be a number >= 1, got {}", r.backoff));
         }
-        // Retrying for ever is a schedule of its own: at most as often as one.
-        if r.max_attempts.is_none() && Duration::from_millis(r.wait_ms) < min_schedule {
+        if r.wait_ms.max(r.max_wait_ms) > MAX_RETRY_WAIT_MS {
+            return Err(format!("a retry wait of more than {MAX_RETRY_WAIT_MS} ms (30 days)"));
+        }
+        // Retrying for ever (or nearly) is a schedule of its own: at most as often as one.
+        // The shortest wait is the first, or `max-wait-ms` when it is smaller.
+        let shortest = Duration::from_millis(r.wait_ms.min(r.max_wait_ms));
+        if r.max_attempts.is_none_or(|n| n > MAX_QUICK_RETRIES) && shortest < min_schedule {
             return Err(format!(
-                "a retry without a maximum of attempts must wait at least {min_schedule:?} (min_schedule_ms), not {} ms",
-                r.wait_ms
+                "a retry of more than {MAX_QUICK_RETRIES} attempts must wait at least {min_schedule:?} (min_schedule_ms), not {shortest:?}"
             ));
         }
         b = b.retry(RetryPolicy {
@@ -175,9 +184,18 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
         Some(wasmtime::Trap::Interrupt) => timed_out(),
         _ => TaskError::Failed(describe_trap(&e)),
     };
-    let instance = pre.instantiate_async(&mut store).await.map_err(trap)?;
-    let context = Context { run: wit_run(&ctx.run) };
-    match instance.fluid_scheduler_task_component().call_run(&mut store, &context).await {
+    // A guest parked in a host call (a WASI sleep) cannot be interrupted by the epoch: the
+    // wall clock ends it, a little after the epoch would have.
+    let limit = timeout + super::actor::BACKSTOP;
+    let call = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        let context = Context { run: wit_run(&ctx.run) };
+        instance.fluid_scheduler_task_component().call_run(&mut store, &context).await
+    };
+    let Ok(out) = tokio::time::timeout(limit, call).await else {
+        return Err(TaskError::Failed(format!("timeout after {timeout:?} (blocked in a host call)")));
+    };
+    match out {
         Ok(Ok(())) => Ok(()),
         Ok(Err(WitTaskError::Failed(m))) => Err(TaskError::Failed(m)),
         Ok(Err(WitTaskError::Aborted(m))) => Err(TaskError::Aborted(m)),
@@ -348,7 +366,11 @@ mod tests {
         let forever = checked(&TaskDef { retry: Some(retry(None, 10)), ..def("t") }).unwrap_err();
         assert!(forever.contains("min_schedule_ms"), "{forever}");
         assert!(checked(&TaskDef { retry: Some(retry(Some(3), 10)), ..def("t") }).is_ok(), "a bounded retry may be quick");
+        assert!(checked(&TaskDef { retry: Some(retry(Some(u32::MAX), 10)), ..def("t") }).unwrap_err().contains("min_schedule_ms"));
         assert!(checked(&TaskDef { retry: Some(retry(None, 1000)), ..def("t") }).is_ok());
+        let capped = crate::plugins::bindings::task_world::tc::RetryPolicy { max_attempts: None, wait_ms: 5000, backoff: 1.0, max_wait_ms: 0 };
+        assert!(checked(&TaskDef { retry: Some(capped), ..def("t") }).unwrap_err().contains("min_schedule_ms"), "max-wait-ms 0 means no wait");
+        assert!(checked(&TaskDef { retry: Some(retry(Some(1), u64::MAX)), ..def("t") }).unwrap_err().contains("30 days"));
         let long = checked(&TaskDef { timeout_ms: 3_600_001, ..def("t") }).unwrap_err();
         assert!(long.contains("max_task_timeout_ms"), "{long}");
     }

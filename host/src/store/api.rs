@@ -246,11 +246,11 @@ impl Store {
             .await
     }
 
-    pub async fn events_after(&self, seq: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+    pub async fn events_after(&self, seq: i64, limit: i64, max_bytes: usize) -> Result<Vec<Event>, StoreError> {
         self.metrics
             .timed("events_after", async {
                 let mut conn = self.read().await?;
-                Ok(events::after(&mut conn, seq, limit).await?)
+                Ok(events::after(&mut conn, seq, limit, max_bytes).await?)
             })
             .await
     }

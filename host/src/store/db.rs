@@ -240,13 +240,25 @@ impl Query {
     /// `max_bytes` (text and blob lengths, 8 for other values): None then. What a caller
     /// may read is bounded before it is held, not after.
     pub async fn fetch_all_within(self, db: &mut Db, max_bytes: usize) -> Result<Option<Vec<Row>>, sqlx::Error> {
+        self.fetch_within(db, max_bytes, false).await
+    }
+
+    /// The first rows whose cells stay within `max_bytes`, and always the first row: reads
+    /// in pages sized by bytes, not by a row count alone.
+    pub async fn fetch_prefix_within(self, db: &mut Db, max_bytes: usize) -> Result<Vec<Row>, sqlx::Error> {
+        Ok(self.fetch_within(db, max_bytes, true).await?.unwrap_or_default())
+    }
+
+    async fn fetch_within(self, db: &mut Db, max_bytes: usize, prefix: bool) -> Result<Option<Vec<Row>>, sqlx::Error> {
         match db {
-            Db::Lite(tx) => inline(self.heavy, self.time_limit, || tx.conn.rows_within(&self.sql, &self.args, max_bytes)).map_err(lite_err),
-            Db::LiteRead(c) => {
-                inline(self.heavy, self.time_limit, || c.rows_within(&self.sql, &self.args, max_bytes)).map_err(lite_err)
+            Db::Lite(tx) => {
+                inline(self.heavy, self.time_limit, || tx.conn.rows_within(&self.sql, &self.args, max_bytes, prefix)).map_err(lite_err)
             }
-            Db::Pooled(c) => any_rows_within(self.sqlx().fetch(&mut **c), max_bytes).await,
-            Db::Tx(t) => any_rows_within(self.sqlx().fetch(&mut **t), max_bytes).await,
+            Db::LiteRead(c) => {
+                inline(self.heavy, self.time_limit, || c.rows_within(&self.sql, &self.args, max_bytes, prefix)).map_err(lite_err)
+            }
+            Db::Pooled(c) => any_rows_within(self.sqlx().fetch(&mut **c), max_bytes, prefix).await,
+            Db::Tx(t) => any_rows_within(self.sqlx().fetch(&mut **t), max_bytes, prefix).await,
         }
     }
 
@@ -312,9 +324,12 @@ fn any_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Row>, sqlx::Error> {
         .collect()
 }
 
+/// Rows until their cells pass `max_bytes`: then None, or with `prefix` the rows so far
+/// (at least the first).
 async fn any_rows_within(
     mut rows: impl futures_util::Stream<Item = Result<sqlx::any::AnyRow, sqlx::Error>> + Unpin,
     max_bytes: usize,
+    prefix: bool,
 ) -> Result<Option<Vec<Row>>, sqlx::Error> {
     use futures_util::TryStreamExt;
     let (mut out, mut bytes, mut names): (Vec<Row>, usize, Option<Arc<[String]>>) = (Vec::new(), 0, None);
@@ -323,7 +338,13 @@ async fn any_rows_within(
         let cells: Vec<Cell> = (0..names.len()).map(|i| any_cell(r.try_get_raw(i)?, &r, i)).collect::<Result<_, sqlx::Error>>()?;
         bytes += cells.iter().map(Cell::weight).sum::<usize>();
         if bytes > max_bytes {
-            return Ok(None);
+            if !prefix {
+                return Ok(None);
+            }
+            if out.is_empty() {
+                out.push(Row { names, cells });
+            }
+            return Ok(Some(out));
         }
         out.push(Row { names, cells });
     }
@@ -494,10 +515,10 @@ impl LiteConn {
     }
 
     fn rows(&mut self, sql: &str, args: &[Arg]) -> rusqlite::Result<Vec<Row>> {
-        Ok(self.rows_within(sql, args, usize::MAX)?.unwrap_or_default())
+        Ok(self.rows_within(sql, args, usize::MAX, false)?.unwrap_or_default())
     }
 
-    fn rows_within(&mut self, sql: &str, args: &[Arg], max_bytes: usize) -> rusqlite::Result<Option<Vec<Row>>> {
+    fn rows_within(&mut self, sql: &str, args: &[Arg], max_bytes: usize, prefix: bool) -> rusqlite::Result<Option<Vec<Row>>> {
         use rusqlite::types::ValueRef;
         let mut stmt = self.prepare(sql, args)?;
         let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_string).collect();
@@ -517,7 +538,13 @@ impl LiteConn {
                 .collect::<rusqlite::Result<Vec<Cell>>>()?;
             bytes += cells.iter().map(Cell::weight).sum::<usize>();
             if bytes > max_bytes {
-                return Ok(None);
+                if !prefix {
+                    return Ok(None);
+                }
+                if out.is_empty() {
+                    out.push(Row { names: names.clone(), cells });
+                }
+                return Ok(Some(out));
             }
             out.push(Row { names: names.clone(), cells });
         }

@@ -52,12 +52,13 @@ pub(crate) async fn append(conn: &mut Db, backend: Backend, runs: &[TaskRun]) ->
     Ok(())
 }
 
-/// Up to `limit` events after `seq`, in order.
-pub(crate) async fn after(conn: &mut Db, seq: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+/// Up to `limit` events after `seq`, in order, and no more than `max_bytes` of snapshots
+/// (but always the first): a page of large runs is read a few at a time.
+pub(crate) async fn after(conn: &mut Db, seq: i64, limit: i64, max_bytes: usize) -> Result<Vec<Event>, sqlx::Error> {
     let rows = query("SELECT seq, snapshot FROM fluid_events WHERE seq > $1 ORDER BY seq LIMIT $2")
         .bind(seq)
         .bind(limit)
-        .fetch_all(&mut *conn)
+        .fetch_prefix_within(&mut *conn, max_bytes)
         .await?;
     rows.iter()
         .map(|r| {

@@ -12,6 +12,7 @@
 //! - `call-db`: calls `db.<params.method>` (default `get`) with `params.args` (default
 //!   `{}`) `params.n` times (default 1); succeeds whatever the calls return.
 //! - `graft`: queues `attack-noop` as a child of `params.parent` (another run's id).
+//! - `sleep` (300 ms): sleeps an hour in a host call, where the epoch cannot stop it.
 
 use fluid_guest::host::{self, QueueRequest, get_plugin};
 use fluid_guest::{RunContext, TaskComponent, TaskDef, TaskError};
@@ -31,6 +32,7 @@ impl TaskComponent for AttackTasks {
             TaskDef::new("huge-params"),
             TaskDef::new("call-db"),
             TaskDef::new("graft"),
+            TaskDef::new("sleep").timeout_ms(300),
         ]
     }
 
@@ -70,6 +72,12 @@ impl TaskComponent for AttackTasks {
             "huge-params" => {
                 let blob = "p".repeat(num("bytes", 4 << 20) as usize);
                 ctx.queue_child("attack-noop", &json!({ "blob": blob })).map_err(|e| RunContext::fail(format!("{e:?}")))?;
+                Ok(())
+            }
+            // Parks in a host call (a WASI sleep) for an hour, past its 300 ms timeout:
+            // the epoch cannot interrupt it there.
+            "sleep" => {
+                std::thread::sleep(Duration::from_secs(3600));
                 Ok(())
             }
             // Queues a run under another run's lineage (`params.parent`).
