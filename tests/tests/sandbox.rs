@@ -262,6 +262,12 @@ async fn storage_reads_and_queries_are_bounded_before_the_host_holds_them() {
     assert!(q["error"].as_str().unwrap().contains("filters, over the limit of 64"), "{q}");
     let q = call(&h, "hoarder", "query", json!({ "order_cols": 1, "filters": 0, "after_len": 3 })).await;
     assert!(q["error"].as_str().unwrap().contains("one value per order column"), "{q}");
+    // Lists whose entries alias one string: 100,000 column names that are one 1 MiB string
+    // would lift to 100 GiB; the call traps once the copy passes the instance's memory cap.
+    let before = rss_mib();
+    let aliased = call(&h, "hoarder", "alias", json!({ "n": 100_000, "bytes": 1 << 20 })).await;
+    assert!(aliased["call_error"].as_str().unwrap().contains("too much data is being copied"), "{aliased}");
+    assert!(rss_mib() < before + 512, "host RSS went from {before} to {} MiB", rss_mib());
     // Host resources are host memory too: 20,000 handles held at once trap the instance.
     let held = call(&h, "hoarder", "handles", json!({ "n": 20_000 })).await;
     assert!(held["call_error"].as_str().unwrap().contains("trapped"), "{held}");

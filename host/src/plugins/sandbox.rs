@@ -127,7 +127,8 @@ impl ResourceLimiter for MemoryCap {
 }
 
 /// A fresh store for an instance of the plugin `sup` supervises: its grants, its memory
-/// cap, a bounded resource table; the caller sets the per-call deadline.
+/// cap, a bounded resource table, a bounded copy per call; the caller sets the per-call
+/// deadline.
 pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<Store<PluginState>, String> {
     let limits = MemoryCap::new(sup.policy.limits.memory_bytes());
     let stderr = StderrTail::default();
@@ -146,6 +147,11 @@ pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<S
     };
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limits);
+    // What one call may make the host copy out of the guest (arguments of an import, the
+    // result of an export), counted by the host bytes each string and element becomes.
+    // Entries of a list may all point at the same bytes, so without this bound a 64 MiB
+    // guest could have the host copy terabytes; data that is really there fits its memory.
+    store.set_hostcall_fuel(sup.policy.limits.memory_bytes());
     store.epoch_deadline_trap();
     Ok(store)
 }

@@ -40,6 +40,13 @@ fn dbg<E: std::fmt::Debug>(e: E) -> Value {
     json!({ "error": format!("{e:?}") })
 }
 
+#[link(wasm_import_module = "fluid:scheduler/storage@0.1.0")]
+unsafe extern "C" {
+    /// `storage.count` as the core import: table, filters, return area.
+    #[link_name = "count"]
+    fn raw_count(table: *const u8, table_len: usize, filters: *const u8, filters_len: usize, ret: *mut u8);
+}
+
 struct Attacker;
 
 impl Plugin for Attacker {
@@ -194,6 +201,24 @@ impl Plugin for Attacker {
                 }
                 black_box(&v);
                 json!({ "grew": num("mib") })
+            }
+            // `count` called by hand with `n` filters whose column names all point at one
+            // string of `bytes`: a plain lift would copy it `n` times into the host.
+            "alias" => {
+                let column = vec![b'c'; num("bytes") as usize];
+                let n = num("n") as usize;
+                // filter = { column: string @0, op: filter-op @8 (eq = 0, value null = 0) }: 32 bytes.
+                let mut filters = vec![0u8; n * 32];
+                for f in filters.chunks_mut(32) {
+                    f[0..4].copy_from_slice(&(column.as_ptr() as u32).to_le_bytes());
+                    f[4..8].copy_from_slice(&(column.len() as u32).to_le_bytes());
+                }
+                let table = b"blob";
+                let mut ret = [0u64; 4];
+                // SAFETY: the pointers and lengths describe live buffers laid out as the
+                // canonical ABI lays out `list<filter>`; `ret` has room for the result.
+                unsafe { raw_count(table.as_ptr(), table.len(), filters.as_ptr(), n, ret.as_mut_ptr().cast()) };
+                json!({ "returned": true })
             }
             // Host resources held at once: each handle is host memory outside the instance.
             "handles" => {
