@@ -178,6 +178,36 @@ async fn a_plugin_over_its_cpu_budget_fails_and_is_quarantined_alone() {
     h.shutdown(Duration::ZERO).await;
 }
 
+/// Class 1, waiting: a run parked in a host call uses no CPU, so no budget sees it, yet it
+/// holds a worker up to its timeout. A task component's runs together hold at most its
+/// share of a host's workers (half by default, `max_workers`), so the rest of the queue
+/// keeps moving past however many of its runs are queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_component_never_holds_every_worker() {
+    for (limits, share) in [("", 2), ("max_workers = 1", 1)] {
+        let dir = TempDir::new();
+        install(dir.path(), "attack-tasks", "attack_tasks");
+        let h = host_with(dir.path(), &format!("[plugins.attack_tasks.limits]\n{limits}\n"), 4).await;
+        let mut holds = Vec::new();
+        for i in 0..8 {
+            holds.push(queue(&h.scheduler, if i % 2 == 0 { "hold" } else { "hold-too" }, json!({})).await.id);
+        }
+        let running = || async {
+            let mut n = 0;
+            for id in &holds {
+                n += usize::from(h.scheduler.get_run(id).await.unwrap().unwrap().state == TaskState::Running);
+            }
+            n
+        };
+        poll("its share of the workers taken", Duration::from_secs(15), || async { (running().await == share).then_some(()) }).await;
+        for _ in 0..3 {
+            unharmed(&h).await;
+        }
+        assert_eq!(running().await, share, "{limits:?}: no more of its runs started");
+        h.shutdown(Duration::ZERO).await;
+    }
+}
+
 /// Class 2. A big component compiling while another file is dropped in: the other file
 /// loads at once, the API answers, and the slow one is refused at its time limit; a file
 /// over its size limit is refused without being compiled.

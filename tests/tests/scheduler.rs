@@ -201,6 +201,44 @@ async fn max_concurrency_holds_under_contention_and_excess_is_rate_limited(db: D
     host.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Tasks sharing a worker share hold at most its cap of this host's workers (0: half),
+/// however many of their runs are queued ahead, and other tasks' runs go past them.
+async fn a_worker_share_caps_its_group_and_other_runs_go_past_its_queued_ones(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let gate = Gate::new();
+    let flight = InFlight::default();
+    let a = gated_task(Task::new("g.a").worker_share("g", 0), &gate, &flight);
+    let b = gated_task(Task::new("g.b").worker_share("g", 0), &gate, &flight);
+    let mut cfg = dir.config();
+    cfg.scheduler.workers = 4;
+    let host = start(cfg, vec![a, b, ok_task("ok")]).await;
+    let s = &host.scheduler;
+    let mut grouped = Vec::new();
+    for i in 0..6 {
+        grouped.push(queue(s, if i % 2 == 0 { "g.a" } else { "g.b" }, json!({})).await.id);
+    }
+    poll("two runs of the group executing", WAIT, || async { (flight.total() == 2).then_some(()) }).await;
+    // Runs queued behind the group's go through the two workers left.
+    let mut others = Vec::new();
+    for _ in 0..10 {
+        others.push(queue(s, "ok", json!({})).await.id);
+    }
+    for id in &others {
+        assert_eq!(wait_done(s, id).await.state, TaskState::Success);
+    }
+    let mut states = BTreeMap::new();
+    for id in &grouped {
+        *states.entry(s.get_run(id).await.unwrap().unwrap().state).or_insert(0) += 1;
+    }
+    assert_eq!(states, BTreeMap::from([(TaskState::Queued, 4), (TaskState::Running, 2)]));
+    gate.open();
+    for id in &grouped {
+        assert_eq!(wait_done(s, id).await.state, TaskState::Success);
+    }
+    assert_eq!((flight.max(), flight.total()), (2, 6), "never more than half of the 4 workers");
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
 async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit(db: Db) {
     let dir = TestEnv::new(db).await;
     let gate = Gate::new();
@@ -736,6 +774,7 @@ crate::backend_tests!(
     queued_runs_start_by_priority_then_fifo,
     max_concurrency_holds_under_contention_and_excess_is_rate_limited,
     rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit,
+    a_worker_share_caps_its_group_and_other_runs_go_past_its_queued_ones,
     timeout_ends_run_in_failure_with_timeout_message,
     task_abort_ends_run_aborted_and_is_not_retried,
     disabled_task_runs_are_aborted_without_executing,

@@ -67,6 +67,10 @@ pub struct Limits {
     /// Runs of each of a task component's tasks in flight at once across hosts, at most
     /// (it lowers what the task declares); 0: as declared.
     pub max_concurrency: u32,
+    /// Workers of one host a task component's runs may hold at once, all its tasks
+    /// together; past it they wait in the queue while other tasks' runs go ahead.
+    /// 0: half of the host's workers (at least one).
+    pub max_workers: u32,
     /// Runs it may queue (`queue-run`) per second, on average, across its instances...
     pub queue_per_s: u64,
     /// ...and at once after a quiet spell (the bucket's size).
@@ -98,6 +102,7 @@ impl Default for Limits {
             min_schedule_ms: 1000,
             max_task_timeout_ms: 3_600_000,
             max_concurrency: 0,
+            max_workers: 0,
             queue_per_s: 100,
             queue_burst: 1000,
             queue_kib_per_s: 1024,

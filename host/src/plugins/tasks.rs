@@ -95,6 +95,7 @@ fn options(def: &TaskDef, component: &str, limits: &Limits) -> Result<TaskBuilde
         .priority(host_priority(def.priority))
         .timeout(Duration::from_millis(def.timeout_ms))
         .max_concurrency(concurrency)
+        .worker_share(component, limits.max_workers)
         .tags(def.tags.iter().cloned())
         .module(component);
     if let Some(s) = &def.schedule {

@@ -3,9 +3,10 @@
 
 use super::context::{PluginDirectory, TaskContext};
 use super::run::{Priority, TaskRun, TaskState};
+use super::share::Shares;
 use super::task::{Task, TaskError};
 use crate::metrics::Metrics;
-use crate::store::runs::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow};
+use crate::store::runs::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow, ShareRoom};
 use crate::store::{Store, StoreError};
 use crate::time::{now_us, to_datetime};
 use serde_json::Value;
@@ -116,6 +117,8 @@ struct Inner {
     started_at: i64,
     registry: RwLock<BTreeMap<String, Arc<Task>>>,
     rules: RwLock<Arc<BTreeMap<String, ClaimRules>>>,
+    /// Workers held by groups of tasks; every claim takes its rules from here.
+    shares: Shares,
     wake: Notify,
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<String, Running>>,
@@ -157,6 +160,7 @@ impl Scheduler {
                 started_at: now_us(),
                 registry: RwLock::default(),
                 rules: RwLock::default(),
+                shares: Shares::default(),
                 wake: Notify::new(),
                 slots: Arc::new(Semaphore::new(workers)),
                 running: Mutex::default(),
@@ -248,11 +252,24 @@ impl Scheduler {
     }
 
     fn refresh_rules(&self, reg: &BTreeMap<String, Arc<Task>>) {
-        let rules = reg
+        let workers = self.inner.config.workers;
+        let rules: BTreeMap<String, ClaimRules> = reg
             .iter()
-            .map(|(n, t)| (n.clone(), ClaimRules { max_concurrency: t.max_concurrency, rate_limit_retry: t.rate_limit_retry.clone() }))
+            .map(|(n, t)| {
+                let share = t.workers.as_ref().map(|s| ShareRoom { group: s.group.clone(), room: s.cap(workers) as u32 });
+                (n.clone(), ClaimRules { max_concurrency: t.max_concurrency, rate_limit_retry: t.rate_limit_retry.clone(), share })
+            })
             .collect();
+        self.inner.shares.registered(&rules);
         *self.inner.rules.write().unwrap() = Arc::new(rules);
+    }
+
+    /// The rules a claim may use now (see [`Shares::rules_now`]); read under the publish
+    /// lock held exclusively, with [`Shares::hold`] before it is released, so two claims
+    /// never both count on the same room.
+    fn claim_rules(&self) -> Arc<BTreeMap<String, ClaimRules>> {
+        let base = self.inner.rules.read().unwrap().clone();
+        self.inner.shares.rules_now(base)
     }
 
     pub fn task(&self, name: &str) -> Option<Arc<Task>> {
@@ -453,9 +470,10 @@ impl Scheduler {
     pub async fn execute_now(&self, task: &str, params: Value) -> Result<TaskRun, QueueError> {
         self.start_finisher_only();
         let run = self.queue(task, params, QueueOptions::default()).await?;
-        let rules = self.inner.rules.read().unwrap().clone();
         let publish = self.inner.publish.write().await;
+        let rules = self.claim_rules();
         let claimed = self.inner.store.claim_one(&self.inner.config.host_id, &run.id, &rules).await?;
+        self.inner.shares.hold(&rules, &claimed.started);
         self.committed(claimed.ended.iter().cloned().chain(claimed.started.iter().map(|r| r.run.clone())));
         drop(publish);
         if let Some(done) = claimed.ended.into_iter().next() {
@@ -505,8 +523,8 @@ impl Scheduler {
                 continue;
             }
             let Ok(held) = inner.slots.clone().try_acquire_many_owned(free as u32) else { continue };
-            let rules = inner.rules.read().unwrap().clone();
             let publish = inner.publish.write().await;
+            let rules = self.claim_rules();
             let span = tracing::debug_span!("fluid.claim", slots = free, claimed = tracing::field::Empty);
             let claimed = inner.store.claim(&inner.config.host_id, free, &rules).instrument(span.clone()).await;
             if let Ok(c) = &claimed {
@@ -515,6 +533,7 @@ impl Scheduler {
             drop(span);
             let claimed = match claimed {
                 Ok(c) => {
+                    inner.shares.hold(&rules, &c.started);
                     backoff = Duration::from_millis(100);
                     c
                 }
@@ -559,6 +578,7 @@ impl Scheduler {
             let Some(task) = self.task(&row.run.task) else {
                 // Unregistered since the claim began (a task component was unloaded):
                 // record an end rather than leave the run `running` on a live host.
+                inner.shares.release(&row.run.id);
                 let this = self.clone();
                 let outcome = Outcome::Interrupted(format!("task {} is no longer registered", row.run.task));
                 let finish = Finish { id: row.run.id.clone(), lease: row.lease, outcome, retry_after: None };
@@ -639,6 +659,8 @@ impl Scheduler {
             o => tracing::info!(run = %id, task = %task.name, outcome = ?o, ms = elapsed_ms, "end"),
         }
         let finish = Finish { id: id.clone(), lease: row.lease, outcome, retry_after };
+        // Its group's room frees now, so the commit recording this end may fill it.
+        self.inner.shares.release(&id);
         let result = self.record_finish(finish, slot).await;
         {
             // Only this execution's entry: a retry with no wait may already be running again
@@ -735,9 +757,10 @@ impl Scheduler {
             // A claim needs the publish lock exclusively (see `publish`); ends alone share it.
             let (shared, exclusive) =
                 if limit > 0 { (None, Some(self.inner.publish.write().await)) } else { (Some(self.inner.publish.read().await), None) };
-            let rules = self.inner.rules.read().unwrap().clone();
+            let rules = self.claim_rules();
             let result = self.inner.store.finish_and_claim(&finishes, &self.inner.config.host_id, limit, &rules).instrument(span).await;
             if let Ok((results, claimed)) = &result {
+                self.inner.shares.hold(&rules, &claimed.started);
                 // Every state written, in commit order: the ends (a retried run: its end,
                 // then `queued` again), then the runs started.
                 self.committed(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().chain(claimed.changes()));

@@ -2,7 +2,8 @@
 //!
 //! A run flows: queue (HTTP, CLI, a schedule, a task chaining another) -> a `queued` row
 //! -> the claim loop takes due rows in priority order, in batches, in one transaction that
-//! also enforces `max_concurrency` and aborts runs of disabled tasks -> each claimed run
+//! also enforces `max_concurrency` and aborts runs of disabled tasks (and leaves out tasks
+//! whose group has no room left in its share of this host's workers) -> each claimed run
 //! executes in its own tokio task under its timeout -> its end is recorded by the batching
 //! finisher (one transaction for many runs), which also re-queues retries and, in that same
 //! transaction, claims the next due runs into the worker slots the ended runs free (each
@@ -16,6 +17,7 @@ mod context;
 mod engine;
 mod run;
 mod schedule;
+mod share;
 mod task;
 
 pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, TaskContext};
@@ -23,4 +25,4 @@ pub use engine::{Cancelled, QueueError, QueueOptions, Scheduler, SchedulerConfig
 pub use run::{InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, TaskRun, TaskState, cut_text};
 pub use schedule::{Cron, CronError, Every, Schedule};
 pub(crate) use task::any_object;
-pub use task::{Executor, ParamsValidator, RetryPolicy, Task, TaskBuilder, TaskError, TaskFuture};
+pub use task::{Executor, ParamsValidator, RetryPolicy, Task, TaskBuilder, TaskError, TaskFuture, WorkerShare};

@@ -118,6 +118,25 @@ impl RetryPolicy {
     }
 }
 
+/// Workers of one host that the runs of a group of tasks may hold at once. The tasks of one
+/// untrusted component share one, so its runs (which may each wait up to their timeout)
+/// can never take every worker from the rest of the queue: past it, its runs stay queued
+/// and runs of other tasks are claimed ahead of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerShare {
+    /// The group's name: tasks with the same name share the cap.
+    pub group: String,
+    /// At most this many; 0 is half of the host's workers (at least one).
+    pub max: u32,
+}
+
+impl WorkerShare {
+    /// The cap on a host with `workers` workers.
+    pub fn cap(&self, workers: usize) -> usize {
+        if self.max == 0 { workers.div_ceil(2).max(1) } else { self.max as usize }
+    }
+}
+
 /// A task: a name, its options and the code that runs it.
 #[derive(Clone)]
 pub struct Task {
@@ -135,6 +154,8 @@ pub struct Task {
     pub params_schema: Option<Value>,
     /// Where the task comes from: `native` or the component file that defines it.
     pub module: String,
+    /// The tasks whose runs share a cap on this host's workers (a task component's), if any.
+    pub workers: Option<WorkerShare>,
     pub(crate) validate: ParamsValidator,
     pub(crate) executor: Executor,
 }
@@ -164,6 +185,7 @@ impl Task {
                 tags: BTreeSet::new(),
                 params_schema: None,
                 module: "native".into(),
+                workers: None,
                 validate: Arc::new(any_object),
                 executor: Arc::new(|_| Box::pin(async { Ok(()) })),
             },
@@ -243,6 +265,12 @@ impl TaskBuilder {
     }
     pub fn max_concurrency(mut self, n: u32) -> Self {
         self.task.max_concurrency = n;
+        self
+    }
+    /// Puts the task in a group whose runs hold at most `max` of a host's workers at once
+    /// (0: half of them).
+    pub fn worker_share(mut self, group: impl Into<String>, max: u32) -> Self {
+        self.task.workers = Some(WorkerShare { group: group.into(), max });
         self
     }
     pub fn retry(mut self, r: RetryPolicy) -> Self {

@@ -31,15 +31,18 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// The function's name, for the migrations: they install it where it is missing.
-pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v1";
+pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v2";
 
 /// The cycle. `p_finishes`: [{idx, id, lease, state, error, retry_in_us}]; `p_tasks`: the
 /// task names this host runs; `p_limited`: {task: {max, retry, attempts, wait_s, backoff,
-/// max_wait_s}} for tasks with a concurrency limit. Returns, in the order written: `end`
+/// max_wait_s}} for tasks with a concurrency limit; `p_groups`: {task: group} for tasks
+/// sharing a cap on this host's workers, `p_rooms`: {group: runs it may still start}
+/// (`v2` added these two). Returns, in the order written: `end`
 /// and `requeued` rows (idx = the finish), `conflict` (a fenced-out finish, with the row as
 /// it stands) or `missing` (no such run), `ended` (claimed and ended at the door), `started`.
-pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v1(
-        p_finishes TEXT, p_now BIGINT, p_host TEXT, p_limit BIGINT, p_tasks TEXT, p_limited TEXT
+pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v2(
+        p_finishes TEXT, p_now BIGINT, p_host TEXT, p_limit BIGINT, p_tasks TEXT, p_limited TEXT,
+        p_groups TEXT, p_rooms TEXT
     ) RETURNS TABLE (o_kind TEXT, o_idx BIGINT, o_run fluid_runs)
     LANGUAGE plpgsql
     -- Every lookup here has its index. Until the first ANALYZE the planner takes a busy
@@ -59,6 +62,9 @@ pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and
         ends fluid_runs[] := '{}';
         disabled TEXT[];
         limited JSONB := p_limited::jsonb;
+        groups JSONB := p_groups::jsonb;
+        rooms JSONB := p_rooms::jsonb;
+        g TEXT;
         flight JSONB := '{}';
         rule JSONB;
         t TEXT;
@@ -125,6 +131,11 @@ pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and
                     evs := array_append(evs, r);
                     CONTINUE;
                 END IF;
+                -- No room left in its group's share: it stays queued, untouched.
+                g := groups ->> c.task;
+                IF g IS NOT NULL AND coalesce((rooms ->> g)::bigint, 0) <= 0 THEN
+                    CONTINUE;
+                END IF;
                 rule := limited -> c.task;
                 IF rule IS NOT NULL THEN
                     n := (flight ->> c.task)::bigint;
@@ -157,6 +168,9 @@ pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and
                         CONTINUE;
                     END IF;
                     flight := jsonb_set(flight, ARRAY[c.task], to_jsonb(n + 1));
+                END IF;
+                IF g IS NOT NULL THEN
+                    rooms := jsonb_set(rooms, ARRAY[g], to_jsonb((rooms ->> g)::bigint - 1));
                 END IF;
                 UPDATE fluid_runs SET state = 'running', start_at = p_now, lease = lease + 1, owner = p_host
                     WHERE id = c.id RETURNING * INTO r;
@@ -232,13 +246,18 @@ pub(crate) async fn finish_and_claim(
             (name.clone(), rule)
         })
         .collect();
-    let rows = query("SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v1($1, $2, $3, $4, $5, $6) AS c")
+    let groups: serde_json::Map<String, Value> =
+        rules.iter().filter_map(|(name, r)| r.share.as_ref().map(|s| (name.clone(), json!(s.group)))).collect();
+    let rooms: serde_json::Map<String, Value> = rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), json!(s.room))).collect();
+    let rows = query("SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v2($1, $2, $3, $4, $5, $6, $7, $8) AS c")
         .bind(Value::Array(batch).to_string())
         .bind(now_us())
         .bind(host)
         .bind(if rules.is_empty() { 0 } else { limit as i64 })
         .bind(serde_json::to_string(&tasks).unwrap_or_default())
         .bind(Value::Object(limited).to_string())
+        .bind(Value::Object(groups).to_string())
+        .bind(Value::Object(rooms).to_string())
         .fetch_all(&mut *conn)
         .await?;
 
@@ -257,7 +276,7 @@ pub(crate) async fn finish_and_claim(
             "missing" => results[idx] = Err(fenced_out_of(&finishes[idx], None)),
             "ended" => claimed.ended.push(from_row(row)?.run),
             "started" => claimed.started.push(from_row(row)?),
-            other => return Err(StoreError::Other(anyhow::anyhow!("fluid_finish_and_claim_v1 returned kind {other:?}"))),
+            other => return Err(StoreError::Other(anyhow::anyhow!("fluid_finish_and_claim_v2 returned kind {other:?}"))),
         }
     }
     Ok((results, claimed))

@@ -139,6 +139,22 @@ pub(crate) async fn get(conn: &mut Db, backend: Backend, id: &str, lock: bool) -
 pub struct ClaimRules {
     pub max_concurrency: u32,
     pub rate_limit_retry: Option<RetryPolicy>,
+    /// The task's group and the runs of that group this claim may still start (the room
+    /// left in its share of this host's workers). A full group's tasks are left out of the
+    /// rules altogether, so its queued runs never take a claim's places from others.
+    pub share: Option<ShareRoom>,
+}
+
+/// Room left in a group's share of this host's workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRoom {
+    pub group: String,
+    pub room: u32,
+}
+
+/// The room of every group among `rules`, to be counted down as a claim starts runs.
+fn share_rooms(rules: &BTreeMap<String, ClaimRules>) -> HashMap<String, u32> {
+    rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), s.room)).collect()
 }
 
 /// The result of one claim: runs now `running` on this host, and runs that ended at the
@@ -220,6 +236,7 @@ pub(crate) async fn claim(
         in_flight.insert(task.to_string(), n as u32);
     }
 
+    let mut rooms = share_rooms(rules);
     for mut c in candidates {
         let rule = rules.get(&c.run.task).cloned().unwrap_or_default();
         let t = to_datetime(now);
@@ -229,6 +246,12 @@ pub(crate) async fn claim(
             c.run.error = Some("task disabled".into());
             write_state(conn, &c.run, None, c.lease).await?;
             out.ended.push(c.run);
+            continue;
+        }
+        // No room left in its group's share: it stays queued, untouched, for a later claim.
+        if let Some(share) = &rule.share
+            && rooms.get(&share.group).is_none_or(|n| *n == 0)
+        {
             continue;
         }
         if rule.max_concurrency > 0 {
@@ -257,6 +280,11 @@ pub(crate) async fn claim(
                 continue;
             }
             *n += 1;
+        }
+        if let Some(share) = &rule.share
+            && let Some(n) = rooms.get_mut(&share.group)
+        {
+            *n -= 1;
         }
         c.run.state = TaskState::Running;
         c.run.start = Some(t);

@@ -13,6 +13,8 @@
 //!   `{}`) `params.n` times (default 1); succeeds whatever the calls return.
 //! - `graft`: queues `attack-noop` as a child of `params.parent` (another run's id).
 //! - `sleep` (300 ms): sleeps an hour in a host call, where the epoch cannot stop it.
+//! - `hold`, `hold-too` (1 h): sleep `params.ms` ms (default an hour) in a host call,
+//!   holding a worker all that time without using CPU.
 
 use fluid_guest::host::{self, QueueRequest, get_plugin};
 use fluid_guest::{RunContext, TaskComponent, TaskDef, TaskError};
@@ -33,6 +35,8 @@ impl TaskComponent for AttackTasks {
             TaskDef::new("call-db"),
             TaskDef::new("graft"),
             TaskDef::new("sleep").timeout_ms(300),
+            TaskDef::new("hold").timeout_ms(3_600_000),
+            TaskDef::new("hold-too").timeout_ms(3_600_000),
         ]
     }
 
@@ -78,6 +82,12 @@ impl TaskComponent for AttackTasks {
             // the epoch cannot interrupt it there.
             "sleep" => {
                 std::thread::sleep(Duration::from_secs(3600));
+                Ok(())
+            }
+            // Holds its worker in a host call for `params.ms`, within its hour-long
+            // timeout: many of them would take every worker.
+            "hold" | "hold-too" => {
+                std::thread::sleep(Duration::from_millis(num("ms", 3_600_000)));
                 Ok(())
             }
             // Queues a run under another run's lineage (`params.parent`).
