@@ -564,7 +564,38 @@ async fn a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_fee
     store.close().await;
 }
 
+/// A statement given a time limit (plugin storage's `statement_timeout_ms`) is stopped past
+/// it on both backends, read or write, and the limit ends with the statement: it is never
+/// left on a pooled connection for the host's own statements.
+async fn a_time_limit_stops_a_statement_and_ends_with_it(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = open(&env).await;
+    let rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)";
+    let endless = || query_built(format!("{rows} SELECT COUNT(*) AS n FROM c"));
+    let stopped = |e: sqlx::Error| {
+        let text = e.to_string();
+        assert!(text.contains("interrupt") || text.contains("statement timeout"), "{text}");
+    };
+    let limit = Duration::from_millis(50);
+    let mut conn = store.read().await.unwrap();
+    stopped(endless().time_limit(limit).fetch_all(&mut conn).await.unwrap_err());
+    stopped(endless().time_limit(limit).fetch_all_within(&mut conn, 1 << 20).await.unwrap_err());
+    let n: i64 = query("SELECT COUNT(*) AS n FROM scratch").time_limit(limit).fetch_one(&mut conn).await.unwrap().try_get("n").unwrap();
+    assert_eq!(n, 0, "a statement within its limit answers");
+    if store.backend == Backend::Postgres {
+        let row = query("SHOW statement_timeout").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(row.try_get::<String, _>(0usize).unwrap(), "0", "the limit did not outlive its statement");
+    }
+    drop(conn);
+    let mut tx = store.write_tx().await.unwrap();
+    let fill = query_built(format!("INSERT INTO scratch (k, n) {rows} SELECT 'k' || x, x FROM c"));
+    stopped(fill.time_limit(limit).execute(&mut tx).await.unwrap_err());
+    drop(tx);
+    assert_eq!(count(&store).await, 0, "nothing of the stopped write stays");
+}
+
 crate::backend_tests!(
+    a_time_limit_stops_a_statement_and_ends_with_it,
     a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_feed,
     upsert_newer_never_lets_an_older_copy_replace_a_newer_row,
     only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it,

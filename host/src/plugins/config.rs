@@ -44,8 +44,9 @@ pub struct Limits {
     pub max_args_kib: u64,
     /// Largest result of a `call`.
     pub max_result_kib: u64,
-    /// Time one storage statement may run (SQLite: one writer serves every plugin, so no
-    /// plugin may hold it for long); past it the call gets `backend`.
+    /// Time one storage statement (an upsert: its whole transaction) may run: one writer
+    /// serves every plugin on SQLite, and a pool every host on PostgreSQL, so no plugin may
+    /// hold either for long; past it the call gets `backend`.
     pub statement_timeout_ms: u64,
     /// Largest component file it may be loaded from.
     pub max_wasm_mib: u64,

@@ -96,7 +96,10 @@ pub(crate) fn backend_err(e: sqlx::Error) -> StorageError {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => "the database is unreachable or busy",
         sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy") => "the database is busy",
         sqlx::Error::Database(d) if d.message().contains("full") => "the database is full",
-        sqlx::Error::Database(d) if d.message().contains("interrupt") => "the statement took longer than its limit (statement_timeout_ms)",
+        // SQLite: interrupted by the progress handler; PostgreSQL: query_canceled.
+        sqlx::Error::Database(d) if d.message().contains("interrupt") || d.code().as_deref() == Some("57014") => {
+            "the statement took longer than its limit (statement_timeout_ms)"
+        }
         _ => "the database failed",
     };
     StorageError::Backend(format!("{kind}; the call may be retried (the host's log has the details)"))

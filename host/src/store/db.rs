@@ -209,10 +209,12 @@ impl Query {
         self
     }
 
-    /// Runs it; how many rows it changed.
-    /// Interrupts the statement if it runs longer than `limit` (SQLite: it then fails with
-    /// an "interrupted" error). For statements others wrote (plugin storage): on SQLite one
-    /// writer serves every plugin, so no statement may hold it for long.
+    /// Interrupts the statement if it runs longer than `limit`: SQLite fails it with an
+    /// "interrupted" error, PostgreSQL with `statement_timeout` (set for the transaction it
+    /// runs in, so the setting never outlives it on a pooled connection). For statements
+    /// others wrote (plugin storage): on SQLite one writer serves every plugin, and on
+    /// PostgreSQL every host shares a pool of connections, so no statement may hold either
+    /// for long.
     pub fn time_limit(mut self, limit: std::time::Duration) -> Query {
         self.time_limit = Some(limit);
         self
@@ -222,8 +224,22 @@ impl Query {
         match db {
             Db::Lite(tx) => inline(self.heavy, self.time_limit, || tx.conn.execute(&self.sql, &self.args)).map_err(lite_err),
             Db::LiteRead(c) => inline(self.heavy, self.time_limit, || c.execute(&self.sql, &self.args)).map_err(lite_err),
-            Db::Pooled(c) => Ok(self.sqlx().execute(&mut **c).await?.rows_affected()),
-            Db::Tx(t) => Ok(self.sqlx().execute(&mut **t).await?.rows_affected()),
+            Db::Pooled(c) => match self.time_limit {
+                None => Ok(self.sqlx().execute(&mut **c).await?.rows_affected()),
+                Some(limit) => {
+                    let mut tx = sqlx::Connection::begin(&mut **c).await?;
+                    set_local_timeout(&mut tx, limit).await?;
+                    let n = self.sqlx().execute(&mut *tx).await?.rows_affected();
+                    tx.commit().await?;
+                    Ok(n)
+                }
+            },
+            Db::Tx(t) => {
+                if let Some(limit) = self.time_limit {
+                    set_local_timeout(t, limit).await?;
+                }
+                Ok(self.sqlx().execute(&mut **t).await?.rows_affected())
+            }
         }
     }
 
@@ -231,8 +247,22 @@ impl Query {
         match db {
             Db::Lite(tx) => inline(self.heavy, self.time_limit, || tx.conn.rows(&self.sql, &self.args)).map_err(lite_err),
             Db::LiteRead(c) => inline(self.heavy, self.time_limit, || c.rows(&self.sql, &self.args)).map_err(lite_err),
-            Db::Pooled(c) => any_rows(self.sqlx().fetch_all(&mut **c).await?),
-            Db::Tx(t) => any_rows(self.sqlx().fetch_all(&mut **t).await?),
+            Db::Pooled(c) => match self.time_limit {
+                None => any_rows(self.sqlx().fetch_all(&mut **c).await?),
+                Some(limit) => {
+                    let mut tx = sqlx::Connection::begin(&mut **c).await?;
+                    set_local_timeout(&mut tx, limit).await?;
+                    let rows = any_rows(self.sqlx().fetch_all(&mut *tx).await?)?;
+                    tx.commit().await?;
+                    Ok(rows)
+                }
+            },
+            Db::Tx(t) => {
+                if let Some(limit) = self.time_limit {
+                    set_local_timeout(t, limit).await?;
+                }
+                any_rows(self.sqlx().fetch_all(&mut **t).await?)
+            }
         }
     }
 
@@ -257,8 +287,24 @@ impl Query {
             Db::LiteRead(c) => {
                 inline(self.heavy, self.time_limit, || c.rows_within(&self.sql, &self.args, max_bytes, prefix)).map_err(lite_err)
             }
-            Db::Pooled(c) => any_rows_within(self.sqlx().fetch(&mut **c), max_bytes, prefix).await,
-            Db::Tx(t) => any_rows_within(self.sqlx().fetch(&mut **t), max_bytes, prefix).await,
+            Db::Pooled(c) => match self.time_limit {
+                None => any_rows_within(self.sqlx().fetch(&mut **c), max_bytes, prefix).await,
+                Some(limit) => {
+                    let mut tx = sqlx::Connection::begin(&mut **c).await?;
+                    set_local_timeout(&mut tx, limit).await?;
+                    let rows = any_rows_within(self.sqlx().fetch(&mut *tx), max_bytes, prefix).await?;
+                    // A read: rolled back rather than committed, the same thing, and it ends
+                    // a result that was left unread at the bound at once.
+                    tx.rollback().await?;
+                    Ok(rows)
+                }
+            },
+            Db::Tx(t) => {
+                if let Some(limit) = self.time_limit {
+                    set_local_timeout(t, limit).await?;
+                }
+                any_rows_within(self.sqlx().fetch(&mut **t), max_bytes, prefix).await
+            }
         }
     }
 
@@ -282,6 +328,13 @@ impl Query {
         }
         q
     }
+}
+
+/// PostgreSQL: the statements that follow in this transaction are cancelled past `limit`.
+async fn set_local_timeout(tx: &mut sqlx::Transaction<'_, Any>, limit: std::time::Duration) -> Result<(), sqlx::Error> {
+    // A number fluid formats, never a caller's text.
+    let sql = format!("SET LOCAL statement_timeout = {}", limit.as_millis().clamp(1, i32::MAX as u128));
+    sqlx::query(AssertSqlSafe(sql)).execute(&mut **tx).await.map(drop)
 }
 
 thread_local! {
