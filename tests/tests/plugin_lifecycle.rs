@@ -52,25 +52,37 @@ async fn wait_plugin(h: &Host, name: &str, what: &str, pred: impl Fn(&Value) -> 
 
 /// Waits until event_log has consumed the feed, then checks it saw every event once.
 async fn every_event_once(h: &Host) {
+    every_event_after_once(h, 0).await
+}
+
+/// Waits until event_log has consumed the feed, then checks it saw every event after
+/// `seq` once, and none before.
+async fn every_event_after_once(h: &Host, seq: i64) {
     let store = h.scheduler.store().clone();
     let head = store.feed_head().await.unwrap();
     wait_plugin(h, "event_log", "event_log to catch up", |p| p["health"]["checkpoint"].as_i64() >= Some(head)).await;
-    let want: Vec<(i64, i64)> = store.events_after(0, 1_000_000, usize::MAX).await.unwrap().iter().map(|e| (e.seq, 1)).collect();
+    let want: Vec<(i64, i64)> = store.events_after(seq, 1_000_000, usize::MAX).await.unwrap().iter().map(|e| (e.seq, 1)).collect();
     let got: Vec<(i64, i64)> =
         serde_json::from_str(&h.scheduler.get_plugin("event_log").unwrap().call_json("seen", "{}".into()).await.unwrap()).unwrap();
     assert_eq!(got, want, "each event exactly once, none missing");
 }
 
+/// A plugin dropped into a running host starts at the head of the feed: it receives what
+/// happens from then on, not the past (nor is it quarantined by the past).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_dropped_into_the_folder_is_loaded_and_a_removed_one_unloaded() {
     let dir = TempDir::new();
     let h = host(dir.path()).await;
     let run = queue(&h.scheduler, "ok", json!({})).await;
     wait_done(&h.scheduler, &run.id).await;
+    let before = h.scheduler.store().feed_head().await.unwrap();
+    assert!(before > 0);
     let file = dir.path().join("plugins/event_log.wasm");
     std::fs::write(&file, event_log_wasm()).unwrap();
     wait_plugin(&h, "event_log", "event_log to load", |p| p["state"] == "active").await;
-    every_event_once(&h).await;
+    let run = queue(&h.scheduler, "ok", json!({})).await;
+    wait_done(&h.scheduler, &run.id).await;
+    every_event_after_once(&h, before).await;
     std::fs::remove_file(&file).unwrap();
     poll("event_log to be unloaded", WAIT, || async { plugin(&h, "event_log").await.is_none().then_some(()) }).await;
     assert!(h.scheduler.get_plugin("event_log").is_none());
@@ -78,6 +90,22 @@ async fn a_plugin_dropped_into_the_folder_is_loaded_and_a_removed_one_unloaded()
     // Unloaded, it gave its delivery lease up: removed for good, it can be forgotten at once.
     let forgot = h.scheduler.store().forget_checkpoint("event_log").await.unwrap();
     assert!(matches!(forgot, fluid_host::store::checkpoints::Forget::Forgotten { .. }), "{forgot:?}");
+    h.shutdown(Duration::ZERO).await;
+}
+
+/// `start = "oldest"`: a plugin seen for the first time also receives the retained past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_told_to_start_at_the_oldest_event_receives_the_retained_past() {
+    let dir = TempDir::new();
+    let h = host(dir.path()).await;
+    for _ in 0..3 {
+        let run = queue(&h.scheduler, "ok", json!({})).await;
+        wait_done(&h.scheduler, &run.id).await;
+    }
+    std::fs::write(dir.path().join("fluid.toml"), "[plugins.event_log]\nstart = \"oldest\"\n").unwrap();
+    std::fs::write(dir.path().join("plugins/event_log.wasm"), event_log_wasm()).unwrap();
+    wait_plugin(&h, "event_log", "event_log to load", |p| p["state"] == "active").await;
+    every_event_once(&h).await;
     h.shutdown(Duration::ZERO).await;
 }
 

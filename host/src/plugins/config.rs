@@ -10,6 +10,8 @@
 //! [plugins.db.config]           # passed to its `register` (instead of db.json)
 //! table_name = "fluid_tasks"
 //!
+//! [plugins.exporter]
+//! start = "oldest"              # its first events: "now" (the default) or "oldest" retained
 //! [plugins.exporter.grants]     # nothing is granted unless listed here
 //! dirs = [{ host = "/srv/exports", guest = "/exports", write = true }]
 //! env = ["EXPORT_TOKEN"]
@@ -210,9 +212,26 @@ fn parse_net(s: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
     Some((ip, None))
 }
 
+/// Where a plugin seen for the first time starts in the change feed. Its checkpoint is
+/// kept from then on (across restarts and new versions of the file) until it is forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedStart {
+    /// At the head: it receives what happens from when it is first loaded. A plugin
+    /// dropped into a busy host is not handed the past (nor quarantined by it).
+    Now,
+    /// At the oldest event still retained: it also receives the recent past.
+    Oldest,
+}
+
+/// Plugins that start at the oldest retained event unless fluid.toml says otherwise: the
+/// bundled history and statistics, which are meant to see every run.
+pub const START_OLDEST_BY_DEFAULT: [&str; 2] = ["db", "stats"];
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PluginSection {
+    start: Option<FeedStart>,
     #[serde(default)]
     limits: toml::Table,
     #[serde(default)]
@@ -237,6 +256,7 @@ pub struct Policy {
     /// The JSON object passed to `register`, when fluid.toml gives one.
     #[serde(skip)]
     pub config: Option<serde_json::Value>,
+    pub start: FeedStart,
 }
 
 /// The parsed file, with every plugin's limits already checked.
@@ -294,7 +314,9 @@ impl FluidConfig {
             anyhow::ensure!(parse_net(n).is_some(), "network grant {n:?} is not ip:port or ip:*");
         }
         let config = section.config.map(serde_json::to_value).transpose()?;
-        Ok(Policy { limits, grants, config })
+        let start =
+            section.start.unwrap_or(if START_OLDEST_BY_DEFAULT.contains(&name) { FeedStart::Oldest } else { FeedStart::Now });
+        Ok(Policy { limits, grants, config, start })
     }
 }
 

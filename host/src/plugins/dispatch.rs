@@ -20,6 +20,7 @@
 use super::actor::DeliveryError;
 use super::bindings::tmp::Event;
 use super::bindings::types::{TaskPriority as WitPriority, TaskRun as WitRun, TaskState as WitState};
+use super::config::FeedStart;
 use super::runtime::{Loaded, Shared};
 use crate::scheduler::{Priority, TaskRun, TaskState};
 use crate::store::{Store, StoreError};
@@ -243,6 +244,16 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
     }
 }
 
+/// The plugin's checkpoint; for a plugin seen for the first time, where `start` says
+/// (the head of the feed now, or before its oldest retained event).
+pub(super) async fn first_checkpoint(store: &Store, plugin: &str, start: FeedStart) -> Result<i64, StoreError> {
+    let seq = match start {
+        FeedStart::Now => store.feed_head().await?,
+        FeedStart::Oldest => 0,
+    };
+    store.checkpoint(plugin, seq).await
+}
+
 async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
     let store = shared.scheduler.store().clone();
     let mut signal = shared.scheduler.feed_signal();
@@ -250,7 +261,7 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
     let stop = sup.stop.clone();
     let mut backoff = Duration::from_millis(200);
     let mut checkpoint = loop {
-        match store.checkpoint(&plugin.name, 0).await {
+        match first_checkpoint(&store, &plugin.name, sup.policy.start).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::error!(plugin = %plugin.name, error = %e, "cannot read checkpoint; retrying");

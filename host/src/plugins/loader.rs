@@ -293,7 +293,7 @@ impl PluginRuntime {
         }
         let sup = p.ctx.sup.clone();
         // Shown at once by `/plugins` (the delivery loop reads it again, retrying on errors).
-        if let Ok(cp) = self.shared.scheduler.store().checkpoint(&p.name, 0).await {
+        if let Ok(cp) = super::dispatch::first_checkpoint(self.shared.scheduler.store(), &p.name, sup.policy.start).await {
             sup.update(|h| h.checkpoint = cp);
         }
         let actor = Actor::spawn(p.ctx, p.instance, sup.stop.clone());

@@ -328,11 +328,11 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::config::Limits;
+    use crate::plugins::config::{FeedStart, Limits};
 
     fn sup(after: u32) -> Supervisor {
         let limits = Limits { quarantine_after: after, quarantine_window_s: 60, ..Limits::default() };
-        Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None }), CancellationToken::new())
+        Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }), CancellationToken::new())
     }
 
     #[test]
@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn the_queue_allowance_is_a_burst_then_a_rate() {
         let limits = Limits { queue_per_s: 0, queue_burst: 3, ..Limits::default() };
-        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None }), CancellationToken::new());
+        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }), CancellationToken::new());
         assert!((0..3).all(|_| s.take_queue_token(2).is_ok()));
         assert!(s.take_queue_token(2).unwrap_err().contains("queue_per_s"));
         let h = s.health();
@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn the_queue_allowance_counts_params_bytes_too() {
         let limits = Limits { queue_kib_per_s: 0, queue_burst_kib: 4, ..Limits::default() };
-        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None }), CancellationToken::new());
+        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }), CancellationToken::new());
         assert!(s.take_queue_token(3000).is_ok());
         assert!(s.take_queue_token(3000).unwrap_err().contains("queue_kib_per_s"));
         assert!(s.take_queue_token(1000).is_ok(), "what is left still serves a smaller run");
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn over_the_cpu_budget_within_the_window_is_a_failure() {
         let limits = Limits { cpu_budget_ms: 100, cpu_window_s: 60, quarantine_after: 2, ..Limits::default() };
-        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None }), CancellationToken::new());
+        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }), CancellationToken::new());
         assert!(s.check_cpu_budget().is_none(), "opens the window");
         s.own_cpu_ns.fetch_add(90_000_000, Ordering::Relaxed);
         assert!(s.check_cpu_budget().is_none(), "within budget");
