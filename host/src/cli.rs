@@ -6,7 +6,7 @@ use crate::host::{Host, HostConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig, Task};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -96,6 +96,13 @@ pub enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Print the WIT contract this host speaks (the worlds plugins and task components
+    /// implement), or write its files to a folder to generate bindings from.
+    Wit {
+        /// Folder to write the `.wit` files to (created if missing); stdout when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,7 +136,8 @@ pub enum PluginsCommand {
     },
     /// Forget a plugin removed for good: delete its feed checkpoint, so the change feed is
     /// no longer kept for it. Refused (exit 1) while a host delivers its events. Its tables
-    /// stay; loaded again, it starts from the oldest event kept.
+    /// stay; loaded again, it starts where its `start` setting says (the head of the feed
+    /// by default).
     Forget { name: String },
 }
 
@@ -210,6 +218,7 @@ async fn scheduler_for(g: &Global, tasks: Vec<Task>) -> anyhow::Result<Scheduler
 pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process::ExitCode> {
     let g = &cli.global;
     match cli.command {
+        Command::Wit { out } => write_wit(out.as_deref())?,
         Command::Serve(a) => {
             if !a.no_examples {
                 tasks.extend(crate::examples::tasks());
@@ -285,6 +294,24 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+fn write_wit(out: Option<&Path>) -> anyhow::Result<()> {
+    use crate::plugins::bindings::WIT_FILES;
+    let Some(dir) = out else {
+        for (name, text) in WIT_FILES {
+            println!("// {name}\n{text}");
+        }
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    for (name, text) in WIT_FILES {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    let package = crate::plugins::runtime::WORLD.replace("/plugin@", "@");
+    println!("wrote the {} files of {package} to {}", WIT_FILES.len(), dir.display());
+    Ok(())
+}
+
 async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std::process::ExitCode> {
     use crate::plugins::{FluidConfig, PluginInfo, inspect};
     let c = config(g);
@@ -318,7 +345,7 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
             match done? {
                 Forget::Forgotten { held, .. } => {
                     println!("{name}: forgotten; the change feed is no longer kept for it ({held} events it had not handled)");
-                    println!("its tables are kept; loaded again, it starts from the oldest event kept");
+                    println!("its tables are kept; loaded again, it starts where its `start` setting says (the head of the feed by default)");
                 }
                 Forget::Delivering { host } => {
                     eprintln!("{name}: host {host} delivers its events now; remove {name}.wasm from that host's plugins folder first");

@@ -190,3 +190,21 @@ fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `fluid wit --out DIR` writes the exact contract the host was built from.
+#[test]
+fn wit_writes_the_contract_the_host_speaks() {
+    let data = temp();
+    let out = data.join("wit");
+    let o = fluid(&data, &["wit", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("fluid:scheduler@0.1.0"), "{}", text(&o.stdout));
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+    for entry in std::fs::read_dir(&repo).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert_eq!(std::fs::read(out.join(&name)).unwrap(), std::fs::read(repo.join(&name)).unwrap(), "{name:?}");
+    }
+    let printed = fluid(&data, &["wit"]);
+    assert!(text(&printed.stdout).contains("world plugin"), "printed on stdout without --out");
+    std::fs::remove_dir_all(&data).ok();
+}

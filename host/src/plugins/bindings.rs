@@ -32,3 +32,28 @@ pub mod task_world {
 
     pub use exports::fluid::scheduler::task_component as tc;
 }
+
+/// The WIT the bindings above are generated from, file by file, as this host speaks it
+/// (`fluid wit` writes them out for authors outside this repository).
+pub const WIT_FILES: [(&str, &str); 6] = [
+    ("types.wit", include_str!("../../../wit/types.wit")),
+    ("host.wit", include_str!("../../../wit/host.wit")),
+    ("storage.wit", include_str!("../../../wit/storage.wit")),
+    ("task-manager-plugin.wit", include_str!("../../../wit/task-manager-plugin.wit")),
+    ("task.wit", include_str!("../../../wit/task.wit")),
+    ("worlds.wit", include_str!("../../../wit/worlds.wit")),
+];
+
+#[cfg(test)]
+mod tests {
+    /// Every file of the contract is in `WIT_FILES`: a file added to wit/ is written out too.
+    #[test]
+    fn wit_files_are_the_whole_contract() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = super::WIT_FILES.iter().map(|(n, _)| n.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, on_disk);
+    }
+}
