@@ -121,8 +121,16 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Tell whether a component fits the fluid:scheduler/plugin@0.1.0 world (exit 1 if not).
-    Check { file: PathBuf },
+    /// Load a component as a host would, in a scratch sandbox (exit 1 if the host would
+    /// refuse it, with the host's reason): compiled, instantiated, `register` or
+    /// `definitions` called with its config; prints what it declares.
+    /// Its limits, grants and config come from `--config` (default: DATA/fluid.toml).
+    Check {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-enable a quarantined plugin on a running host (its held events are delivered;
     /// --skip-events drops them). Exit 1 if the host refuses, with its reason.
     Enable {
@@ -180,7 +188,13 @@ pub fn telemetry_config(g: &Global) -> crate::telemetry::TelemetryConfig {
 /// native tasks (plus the examples unless `--no-examples`).
 pub fn main(tasks: Vec<Task>) -> std::process::ExitCode {
     let cli = Cli::parse();
-    let telemetry = match crate::telemetry::init(&telemetry_config(&cli.global)) {
+    let mut telemetry_config = telemetry_config(&cli.global);
+    if matches!(cli.command, Command::Plugins(PluginsCommand::Check { .. })) && cli.global.log == "info" {
+        // Its report says everything; the scratch host's own log would repeat it with
+        // paths the author never gave.
+        telemetry_config.log = "off".into();
+    }
+    let telemetry = match crate::telemetry::init(&telemetry_config) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("Error: cannot set up tracing: {e:#}");
@@ -316,13 +330,18 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
     use crate::plugins::{FluidConfig, PluginInfo, inspect};
     let c = config(g);
     match cmd {
-        PluginsCommand::Check { file } => match inspect::check_file(&file, None)? {
-            Ok(world) => println!("{}: fits {world}", file.display()),
-            Err(e) => {
-                println!("{e}");
+        PluginsCommand::Check { file, json } => {
+            let settings = c.plugin_settings();
+            let report = inspect::dry_run(&file, &settings.config_path, settings.cache_dir, settings.limits).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_check(&report);
+            }
+            if report.error.is_some() {
                 return Ok(std::process::ExitCode::FAILURE);
             }
-        },
+        }
         PluginsCommand::Enable { name, url, skip_events } => {
             let url = format!("{}/plugins/{name}/enable{}", url.trim_end_matches('/'), if skip_events { "?skip_events=true" } else { "" });
             let resp = reqwest::Client::new().post(&url).send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
@@ -379,6 +398,24 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn print_check(r: &crate::plugins::inspect::CheckReport) {
+    if let Some(e) = &r.error {
+        println!("{e}");
+        return;
+    }
+    let version = r.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
+    println!("{}: loads: {}{version}, {}", r.file, r.name, r.world);
+    let list = |items: &[String]| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+    if r.world.contains("/task@") {
+        println!("  tasks: {}", list(&r.tasks));
+    } else {
+        println!("  subscriptions: {}", list(&r.subscriptions));
+        println!("  routes: {}", list(&r.routes));
+    }
+    println!("  imports: {}", list(&r.imports));
+    println!("  size: {} KiB; compiled (or read from the cache), instantiated and registered in {:.0} ms", r.size_bytes.div_ceil(1024), r.load_ms);
 }
 
 fn print_plugins(list: &[crate::plugins::PluginInfo]) {

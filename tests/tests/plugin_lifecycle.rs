@@ -235,15 +235,64 @@ fn fluid(data: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `fluid plugins check` loads a file as a host would and prints what it declares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugins_check_tells_an_author_whether_a_component_fits_the_world() {
+async fn plugins_check_loads_a_component_as_a_host_would_and_says_what_it_declares() {
     let dir = TempDir::new();
-    let good = guest_wasm_dir().join("fluid_test_event_log.wasm");
+    let good = dir.path().join("event_log.wasm");
+    std::fs::write(&good, event_log_wasm()).unwrap();
     let (ok, out) = fluid(dir.path(), &["plugins", "check", good.to_str().unwrap()]);
-    assert!(ok && out.contains("fits fluid:scheduler/plugin@0.1.0"), "{out}");
-    let foreign = guest_wasm_dir().join("not_a_plugin.wasm");
-    let (ok, out) = fluid(dir.path(), &["plugins", "check", foreign.to_str().unwrap()]);
-    assert!(!ok && out.contains("task-manager-plugin"), "{out}");
+    assert!(ok && out.contains("loads: event_log 1, fluid:scheduler/plugin@0.1.0"), "{out}");
+    assert!(out.contains("subscriptions: queued.log") && out.contains("fluid:scheduler/storage@0.1.0"), "{out}");
+    let task = guest_wasm_dir().join("fluid_report_task.wasm");
+    let (ok, out) = fluid(dir.path(), &["plugins", "check", "--json", task.to_str().unwrap()]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(ok && report["error"].is_null(), "{report}");
+    assert_eq!((report["world"].as_str(), report["tasks"].clone()), (Some("fluid:scheduler/task@0.1.0"), json!(["report"])));
+    assert!(report["size_bytes"].as_u64() > Some(1000) && report["load_ms"].as_f64() > Some(0.0), "{report}");
+}
+
+/// Every file a host refuses, `check` refuses first, in the same words: the two run the
+/// same loader. Broken in every way an author can break one: not WebAssembly, a core
+/// module, not a fluid component, an invalid plugin name, a name that does not match the
+/// file, `register` failing, task definitions that clash or are too many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_check_refuses_what_the_host_refuses_in_the_same_words() {
+    let dir = TempDir::new();
+    let folder = dir.path().join("plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    let built = |krate: &str| std::fs::read(guest_wasm_dir().join(format!("{krate}.wasm"))).unwrap();
+    let broken: Vec<(&str, Vec<u8>)> = vec![
+        ("junk", b"not wasm at all".to_vec()),
+        ("core_module", b"\0asm\x01\0\0\0".to_vec()),
+        ("not_a_plugin", built("not_a_plugin")),
+        ("my-plugin", event_log_wasm()),
+        ("wrong_name", event_log_wasm()),
+        ("register_panic", built("fluid_test_register_panic")),
+        ("bad_tasks", built("fluid_test_bad_tasks")),
+        ("many_tasks", built("fluid_test_many_tasks")),
+    ];
+    let mut said = Vec::new();
+    for (name, bytes) in &broken {
+        let file = folder.join(format!("{name}.wasm"));
+        std::fs::write(&file, bytes).unwrap();
+        let (ok, out) = fluid(dir.path(), &["plugins", "check", file.to_str().unwrap()]);
+        assert!(!ok, "{name}: check must refuse it: {out}");
+        said.push((file.display().to_string(), out.trim().to_string()));
+    }
+    let words = |name: &str| said.iter().find(|(f, _)| f.ends_with(&format!("/{name}.wasm"))).unwrap().1.clone();
+    assert!(words("my-plugin").contains("e.g. my_plugin.wasm"), "a valid name is suggested: {}", words("my-plugin"));
+    assert!(words("wrong_name").contains("name the file event_log.wasm"), "{}", words("wrong_name"));
+    let panic = words("register_panic");
+    assert!(panic.contains("panics on purpose") && !panic.contains("backtrace"), "the guest's words, not a wasm backtrace: {panic}");
+    let h = host(dir.path()).await;
+    let listed = plugins(&h).await;
+    for (file, check_said) in &said {
+        let entry = listed.iter().find(|p| p["file"] == file.as_str()).unwrap_or_else(|| panic!("{file} listed: {listed:?}"));
+        assert_eq!(entry["state"], "failed", "{entry}");
+        assert_eq!(entry["error"].as_str().unwrap(), check_said, "the host and check say the same of {file}");
+    }
+    h.shutdown(Duration::ZERO).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

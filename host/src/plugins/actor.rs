@@ -85,7 +85,15 @@ pub(crate) fn describe_trap(e: &wasmtime::Error) -> String {
             _ => {}
         }
     }
-    let msg = format!("{e:#}");
+    // The wasm backtrace (function indexes) helps no one reading `/plugins` or an HTTP
+    // answer: the message keeps the trap's own words, the log keeps the backtrace.
+    let msg = match e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(_) => {
+            tracing::debug!(error = ?e, "guest trap with its wasm backtrace");
+            e.root_cause().to_string()
+        }
+        None => format!("{e:#}"),
+    };
     if msg.contains("memory") && msg.contains("grow") {
         format!("trapped: memory limit reached ({msg})")
     } else {

@@ -255,7 +255,13 @@ impl PluginRuntime {
     async fn prepare(&self, path: &Path, pre: PluginPre<PluginState>, bytes: &[u8], stamp: FileStamp) -> Result<Prepared, String> {
         let shared = &self.shared;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-        check_ident("plugin name (the file name)", &name, 24).map_err(|e| format!("{}: {e:?}", path.display()))?;
+        check_ident("plugin name (the file name)", &name, 24).map_err(|_| {
+            format!(
+                "{}: the plugin name (the file name) {name:?} must match [a-z][a-z0-9_]* and have at most 24 characters, e.g. {}.wasm",
+                path.display(),
+                valid_name(&name)
+            )
+        })?;
         if let Some(other) = shared.plugin(&name).filter(|o| o.file != path) {
             return Err(format!("{}: a plugin named {name:?} is already loaded from {}", path.display(), other.file.display()));
         }
@@ -273,7 +279,12 @@ impl PluginRuntime {
         let ctx = ActorCtx { config_json, shared: shared.clone(), pre, sup };
         let (instance, reg) = actor::instantiate_off_host(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
         if reg.name != name {
-            return Err(format!("{}: the component registers as {:?}; name the file {}.wasm", path.display(), reg.name, reg.name));
+            let hint = if check_ident("plugin name", &reg.name, 24).is_ok() {
+                format!("name the file {}.wasm", reg.name)
+            } else {
+                format!("that is not a valid plugin name either: make register return {name:?}")
+            };
+            return Err(format!("{}: the component registers as {:?}; {hint}", path.display(), reg.name));
         }
         let root_routes = ctx.sup.policy.grants.root_routes(&name);
         let others: Vec<Arc<Loaded>> = shared.plugins.read().unwrap().values().cloned().collect();
@@ -404,6 +415,16 @@ pub(crate) async fn stop_and_wait(p: &Loaded) {
     if let Some(h) = handle {
         let _ = h.await;
     }
+}
+
+/// A valid plugin name close to `name`: lower case, `_` for anything else, a letter first.
+pub fn valid_name(name: &str) -> String {
+    let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert(0, 'p');
+    }
+    out.truncate(24);
+    out
 }
 
 /// `NAME.json` beside `NAME.wasm`: the config before fluid.toml, still honoured when
