@@ -255,20 +255,26 @@ async fn compiling_never_blocks_the_api_or_other_files_and_too_big_or_slow_files
 
 /// Classes 2 and 3: what a component hands the host to keep is bounded, and over a bound
 /// it is refused at load with the bound named: 20,000 task definitions, a schedule every
-/// millisecond, 65 routes, a huge version.
+/// millisecond, 65 routes, a huge version, a task tagged to keep its runs out of history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_component_declares_is_bounded_and_refused_with_the_bound_named() {
     let dir = TempDir::new();
     install(dir.path(), "many-tasks", "many_tasks");
     install(dir.path(), "fast-schedule", "fast_schedule");
+    install(dir.path(), "hidden-runs", "hidden_runs");
+    install(dir.path(), "hidden-runs", "allowed_hidden");
     let routes: Vec<String> = (0..65).map(|i| format!("[\"GET\", \"/r{i}\", \"echo\"]")).collect();
-    let toml = attacker(dir.path(), "routy", &format!("routes = [{}]", routes.join(", ")), "");
+    let mut toml = attacker(dir.path(), "routy", &format!("routes = [{}]", routes.join(", ")), "");
+    toml += "[plugins.allowed_hidden.grants]\nskip_history = true\n";
     let t = Instant::now();
     let h = host_with(dir.path(), &toml, 2).await;
     let (_, list) = get_json(&h, "/plugins").await;
     assert!(failed_reason(&list, "many_tasks").contains("20000 tasks, over the limit of 256"), "{list}");
     assert!(failed_reason(&list, "fast_schedule").contains("min_schedule_ms"), "{list}");
     assert!(failed_reason(&list, "routy").contains("65 routes, over the limit of 64"), "{list}");
+    // A component may not hide its own runs from history; an operator may let it.
+    assert!(failed_reason(&list, "hidden_runs").contains("skip_history = true"), "{list}");
+    assert_eq!(h.scheduler.task("hidden").map(|t| t.module.clone()).as_deref(), Some("allowed_hidden"));
     assert!(h.scheduler.task("many-0").is_none() && h.scheduler.task("tick-fast").is_none());
     assert!(t.elapsed() < WAIT, "refused without registering anything");
     unharmed(&h).await;
@@ -324,6 +330,43 @@ call_timeout_ms = 60000");
     let why = read["error"].as_str().unwrap();
     assert!(why.contains("statement_timeout_ms") && !why.contains("SELECT") && !why.contains("p_7_staller"), "{read}");
     unharmed(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
+/// Class 1, the shared writer, waiting: a plugin holding the writer within its own (longer)
+/// limit makes another plugin wait at most that one's `statement_timeout_ms`, which then
+/// gets `busy` (a delivery failing for it is retried, not counted against it); and a
+/// table's indexes, which an old definition leaves behind, are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_plugin_holds_another_waiting_for_the_writer_nor_gathers_indexes() {
+    let dir = TempDir::new();
+    let mut toml = attacker(dir.path(), "hog", "", "statement_timeout_ms = 60000\ncall_timeout_ms = 60000");
+    toml += &attacker(dir.path(), "waiter", "", "statement_timeout_ms = 1");
+    toml += &attacker(dir.path(), "indexer", "", "");
+    let h = host_with(dir.path(), &toml, 2).await;
+    let made = call(&h, "indexer", "reindex", json!({ "n": 20 })).await;
+    assert_eq!(made["made"], 16, "{made}");
+    assert!(made["error"].as_str().unwrap().contains("over the limit of 16"), "{made}");
+    let hog = h.scheduler.get_plugin("hog").unwrap();
+    let holding = tokio::spawn(async move {
+        for _ in 0..5 {
+            let _ = hog.call_json("fill", json!({ "rows": 10_000, "bytes": 2048, "chunk": 10_000 }).to_string()).await;
+        }
+    });
+    let mut busy = None;
+    for _ in 0..2_000 {
+        let r = call(&h, "waiter", "fill", json!({ "rows": 8, "bytes": 16 })).await;
+        if let Some(e) = r["error"].as_str().filter(|e| e.contains("busy")) {
+            busy = Some(e.to_string());
+            break;
+        }
+    }
+    let busy = busy.expect("a wait for the writer ends at the waiter's own limit");
+    assert!(busy.contains("statement_timeout_ms"), "{busy}");
+    for _ in 0..3 {
+        unharmed(&h).await;
+    }
+    holding.abort();
     h.shutdown(Duration::ZERO).await;
 }
 

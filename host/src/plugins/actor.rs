@@ -51,6 +51,9 @@ pub(crate) enum DeliveryError {
     Refused(String),
     /// The instance trapped (already counted as a failure).
     Trapped(String),
+    /// It failed or trapped after the database failed one of its storage calls (busy with
+    /// other plugins, unreachable): retried later, not counted against it.
+    NotItsFault(String),
     /// The plugin is stopping (unloaded, replaced or quarantined).
     Stopped,
 }
@@ -209,6 +212,8 @@ async fn run(
             else => return,
         };
         let own_work = matches!(job, Job::Events { .. });
+        // A delivery that trapped waiting on the database is not its failure either.
+        let mut excused = false;
         let cpu_before = sup.cpu_ns.load(Ordering::Relaxed);
         if instance.is_none() {
             // After a caller's call cost the instance, starting a new one is still the
@@ -238,6 +243,7 @@ async fn run(
         let (store, plugin) = instance.as_mut().expect("instance present");
         arm(store, sup.policy.limits.call_timeout());
         store.data().stderr.clear();
+        store.data_mut().not_its_fault = false;
         let api = plugin.fluid_scheduler_task_manager_plugin();
         let started = Instant::now();
         let trapped = match job {
@@ -247,6 +253,7 @@ async fn run(
                 let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| msg + &store.data().stderr.note());
                 meters.event_calls.inc();
                 meters.event_duration.observe(started.elapsed().as_secs_f64());
+                let database = store.data().not_its_fault;
                 match out {
                     Ok(r) => {
                         if r.is_ok() {
@@ -254,9 +261,17 @@ async fn run(
                         } else {
                             meters.errors.inc();
                         }
-                        let r = r.map_err(|m| DeliveryError::Refused(crate::scheduler::cut_text(m, crate::scheduler::MAX_ERROR_BYTES)));
+                        let r = r.map_err(|m| {
+                            let m = crate::scheduler::cut_text(m, crate::scheduler::MAX_ERROR_BYTES);
+                            if database { DeliveryError::NotItsFault(m) } else { DeliveryError::Refused(m) }
+                        });
                         let _ = reply.send(r);
                         None
+                    }
+                    Err(msg) if database => {
+                        let _ = reply.send(Err(DeliveryError::NotItsFault(msg.clone())));
+                        excused = true;
+                        Some(msg)
                     }
                     Err(msg) => {
                         let _ = reply.send(Err(DeliveryError::Trapped(msg.clone())));
@@ -286,7 +301,7 @@ async fn run(
         sup.record_duration(started.elapsed());
         if let Some(msg) = trapped {
             tracing::warn!(plugin = %sup.name, error = %msg, "plugin trapped; its instance is discarded");
-            if own_work {
+            if own_work && !excused {
                 sup.fail(&msg, true);
             } else {
                 sup.call_trapped(&msg);

@@ -186,7 +186,15 @@ pub struct Grants {
     /// paths are aio-fluid's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_routes: Option<bool>,
+    /// Whether a task component may tag its tasks `skip_db` (aio-fluid's tag that keeps a
+    /// task's runs out of the history): an untrusted component may not hide its own runs.
+    #[serde(default)]
+    pub skip_history: bool,
 }
+
+/// The tag that keeps a task's runs out of the db plugin's history (its default
+/// `skip_db_tag`, aio-fluid's name).
+pub const SKIP_HISTORY_TAG: &str = "skip_db";
 
 /// Plugins served at their declared paths unless fluid.toml says otherwise.
 pub const ROOT_ROUTES_BY_DEFAULT: [&str; 2] = ["db", "stats"];

@@ -353,6 +353,10 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
             Ok(()) => Ok((n, last)),
             Err(DeliveryError::Stopped) => return,
             Err(DeliveryError::Trapped(msg)) => Err(msg),
+            Err(DeliveryError::NotItsFault(msg)) => {
+                tracing::warn!(plugin = %plugin.name, error = %msg, "delivery failed because of the database; retried, not counted against the plugin");
+                Err(msg)
+            }
             Err(DeliveryError::Refused(msg)) => {
                 sup.fail(&msg, false);
                 Err(msg)

@@ -39,6 +39,12 @@ pub fn from_call_error(e: CallError) -> PluginCallError {
     }
 }
 
+/// A guest's log message as one line: a line break in it could forge what looks like a
+/// line of the host's own log.
+fn one_line(message: String) -> String {
+    if message.contains(['\n', '\r']) { message.replace('\r', "\\r").replace('\n', "\\n") } else { message }
+}
+
 impl host_if::Host for PluginState {
     async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         if !self.sup.log_budget.lock().unwrap().take() {
@@ -54,6 +60,7 @@ impl host_if::Host for PluginState {
             message.truncate(cut);
             message.push_str("… [cut]");
         }
+        let message = one_line(message);
         let plugin = self.name.as_str();
         match level {
             LogLevel::Trace => tracing::trace!(target: "fluid::plugin", plugin, "{message}"),
@@ -185,5 +192,16 @@ impl LogBudget {
             self.dropped += 1;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_guest_log_message_stays_one_line() {
+        let forged = "ok\n2026-01-01T00:00:00Z ERROR fluid_host: plugin db quarantined\r".to_string();
+        let line = super::one_line(forged);
+        assert!(!line.contains(['\n', '\r']) && line.contains("ok\\n2026"), "{line}");
+        assert_eq!(super::one_line("plain".into()), "plain");
     }
 }

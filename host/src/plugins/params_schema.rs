@@ -10,9 +10,14 @@
 //!   no `$anchor`, `$dynamicRef` or `$recursiveRef`, and draft 6 or later (draft 4's `id`
 //!   moves references), so every reference can be followed here. Remote references are never fetched in any case: the crate is built without
 //!   its resolvers;
-//! - at most [`MAX_EXPANDED_NODES`] nodes once every `$ref` is written out (a reference
-//!   back into itself counts once: validation follows it only as deep as the params go),
-//!   so `allOf` over doubled references cannot make validation exponential;
+//! - no reference back into itself (a recursive schema): validation would follow it as
+//!   deep as the params go, and two such references side by side (`allOf`, `items`)
+//!   double the work at every level of the params;
+//! - at most [`MAX_EXPANDED_NODES`] nodes once every `$ref` is written out, so `allOf`
+//!   over doubled references cannot make validation exponential either;
+//! - object keys of at most [`MAX_KEY_BYTES`] and at most [`MAX_COMPILED_BYTES`] of
+//!   locations in all: the compiled schema keeps the JSON-pointer location of every
+//!   node, so its memory grows with nodes times the length of their paths;
 //! - `pattern`s are compiled by the `regex` engine, in linear time (no look-around or
 //!   back-references: a schema using them is refused).
 //!
@@ -28,6 +33,14 @@ use std::sync::Arc;
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// Largest schema accepted once its references are written out.
 pub const MAX_EXPANDED_NODES: u64 = 5_000;
+/// Longest object key (a property name, a `$defs` name) in a schema.
+pub const MAX_KEY_BYTES: usize = 128;
+/// Most bytes of node locations one schema may compile to (see [`Expansion`]); a task
+/// component's schemas together get [`MAX_COMPONENT_SCHEMA_BYTES`].
+pub const MAX_COMPILED_BYTES: u64 = 1 << 20;
+pub const MAX_COMPONENT_SCHEMA_BYTES: u64 = 8 << 20;
+/// What each compiled node costs besides its location.
+const NODE_BYTES: u64 = 64;
 /// Longest reason given for refused params.
 const MAX_REASON_CHARS: usize = 400;
 
@@ -36,6 +49,12 @@ const REFUSED_KEYWORDS: &[&str] = &["$anchor", "$dynamicAnchor", "$dynamicRef", 
 
 /// Reads a component's params schema and builds the check its tasks' params go through.
 pub fn validator(text: &str) -> Result<(Value, ParamsValidator), String> {
+    validator_within(text, &mut { MAX_COMPILED_BYTES })
+}
+
+/// [`validator`], drawing what the schema compiles to from `budget` (a component's
+/// schemas share one).
+pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsValidator), String> {
     if text.len() > MAX_SCHEMA_BYTES {
         return Err(format!("params-schema is {} bytes, over the {MAX_SCHEMA_BYTES} allowed", text.len()));
     }
@@ -44,10 +63,20 @@ pub fn validator(text: &str) -> Result<(Value, ParamsValidator), String> {
     if schema.get("$schema").and_then(Value::as_str).is_some_and(|d| d.contains("draft-04") || d.contains("draft-03")) {
         return Err("params-schema: drafts 3 and 4 are not supported (their `id` moves references); use draft 6 or later".into());
     }
-    let nodes = Expansion { root: &schema, memo: HashMap::new(), open: HashSet::new() }.size(&schema, true)?;
-    if nodes > MAX_EXPANDED_NODES {
+    let cost = Expansion { root: &schema, memo: HashMap::new(), open: HashSet::new() }.size(&schema, true, 0)?;
+    if cost.nodes > MAX_EXPANDED_NODES {
         return Err(format!("params-schema is too large once its $refs are followed (over {MAX_EXPANDED_NODES} nodes)"));
     }
+    let bytes = cost.bytes(0);
+    if bytes > MAX_COMPILED_BYTES.min(*budget) {
+        return Err(format!(
+            "params-schema would compile to over {} KiB of node locations (nodes times the length of their paths; {} KiB per schema, {} KiB per component)",
+            bytes / 1024,
+            MAX_COMPILED_BYTES / 1024,
+            MAX_COMPONENT_SCHEMA_BYTES / 1024
+        ));
+    }
+    *budget -= bytes;
     let compiled = jsonschema::options()
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(&schema)
@@ -74,69 +103,103 @@ fn capped(mut s: String) -> String {
     s
 }
 
+/// What a (sub)schema costs once every `$ref` is written out: its nodes, and the sum of
+/// their locations' lengths below it (a node at depth `d` under a parent location of
+/// length `p` has a location of length `p` plus its own part).
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    nodes: u64,
+    /// Sum over its nodes of the length of their location relative to it.
+    inner: u64,
+}
+
+impl Cost {
+    /// Bytes it compiles to under a location of `prefix` bytes.
+    fn bytes(&self, prefix: u64) -> u64 {
+        self.nodes.saturating_mul(prefix.saturating_add(NODE_BYTES)).saturating_add(self.inner)
+    }
+
+    /// Adds `child`, found `step` bytes below this node's location.
+    fn add(&mut self, child: Cost, step: u64) {
+        self.nodes = self.nodes.saturating_add(child.nodes);
+        self.inner = self.inner.saturating_add(child.inner).saturating_add(child.nodes.saturating_mul(step));
+    }
+}
+
 /// Counts a schema's nodes with every `$ref` written out, saturating past the limit.
 struct Expansion<'a> {
     root: &'a Value,
-    /// Size of each reference target already counted.
-    memo: HashMap<String, u64>,
+    /// Cost of each reference target already counted.
+    memo: HashMap<String, Cost>,
     /// Targets being counted (a reference back into one of them is a cycle).
     open: HashSet<String>,
 }
 
 impl Expansion<'_> {
-    fn size(&mut self, v: &Value, at_root: bool) -> Result<u64, String> {
-        let mut n: u64 = 1;
+    fn size(&mut self, v: &Value, at_root: bool, depth: usize) -> Result<Cost, String> {
+        let mut cost = Cost { nodes: 1, inner: 0 };
+        if depth > 64 {
+            return Err("params-schema nests deeper than 64 levels".into());
+        }
         match v {
             Value::Array(items) => {
-                for item in items {
-                    n = n.saturating_add(self.size(item, false)?);
-                    if n > MAX_EXPANDED_NODES {
-                        return Ok(n);
+                for (i, item) in items.iter().enumerate() {
+                    let step = 1 + i.to_string().len() as u64;
+                    cost.add(self.size(item, false, depth + 1)?, step);
+                    if cost.nodes > MAX_EXPANDED_NODES {
+                        return Ok(cost);
                     }
                 }
             }
             Value::Object(map) => {
                 for (k, child) in map {
+                    if k.len() > MAX_KEY_BYTES {
+                        return Err(format!("params-schema has a key of {} bytes, over the {MAX_KEY_BYTES} allowed", k.len()));
+                    }
                     if REFUSED_KEYWORDS.contains(&k.as_str()) {
                         return Err(format!("params-schema may not use {k} (only $refs to #/... within the schema)"));
                     }
                     if k == "$id" && child.is_string() && !at_root {
                         return Err("params-schema may use $id only at its root".into());
                     }
+                    // A key is escaped in a location (`~0`, `~1`): count it twice.
+                    let step = 1 + 2 * k.len() as u64;
                     if k == "$ref"
                         && let Value::String(r) = child
                     {
-                        n = n.saturating_add(self.target(r)?);
+                        cost.add(self.target(r, depth)?, step);
                     }
-                    n = n.saturating_add(self.size(child, false)?);
-                    if n > MAX_EXPANDED_NODES {
-                        return Ok(n);
+                    cost.add(self.size(child, false, depth + 1)?, step);
+                    if cost.nodes > MAX_EXPANDED_NODES {
+                        return Ok(cost);
                     }
                 }
             }
             _ => {}
         }
-        Ok(n)
+        Ok(cost)
     }
 
-    fn target(&mut self, r: &str) -> Result<u64, String> {
+    fn target(&mut self, r: &str, depth: usize) -> Result<Cost, String> {
         let Some(pointer) = r.strip_prefix('#') else {
             return Err(format!("params-schema $ref {r:?} leaves the schema (only #/... is allowed)"));
         };
-        if let Some(&n) = self.memo.get(pointer) {
-            return Ok(n);
+        if let Some(&c) = self.memo.get(pointer) {
+            return Ok(c);
         }
         if self.open.contains(pointer) {
-            return Ok(1);
+            return Err(format!(
+                "params-schema $ref {r:?} refers back into itself: recursive schemas are not accepted (their validation grows with the params)"
+            ));
         }
         let root = self.root;
         let target = root.pointer(pointer).ok_or_else(|| format!("params-schema $ref {r:?} points at nothing"))?;
         self.open.insert(pointer.to_string());
-        let n = self.size(target, false);
+        let c = self.size(target, false, depth + 1);
         self.open.remove(pointer);
-        let n = n?;
-        self.memo.insert(pointer.to_string(), n);
-        Ok(n)
+        let c = c?;
+        self.memo.insert(pointer.to_string(), c);
+        Ok(c)
     }
 }
 
@@ -179,15 +242,42 @@ mod tests {
     }
 
     #[test]
-    fn local_refs_and_self_reference_are_followed() {
+    fn local_refs_are_followed_and_recursive_ones_refused() {
         let check = build(json!({
             "$id": "https://example.com/params",
-            "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}, "v": {"type": "integer"}}}},
-            "$ref": "#/$defs/node"
+            "$defs": {"v": {"type": "integer"}, "pair": {"type": "object", "properties": {"a": {"$ref": "#/$defs/v"}, "b": {"$ref": "#/$defs/v"}}}},
+            "$ref": "#/$defs/pair"
         }))
         .unwrap();
-        assert!(check(json!({"v": 1, "next": {"v": 2, "next": {"v": 3}}})).is_ok());
-        assert!(check(json!({"v": 1, "next": {"v": "deep"}})).unwrap_err().starts_with("/next/v: "));
+        assert!(check(json!({"a": 1, "b": 2})).is_ok());
+        assert!(check(json!({"a": 1, "b": "deep"})).unwrap_err().starts_with("/b: "));
+        // Two references back into the node side by side: validating 120 levels of params
+        // would take 2^120 steps.
+        let doubling = json!({
+            "properties": {"x": {"$ref": "#/$defs/n"}},
+            "$defs": {"n": {"allOf": [{"items": {"$ref": "#/$defs/n"}}, {"items": {"$ref": "#/$defs/n"}}]}}
+        });
+        assert!(refused(doubling).contains("refers back into itself"));
+        let list = json!({"$defs": {"node": {"properties": {"next": {"$ref": "#/$defs/node"}}}}, "$ref": "#/$defs/node"});
+        assert!(refused(list).contains("recursive schemas are not accepted"));
+    }
+
+    #[test]
+    fn what_a_schema_compiles_to_is_bounded_per_schema_and_per_component() {
+        // A long key above many nodes: every node's location repeats it.
+        let children: serde_json::Map<String, Value> = (0..1_600).map(|i| (format!("p{i}"), json!({"type": "string"}))).collect();
+        let long_key = json!({"properties": {"k".repeat(MAX_KEY_BYTES + 1): {"properties": children.clone()}}});
+        assert!(refused(long_key).contains("a key of"));
+        let deep_paths = json!({"properties": {"k".repeat(MAX_KEY_BYTES): {"properties": {"k".repeat(MAX_KEY_BYTES): {"properties": {"k".repeat(MAX_KEY_BYTES): {"properties": children}}}}}}});
+        assert!(refused(deep_paths).contains("node locations"));
+        let modest = json!({"properties": {"a": {"type": "integer"}, "b": {"type": "string"}}}).to_string();
+        let mut budget = MAX_COMPONENT_SCHEMA_BYTES;
+        let mut accepted = 0;
+        while validator_within(&modest, &mut budget).is_ok() {
+            accepted += 1;
+        }
+        assert!(accepted > 1000, "a component's many small schemas fit: {accepted}");
+        assert!(validator_within(&modest, &mut budget).err().unwrap().contains("per component"));
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct PluginState {
     pub(crate) run_id: Option<String>,
     /// The end of what this instance wrote to stderr (a panic message, say).
     pub(crate) stderr: StderrTail,
+    /// A storage call of the current job failed because of the database (busy with other
+    /// plugins, unreachable), not the plugin: a failed delivery then does not count.
+    pub(crate) not_its_fault: bool,
 }
 
 impl WasiView for PluginState {
@@ -138,6 +141,7 @@ pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<S
         name: sup.name.clone(),
         wasi: wasi_ctx(&sup.policy, &stderr)?,
         stderr,
+        not_its_fault: false,
         table,
         limits,
         shared: shared.clone(),

@@ -13,7 +13,7 @@ use super::bindings::storage_if::{ColumnType, Filter, FilterOp, OrderBy, Query, 
 use super::config::Limits;
 use super::quota::{self, Bounds, Usage};
 use crate::store::db::Arg as Bound;
-use crate::store::{Backend, Store};
+use crate::store::{Backend, Db, Store};
 use crate::store::{Row, query, query_built};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,9 @@ pub const MAX_JSON_CONTAINS: usize = 64 * 1024;
 pub const MAX_COLUMNS: usize = 64;
 /// Rows per INSERT statement inside one upsert.
 const UPSERT_CHUNK: usize = 200;
+/// Most indexes one table may have, from all its definitions together (each one slows
+/// every write to the table and takes space the quota does not see).
+pub const MAX_INDEXES: usize = 16;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 struct Col {
@@ -88,6 +91,16 @@ fn physical(plugin: &str, table: &str) -> String {
     format!("p_{}_{}_{}", plugin.len(), plugin, table)
 }
 
+/// How a `backend` error starts when the database, not the plugin, is the cause (busy
+/// with another plugin's statement, or unreachable): a delivery failing for it is retried
+/// without counting against the plugin.
+pub(crate) const NOT_ITS_FAULT: [&str; 2] = ["the database is busy", "the database is unreachable"];
+
+/// Whether `e` is a `backend` error the plugin did not cause (see [`NOT_ITS_FAULT`]).
+pub(crate) fn not_its_fault(e: &StorageError) -> bool {
+    matches!(e, StorageError::Backend(m) if NOT_ITS_FAULT.iter().any(|p| m.starts_with(p)))
+}
+
 /// The database's error, logged in full on the host; the plugin gets a kind, never the
 /// text (it would echo SQL, physical table names, other plugins' names).
 pub(crate) fn backend_err(e: sqlx::Error) -> StorageError {
@@ -125,6 +138,17 @@ impl PluginStorage {
     pub async fn close(&self) {
         if self.backend() == Backend::Sqlite {
             self.store.close().await;
+        }
+    }
+
+    /// The plugins' writer, waited for at most `statement_timeout_ms`: one plugin holding
+    /// it (within its own limit) must not make another's call run out of time waiting.
+    async fn writer(&self, limits: &Limits) -> Result<Db, StorageError> {
+        match tokio::time::timeout(limits.statement_timeout(), self.store.write_tx()).await {
+            Ok(tx) => tx.map_err(backend_err),
+            Err(_) => Err(StorageError::Backend(
+                "the database is busy with other plugins' statements (statement_timeout_ms passed waiting); the call may be retried".into(),
+            )),
         }
     }
 
@@ -171,8 +195,8 @@ impl PluginStorage {
         if def.primary_key.is_empty() {
             return Err(StorageError::InvalidValue("a table needs a primary key".into()));
         }
-        if def.indexes.len() > 16 {
-            return Err(StorageError::InvalidValue("at most 16 indexes".into()));
+        if def.indexes.len() > MAX_INDEXES {
+            return Err(StorageError::InvalidValue(format!("at most {MAX_INDEXES} indexes")));
         }
         if def.primary_key.len() > 8 || def.indexes.iter().any(|i| i.is_empty() || i.len() > 8) {
             return Err(StorageError::InvalidValue("a primary key or an index has 1 to 8 columns".into()));
@@ -198,7 +222,10 @@ impl PluginStorage {
             .map(|c| format!("{} {}{}", quote(&c.name), self.sql_type(&c.kind), if c.nullable { "" } else { " NOT NULL" }))
             .collect();
         let pk: Vec<String> = def.primary_key.iter().map(|k| quote(k)).collect();
-        let mut tx = self.store.write_tx().await.map_err(backend_err)?;
+        let mut tx = self.writer(limits).await?;
+        // The whole transaction, not each index, within the limit: it holds the writer.
+        let until = std::time::Instant::now() + limits.statement_timeout();
+        let left = || until.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
         if self.backend() == Backend::Postgres {
             query("SELECT pg_advisory_xact_lock(72453)").execute(&mut tx).await.map_err(backend_err)?;
         }
@@ -206,13 +233,35 @@ impl PluginStorage {
             quota::check_new_table(&mut tx, plugin, limits).await?;
         }
         let create = format!("CREATE TABLE IF NOT EXISTS {phys} ({}, PRIMARY KEY ({}))", col_sql.join(", "), pk.join(", "));
-        query_built(create).execute(&mut tx).await.map_err(backend_err)?;
-        for idx in &def.indexes {
+        query_built(create).time_limit(left()).execute(&mut tx).await.map_err(backend_err)?;
+        // Named after its columns: a plugin that changes an index gets the new one (the
+        // old one stays), not the old one kept under a reused name. So the indexes a table
+        // has, from every definition so far, are counted against the bound.
+        let prefix = format!("{phys}_i");
+        let list = match self.backend() {
+            Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1",
+            Backend::Postgres => "SELECT indexname::text AS name FROM pg_indexes WHERE tablename = $1",
+        };
+        let mut have: Vec<String> = Vec::new();
+        for r in query(list).bind(&phys).time_limit(left()).fetch_all(&mut tx).await.map_err(backend_err)? {
+            let name: String = r.try_get("name").map_err(backend_err)?;
+            if name.starts_with(&prefix) {
+                have.push(name);
+            }
+        }
+        let wanted: Vec<(String, &Vec<String>)> = def.indexes.iter().map(|idx| (format!("{prefix}{:08x}", fnv32(&idx.join(","))), idx)).collect();
+        let new = wanted.iter().filter(|(n, _)| !have.contains(n)).count();
+        if have.len() + new > MAX_INDEXES {
+            return Err(StorageError::QuotaExceeded(format!(
+                "table {:?} would have {} indexes, over the limit of {MAX_INDEXES} (an index of an earlier definition stays)",
+                def.name,
+                have.len() + new
+            )));
+        }
+        for (name, idx) in &wanted {
             let cols: Vec<String> = idx.iter().map(|c| quote(c)).collect();
-            // Named after its columns: a plugin that changes an index gets the new one
-            // (the old one stays, harmless), not the old one kept under a reused name.
-            let sql = format!("CREATE INDEX IF NOT EXISTS {phys}_i{:08x} ON {phys} ({})", fnv32(&idx.join(",")), cols.join(", "));
-            query_built(sql).time_limit(limits.statement_timeout()).execute(&mut tx).await.map_err(backend_err)?;
+            let sql = format!("CREATE INDEX IF NOT EXISTS {name} ON {phys} ({})", cols.join(", "));
+            query_built(sql).time_limit(left()).execute(&mut tx).await.map_err(backend_err)?;
         }
         query(
             "INSERT INTO fluid_plugin_tables (plugin, name, physical, columns, primary_key) VALUES ($1, $2, $3, $4, $5) \
@@ -343,7 +392,7 @@ impl PluginStorage {
         let newer = version.map_or(String::new(), |v| format!(" WHERE excluded.{0} > {1}.{0}", quote(v), meta.physical));
         let on_conflict =
             if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}{newer}", updates.join(", ")) };
-        let mut tx = self.store.write_tx().await.map_err(backend_err)?;
+        let mut tx = self.writer(limits).await?;
         // The whole transaction, not each statement, within the limit: it holds the writer.
         let until = std::time::Instant::now() + limits.statement_timeout();
         let left = || until.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
@@ -592,7 +641,7 @@ impl PluginStorage {
         for b in &binds {
             query.push(b.clone());
         }
-        let mut tx = self.store.write_tx().await.map_err(backend_err)?;
+        let mut tx = self.writer(limits).await?;
         let n = query.execute(&mut tx).await.map_err(backend_err)?;
         tx.commit().await.map_err(backend_err)?;
         self.bounds.remove_rows(plugin, n);
@@ -684,11 +733,13 @@ fn read_row(backend: Backend, r: &Row, cols: &[Col]) -> Result<Vec<Value>, Stora
 
 impl super::bindings::storage_if::Host for super::sandbox::PluginState {
     async fn ensure_table(&mut self, def: TableDef) -> wasmtime::Result<Result<(), StorageError>> {
-        Ok(self.shared.storage.ensure_table(&self.name, def, &self.sup.policy.limits).await)
+        let out = self.shared.storage.ensure_table(&self.name, def, &self.sup.policy.limits).await;
+        Ok(self.noted(out))
     }
 
     async fn upsert(&mut self, table: String, columns: Vec<String>, rows: Vec<Vec<Value>>) -> wasmtime::Result<Result<u64, StorageError>> {
-        Ok(self.shared.storage.upsert(&self.name, &table, columns, rows, None, &self.sup.policy.limits).await)
+        let out = self.shared.storage.upsert(&self.name, &table, columns, rows, None, &self.sup.policy.limits).await;
+        Ok(self.noted(out))
     }
 
     async fn upsert_newer(
@@ -698,7 +749,8 @@ impl super::bindings::storage_if::Host for super::sandbox::PluginState {
         rows: Vec<Vec<Value>>,
         version: String,
     ) -> wasmtime::Result<Result<u64, StorageError>> {
-        Ok(self.shared.storage.upsert(&self.name, &table, columns, rows, Some(&version), &self.sup.policy.limits).await)
+        let out = self.shared.storage.upsert(&self.name, &table, columns, rows, Some(&version), &self.sup.policy.limits).await;
+        Ok(self.noted(out))
     }
 
     async fn select(&mut self, table: String, q: Query) -> wasmtime::Result<Result<Vec<Vec<Value>>, StorageError>> {
@@ -708,14 +760,28 @@ impl super::bindings::storage_if::Host for super::sandbox::PluginState {
         {
             self.sup.limit_hit("max_read_mib", m);
         }
-        Ok(out)
+        Ok(self.noted(out))
     }
 
     async fn delete(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
-        Ok(self.shared.storage.delete(&self.name, &table, filters, &self.sup.policy.limits).await)
+        let out = self.shared.storage.delete(&self.name, &table, filters, &self.sup.policy.limits).await;
+        Ok(self.noted(out))
     }
 
     async fn count(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
-        Ok(self.shared.storage.count(&self.name, &table, filters, &self.sup.policy.limits).await)
+        let out = self.shared.storage.count(&self.name, &table, filters, &self.sup.policy.limits).await;
+        Ok(self.noted(out))
+    }
+}
+
+impl super::sandbox::PluginState {
+    /// Passes a storage result on, noting when the database was the cause of its failure.
+    fn noted<T>(&mut self, out: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &out
+            && not_its_fault(e)
+        {
+            self.not_its_fault = true;
+        }
+        out
     }
 }

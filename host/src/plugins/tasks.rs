@@ -29,7 +29,7 @@ use super::supervisor::Supervisor;
 use crate::scheduler::{RetryPolicy, Schedule, Task, TaskBuilder, TaskContext, TaskError};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use super::config::Limits;
+use super::config::{Limits, SKIP_HISTORY_TAG};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -79,7 +79,8 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
 
 /// The options a definition declares, or why they are invalid (schedule, retry, schema;
 /// name and timeout are checked by `Task::check`).
-fn options(def: &TaskDef, component: &str, limits: &Limits) -> Result<TaskBuilder, String> {
+/// `schema_budget`: what the component's params schemas may still compile to.
+fn options(def: &TaskDef, component: &str, limits: &Limits, schema_budget: &mut u64) -> Result<TaskBuilder, String> {
     let min_schedule = limits.min_schedule();
     if def.timeout_ms > limits.max_task_timeout_ms {
         return Err(format!("timeout of {} ms, over the limit of {} ms (max_task_timeout_ms)", def.timeout_ms, limits.max_task_timeout_ms));
@@ -130,7 +131,7 @@ fn options(def: &TaskDef, component: &str, limits: &Limits) -> Result<TaskBuilde
         });
     }
     if let Some(text) = &def.params_schema {
-        let (schema, check) = super::params_schema::validator(text)?;
+        let (schema, check) = super::params_schema::validator_within(text, schema_budget)?;
         b = b.validator(check).params_schema(schema);
     }
     Ok(b)
@@ -143,8 +144,9 @@ fn task_of(
     shared: &Arc<Shared>,
     pre: &TaskPre<PluginState>,
     sup: &Arc<Supervisor>,
+    schema_budget: &mut u64,
 ) -> Result<Task, String> {
-    let b = options(def, component, &sup.policy.limits)?;
+    let b = options(def, component, &sup.policy.limits, schema_budget)?;
     let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
     let meters = shared.scheduler.metrics().plugin(&sup.name);
     let task = b.executor(Arc::new(move |ctx: TaskContext| {
@@ -274,9 +276,15 @@ impl PluginRuntime {
         let previous: Vec<String> = shared.task_files.read().unwrap().get(path).map(|c| c.tasks.clone()).unwrap_or_default();
         let mut seen = BTreeSet::new();
         let mut tasks = Vec::new();
+        let mut schema_budget = super::params_schema::MAX_COMPONENT_SCHEMA_BYTES;
         for def in &defs {
             let name = super::limits::truncated(&def.name);
-            let task = task_of(def, &component, shared, &pre, &sup).map_err(|e| format!("{file}: task {name:?} refused: {e}"))?;
+            if def.tags.iter().any(|t| t == SKIP_HISTORY_TAG) && !sup.policy.grants.skip_history {
+                return Err(format!(
+                    "{file}: task {name:?} refused: its tag {SKIP_HISTORY_TAG:?} would keep its runs out of the history; only the operator may allow that ([plugins.{component}.grants] skip_history = true)"
+                ));
+            }
+            let task = task_of(def, &component, shared, &pre, &sup, &mut schema_budget).map_err(|e| format!("{file}: task {name:?} refused: {e}"))?;
             if !seen.insert(def.name.clone()) {
                 return Err(format!("{file}: task {name:?} refused: defined twice in this component"));
             }
@@ -354,7 +362,7 @@ mod tests {
     }
 
     fn checked(d: &TaskDef) -> Result<(), String> {
-        options(d, "c", &Limits::default())?.run(|_| async { Ok(()) }).check()
+        options(d, "c", &Limits::default(), &mut { u64::MAX })?.run(|_| async { Ok(()) }).check()
     }
 
     #[test]
@@ -380,7 +388,7 @@ mod tests {
     fn the_operators_concurrency_cap_bounds_what_a_task_declares() {
         let capped = |declared, cap| {
             let limits = Limits { max_concurrency: cap, ..Limits::default() };
-            options(&TaskDef { max_concurrency: declared, ..def("t") }, "c", &limits).unwrap().run(|_| async { Ok(()) }).max_concurrency
+            options(&TaskDef { max_concurrency: declared, ..def("t") }, "c", &limits, &mut { u64::MAX }).unwrap().run(|_| async { Ok(()) }).max_concurrency
         };
         assert_eq!((capped(0, 0), capped(5, 0), capped(0, 2), capped(5, 2), capped(1, 2)), (0, 5, 2, 2, 1));
         assert!(checked(&TaskDef { schedule: Some("0 25 * * *".into()), ..def("t") }).unwrap_err().contains("cron"));
@@ -392,7 +400,7 @@ mod tests {
     #[test]
     fn schedules_together_stay_within_the_queue_allowance() {
         let limits = Limits { queue_per_s: 10, ..Default::default() };
-        let every = |name: &str, s: &str| options(&TaskDef { schedule: Some(s.into()), ..def(name) }, "c", &limits).unwrap().run(|_| async { Ok(()) });
+        let every = |name: &str, s: &str| options(&TaskDef { schedule: Some(s.into()), ..def(name) }, "c", &limits, &mut { u64::MAX }).unwrap().run(|_| async { Ok(()) });
         let ten: Vec<Task> = (0..10).map(|i| every(&format!("t{i}"), "every 1s")).collect();
         assert!(check_schedule_rate(&ten, &limits).is_ok());
         let eleven: Vec<Task> = (0..11).map(|i| every(&format!("t{i}"), "every 1s")).collect();

@@ -8,7 +8,7 @@
 //!
 //! Methods (JSON args -> JSON result): `echo`, `spin {ms}`, `spin_forever`, `call {plugin,
 //! method, args}`, `call_loop {plugin, method, args, n}`, `queue {task, n, params}`,
-//! `fill {rows, bytes}`, `read_all`, `query {order_cols, filters, after_len}`,
+//! `fill {rows, bytes, chunk}`, `reindex {n}`, `read_all`, `query {order_cols, filters, after_len}`,
 //! `big_result {bytes}`, `log_flood {n, bytes}`, `grow {mib}`, `handles {n}` (holds n
 //! `get-plugin` handles at once). Errors from the host come
 //! back as `{"error": "<Debug>"}` values, so a test can tell what was refused and why.
@@ -153,7 +153,9 @@ impl Plugin for Attacker {
                 let (data, cols) = ("x".repeat(num("bytes") as usize), ["id".to_string(), "data".to_string()]);
                 let ids: Vec<i64> = (0..num("rows") as i64).collect();
                 let mut written = 0u64;
-                for batch in ids.chunks(8) {
+                // `chunk` rows per upsert (one transaction each): a large one holds the writer.
+                let chunk = if num("chunk") == 0 { 8 } else { num("chunk") as usize };
+                for batch in ids.chunks(chunk) {
                     let rows: Vec<_> = batch.iter().map(|&id| vec![V::Int(id), V::Text(data.clone())]).collect();
                     match storage::upsert("blob", &cols, &rows) {
                         Ok(n) => written += n,
@@ -161,6 +163,25 @@ impl Plugin for Attacker {
                     }
                 }
                 json!({ "written": written })
+            }
+            // `ensure-table` of one wide table `n` times, each time with one more index
+            // (an index of an earlier definition stays): how many a table may gather.
+            "reindex" => {
+                let columns: Vec<Column> = (0..24).map(|i| Column { name: format!("c{i}"), kind: ColumnType::Int, nullable: true }).collect();
+                let mut made = 0;
+                for i in 0..num("n") as usize {
+                    let def = TableDef {
+                        name: "wide".into(),
+                        columns: columns.clone(),
+                        primary_key: vec!["c0".into()],
+                        indexes: vec![vec![format!("c{}", 1 + i % 23)]],
+                    };
+                    if let Err(e) = storage::ensure_table(&def) {
+                        return Ok(json!({ "made": made, "error": format!("{e:?}") }));
+                    }
+                    made += 1;
+                }
+                json!({ "made": made })
             }
             "read_all" => {
                 let q = Query { columns: vec![], filters: vec![], order: vec![], after: None, limit: None };
