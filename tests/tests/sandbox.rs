@@ -483,6 +483,43 @@ async fn no_run_however_queued_can_poison_the_feed() {
     h.shutdown(Duration::ZERO).await;
 }
 
+/// Class 6, history: runs whose params together pass what one storage read may hold
+/// (`max_read_mib`) still page through `/task-history`: the db plugin answers shorter pages
+/// that go on from where they end, never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_through_runs_too_large_to_read_at_once() {
+    let dir = TempDir::new();
+    let h = host_with(dir.path(), "", 2).await;
+    let pad = "p".repeat(1000 << 10);
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..18 {
+        let resp = client().post(url(&h, "/tasks/ok")).json(&json!({ "pad": pad })).send().await.unwrap();
+        let run: Value = resp.json().await.unwrap();
+        ids.insert(run["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        wait_done(&h.scheduler, id).await;
+    }
+    caught_up(&h, "db").await;
+    let (mut seen, mut cursor, mut pages) = (std::collections::BTreeSet::new(), String::new(), 0);
+    loop {
+        let (status, page) = get_json(&h, &format!("/task-history?task=ok&cursor={cursor}")).await;
+        assert_eq!(status, 200, "{}", page.to_string().chars().take(300).collect::<String>());
+        pages += 1;
+        for run in page["data"].as_array().unwrap() {
+            assert!(seen.insert(run["id"].as_str().unwrap().to_string()), "no run twice");
+        }
+        cursor = page["cursor"].as_str().unwrap_or_default().to_string();
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, ids, "every run, in {pages} pages");
+    assert!(pages > 1, "more than one read can hold");
+    unharmed(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// Class 7: two plugins calling each other at the same moment get `unavailable` at once
 /// (the wait-for cycle is found), not a hang until their time limit; neither is charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
