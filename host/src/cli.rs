@@ -360,7 +360,16 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
             use crate::store::checkpoints::Forget;
             let store = c.open_store().await?;
             let done = store.forget_checkpoint(&name).await;
+            // A task component's task names go with it (a plugin has none).
+            let released = match &done {
+                Ok(Forget::Delivering { .. }) => Ok(0),
+                _ => store.release_task_owner(&name).await,
+            };
             store.close().await;
+            let released = released?;
+            if released > 0 {
+                println!("{name}: its {released} task names are released; another task component may define them");
+            }
             match done? {
                 Forget::Forgotten { held, .. } => {
                     println!("{name}: forgotten; the change feed is no longer kept for it ({held} events it had not handled)");
@@ -370,8 +379,9 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
                     eprintln!("{name}: host {host} delivers its events now; remove {name}.wasm from that host's plugins folder first");
                     return Ok(std::process::ExitCode::FAILURE);
                 }
+                Forget::Unknown if released > 0 => {}
                 Forget::Unknown => {
-                    eprintln!("{name}: no such plugin has a feed checkpoint");
+                    eprintln!("{name}: no such plugin has a feed checkpoint, nor such a task component task names");
                     return Ok(std::process::ExitCode::FAILURE);
                 }
             }

@@ -101,6 +101,11 @@ impl Host {
             let name = t.name.clone();
             scheduler.register(t).map_err(anyhow::Error::msg).with_context(|| format!("cannot register task {name}"))?;
         }
+        // Native task names are this program's: no task component may take them over.
+        let natives: Vec<String> = scheduler.tasks().iter().map(|t| t.name.clone()).collect();
+        for (name, owner) in scheduler.store().claim_task_owners("native", &natives).await.context("cannot write to the database")? {
+            tracing::error!(task = %name, owner = %owner, "a task component already defines this native task's name on a host sharing the database; its runs may run either");
+        }
         // First heartbeat before claiming, so this host is alive before it owns runs.
         scheduler.heartbeat_once().await.context("cannot write to the database")?;
         let plugins = if config.load_plugins {

@@ -412,6 +412,32 @@ async fn no_plugin_answers_requests_meant_for_the_host_or_another_plugin() {
     h.shutdown(Duration::ZERO).await;
 }
 
+/// Class 4, tasks: a task name is its first component's, on every host sharing the
+/// database, even while that component is not loaded: another component defining it is
+/// refused, naming the owner, so it cannot take over the other's queued runs; the operator
+/// releases the names with `fluid plugins forget`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_component_takes_over_another_components_task_names() {
+    let dir = TempDir::new();
+    install(dir.path(), "attack-tasks", "attack_tasks");
+    let h = host_with(dir.path(), "", 2).await;
+    assert_eq!(h.scheduler.task("fork").map(|t| t.module.clone()).as_deref(), Some("attack_tasks"));
+    h.shutdown(Duration::ZERO).await;
+    // The owner is gone, a squatter with its task names comes: refused all the same.
+    std::fs::remove_file(dir.path().join("plugins/attack_tasks.wasm")).unwrap();
+    install(dir.path(), "attack-tasks", "squatter");
+    let h = host_with(dir.path(), "", 2).await;
+    let (_, list) = get_json(&h, "/plugins").await;
+    assert!(failed_reason(&list, "squatter").contains("belongs to the task component \"attack_tasks\""), "{list}");
+    assert!(h.scheduler.task("fork").is_none());
+    unharmed(&h).await;
+    assert!(h.scheduler.store().release_task_owner("attack_tasks").await.unwrap() > 0);
+    h.shutdown(Duration::ZERO).await;
+    let h = host_with(dir.path(), "", 2).await;
+    assert_eq!(h.scheduler.task("fork").map(|t| t.module.clone()).as_deref(), Some("squatter"), "released by the operator");
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// Class 5: what a caller sends cannot cost the callee its health. Calls that make it
 /// trap, overrun or answer too much are counted against the caller; the callee stays
 /// active with no failure in its window. A flood of calls into db leaves it whole.

@@ -292,6 +292,13 @@ impl PluginRuntime {
         }
         check_schedule_rate(&tasks, &sup.policy.limits).map_err(|e| format!("{file}: {e}"))?;
         let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+        // A name is its first component's, on every host sharing the database.
+        let taken = shared.scheduler.store().claim_task_owners(&component, &names).await.map_err(|e| format!("{file}: {e}"))?;
+        if let Some((name, owner)) = taken.first() {
+            return Err(format!(
+                "{file}: task {name:?} refused: it belongs to the task component {owner:?} (on this or another host sharing the database); `fluid plugins forget {owner}` releases its names"
+            ));
+        }
         shared.scheduler.replace_tasks(&previous, tasks).map_err(|e| format!("{file}: {e}"))?;
         tracing::info!(file = %file, tasks = ?names, "task component loaded");
         let tc = TaskComponent { file: path.to_path_buf(), sha256: cache::sha256(bytes), stamp, tasks: names, sup };

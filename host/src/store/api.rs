@@ -302,6 +302,36 @@ impl Store {
             .await
     }
 
+    /// Records `module` as the owner of the task names nobody owns yet, all or none: when
+    /// another module owns one, nothing is recorded and those names are returned with
+    /// their owner.
+    pub async fn claim_task_owners(&self, module: &str, names: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        self.metrics
+            .timed("claim_task_owners", async {
+                let mut tx = self.write_tx().await?;
+                let taken = tasks::claim_owners(&mut tx, module, names).await?;
+                if taken.is_empty() {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok(taken)
+            })
+            .await
+    }
+
+    /// Releases the task names `module` owns (`fluid plugins forget`); how many.
+    pub async fn release_task_owner(&self, module: &str) -> Result<u64, StoreError> {
+        self.metrics
+            .timed("release_task_owner", async {
+                let mut tx = self.write_tx().await?;
+                let n = tasks::release_owner(&mut tx, module).await?;
+                tx.commit().await?;
+                Ok(n)
+            })
+            .await
+    }
+
     /// Deletes the checkpoint of a plugin no host delivers to now (`fluid plugins forget`),
     /// so the feed is no longer kept for it.
     pub async fn forget_checkpoint(&self, plugin: &str) -> Result<checkpoints::Forget, StoreError> {

@@ -66,6 +66,13 @@ const MIGRATIONS: &[&str] = &[
         lease_until BIGINT NOT NULL DEFAULT 0
     )",
     PLUGIN_TABLES,
+    // Which task component (its file's stem) defines each task name, on every host sharing
+    // the database: another component's task of that name is refused, so no component can
+    // take over the queued runs of another's task.
+    "CREATE TABLE IF NOT EXISTS fluid_task_owners (
+        name TEXT PRIMARY KEY,
+        module TEXT NOT NULL
+    )",
 ];
 
 /// Schemas of the tables plugins create through the `storage` import. On SQLite they live

@@ -62,3 +62,26 @@ pub(crate) async fn record_last_run(conn: &mut Db, run: &TaskRun) -> Result<(), 
     .await?;
     Ok(())
 }
+
+/// Records `module` as the owner of every name of `names` nobody owns yet; returns the
+/// names another module owns, with that owner.
+pub(crate) async fn claim_owners(conn: &mut Db, module: &str, names: &[String]) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let mut taken = Vec::new();
+    for name in names {
+        query("INSERT INTO fluid_task_owners (name, module) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name.as_str())
+            .bind(module)
+            .execute(&mut *conn)
+            .await?;
+        let owner: String = query("SELECT module FROM fluid_task_owners WHERE name = $1").bind(name.as_str()).fetch_one(&mut *conn).await?.try_get("module")?;
+        if owner != module {
+            taken.push((name.clone(), owner));
+        }
+    }
+    Ok(taken)
+}
+
+/// Releases the task names `module` owns; how many.
+pub(crate) async fn release_owner(conn: &mut Db, module: &str) -> Result<u64, sqlx::Error> {
+    query("DELETE FROM fluid_task_owners WHERE module = $1").bind(module).execute(&mut *conn).await
+}
