@@ -239,6 +239,37 @@ async fn a_worker_share_caps_its_group_and_other_runs_go_past_its_queued_ones(db
     host.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A scheduled task of a worker share whose last scheduled run has not started (its share
+/// is full) skips its due times instead of piling runs up in the queue.
+async fn a_schedule_of_a_full_worker_share_skips_its_due_times_instead_of_piling_up(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let gate = Gate::new();
+    let flight = InFlight::default();
+    let period = Duration::from_millis(100);
+    let tick = gated_task(Task::new("g.tick").worker_share("g", 1).schedule(Schedule::every(period)), &gate, &flight);
+    let mut cfg = dir.config();
+    cfg.scheduler.workers = 4;
+    cfg.scheduler.run_schedules = true;
+    cfg.scheduler.schedule_tick = Duration::from_millis(20);
+    let host = start(cfg, vec![tick]).await;
+    let store = host.scheduler.store().clone();
+    poll("the first scheduled run holding the share", WAIT, || async { (flight.total() == 1).then_some(()) }).await;
+    let from = fluid_host::time::now_us();
+    // Ten due times go by while the share is full.
+    poll("ten due times", WAIT, || async {
+        let next = store.schedule_due("g.tick", 0).await.unwrap();
+        (next > from + 10 * period.as_micros() as i64).then_some(())
+    })
+    .await;
+    let events = store.events_after(0, 100_000, usize::MAX).await.unwrap();
+    let mut ids: Vec<String> = events.iter().filter(|e| e.run.task == "g.tick").map(|e| e.run.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "one running, one waiting to start, no more: {ids:?}");
+    gate.open();
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
 async fn rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit(db: Db) {
     let dir = TestEnv::new(db).await;
     let gate = Gate::new();
@@ -775,6 +806,7 @@ crate::backend_tests!(
     max_concurrency_holds_under_contention_and_excess_is_rate_limited,
     rate_limit_retry_defers_excess_runs_until_all_succeed_within_the_limit,
     a_worker_share_caps_its_group_and_other_runs_go_past_its_queued_ones,
+    a_schedule_of_a_full_worker_share_skips_its_due_times_instead_of_piling_up,
     timeout_ends_run_in_failure_with_timeout_message,
     task_abort_ends_run_aborted_and_is_not_retried,
     disabled_task_runs_are_aborted_without_executing,

@@ -865,8 +865,9 @@ impl Scheduler {
 
     async fn schedule_loop(self) {
         let mut due: HashMap<String, i64> = HashMap::new();
+        let mut pending: HashMap<String, String> = HashMap::new();
         loop {
-            if let Err(e) = self.schedule_tick(&mut due).await {
+            if let Err(e) = self.schedule_tick(&mut due, &mut pending).await {
                 tracing::error!(error = %e, "schedule tick failed");
             }
             tokio::select! {
@@ -877,8 +878,12 @@ impl Scheduler {
     }
 
     /// Fires every schedule whose due time has come. `due` caches each task's next due
-    /// time; the stored one decides (another host may have fired it).
-    async fn schedule_tick(&self, due: &mut HashMap<String, i64>) -> Result<(), StoreError> {
+    /// time; the stored one decides (another host may have fired it). `pending`: the last
+    /// run this host's schedules queued for each task with a worker share (an untrusted
+    /// component's): while it has not started, that task's due times are skipped, so a
+    /// component whose runs cannot start (its share is full) does not pile up a backlog
+    /// every claim would have to look past.
+    async fn schedule_tick(&self, due: &mut HashMap<String, i64>, pending: &mut HashMap<String, String>) -> Result<(), StoreError> {
         let store = &self.inner.store;
         for task in self.tasks() {
             let Some(schedule) = &task.schedule else { continue };
@@ -899,7 +904,14 @@ impl Scheduler {
             let next = schedule.next_due(to_datetime(seen), to_datetime(now)).timestamp_micros();
             let late = now - seen > MISFIRE_GRACE_US;
             let enabled = store.task_statuses().await?.get(&task.name).is_none_or(|s| s.enabled);
-            let run = if late || !enabled {
+            let waiting = match pending.get(&task.name) {
+                Some(id) => store.get_run(id).await?.is_some_and(|r| r.state == TaskState::Queued),
+                None => false,
+            };
+            if waiting {
+                tracing::debug!(task = %task.name, "its last scheduled run has not started; this due time is skipped");
+            }
+            let run = if late || !enabled || waiting {
                 None
             } else {
                 let delay = schedule.jitter();
@@ -918,6 +930,9 @@ impl Scheduler {
                 match run {
                     Some(run) => {
                         tracing::debug!(task = %task.name, run = %run.id, "schedule fired");
+                        if task.workers.is_some() {
+                            pending.insert(task.name.clone(), run.id.clone());
+                        }
                         self.committed([run]);
                         self.inner.wake.notify_one();
                     }
