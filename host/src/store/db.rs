@@ -29,6 +29,33 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Prepared statements kept per SQLite write connection (plugin storage makes many texts).
 const STATEMENT_CACHE: usize = 256;
+/// Longest statement text kept in the statement caches.
+const MAX_CACHED_SQL: usize = 8 * 1024;
+
+/// A prepared statement, from the cache or for one use.
+enum Prepared<'c> {
+    Cached(rusqlite::CachedStatement<'c>),
+    Once(rusqlite::Statement<'c>),
+}
+
+impl<'c> std::ops::Deref for Prepared<'c> {
+    type Target = rusqlite::Statement<'c>;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Prepared::Cached(s) => s,
+            Prepared::Once(s) => s,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Prepared<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Prepared::Cached(s) => s,
+            Prepared::Once(s) => s,
+        }
+    }
+}
 
 /// A value to bind. Nulls carry their type: PostgreSQL needs one for every parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -530,8 +557,11 @@ pub struct LiteTx {
 }
 
 impl LiteConn {
-    fn prepare(&mut self, sql: &str, args: &[Arg]) -> rusqlite::Result<rusqlite::CachedStatement<'_>> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
+    fn prepare(&mut self, sql: &str, args: &[Arg]) -> rusqlite::Result<Prepared<'_>> {
+        // A long text (a plugin's query with many filters) is prepared for this use only:
+        // the caches hold statements by count, so long ones would make them hold a lot.
+        let cache = sql.len() <= MAX_CACHED_SQL;
+        let mut stmt = if cache { Prepared::Cached(self.conn.prepare_cached(sql)?) } else { Prepared::Once(self.conn.prepare(sql)?) };
         let map = match self.params.get(sql) {
             Some(m) => m.clone(),
             None => {
@@ -539,10 +569,12 @@ impl LiteConn {
                 let m: Arc<[usize]> = (1..=stmt.parameter_count())
                     .map(|i| stmt.parameter_name(i).and_then(|name| name.strip_prefix('$')).and_then(|n| n.parse().ok()).unwrap_or(i))
                     .collect();
-                if self.params.len() >= STATEMENT_CACHE * 4 {
-                    self.params.clear();
+                if cache {
+                    if self.params.len() >= STATEMENT_CACHE * 4 {
+                        self.params.clear();
+                    }
+                    self.params.insert(sql.to_string(), m.clone());
                 }
-                self.params.insert(sql.to_string(), m.clone());
                 m
             }
         };
@@ -680,4 +712,32 @@ impl sqlx::error::DatabaseError for LiteError {
 fn lite_err(e: rusqlite::Error) -> sqlx::Error {
     let code = e.sqlite_error().map(|s| s.extended_code);
     sqlx::Error::Database(Box::new(LiteError { message: e.to_string(), code }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long statement (a plugin's query with many filters) runs, but neither cache keeps
+    /// it: they hold statements by count, so long ones would make them hold a lot.
+    #[test]
+    fn long_statements_run_but_are_not_cached() {
+        let dir = std::env::temp_dir().join(format!("fluid-db-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let mut c = LiteConn::open(path.to_str().unwrap(), true).unwrap();
+        let n = 3_000;
+        let long = format!("SELECT COUNT(*) AS total FROM (SELECT 1 AS x) WHERE x IN ({})", (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "));
+        assert!(long.len() > MAX_CACHED_SQL);
+        let args: Vec<Arg> = (0..n).map(|_| Arg::Int(Some(1))).collect();
+        for _ in 0..2 {
+            let rows = c.rows(&long, &args).unwrap();
+            assert_eq!(rows[0].try_get::<i64, _>("total").unwrap(), 1);
+        }
+        assert!(c.params.is_empty(), "the long text is not kept");
+        c.rows("SELECT $1 AS one", &[Arg::Int(Some(1))]).unwrap();
+        assert_eq!(c.params.len(), 1, "a short one is");
+        drop(c);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
