@@ -134,7 +134,8 @@ async fn guest_computation_never_slows_the_api_or_the_queue_and_is_charged_to_it
     }
     for hog in HOGS {
         let info = plugin_info(&h, hog).await;
-        assert!(info["health"]["cpu_ms"].as_u64().unwrap() >= 500, "{info}");
+        // Its spins' CPU (how much of their wall-clock time depends on the machine's load).
+        assert!(info["health"]["cpu_ms"].as_u64().unwrap() >= 50, "{info}");
         assert_eq!((info["state"].as_str(), info["health"]["recent_failures"].as_u64()), (Some("active"), Some(0)), "{info}");
     }
     let tc = plugin_info(&h, "attack_tasks").await;
@@ -603,6 +604,9 @@ async fn queue_floods_and_fork_bombs_are_cut_at_the_allowance() {
     let graft = queue(&h.scheduler, "graft", json!({ "parent": other.id })).await;
     let ended = wait_done(&h.scheduler, &graft.id).await;
     assert!(ended.error.as_ref().unwrap().contains("from-run-id must be"), "{:?}", ended.error);
+    // Nor from a plugin, outside the delivery of that run's events.
+    let r = call(&h, "flooder", "queue", json!({ "task": "ok", "n": 1, "parent": other.id })).await;
+    assert!(r["error"].as_str().unwrap().contains("whose event the plugin is being delivered"), "{r}");
 
     let flood = queue(&h.scheduler, "flood", json!({})).await;
     let ended = wait_done(&h.scheduler, &flood.id).await;

@@ -249,6 +249,7 @@ async fn run(
         let trapped = match job {
             Job::Events { events, reply } => {
                 store.data_mut().chain.clear();
+                store.data_mut().delivering = events.iter().map(|e| e.run.id.clone()).collect();
                 let fut = api.call_on_events(&mut *store, &events);
                 let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| msg + &store.data().stderr.note());
                 meters.event_calls.inc();
@@ -281,6 +282,7 @@ async fn run(
             }
             Job::Call { method, args, chain, reply } => {
                 store.data_mut().chain = chain;
+                store.data_mut().delivering.clear();
                 let fut = api.call_call(&mut *store, &method, &args);
                 let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| msg + &store.data().stderr.note());
                 sup.update(|h| h.calls += 1);

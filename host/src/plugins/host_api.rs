@@ -97,11 +97,20 @@ impl host_if::Host for PluginState {
     }
 
     async fn queue_run(&mut self, req: QueueRequest) -> wasmtime::Result<Result<WitRun, CallError>> {
-        // A task run's children are its own: it may not graft runs onto another run's lineage.
-        if let (Some(own), Some(from)) = (&self.run_id, &req.from_run_id)
-            && own != from
-        {
-            return Ok(Err(CallError::InvalidInput("from-run-id must be the id of the run queueing it".into())));
+        // No run is grafted onto another's lineage: a task run's children are its own, and a
+        // plugin's follow-ups are of runs whose events it is being delivered.
+        if let Some(from) = &req.from_run_id {
+            match &self.run_id {
+                Some(own) if own != from => {
+                    return Ok(Err(CallError::InvalidInput("from-run-id must be the id of the run queueing it".into())));
+                }
+                None if !self.delivering.contains(from) => {
+                    return Ok(Err(CallError::InvalidInput(
+                        "from-run-id must be the id of a run whose event the plugin is being delivered (in on-events)".into(),
+                    )));
+                }
+                _ => {}
+            }
         }
         // Measured before it is parsed: a parsed value takes many times its text.
         if req.params_json.len() > crate::scheduler::MAX_PARAMS_BYTES {

@@ -31,6 +31,9 @@ pub struct PluginState {
     pub(crate) chain: Vec<String>,
     /// The run a task component's instance executes (its children name it as parent).
     pub(crate) run_id: Option<String>,
+    /// The runs of the events a plugin is being delivered: the only runs it may name as
+    /// the parent of a run it queues (a follow-up of a run it was told about).
+    pub(crate) delivering: std::collections::HashSet<String>,
     /// The end of what this instance wrote to stderr (a panic message, say).
     pub(crate) stderr: StderrTail,
     /// A storage call of the current job failed because of the database (busy with other
@@ -148,6 +151,7 @@ pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<S
         sup: sup.clone(),
         chain: Vec::new(),
         run_id: None,
+        delivering: Default::default(),
     };
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limits);

@@ -7,7 +7,7 @@
 //! tag `"all"`), `register_spin_ms`, `events_spin_ms`, `fail_events`.
 //!
 //! Methods (JSON args -> JSON result): `echo`, `spin {ms}`, `spin_forever`, `call {plugin,
-//! method, args}`, `call_loop {plugin, method, args, n}`, `queue {task, n, params}`,
+//! method, args}`, `call_loop {plugin, method, args, n}`, `queue {task, n, params, parent}`,
 //! `fill {rows, bytes, chunk}`, `reindex {n}`, `read_all`, `query {order_cols, filters, after_len}`,
 //! `big_result {bytes}`, `log_flood {n, bytes}`, `grow {mib}`, `handles {n}` (holds n
 //! `get-plugin` handles at once). Errors from the host come
@@ -123,7 +123,8 @@ impl Plugin for Attacker {
                     task: args["task"].as_str().unwrap_or("").into(),
                     params_json: params.to_string(),
                     priority: None,
-                    from_run_id: None,
+                    // `parent`: another run's id, to graft these onto its lineage.
+                    from_run_id: args["parent"].as_str().map(str::to_string),
                 };
                 let (mut queued, mut error) = (0u64, None);
                 for _ in 0..num("n") {
