@@ -8,6 +8,9 @@
 //! Config (all optional): `table_name` (default `fluid_tasks`), `tag` (`db`, the handler
 //! tag of its subscriptions), `skip_db_tag` (`skip_db`).
 //!
+//! When its tables reach their quota, it drops the oldest runs (by queued time) to make
+//! room, so history keeps the newest runs and the plugin keeps working.
+//!
 //! Idempotent: each row remembers the feed `seq` of the change it holds, and a change
 //! with a smaller or equal `seq` is ignored (`storage::upsert_newer` with `seq` as the
 //! version, one statement, no read first), so replayed or late events never overwrite a
@@ -106,8 +109,24 @@ impl Plugin for Db {
         // host in the same statement: `seq` is the version, no read first.
         let rows: Vec<Vec<V>> = latest.values().map(to_row).collect();
         let columns: Vec<String> = COLUMNS.iter().map(|c| c.0.to_string()).collect();
-        storage::upsert_newer(&table, &columns, &rows, "seq").map_err(|e| format!("{e:?}"))?;
-        Ok(())
+        let write = || storage::upsert_newer(&table, &columns, &rows, "seq");
+        let mut trimmed = 0;
+        loop {
+            match write() {
+                Ok(_) => return Ok(()),
+                // Its tables reached their quota (`max_rows`, `max_storage_mib`): the oldest
+                // runs make room, as a log rotates, so history goes on with the newest runs
+                // rather than stop (and the plugin with it) however many runs others queue.
+                Err(storage::StorageError::QuotaExceeded(why)) if trimmed < MAX_TRIMS => {
+                    let dropped = trim_oldest(&table).map_err(|e| format!("{e:?}"))?;
+                    if dropped == 0 {
+                        return Err(format!("history is full and has nothing left to drop: {why}"));
+                    }
+                    trimmed += 1;
+                }
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
     }
 
     fn call(method: &str, args: Value) -> Result<Value, CallError> {
@@ -196,6 +215,29 @@ fn from_row(row: &[V]) -> Result<TaskRunHistory, CallError> {
         from_run_id: text(12),
         root_run_id: text(13),
     })
+}
+
+/// Runs dropped at a time, oldest first, when history reaches its quota; and how many
+/// times one delivery may do so.
+const TRIM_ROWS: u32 = 1_000;
+const MAX_TRIMS: usize = 8;
+
+/// Drops the oldest runs of history (by queued time, a [`TRIM_ROWS`] at most); how many.
+fn trim_oldest(table: &str) -> Result<u64, storage::StorageError> {
+    let oldest = storage::select(
+        table,
+        &Query {
+            columns: vec!["queued".into()],
+            filters: vec![],
+            order: vec![OrderBy { column: "queued".into(), descending: false }],
+            after: None,
+            limit: Some(TRIM_ROWS),
+        },
+    )?;
+    let Some(V::Int(upto)) = oldest.last().and_then(|r| r.first()).cloned() else {
+        return Ok(0);
+    };
+    storage::delete(table, &[Filter { column: "queued".into(), op: FilterOp::Le(V::Int(upto)) }])
 }
 
 /// Most bytes of runs one history page holds (the host's default `max_result_kib` is
