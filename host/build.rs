@@ -9,7 +9,7 @@ use std::process::Command;
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for p in ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "history", "plugins"] {
+    for p in ["guest-sdk/wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "history", "plugins"] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());

@@ -7,7 +7,7 @@ use crate::host::{Plugin as PluginRef, get_plugin};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use fluid_history::{HistoryQuery, TaskRunHistory, TaskRunHistoryPage};
+pub use crate::history_types::{HistoryQuery, TaskRunHistory, TaskRunHistoryPage};
 
 /// A typed handle to the db plugin.
 pub struct DbPlugin(PluginRef);

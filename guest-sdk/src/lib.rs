@@ -27,7 +27,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "fluid_guest::bindings",
@@ -40,7 +40,7 @@ pub mod bindings {
 pub mod task_bindings {
     wit_bindgen::generate!({
         world: "task",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_task_world",
         default_bindings_module: "fluid_guest::task_bindings",
@@ -52,6 +52,7 @@ pub mod task_bindings {
 }
 
 pub mod history;
+mod history_types;
 pub mod log;
 pub mod task;
 

@@ -96,6 +96,21 @@ pub enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Write a standalone project for a plugin or a task component (builds outside this
+    /// repository, against the contract this binary speaks).
+    New {
+        /// What to make.
+        #[arg(value_enum)]
+        kind: crate::scaffold::Kind,
+        /// Its name: [a-z][a-z0-9_]*, at most 24 characters (the .wasm is named after it).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        /// Where the project's folder goes.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Print the WIT contract this host speaks (the worlds plugins and task components
     /// implement), or write its files to a folder to generate bindings from.
     Wit {
@@ -233,6 +248,10 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
     let g = &cli.global;
     match cli.command {
         Command::Wit { out } => write_wit(out.as_deref())?,
+        Command::New { kind, name, lang, dir } => {
+            let root = crate::scaffold::new_project(kind, &name, lang, &dir)?;
+            println!("wrote {}; build it with `cargo build --release` there (see its README.md)", root.display());
+        }
         Command::Serve(a) => {
             if !a.no_examples {
                 tasks.extend(crate::examples::tasks());

@@ -21,6 +21,7 @@ pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod plugins;
+pub mod scaffold;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

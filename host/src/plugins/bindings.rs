@@ -1,10 +1,11 @@
-//! The one place that runs `bindgen!`: the `plugin` world and the `task` world (wit/).
+//! The one place that runs `bindgen!`: the `plugin` world and the `task` world (the WIT the
+//! guest SDK carries, `guest-sdk/wit/`).
 //! Everything else in the host uses these generated types. The task world reuses the
 //! plugin world's `types` and `host` bindings, so one `host` implementation serves both.
 
 wasmtime::component::bindgen!({
     world: "plugin",
-    path: "../wit",
+    path: "../guest-sdk/wit",
     imports: { default: async | trappable },
     exports: { default: async },
     with: {
@@ -21,7 +22,7 @@ pub use fluid::scheduler::types;
 pub mod task_world {
     wasmtime::component::bindgen!({
         world: "task",
-        path: "../wit",
+        path: "../guest-sdk/wit",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
@@ -36,12 +37,12 @@ pub mod task_world {
 /// The WIT the bindings above are generated from, file by file, as this host speaks it
 /// (`fluid wit` writes them out for authors outside this repository).
 pub const WIT_FILES: [(&str, &str); 6] = [
-    ("types.wit", include_str!("../../../wit/types.wit")),
-    ("host.wit", include_str!("../../../wit/host.wit")),
-    ("storage.wit", include_str!("../../../wit/storage.wit")),
-    ("task-manager-plugin.wit", include_str!("../../../wit/task-manager-plugin.wit")),
-    ("task.wit", include_str!("../../../wit/task.wit")),
-    ("worlds.wit", include_str!("../../../wit/worlds.wit")),
+    ("types.wit", include_str!("../../../guest-sdk/wit/types.wit")),
+    ("host.wit", include_str!("../../../guest-sdk/wit/host.wit")),
+    ("storage.wit", include_str!("../../../guest-sdk/wit/storage.wit")),
+    ("task-manager-plugin.wit", include_str!("../../../guest-sdk/wit/task-manager-plugin.wit")),
+    ("task.wit", include_str!("../../../guest-sdk/wit/task.wit")),
+    ("worlds.wit", include_str!("../../../guest-sdk/wit/worlds.wit")),
 ];
 
 #[cfg(test)]
@@ -49,7 +50,7 @@ mod tests {
     /// Every file of the contract is in `WIT_FILES`: a file added to wit/ is written out too.
     #[test]
     fn wit_files_are_the_whole_contract() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit");
         let mut on_disk: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         on_disk.sort();
         let mut listed: Vec<String> = super::WIT_FILES.iter().map(|(n, _)| n.to_string()).collect();
