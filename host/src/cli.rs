@@ -250,7 +250,7 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
         Command::Wit { out } => write_wit(out.as_deref())?,
         Command::New { kind, name, lang, dir } => {
             let root = crate::scaffold::new_project(kind, &name, lang, &dir)?;
-            println!("wrote {}; build it with `cargo build --release` there (see its README.md)", root.display());
+            println!("wrote {}; build it with `{}` there (see its README.md)", root.display(), crate::scaffold::build_command(lang));
         }
         Command::Serve(a) => {
             if !a.no_examples {

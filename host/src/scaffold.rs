@@ -29,7 +29,12 @@ impl Kind {
 /// The languages `fluid new` writes projects in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
+    /// Cargo, the guest SDK (vendored); `cargo build --release`.
     Rust,
+    /// componentize-py; `./build.sh`.
+    Python,
+    /// componentize-js; `./build.sh` (`npm run build`).
+    Js,
 }
 
 /// The guest SDK (the history types included), as the project's `vendor/` holds it.
@@ -48,6 +53,22 @@ const PLUGIN_RS: &str = include_str!("../templates/rust/plugin.rs.tmpl");
 const TASK_RS: &str = include_str!("../templates/rust/task.rs.tmpl");
 const README: &str = include_str!("../templates/rust/README.md.tmpl");
 
+mod python {
+    pub const PLUGIN: &str = include_str!("../templates/python/plugin.py");
+    pub const TASK: &str = include_str!("../templates/python/task.py");
+    pub const BUILD: &str = include_str!("../templates/python/build.sh");
+    pub const README: &str = include_str!("../templates/python/README.md");
+}
+
+mod js {
+    pub const PLUGIN: &str = include_str!("../templates/js/plugin.js");
+    pub const TASK: &str = include_str!("../templates/js/task.js");
+    pub const BUILD: &str = include_str!("../templates/js/build.sh");
+    pub const README: &str = include_str!("../templates/js/README.md");
+    pub const PACKAGE: &str = include_str!("../templates/js/package.json");
+    pub const COMPONENTIZE: &str = include_str!("../templates/js/componentize.mjs");
+}
+
 /// Writes the project `name` of `kind` in `lang` to `dir/name`; returns its folder. Refused
 /// when the name is not a valid plugin name (the file name is the name) or the folder
 /// exists.
@@ -60,29 +81,78 @@ pub fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Re
     );
     let root = dir.join(name);
     anyhow::ensure!(!root.exists(), "{} exists already", root.display());
-    let Lang::Rust = lang;
-    let fill = |t: &str| t.replace("{{name}}", name).replace("{{type}}", &type_name(name)).replace("{{kind}}", kind.as_str());
-    let mut files: Vec<(PathBuf, String)> = vec![
-        ("Cargo.toml".into(), fill(CARGO_TOML)),
-        (".cargo/config.toml".into(), CARGO_CONFIG.to_string()),
-        ("src/lib.rs".into(), fill(if kind == Kind::Plugin { PLUGIN_RS } else { TASK_RS })),
-        ("README.md".into(), fill(README)),
-        (".gitignore".into(), "/target\n".to_string()),
-    ];
-    for (path, text) in VENDORED {
-        files.push((Path::new("vendor").join(path), text.to_string()));
+    let fill = |t: &str| {
+        t.replace("{{name}}", name).replace("{{type}}", &type_name(name)).replace("{{kind}}", kind.as_str()).replace(
+            "{{world}}",
+            match kind {
+                Kind::Plugin => "plugin",
+                Kind::Task => "task",
+            },
+        )
+    };
+    let plugin = kind == Kind::Plugin;
+    let (mut files, wit_dir): (Vec<(&str, String)>, &str) = match lang {
+        Lang::Rust => (
+            vec![
+                ("Cargo.toml", fill(CARGO_TOML)),
+                (".cargo/config.toml", CARGO_CONFIG.to_string()),
+                ("src/lib.rs", fill(if plugin { PLUGIN_RS } else { TASK_RS })),
+                ("README.md", fill(README)),
+                (".gitignore", "/target\n".to_string()),
+            ],
+            "vendor/guest-sdk/wit",
+        ),
+        Lang::Python => (
+            vec![
+                ("app.py", fill(if plugin { python::PLUGIN } else { python::TASK })),
+                ("build.sh", fill(python::BUILD)),
+                ("README.md", fill(python::README)),
+                (".gitignore", "*.wasm\n__pycache__/\n".to_string()),
+            ],
+            "wit",
+        ),
+        Lang::Js => (
+            vec![
+                ("app.js", fill(if plugin { js::PLUGIN } else { js::TASK })),
+                ("package.json", fill(js::PACKAGE)),
+                ("componentize.mjs", js::COMPONENTIZE.to_string()),
+                ("build.sh", fill(js::BUILD)),
+                ("README.md", fill(js::README)),
+                (".gitignore", "*.wasm\nnode_modules/\n".to_string()),
+            ],
+            "wit",
+        ),
+    };
+    let mut paths: Vec<(PathBuf, String)> = files.drain(..).map(|(p, t)| (PathBuf::from(p), t)).collect();
+    if lang == Lang::Rust {
+        for (path, text) in VENDORED {
+            paths.push((Path::new("vendor").join(path), text.to_string()));
+        }
     }
     for (file, text) in crate::plugins::bindings::WIT_FILES {
-        files.push((Path::new("vendor/guest-sdk/wit").join(file), text.to_string()));
+        paths.push((Path::new(wit_dir).join(file), text.to_string()));
     }
-    for (path, text) in files {
+    for (path, text) in paths {
+        let script = path.extension().is_some_and(|e| e == "sh");
         let path = root.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
         }
         std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        if script {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
     }
     Ok(root)
+}
+
+/// The command that builds a project written by [`new_project`], run in its folder.
+pub fn build_command(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Rust => "cargo build --release",
+        Lang::Python | Lang::Js => "./build.sh",
+    }
 }
 
 /// `my_plugin` -> `MyPlugin`.

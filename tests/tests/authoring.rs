@@ -26,64 +26,83 @@ fn toolchain() -> String {
     line.split('"').nth(1).unwrap().to_string()
 }
 
-/// `fluid new KIND NAME` in `dir`, then `cargo build --release` in the project as its
-/// README says; the built component.
-fn new_and_build(dir: &Path, kind: &str, name: &str) -> PathBuf {
-    let (ok, out) = fluid(dir, &["new", kind, name, "--lang", "rust", "--dir", dir.to_str().unwrap()]);
+/// `fluid new KIND NAME --lang LANG` in `dir`, then the build command its README gives,
+/// run in the project; the built component.
+fn new_and_build(dir: &Path, kind: &str, name: &str, lang: &str) -> PathBuf {
+    let (ok, out) = fluid(dir, &["new", kind, name, "--lang", lang, "--dir", dir.to_str().unwrap()]);
     assert!(ok, "{out}");
     let project = dir.join(name);
-    // Kept across runs (the build of the SDK's dependencies is most of the time).
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("authoring-target");
-    let build = Command::new("cargo")
-        .args(["build", "--release"])
-        .current_dir(&project)
-        .env("RUSTUP_TOOLCHAIN", toolchain())
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("run cargo");
-    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
-    let built = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    let (mut build, built) = if lang == "rust" {
+        // Kept across runs (the build of the SDK's dependencies is most of the time).
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("authoring-target");
+        let mut cargo = Command::new("cargo");
+        cargo.args(["build", "--release"]).env("RUSTUP_TOOLCHAIN", toolchain()).env("CARGO_TARGET_DIR", &target).env_remove("RUSTFLAGS");
+        (cargo, target.join(format!("wasm32-wasip2/release/{name}.wasm")))
+    } else {
+        (Command::new("./build.sh"), project.join(format!("{name}.wasm")))
+    };
+    let out = build.current_dir(&project).output().expect("run the build");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(built.is_file(), "{}", built.display());
     built
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rust_plugin_and_task_made_by_fluid_new_build_outside_the_repository_check_and_run() {
+/// For `lang`: a plugin and a task component from `fluid new`, built outside this
+/// repository, checked, dropped into a running host: the plugin's subscription fires, its
+/// storage keeps the count, its route answers and it finds the db plugin; the task's
+/// params are checked on queue and its run queues a child run that runs.
+async fn made_by_fluid_new_they_build_check_and_run(lang: &str) {
     let dir = TempDir::new();
     assert!(!dir.path().starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")), "outside the repository");
-    let plugin = new_and_build(dir.path(), "plugin", "hello");
-    let task = new_and_build(dir.path(), "task", "jobs");
-    assert!(std::fs::metadata(&plugin).unwrap().len() < 400 << 10, "the size-saving profile applies");
+    let (p, t) = (format!("{lang}_counts"), format!("{lang}_jobs"));
+    let plugin = new_and_build(dir.path(), "plugin", &p, lang);
+    let task = new_and_build(dir.path(), "task", &t, lang);
+    let data = dir.path().join("data");
     for built in [&plugin, &task] {
-        let (ok, out) = fluid(dir.path(), &["plugins", "check", built.to_str().unwrap()]);
+        let (ok, out) = fluid(&data, &["plugins", "check", built.to_str().unwrap()]);
         assert!(ok && out.contains(": loads: "), "{out}");
     }
-    let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("plugins")).unwrap();
-    std::fs::copy(&plugin, data.join("plugins/hello.wasm")).unwrap();
-    std::fs::copy(&task, data.join("plugins/jobs.wasm")).unwrap();
+    std::fs::copy(&plugin, data.join(format!("plugins/{p}.wasm"))).unwrap();
+    std::fs::copy(&task, data.join(format!("plugins/{t}.wasm"))).unwrap();
     let mut c = config(&data);
     c.load_plugins = true;
     let h = start(c, vec![Task::new("ok").run(|_| async { Ok(()) })]).await;
-    // The plugin: its subscription fires, its storage keeps the count, its route answers.
     let run = queue(&h.scheduler, "ok", json!({})).await;
     wait_done(&h.scheduler, &run.id).await;
-    caught_up(&h, "hello").await;
-    let (status, body) = get_json(&h, "/plugins/hello/routes/counts").await;
+    caught_up(&h, &p).await;
+    let (status, body) = get_json(&h, &format!("/plugins/{p}/routes/counts")).await;
     assert_eq!((status, body["counts"]["ok"]["success"].as_u64(), body["history"].as_bool()), (200, Some(1), Some(true)), "{body}");
-    // The task component: typed params checked on queue, a child run queued and run.
-    let refused = client().post(url(&h, "/tasks/jobs.greet")).json(&json!({})).send().await.unwrap();
-    assert_eq!(refused.status().as_u16(), 422);
-    let greet = queue(&h.scheduler, "jobs.greet", json!({ "name": "ann" })).await;
+    let refused = client().post(url(&h, &format!("/tasks/{t}.greet"))).json(&json!({})).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 422, "params are checked against the schema");
+    let greet = queue(&h.scheduler, &format!("{t}.greet"), json!({ "name": "ann" })).await;
     assert_eq!(wait_done(&h.scheduler, &greet.id).await.state, fluid_host::TaskState::Success);
+    let log_task = format!("{t}.log");
     let child = poll("the child run", WAIT, || async {
         let events = h.scheduler.store().events_after(0, 100_000, usize::MAX).await.ok()?;
-        events.into_iter().map(|e| e.run).find(|r| r.task == "jobs.log" && r.from_run_id == greet.id)
+        events.into_iter().map(|e| e.run).find(|r| r.task == log_task && r.from_run_id == greet.id)
     })
     .await;
     assert_eq!(wait_done(&h.scheduler, &child.id).await.state, fluid_host::TaskState::Success);
     h.shutdown(Duration::ZERO).await;
+    if lang == "rust" {
+        assert!(std::fs::metadata(&plugin).unwrap().len() < 400 << 10, "the size-saving profile applies");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_components_made_by_fluid_new_build_outside_the_repository_check_and_run() {
+    made_by_fluid_new_they_build_check_and_run("rust").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_components_made_by_fluid_new_build_outside_the_repository_check_and_run() {
+    made_by_fluid_new_they_build_check_and_run("python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_components_made_by_fluid_new_build_outside_the_repository_check_and_run() {
+    made_by_fluid_new_they_build_check_and_run("js").await;
 }
 
 /// The guest SDK is a package of its own: `cargo package` builds it from its packaged
