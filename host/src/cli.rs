@@ -96,6 +96,9 @@ pub enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// API tokens: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Write a standalone project for a plugin or a task component (builds outside this
     /// repository, against the contract this binary speaks).
     New {
@@ -118,6 +121,25 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: the database keeps only its hash). Once a token
+    /// exists, every request to the API needs one.
+    Create {
+        /// What it may do: read (every GET), operate (queue, cancel, enable and disable
+        /// tasks, re-enable plugins), admin (everything, clearing queues too).
+        #[arg(long, value_enum)]
+        role: crate::http::auth::Role,
+        /// A name to tell it by.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens: id, name, role, created, revoked.
+    Ls,
+    /// Revoke a token by id (within a few seconds on every host).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +206,13 @@ pub struct ServeArgs {
     /// Do not register the built-in example tasks.
     #[arg(long, env = "FLUID_NO_EXAMPLES")]
     pub no_examples: bool,
+    /// Serve the API without tokens on an address others can reach (refused otherwise:
+    /// create a token with `fluid token create`).
+    #[arg(long, env = "FLUID_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Let `/metrics` answer without a token when tokens are in force.
+    #[arg(long, env = "FLUID_METRICS_OPEN")]
+    pub metrics_open: bool,
 }
 
 /// What `--log`, `--log-format` and `--otlp-endpoint` ask for.
@@ -248,6 +277,7 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
     let g = &cli.global;
     match cli.command {
         Command::Wit { out } => write_wit(out.as_deref())?,
+        Command::Token(cmd) => return token_command(g, cmd).await,
         Command::New { kind, name, lang, dir } => {
             let root = crate::scaffold::new_project(kind, &name, lang, &dir)?;
             println!("wrote {}; build it with `{}` there (see its README.md)", root.display(), crate::scaffold::build_command(lang));
@@ -260,6 +290,8 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             c.bind = a.bind;
             c.plugins_dir = a.plugins;
             c.scheduler.workers = a.workers;
+            c.insecure_no_auth = a.insecure_no_auth;
+            c.metrics_open = a.metrics_open;
             c.scheduler.host_timeout = Duration::from_secs_f64(a.host_timeout.max(0.1));
             c.scheduler.heartbeat = (c.scheduler.host_timeout / 5).min(Duration::from_secs(2));
             let host = Host::start(c, tasks).await?;
@@ -325,6 +357,38 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
         Command::Plugins(cmd) => return plugins_command(g, cmd).await,
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn token_command(g: &Global, cmd: TokenCommand) -> anyhow::Result<std::process::ExitCode> {
+    let store = config(g).open_store().await?;
+    let result = async {
+        match cmd {
+            TokenCommand::Create { role, name } => {
+                let (token, row) = crate::http::auth::mint(role, &name);
+                store.add_token(&row).await?;
+                println!("{token}");
+                eprintln!("token {} ({}) created; it is shown this once: keep it now", row.id, role.as_str());
+            }
+            TokenCommand::Ls => {
+                println!("{:<14} {:<8} {:<24} {:<20} REVOKED", "ID", "ROLE", "NAME", "CREATED");
+                for t in store.tokens().await? {
+                    let when = |us: i64| crate::time::to_datetime(us).format("%Y-%m-%d %H:%M:%S").to_string();
+                    println!("{:<14} {:<8} {:<24} {:<20} {}", t.id, t.role, t.name, when(t.created_at), t.revoked_at.map(when).unwrap_or_default());
+                }
+            }
+            TokenCommand::Revoke { id } => {
+                if !store.revoke_token(&id).await? {
+                    eprintln!("{id}: no such token, or revoked already");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+                println!("{id}: revoked");
+            }
+        }
+        Ok::<_, anyhow::Error>(std::process::ExitCode::SUCCESS)
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 fn write_wit(out: Option<&Path>) -> anyhow::Result<()> {

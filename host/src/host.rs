@@ -37,6 +37,10 @@ pub struct HostConfig {
     /// How often the plugins folder and fluid.toml are polled for changes; None: never.
     pub plugin_scan_interval: Option<Duration>,
     pub scheduler: SchedulerConfig,
+    /// Serve the API without tokens on an address others can reach (refused otherwise).
+    pub insecure_no_auth: bool,
+    /// Let `/metrics` answer without a token when tokens are in force.
+    pub metrics_open: bool,
 }
 
 impl HostConfig {
@@ -53,6 +57,8 @@ impl HostConfig {
             plugin_limits: Limits::default(),
             plugin_scan_interval: Some(Duration::from_millis(500)),
             scheduler: SchedulerConfig::default(),
+            insecure_no_auth: false,
+            metrics_open: false,
         }
     }
 
@@ -106,6 +112,8 @@ impl Host {
         for (name, owner) in scheduler.store().claim_task_owners("native", &natives).await.context("cannot write to the database")? {
             tracing::error!(task = %name, owner = %owner, "a task component already defines this native task's name on a host sharing the database; its runs may run either");
         }
+        let auth = http::auth::Auth::load(scheduler.store().clone(), config.metrics_open).await.context("cannot read the API tokens")?;
+        http::auth::check_exposure(config.bind, &auth, config.insecure_no_auth)?;
         // First heartbeat before claiming, so this host is alive before it owns runs.
         scheduler.heartbeat_once().await.context("cannot write to the database")?;
         let plugins = if config.load_plugins {
@@ -126,7 +134,7 @@ impl Host {
         };
         scheduler.start();
         let plugin_routes = plugins.clone().map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn http::PluginRoutes>);
-        let state = AppState { scheduler: scheduler.clone(), plugin_routes, plugins: plugins.clone() };
+        let state = AppState { scheduler: scheduler.clone(), plugin_routes, plugins: plugins.clone(), auth };
         let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
         let addr = listener.local_addr()?;
         let stop_http = CancellationToken::new();

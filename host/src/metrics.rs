@@ -57,6 +57,15 @@ pub struct PluginExportLabels {
     pub export: String,
 }
 
+/// A state-changing HTTP request: the role of its token (`none` without one), its method
+/// and the status it was answered with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    pub role: &'static str,
+    pub method: String,
+    pub status: u16,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: &'static str,
@@ -118,6 +127,7 @@ pub struct Metrics {
     plugin_events: Family<PluginLabels, Counter>,
     plugin_cpu: Family<PluginLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     plugin_limits_hit: Family<PluginLabels, Counter>,
+    http_audit: Family<AuditLabels, Counter>,
 }
 
 impl Metrics {
@@ -138,6 +148,7 @@ impl Metrics {
             plugin_events: Family::default(),
             plugin_cpu: Family::default(),
             plugin_limits_hit: Family::default(),
+            http_audit: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -174,6 +185,7 @@ impl Metrics {
             m.plugin_cpu.clone(),
         );
         r.register("plugin_limits_hit", "Times a plugin or task component ran into one of its limits (see /plugins for which)", m.plugin_limits_hit.clone());
+        r.register("http_audited_requests", "State-changing HTTP requests, by the role of their token, method and status", m.http_audit.clone());
         r.register_with_unit(
             "store_operation_duration",
             "Time of one store transaction, by operation",
@@ -189,6 +201,12 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    pub(crate) fn audited(&self, role: &'static str, method: &str, status: u16) {
+        // Methods outside the usual ones are counted under one label: the set stays small.
+        let method = if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") { method.to_string() } else { "other".to_string() };
+        self.http_audit.get_or_create(&AuditLabels { role, method, status }).inc();
     }
 
     pub(crate) fn run_queued(&self, task: &str) {

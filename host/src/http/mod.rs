@@ -6,6 +6,7 @@
 //! 404, malformed JSON: 400, invalid params: 422, body over the limit: 413); 5xx only
 //! when the host itself fails (for instance the database is unreachable: 503).
 
+pub mod auth;
 mod dashboard;
 mod error;
 mod metrics;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub plugin_routes: Option<Arc<dyn PluginRoutes>>,
     /// The plugin runtime, for `/plugins`.
     pub plugins: Option<crate::plugins::PluginRuntime>,
+    /// The API tokens requests are checked against.
+    pub auth: Arc<auth::Auth>,
 }
 
 /// The plugin runtime's side of HTTP: serve a request a plugin declared a route for.
@@ -58,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::routes(&state))
         .merge(metrics::routes())
         .fallback(plugin_fallback)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

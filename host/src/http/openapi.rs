@@ -87,7 +87,9 @@ async fn document(State(st): State<AppState>) -> Json<Value> {
         "openapi": "3.1.0",
         "info": {"title": "fluid", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
-        "components": {"schemas": {
+        // Every route wants a token once one exists (see `auth`); the roles are in the README.
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API token from `fluid token create`"}}, "schemas": {
             "Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
             "TaskRun": {"type": "object", "properties": run_props},
             "TaskInfo": {"type": "object", "properties": {

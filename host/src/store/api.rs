@@ -5,7 +5,7 @@ use super::events::Event;
 use super::hosts::HostRow;
 use super::runs::{self, Cancel, ClaimRules, Claimed, Finish};
 use super::tasks::TaskStatus;
-use super::{Backend, Db, Store, StoreError, checkpoints, events, hosts, pg_cycle, query, schedules, tasks};
+use super::{Backend, Db, Store, StoreError, checkpoints, events, hosts, pg_cycle, query, schedules, tasks, tokens};
 use crate::scheduler::{Priority, TaskRun};
 use crate::time::now_us;
 use std::collections::{BTreeMap, HashMap};
@@ -316,6 +316,40 @@ impl Store {
                     tx.rollback().await?;
                 }
                 Ok(taken)
+            })
+            .await
+    }
+
+    /// Stores a new API token (its hash).
+    pub async fn add_token(&self, t: &tokens::TokenRow) -> Result<(), StoreError> {
+        self.metrics
+            .timed("add_token", async {
+                let mut tx = self.write_tx().await?;
+                tokens::insert(&mut tx, t).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every API token, revoked ones too.
+    pub async fn tokens(&self) -> Result<Vec<tokens::TokenRow>, StoreError> {
+        self.metrics
+            .timed("tokens", async {
+                let mut conn = self.read().await?;
+                Ok(tokens::all(&mut conn).await?)
+            })
+            .await
+    }
+
+    /// Revokes a token by id; false when no valid token has that id.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        self.metrics
+            .timed("revoke_token", async {
+                let mut tx = self.write_tx().await?;
+                let done = tokens::revoke(&mut tx, id, now_us()).await?;
+                tx.commit().await?;
+                Ok(done)
             })
             .await
     }

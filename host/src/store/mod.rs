@@ -25,6 +25,7 @@ pub mod runs;
 pub mod schedules;
 pub mod schema;
 pub mod tasks;
+pub mod tokens;
 
 use anyhow::Context;
 pub use db::{Db, Row, query, query_built};

@@ -73,6 +73,16 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         module TEXT NOT NULL
     )",
+    // API tokens: only a hash of each is kept (the token is shown once, when created),
+    // in the database so every host sharing it knows them.
+    "CREATE TABLE IF NOT EXISTS fluid_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    )",
 ];
 
 /// Schemas of the tables plugins create through the `storage` import. On SQLite they live

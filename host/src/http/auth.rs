@@ -1,0 +1,310 @@
+//! Who may do what: API tokens with roles, checked on every request.
+//!
+//! A token is `fluid_` and 64 hex digits, shown once by `fluid token create`; the database
+//! keeps only its SHA-256 (so every host sharing the database knows it) and whether it was
+//! revoked. A request sends it as `Authorization: Bearer <token>`. Roles are ordered:
+//! `read` (every GET, plugin routes that are GET), `operate` (queue, cancel, enable and
+//! disable tasks, re-enable plugins, other plugin routes), `admin` (clearing queues, and
+//! anything else that changes state). No token: 401; a role too low: 403; both
+//! `{"detail": ...}`.
+//!
+//! Tokens are enforced as soon as one exists. A host on a loopback address may run
+//! without any; on any other address it refuses to start without one unless told
+//! `--insecure-no-auth` (see [`check_exposure`]). Every state-changing request is audited:
+//! a `fluid::audit` log line (token id and role, never the token) and a metric.
+
+use super::AppState;
+use crate::store::Store;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// What a token may do; each role may do what the ones below it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Operate,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Operate => "operate",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "read" => Some(Role::Read),
+            "operate" => Some(Role::Operate),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// How often the hosts' tokens are read again (a revocation takes effect within this).
+const REFRESH: Duration = Duration::from_secs(2);
+
+struct Known {
+    id: String,
+    role: Role,
+    hash: [u8; 32],
+}
+
+/// The tokens this host accepts, read from the database.
+pub struct Auth {
+    store: Store,
+    /// Whether `/metrics` answers without a token.
+    metrics_open: bool,
+    known: RwLock<(Vec<Known>, Instant)>,
+}
+
+impl Auth {
+    /// The tokens of `store`, read now and again every [`REFRESH`].
+    pub async fn load(store: Store, metrics_open: bool) -> anyhow::Result<Arc<Auth>> {
+        let auth = Arc::new(Auth { store, metrics_open, known: RwLock::new((Vec::new(), Instant::now())) });
+        auth.refresh().await?;
+        let weak = Arc::downgrade(&auth);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH).await;
+                let Some(auth) = weak.upgrade() else { return };
+                if let Err(e) = auth.refresh().await {
+                    tracing::warn!(error = %e, "cannot read the API tokens; the last ones read stay in force");
+                }
+            }
+        });
+        Ok(auth)
+    }
+
+    async fn refresh(&self) -> anyhow::Result<()> {
+        let rows = self.store.tokens().await?;
+        let known = rows
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none())
+            .filter_map(|t| Some(Known { role: Role::parse(&t.role)?, hash: from_hex(&t.hash)?, id: t.id }))
+            .collect();
+        *self.known.write().unwrap() = (known, Instant::now());
+        Ok(())
+    }
+
+    /// Whether requests need a token: once one exists.
+    pub fn enforced(&self) -> bool {
+        !self.known.read().unwrap().0.is_empty()
+    }
+
+    /// [`Auth::enforced`], reading the tokens again first when none were known a moment
+    /// ago: the first token made (on any host) is in force within a moment, not a refresh.
+    async fn enforced_now(&self) -> bool {
+        if self.enforced() {
+            return true;
+        }
+        if self.known.read().unwrap().1.elapsed() > Duration::from_millis(250)
+            && let Err(e) = self.refresh().await
+        {
+            tracing::warn!(error = %e, "cannot read the API tokens");
+        }
+        self.enforced()
+    }
+
+    /// The id and role of `token`, if it is a valid one. Every known hash is compared, in
+    /// time that does not depend on where they differ.
+    fn identify(&self, token: &str) -> Option<(String, Role)> {
+        let hash = sha256(token);
+        let known = self.known.read().unwrap();
+        let mut found = None;
+        for k in &known.0 {
+            if constant_time_eq(&k.hash, &hash) {
+                found = Some((k.id.clone(), k.role));
+            }
+        }
+        found
+    }
+
+    /// A token this host has not read yet (just created, maybe on another host): read
+    /// them again, at most a few times a second.
+    async fn identify_fresh(&self, token: &str) -> Option<(String, Role)> {
+        if let Some(found) = self.identify(token) {
+            return Some(found);
+        }
+        let stale = self.known.read().unwrap().1.elapsed() > Duration::from_millis(250);
+        if stale && self.refresh().await.is_ok() {
+            return self.identify(token);
+        }
+        None
+    }
+}
+
+/// A new token: what to give its holder, and what to store.
+pub fn mint(role: Role, name: &str) -> (String, crate::store::tokens::TokenRow) {
+    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let token = format!("fluid_{secret}");
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let row = crate::store::tokens::TokenRow {
+        id,
+        name: name.to_string(),
+        role: role.as_str().to_string(),
+        hash: hex(&sha256(&token)),
+        created_at: crate::time::now_us(),
+        revoked_at: None,
+    };
+    (token, row)
+}
+
+/// Refuses to serve on an address others can reach without tokens, unless told to.
+pub fn check_exposure(bind: std::net::SocketAddr, auth: &Auth, insecure_no_auth: bool) -> anyhow::Result<()> {
+    if bind.ip().is_loopback() || auth.enforced() {
+        return Ok(());
+    }
+    if insecure_no_auth {
+        tracing::warn!(%bind, "the API is served WITHOUT authentication on an address others can reach (--insecure-no-auth): anyone who reaches it can queue, cancel and clear runs and read every run's params");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve the API on {bind} without API tokens: create one with `fluid token create --role admin` (the database keeps only its hash), or pass --insecure-no-auth to serve it open"
+    )
+}
+
+/// The role a request needs; None: open (the dashboard's static files).
+pub fn needed(method: &Method, path: &str, metrics_open: bool) -> Option<Role> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if path == "/" || segments[0] == "ui" || (segments[0] == "metrics" && metrics_open) {
+        return None;
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return Some(Role::Read);
+    }
+    let operate = match (method.as_str(), segments.as_slice()) {
+        ("POST" | "PATCH", ["tasks", _]) => true,
+        ("DELETE", ["task-runs", _]) => true,
+        ("POST", ["plugins", _, "enable"]) => true,
+        // A plugin's own routes, in its namespace or at its root paths (the host's paths
+        // are all known here).
+        (_, ["plugins", _, "routes", ..]) => true,
+        (_, [first, ..]) => !HOST_PATHS.contains(first),
+        _ => false,
+    };
+    Some(if operate { Role::Operate } else { Role::Admin })
+}
+
+/// First segments of the paths the host serves itself.
+const HOST_PATHS: [&str; 9] = ["tasks", "tasks-status", "tasks-queue", "task-runs", "plugins", "openapi.json", "metrics", "throughput", "ui"];
+
+/// The middleware: lets a request through when its token's role suffices, and audits
+/// every state-changing request.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let auth = state.auth.clone();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let need = needed(&method, &path, auth.metrics_open);
+    let enforced = need.is_some() && auth.enforced_now().await;
+    let who = match (need, enforced) {
+        (Some(need), true) => {
+            let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+            let who = match token {
+                Some(t) => auth.identify_fresh(t.trim()).await,
+                None => None,
+            };
+            match who {
+                None => {
+                    let resp = refuse(StatusCode::UNAUTHORIZED, "a valid API token is needed: send `Authorization: Bearer <token>`");
+                    audit(&state, changes, None, &method, &path, resp.status());
+                    return resp;
+                }
+                Some((id, role)) if role < need => {
+                    let resp = refuse(StatusCode::FORBIDDEN, &format!("this token's role, {}, may not do this: {} is needed", role.as_str(), need.as_str()));
+                    audit(&state, changes, Some((&id, role)), &method, &path, resp.status());
+                    return resp;
+                }
+                Some(found) => Some(found),
+            }
+        }
+        _ => None,
+    };
+    let resp = next.run(req).await;
+    audit(&state, changes, who.as_ref().map(|(id, role)| (id.as_str(), *role)), &method, &path, resp.status());
+    resp
+}
+
+fn refuse(status: StatusCode, detail: &str) -> Response {
+    let mut resp = (status, axum::Json(serde_json::json!({ "detail": detail }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+/// One line and one count per state-changing request: who (token id and role, never the
+/// token), what, and how it ended.
+fn audit(state: &AppState, changes: bool, who: Option<(&str, Role)>, method: &Method, path: &str, status: StatusCode) {
+    if !changes {
+        return;
+    }
+    let (id, role) = who.map_or(("none", "none"), |(id, role)| (id, role.as_str()));
+    tracing::info!(target: "fluid::audit", token = id, role, method = %method, path, status = status.as_u16(), "request");
+    state.scheduler.metrics().audited(role, method.as_str(), status.as_u16());
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_request_needs_the_role_its_effect_calls_for() {
+        let r = |m: Method, p: &str| needed(&m, p, false);
+        assert_eq!(r(Method::GET, "/tasks"), Some(Role::Read));
+        assert_eq!(r(Method::GET, "/task-history"), Some(Role::Read), "a plugin's GET route");
+        assert_eq!(r(Method::GET, "/metrics"), Some(Role::Read));
+        assert_eq!(needed(&Method::GET, "/metrics", true), None, "left open when configured");
+        assert_eq!(r(Method::GET, "/ui/app.js"), None);
+        assert_eq!(r(Method::POST, "/tasks/add"), Some(Role::Operate));
+        assert_eq!(r(Method::PATCH, "/tasks/add"), Some(Role::Operate));
+        assert_eq!(r(Method::DELETE, "/task-runs/abc"), Some(Role::Operate));
+        assert_eq!(r(Method::POST, "/plugins/db/enable"), Some(Role::Operate));
+        assert_eq!(r(Method::POST, "/plugins/x/routes/hook"), Some(Role::Operate), "a plugin's route");
+        assert_eq!(r(Method::POST, "/plugins/x/other"), Some(Role::Admin), "the host's own, unknown");
+        assert_eq!(r(Method::POST, "/hook"), Some(Role::Operate), "a plugin's root route");
+        assert_eq!(r(Method::DELETE, "/tasks-queue"), Some(Role::Admin));
+        assert_eq!(r(Method::DELETE, "/tasks-queue/high"), Some(Role::Admin));
+    }
+
+    #[test]
+    fn a_minted_token_is_stored_as_its_hash_only() {
+        let (token, row) = mint(Role::Operate, "ci");
+        assert!(token.starts_with("fluid_") && token.len() == 6 + 64);
+        assert!(!row.hash.contains(&token[6..]) && from_hex(&row.hash) == Some(sha256(&token)));
+        assert!(constant_time_eq(&sha256(&token), &sha256(&token)) && !constant_time_eq(&sha256(&token), &sha256("other")));
+    }
+}
