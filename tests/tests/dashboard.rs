@@ -159,24 +159,8 @@ async fn disables_a_task_cancels_a_run_and_enables_a_plugin_in_chromium() {
     std::fs::create_dir_all(&artifacts).expect("create the artifacts folder");
     let shot = artifacts.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
-    let base = format!("http://{}", h.addr);
-    let started = Instant::now();
-    let run = tokio::process::Command::new("node")
-        .arg(browser.join("dashboard.mjs"))
-        .args(["--url", &base, "--disable-task", task, "--cancel-run", &victim, "--chromium", &chromium])
-        .args(["--escaped-run", &markup, "--enable-plugin", "trap_events"])
-        .arg("--screenshot")
-        .arg(&shot)
-        .current_dir(&browser)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(BROWSER_LIMIT, run)
-        .await
-        .unwrap_or_else(|_| panic!("dashboard.mjs did not finish within {BROWSER_LIMIT:?}"))
-        .expect("start node");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("{log}dashboard.mjs took {:.1?}; screenshot: {}", started.elapsed(), shot.display());
-    assert!(out.status.success(), "dashboard.mjs failed ({}):\n{log}\nscreenshot of the page: {}", out.status, shot.display());
+    drive(&browser, &h, &["--disable-task", task, "--cancel-run", &victim, "--escaped-run", &markup, "--enable-plugin", "trap_events"], &shot)
+        .await;
 
     // What the clicks did, read back through the API.
     let (_, after) = get_json(&h, &format!("/tasks/{task}")).await;
@@ -196,6 +180,58 @@ async fn disables_a_task_cancels_a_run_and_enables_a_plugin_in_chromium() {
 
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} is not a real PNG", shot.display());
+    h.shutdown(Duration::ZERO).await;
+}
+
+/// Runs `dashboard.mjs` with `args` against `h` in Chromium; fails the test with its log
+/// and screenshot when it fails.
+async fn drive(browser: &Path, h: &Host, args: &[&str], shot: &Path) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let base = format!("http://{}", h.addr);
+    let started = Instant::now();
+    let run = tokio::process::Command::new("node")
+        .arg(browser.join("dashboard.mjs"))
+        .args(["--url", &base, "--chromium", &chromium])
+        .args(args)
+        .arg("--screenshot")
+        .arg(shot)
+        .current_dir(browser)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(BROWSER_LIMIT, run)
+        .await
+        .unwrap_or_else(|_| panic!("dashboard.mjs did not finish within {BROWSER_LIMIT:?}"))
+        .expect("start node");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{log}dashboard.mjs took {:.1?}; screenshot: {}", started.elapsed(), shot.display());
+    assert!(out.status.success(), "dashboard.mjs failed ({}):\n{log}\nscreenshot of the page: {}", out.status, shot.display());
+}
+
+/// A host that wants tokens: the page asks for one, keeps it for the tab's session, and
+/// offers only what its role may do (a read token no buttons, an operate token "Run now").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_for_a_token_and_offers_only_what_its_role_may_do_in_chromium() {
+    use fluid_host::http::auth::{Role, mint};
+    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    check_browser_setup(&browser, &std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    let env = TestEnv::new(Db::Sqlite).await;
+    let h = host(&env).await;
+    let mut tokens = Vec::new();
+    for role in [Role::Read, Role::Operate] {
+        let (token, row) = mint(role, role.as_str());
+        h.scheduler.store().add_token(&row).await.unwrap();
+        tokens.push(token);
+    }
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("create the artifacts folder");
+    drive(&browser, &h, &["--tokens", &tokens.join(",")], &artifacts.join("dashboard-tokens.png")).await;
+    // The operate token's click queued a run of ping, read back with that token.
+    poll("the run the page queued", WAIT, || async {
+        let r = client().get(url(&h, "/task-history?task=ping")).bearer_auth(&tokens[1]).send().await.ok()?;
+        let page: Value = r.json().await.ok()?;
+        (page["data"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
     h.shutdown(Duration::ZERO).await;
 }
 

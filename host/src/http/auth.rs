@@ -196,7 +196,7 @@ pub fn needed(method: &Method, path: &str, metrics_open: bool) -> Option<Role> {
 }
 
 /// First segments of the paths the host serves itself.
-const HOST_PATHS: [&str; 9] = ["tasks", "tasks-status", "tasks-queue", "task-runs", "plugins", "openapi.json", "metrics", "throughput", "ui"];
+const HOST_PATHS: [&str; 10] = ["tasks", "tasks-status", "tasks-queue", "task-runs", "plugins", "openapi.json", "metrics", "throughput", "ui", "token"];
 
 /// The middleware: lets a request through when its token's role suffices, and audits
 /// every state-changing request.
@@ -229,9 +229,32 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         }
         _ => None,
     };
+    let mut req = req;
+    req.extensions_mut().insert(Caller { enforced, who: who.clone() });
     let resp = next.run(req).await;
     audit(&state, changes, who.as_ref().map(|(id, role)| (id.as_str(), *role)), &method, &path, resp.status());
     resp
+}
+
+/// Who made a request, for the handlers (`GET /token`).
+#[derive(Clone)]
+struct Caller {
+    enforced: bool,
+    who: Option<(String, Role)>,
+}
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/token", axum::routing::get(whoami))
+}
+
+/// `GET /token`: whether tokens are in force and the role of the one sent (the dashboard
+/// shows only what that role may do). Without tokens in force, anyone may do anything.
+async fn whoami(axum::Extension(caller): axum::Extension<Caller>) -> axum::Json<serde_json::Value> {
+    let (id, role) = match &caller.who {
+        Some((id, role)) => (Some(id.as_str()), *role),
+        None => (None, Role::Admin),
+    };
+    axum::Json(serde_json::json!({ "enforced": caller.enforced, "role": role.as_str(), "id": id }))
 }
 
 fn refuse(status: StatusCode, detail: &str) -> Response {

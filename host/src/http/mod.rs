@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::routes())
         .merge(dashboard::routes(&state))
         .merge(metrics::routes())
+        .merge(auth::routes())
         .fallback(plugin_fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

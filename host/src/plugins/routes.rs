@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 
 /// First path segments the host serves itself (`""` is the root page).
-const HOST_SEGMENTS: [&str; 10] = ["", "tasks", "tasks-status", "tasks-queue", "task-runs", "openapi.json", "plugins", "ui", "metrics", "throughput"];
+const HOST_SEGMENTS: [&str; 11] = ["", "tasks", "tasks-status", "tasks-queue", "task-runs", "openapi.json", "plugins", "ui", "metrics", "throughput", "token"];
 
 /// Segments of a route pattern at most.
 const MAX_SEGMENTS: usize = 16;

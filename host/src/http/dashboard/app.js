@@ -26,8 +26,13 @@ class ApiError extends Error {
   }
 }
 
+// The API token, when the host wants one: kept for this browser tab's session only.
+const TOKEN_KEY = 'fluid-token';
+
 async function api(method, path, body) {
   const init = { method, headers: { accept: 'application/json' } };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) init.headers.authorization = `Bearer ${token}`;
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -45,9 +50,32 @@ async function api(method, path, body) {
   } catch {
     // Not JSON: keep the text for the error message.
   }
+  if (res.status === 401) $('token-form').hidden = false;
   if (!res.ok) throw new ApiError(method, path, res.status, (data && data.detail) || text || res.statusText);
   return { status: res.status, data };
 }
+
+// What the token may do decides what the page offers: `body[data-role]` hides the
+// buttons a role may not use (see app.css).
+async function loadRole() {
+  try {
+    const { data } = await api('GET', '/token');
+    document.body.dataset.role = data.role;
+    $('token-role').textContent = data.enforced ? `token ${data.id} (${data.role})` : '';
+    $('token-form').hidden = true;
+  } catch (e) {
+    document.body.dataset.role = 'none';
+    if (e.status !== 401) showMessage('token', 'error', e.message);
+  }
+}
+
+$('token-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $('token-input').value.trim());
+  $('token-input').value = '';
+  await loadRole();
+  refresh();
+});
 
 // Bumped before and after every change the user makes: a load that was in flight at
 // either moment may carry the old state, so its result is dropped.
@@ -735,4 +763,4 @@ async function refresh() {
 
 $('auto-refresh').addEventListener('change', refresh);
 
-refresh();
+loadRole().then(refresh);
