@@ -96,6 +96,13 @@ pub enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Make an ed25519 key for signing plugin files: the secret goes to FILE (keep it),
+    /// the public key is printed (for `[trust] keys` in fluid.toml).
+    Keygen {
+        /// Where the secret key goes.
+        #[arg(long, default_value = "fluid-signing.key")]
+        out: PathBuf,
+    },
     /// API tokens: create (shown once), list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -178,6 +185,14 @@ pub enum PluginsCommand {
         /// Move the plugin's checkpoint to the head of the feed first: the events it missed are dropped.
         #[arg(long)]
         skip_events: bool,
+    },
+    /// Sign a component file with a key from `fluid keygen`: writes FILE.sig beside it
+    /// (what `[trust] policy = "signed"` wants).
+    Sign {
+        file: PathBuf,
+        /// The secret key file.
+        #[arg(long, default_value = "fluid-signing.key")]
+        key: PathBuf,
     },
     /// Forget a plugin removed for good: delete its feed checkpoint, so the change feed is
     /// no longer kept for it. Refused (exit 1) while a host delivers its events. Its tables
@@ -278,6 +293,18 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
     match cli.command {
         Command::Wit { out } => write_wit(out.as_deref())?,
         Command::Token(cmd) => return token_command(g, cmd).await,
+        Command::Keygen { out } => {
+            anyhow::ensure!(!out.exists(), "{} exists already: a key is not overwritten", out.display());
+            let (secret, public) = crate::plugins::trust::keygen();
+            std::fs::write(&out, format!("{secret}\n"))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600))?;
+            }
+            println!("{public}");
+            eprintln!("secret key written to {} (keep it private); the public key above goes in fluid.toml: [trust] keys = [\"{public}\"]", out.display());
+        }
         Command::New { kind, name, lang, dir } => {
             let root = crate::scaffold::new_project(kind, &name, lang, &dir)?;
             println!("wrote {}; build it with `{}` there (see its README.md)", root.display(), crate::scaffold::build_command(lang));
@@ -424,6 +451,14 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
             if report.error.is_some() {
                 return Ok(std::process::ExitCode::FAILURE);
             }
+        }
+        PluginsCommand::Sign { file, key } => {
+            let secret = std::fs::read_to_string(&key).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let sig = crate::plugins::trust::sign(&secret, &bytes)?;
+            let out = crate::plugins::trust::signature_path(&file);
+            std::fs::write(&out, format!("{sig}\n"))?;
+            println!("wrote {}", out.display());
         }
         PluginsCommand::Enable { name, url, skip_events } => {
             let url = format!("{}/plugins/{name}/enable{}", url.trim_end_matches('/'), if skip_events { "?skip_events=true" } else { "" });

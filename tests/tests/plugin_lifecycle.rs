@@ -372,3 +372,39 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `[trust] policy = "signed"`: a file runs only with a signature by a trusted key
+/// (`fluid keygen`, `fluid plugins sign`); a changed file needs a new one, and `check`
+/// says so in the host's words; a refused replacement leaves the running version in
+/// place; the bundled plugins, as the binary carries them, run as the binary does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_files_signed_by_a_trusted_key_run_under_a_signed_policy() {
+    let dir = TempDir::new();
+    let key = dir.path().join("signing.key");
+    let (ok, public) = fluid(dir.path(), &["keygen", "--out", key.to_str().unwrap()]);
+    assert!(ok && public.trim().len() == 64, "{public}");
+    std::fs::write(dir.path().join("fluid.toml"), format!("[trust]\npolicy = \"signed\"\nkeys = [\"{}\"]\n", public.trim())).unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let signed = plugins.join("event_log.wasm");
+    std::fs::write(&signed, event_log_wasm()).unwrap();
+    let (ok, out) = fluid(dir.path(), &["plugins", "sign", signed.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    // Signed, then changed: the signature no longer holds.
+    let tampered = dir.path().join("tampered/event_log.wasm");
+    std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
+    std::fs::write(&tampered, event_log_v2()).unwrap();
+    std::fs::copy(fluid_host::plugins::trust::signature_path(&signed), fluid_host::plugins::trust::signature_path(&tampered)).unwrap();
+    let (ok, out) = fluid(dir.path(), &["plugins", "check", tampered.to_str().unwrap()]);
+    assert!(!ok && out.contains("refused by the trust policy: its signature is not by any key"), "{out}");
+    let h = host(dir.path()).await;
+    assert_eq!(plugin(&h, "event_log").await.unwrap()["state"], "active");
+    assert_eq!(plugin(&h, "db").await.unwrap()["state"], "active", "the bundled db runs as the binary does");
+    // An unsigned replacement is refused; the signed version keeps running.
+    let sha = plugin(&h, "event_log").await.unwrap()["sha256"].clone();
+    std::fs::write(&signed, event_log_v2()).unwrap();
+    let p = wait_plugin(&h, "event_log", "the refused replacement to show", |p| p["replacement_error"].is_string()).await;
+    assert!(p["replacement_error"].as_str().unwrap().contains("trust policy"), "{p}");
+    assert_eq!((p["state"].as_str(), &p["sha256"]), (Some("active"), &sha), "{p}");
+    h.shutdown(Duration::ZERO).await;
+}

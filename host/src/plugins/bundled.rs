@@ -16,6 +16,12 @@ pub const STATS_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stats.wa
 /// Bundled plugins by file name.
 pub const BUNDLED: [(&str, &[u8]); 2] = [("db.wasm", DB_WASM), ("stats.wasm", STATS_WASM)];
 
+/// Whether `bytes` are exactly the bundled plugin `name` this binary carries (trusted as
+/// the binary is, whatever the trust policy).
+pub fn is_bundled(name: &str, bytes: &[u8]) -> bool {
+    BUNDLED.iter().any(|(file, b)| file.strip_suffix(".wasm") == Some(name) && *b == bytes)
+}
+
 /// Where build.rs left every component built from plugins/ (including the test ones).
 pub fn guest_wasm_dir() -> PathBuf {
     PathBuf::from(env!("FLUID_GUEST_WASM_DIR"))

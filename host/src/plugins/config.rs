@@ -253,6 +253,8 @@ struct File {
     #[serde(default)]
     limits: toml::Table,
     #[serde(default)]
+    trust: super::trust::Trust,
+    #[serde(default)]
     plugins: BTreeMap<String, PluginSection>,
 }
 
@@ -298,6 +300,7 @@ impl FluidConfig {
         let file: File = toml::from_str(text)?;
         let cfg = FluidConfig { base, file, root };
         cfg.defaults()?;
+        cfg.file.trust.validate()?;
         for name in cfg.file.plugins.keys() {
             cfg.policy(name).map_err(|e| anyhow::anyhow!("[plugins.{name}]: {e}"))?;
         }
@@ -306,6 +309,11 @@ impl FluidConfig {
 
     fn defaults(&self) -> anyhow::Result<Limits> {
         merge(&self.base, &[&self.file.limits]).map_err(|e| anyhow::anyhow!("[limits]: {e}"))
+    }
+
+    /// Which plugin files may run (`[trust]`).
+    pub fn trust(&self) -> &super::trust::Trust {
+        &self.file.trust
     }
 
     /// The limits, grants and config of plugin `name`.

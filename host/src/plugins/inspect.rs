@@ -53,6 +53,10 @@ async fn dry_run_in(scratch: &Path, path: &Path, config_path: &Path, cache_dir: 
     if beside.is_file() {
         std::fs::copy(&beside, copy.with_extension("json"))?;
     }
+    let signature = super::trust::signature_path(path);
+    if signature.is_file() {
+        std::fs::copy(&signature, super::trust::signature_path(&copy))?;
+    }
     let store = Store::open_sqlite(scratch).await?;
     let scheduler = Scheduler::new(store, SchedulerConfig::default());
     let mut settings = PluginSettings::new(&dir);

@@ -194,8 +194,12 @@ impl PluginRuntime {
             return Err(format!("{file}: {} bytes, over the limit of {} MiB (max_wasm_mib)", stamp.len, limits.max_wasm_mib));
         }
         let (shared2, path2) = (shared.clone(), path.to_path_buf());
+        let trust = shared.config.read().unwrap().trust().clone();
+        let name2 = name.to_string();
         let work = super::guest_pool::off_host("fluid-compile", move || {
             let bytes = std::fs::read(&path2).map_err(|e| format!("{}: cannot read: {e}", path2.display()))?;
+            // Before it is compiled: an untrusted file costs nothing but this check.
+            trust.admits(&name2, &path2, &bytes)?;
             let checked = check_component(
                 &shared2.engine,
                 &shared2.linker,

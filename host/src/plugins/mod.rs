@@ -9,6 +9,7 @@
 //! - [`sandbox`]: a plugin instance's store: memory cap and WASI with only its grants.
 //! - [`guest_pool`]: the threads guest code runs on (never the host's), CPU metering.
 //! - [`limits`]: bounds on what a component's registration or definitions may hold.
+//! - [`trust`]: which files may run at all (`[trust]`: any, pinned SHA-256, ed25519-signed).
 //! - [`actor`]: one task per plugin owns its instance: calls are handled one at a time,
 //!   each under a time limit; a trap discards the instance and the next call gets a
 //!   fresh one.
@@ -44,6 +45,7 @@ mod stderr;
 pub mod storage;
 pub mod supervisor;
 pub mod tasks;
+pub mod trust;
 pub mod watcher;
 
 pub use config::{FluidConfig, Grants, Limits, Policy};
