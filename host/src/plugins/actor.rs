@@ -138,14 +138,14 @@ async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration
     arm(&mut store, timeout);
     let limit = timeout + BACKSTOP;
     let plugin = match tokio::time::timeout(limit, ctx.pre.instantiate_async(&mut store)).await {
-        Ok(r) => r.map_err(|e| format!("cannot instantiate: {}{}", describe_trap(&e), store.data().stderr.note()))?,
+        Ok(r) => r.map_err(|e| format!("cannot instantiate: {}", store.data().stderr.explain(describe_trap(&e))))?,
         Err(_) => return Err("cannot instantiate: took longer than the time limit".into()),
     };
     arm(&mut store, timeout);
     let api = plugin.fluid_scheduler_task_manager_plugin();
     let reg = match tokio::time::timeout(limit, api.call_register(&mut store, &ctx.config_json)).await {
         Ok(r) => r
-            .map_err(|e| format!("register {}{}", describe_trap(&e), store.data().stderr.note()))?
+            .map_err(|e| format!("register {}", store.data().stderr.explain(describe_trap(&e))))?
             .map_err(|e| format!("register refused: {e}"))?,
         Err(_) => return Err("register trapped: call took longer than its time limit (blocked in a host call)".into()),
     };
@@ -251,7 +251,7 @@ async fn run(
                 store.data_mut().chain.clear();
                 store.data_mut().delivering = events.iter().map(|e| e.run.id.clone()).collect();
                 let fut = api.call_on_events(&mut *store, &events);
-                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| msg + &store.data().stderr.note());
+                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| store.data().stderr.explain(msg));
                 meters.event_calls.inc();
                 meters.event_duration.observe(started.elapsed().as_secs_f64());
                 let database = store.data().not_its_fault;
@@ -284,7 +284,7 @@ async fn run(
                 store.data_mut().chain = chain;
                 store.data_mut().delivering.clear();
                 let fut = api.call_call(&mut *store, &method, &args);
-                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| msg + &store.data().stderr.note());
+                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| store.data().stderr.explain(msg));
                 sup.update(|h| h.calls += 1);
                 meters.calls.inc();
                 meters.call_duration.observe(started.elapsed().as_secs_f64());

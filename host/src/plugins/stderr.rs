@@ -39,15 +39,22 @@ impl StderrTail {
         }
     }
 
-    /// `"; stderr: <last lines>"`, or empty when the guest wrote nothing: appended to a
-    /// trap's description.
-    pub(crate) fn note(&self) -> String {
+    /// The end of what the guest wrote, on one line ("..." first when cut), or empty: its
+    /// own words for why it stopped (a Rust panic message, a Python or JavaScript
+    /// exception).
+    pub(crate) fn words(&self) -> String {
         let buf = self.0.lock().unwrap();
         let text = String::from_utf8_lossy(&buf);
         // Rust's hint about backtraces means nothing to a wasm guest: drop it.
         let text: Vec<&str> = text.lines().filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE=1`")).collect();
         let text = text.join("\n");
-        let text = text.trim();
+        let mut text = text.trim();
+        // `thread '<unnamed>' (1) panicked at ...`: the thread is the guest's only one.
+        if text.starts_with("thread '")
+            && let Some(i) = text.find(" panicked at ")
+        {
+            text = &text[i + 1..];
+        }
         if text.is_empty() {
             return String::new();
         }
@@ -57,7 +64,20 @@ impl StderrTail {
             start += 1;
         }
         let quoted = text[start..].split_whitespace().collect::<Vec<_>>().join(" ");
-        format!("; stderr: {}{quoted}", if start > 0 { "..." } else { "" })
+        format!("{}{quoted}", if start > 0 { "..." } else { "" })
+    }
+
+    /// `trap` (`... trapped: <what the runtime saw>`) with the guest's own words first when
+    /// it wrote any: `trapped: panicked at src/lib.rs:15:9: boom (wasm \`unreachable\` ...)`.
+    pub(crate) fn explain(&self, trap: String) -> String {
+        let words = self.words();
+        if words.is_empty() {
+            return trap;
+        }
+        match trap.split_once("trapped: ") {
+            Some((before, what)) => format!("{before}trapped: {words} ({what})"),
+            None => format!("{trap}: {words}"),
+        }
     }
 }
 
@@ -112,19 +132,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_the_end_and_quotes_it_on_one_line() {
+    fn keeps_the_end_and_puts_the_guests_words_first() {
         let t = StderrTail::default();
-        assert_eq!(t.note(), "");
-        t.push(b"thread '<unnamed>' panicked at src/lib.rs:15:9:\ntrap_events refuses 3 events\n");
+        assert_eq!(t.explain("trapped: wasm trap".into()), "trapped: wasm trap");
+        t.push(b"thread '<unnamed>' (1) panicked at src/lib.rs:15:9:\ntrap_events refuses 3 events\n");
         t.push(b"note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n");
-        assert_eq!(t.note(), "; stderr: thread '<unnamed>' panicked at src/lib.rs:15:9: trap_events refuses 3 events");
+        assert_eq!(
+            t.explain("register trapped: wasm `unreachable` instruction executed".into()),
+            "register trapped: panicked at src/lib.rs:15:9: trap_events refuses 3 events (wasm `unreachable` instruction executed)"
+        );
         for _ in 0..10_000 {
             t.push(b"noise ");
         }
         t.push("the end é".as_bytes());
         assert_eq!(t.0.lock().unwrap().len(), KEEP, "bounded");
-        let note = t.note();
-        assert!(note.starts_with("; stderr: ...") && note.contains("noise noise") && note.ends_with("the end é"), "{note}");
-        assert!(note.len() < QUOTE + 32);
+        let words = t.words();
+        assert!(words.starts_with("...") && words.contains("noise noise") && words.ends_with("the end é"), "{words}");
+        assert!(words.len() < QUOTE + 8);
     }
 }

@@ -204,7 +204,7 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
         Ok(Err(WitTaskError::Aborted(m))) => Err(TaskError::Aborted(m)),
         Err(e) => {
             let e = match trap(e) {
-                TaskError::Failed(m) => TaskError::Failed(m + &store.data().stderr.note()),
+                TaskError::Failed(m) => TaskError::Failed(store.data().stderr.explain(m)),
                 e => e,
             };
             tracing::warn!(task = %ctx.run.task, run = %ctx.run.id, error = %e, "task component trapped; the run fails");
