@@ -158,8 +158,19 @@ async fn task_routes_describe_filter_and_toggle_tasks(db: Db) {
             assert!(doc["paths"][path][m].is_object(), "openapi.json lacks {m} {path}");
         }
     }
+    assert_eq!(doc["paths"]["/plugins"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/PluginList");
+    assert_eq!(doc["components"]["schemas"]["PluginList"]["type"], "array", "GET /plugins answers an array");
+    assert!(doc["paths"]["/task-runs/{id}"]["delete"]["responses"]["202"].is_object(), "a running run's cancel is 202");
+    assert!(doc["paths"]["/tasks"]["get"]["responses"]["401"].is_object() && doc["components"]["securitySchemes"]["bearer"].is_object());
     // A path nobody serves: JSON 404.
     assert_error(http.get(url(&host, "/no/such/route")).send().await.unwrap(), 404, "no route").await;
+    // What axum answers by itself is JSON too: a method a known path does not take, a path
+    // or query its extractors refuse.
+    let wrong = http.post(url(&host, "/tasks-status")).send().await.unwrap();
+    assert!(wrong.headers().get("allow").is_some(), "a 405 says what is allowed");
+    assert_error(wrong, 405, "Method Not Allowed").await;
+    assert_error(http.get(url(&host, "/task-runs/%FF")).send().await.unwrap(), 400, "").await;
+    assert_error(http.post(url(&host, "/plugins/db/enable?skip_events=maybe")).send().await.unwrap(), 400, "skip_events").await;
     host.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -197,6 +197,10 @@ async fn plugins_and_tasks_written_in_python_and_javascript_load_and_work() {
         assert_eq!(status, 422, "{task}: {body}");
         assert!(detail.contains(at) && detail.contains("integer"), "{task}: {detail}");
     }
+    // The OpenAPI document describes each task's params: the body of its own POST.
+    let doc: Value = client().get(url(&h, "/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let body = &doc["paths"]["/tasks/js-double"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["properties"]["n"]["type"], "integer", "{body}");
     // Plugins: Python counts finished runs per task, JavaScript records failures.
     let ok = run_to_end(&h, "my-task", json!({})).await;
     let failed = run_to_end(&h, "my-task", json!({"fail": true})).await;

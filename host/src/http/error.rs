@@ -69,3 +69,30 @@ impl From<BytesRejection> for ApiError {
         ApiError::new(e.status(), detail)
     }
 }
+
+/// Every error answer is `{"detail": ...}`: an extractor's rejection (a path that is not
+/// valid UTF-8, a bad query), a method a known path does not take (405) and the like come
+/// from axum as plain text or nothing, and are wrapped here.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let detail = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let mut out = (status, Json(serde_json::json!({ "detail": detail }))).into_response();
+    // Keep what the status needs besides its body (`Allow` on a 405, `WWW-Authenticate`).
+    for name in [axum::http::header::ALLOW, axum::http::header::WWW_AUTHENTICATE] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}

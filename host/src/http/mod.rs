@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .fallback(plugin_fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -14,12 +14,17 @@ pub fn routes() -> Router<AppState> {
 
 fn op(summary: &str, params: Value, body: Option<Value>, ok: &str, errors: &[(&str, &str)]) -> Value {
     let mut responses = serde_json::Map::new();
-    let (code, schema) = ok.split_once(' ').unwrap_or((ok, "object"));
-    responses.insert(
-        code.into(),
-        json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
-    );
-    for (code, what) in errors {
+    // `200 Schema`, or `200|202 Schema` for an operation that answers either.
+    let (codes, schema) = ok.split_once(' ').unwrap_or((ok, "object"));
+    for code in codes.split('|') {
+        responses.insert(
+            code.into(),
+            json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
+        );
+    }
+    // Every route once API tokens are in force (see `auth`).
+    let auth: [(&str, &str); 2] = [("401", "no valid API token"), ("403", "the token's role may not do this")];
+    for (code, what) in errors.iter().chain(&auth) {
         responses.insert(
             (*code).into(),
             json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
@@ -49,17 +54,31 @@ async fn document(State(st): State<AppState>) -> Json<Value> {
         "/tasks-status": {"get": op("Hosts and queue lengths", json!([]), None, "200 Status", &[])},
         "/tasks-queue": {"delete": op("Abort every queued run", json!([]), None, "200 QueueCounts", &[])},
         "/tasks-queue/{priority}": {"delete": op("Abort the queued runs of one priority", json!([path_param("priority")]), None, "200 QueueCounts", &[("422", "bad priority")])},
-        "/plugins": {"get": op("Loaded plugins and files that failed to load", json!([]), None, "200 object", &[])},
+        "/plugins": {"get": op("Loaded plugins and files that failed to load", json!([]), None, "200 PluginList", &[])},
         "/plugins/{name}": {"get": op("One plugin: state, counters, limits, grants", json!([path_param("name")]), None, "200 object", &[("404", "unknown plugin")])},
         "/plugins/{name}/enable": {"post": op("Re-enable a quarantined plugin (skip_events=true drops the events it missed)", json!([path_param("name"), {"name": "skip_events", "in": "query", "schema": {"type": "boolean"}}]), None, "200 object", &[("404", "unknown plugin"), ("409", "not quarantined"), ("422", "fails to load")])},
         "/task-runs/{id}": {
             "get": op("One run", id.clone(), None, "200 TaskRun", &[("404", "unknown run")]),
-            "delete": op("Cancel a queued (200) or running (202) run", id.clone(), None, "200 TaskRun", &[("404", "unknown run"), ("409", "run already ended")]),
+            "delete": op("Cancel a queued (200) or running (202) run", id.clone(), None, "200|202 TaskRun", &[("404", "unknown run"), ("409", "run already ended")]),
         },
         "/throughput": {"get": op("Runs that ended on this host per 5 s bucket (succeeded, failed, other), oldest first", json!([{"name": "minutes", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 10}}]), None, "200 object", &[("422", "bad minutes")])},
         "/metrics": {"get": {"summary": "Prometheus metrics of this host (OpenMetrics text)", "responses": {"200": {"description": "OK", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
         "/ui/": {"get": {"summary": "The web dashboard (HTML; GET / redirects here)", "responses": {"200": {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/token": {"get": op("Whether API tokens are in force, and the role of the one sent", json!([]), None, "200 TokenInfo", &[])},
     });
+    // Each task's own params, where it declares them: the body of its POST.
+    for task in st.scheduler.tasks() {
+        if let Some(schema) = &task.params_schema {
+            let path = format!("/tasks/{}", task.name);
+            paths[&path]["post"] = op(
+                &format!("Queue a run of {}; the body is its params", task.name),
+                json!([{"name": "priority", "in": "query", "schema": {"type": "string", "enum": ["high", "medium", "low"]}}]),
+                Some(schema.clone()),
+                "201 TaskRun",
+                &[("400", "malformed JSON"), ("413", "body too large"), ("422", "params that do not fit the schema, or a bad priority")],
+            );
+        }
+    }
     if let Some(pr) = &st.plugin_routes {
         for (method, path, plugin) in pr.routes() {
             let params: Vec<Value> =
@@ -99,6 +118,10 @@ async fn document(State(st): State<AppState>) -> Json<Value> {
                 "last_run_end": {"type": ["string", "null"]}, "last_run_duration": {"type": ["string", "null"]}, "last_run_state": {"type": ["string", "null"]}
             }},
             "TaskInfoList": {"type": "array", "items": {"$ref": "#/components/schemas/TaskInfo"}},
+            "PluginList": {"type": "array", "items": {"type": "object"}},
+            "TokenInfo": {"type": "object", "required": ["enforced", "role"], "properties": {
+                "enforced": {"type": "boolean"}, "role": {"type": "string", "enum": ["read", "operate", "admin"]}, "id": {"type": ["string", "null"]}
+            }},
             "QueueCounts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "Status": {"type": "object"},
             "object": {"type": "object"}
