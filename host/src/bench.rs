@@ -273,7 +273,7 @@ fn svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
 /// A plain HTTP/1.1 GET (one connection per request, as a simple client does).
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, usize)> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let status = std::str::from_utf8(&buf[..buf.len().min(12)]).ok().and_then(|l| l.get(9..12)).and_then(|c| c.parse().ok()).unwrap_or(0);

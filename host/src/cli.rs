@@ -294,14 +294,17 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
         Command::Wit { out } => write_wit(out.as_deref())?,
         Command::Token(cmd) => return token_command(g, cmd).await,
         Command::Keygen { out } => {
-            anyhow::ensure!(!out.exists(), "{} exists already: a key is not overwritten", out.display());
             let (secret, public) = crate::plugins::trust::keygen();
-            std::fs::write(&out, format!("{secret}\n"))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600))?;
-            }
+            // Created readable by its owner only, and never over an existing file (or link).
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .map_err(|e| anyhow::anyhow!("{}: {e} (a key is not overwritten)", out.display()))?;
+            writeln!(f, "{secret}")?;
             println!("{public}");
             eprintln!("secret key written to {} (keep it private); the public key above goes in fluid.toml: [trust] keys = [\"{public}\"]", out.display());
         }
@@ -418,6 +421,14 @@ async fn token_command(g: &Global, cmd: TokenCommand) -> anyhow::Result<std::pro
     result
 }
 
+/// A request to a running host, with the API token of `FLUID_TOKEN` when set.
+fn with_token(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match std::env::var("FLUID_TOKEN") {
+        Ok(t) if !t.is_empty() => req.bearer_auth(t),
+        _ => req,
+    }
+}
+
 fn write_wit(out: Option<&Path>) -> anyhow::Result<()> {
     use crate::plugins::bindings::WIT_FILES;
     let Some(dir) = out else {
@@ -455,14 +466,15 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
         PluginsCommand::Sign { file, key } => {
             let secret = std::fs::read_to_string(&key).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let sig = crate::plugins::trust::sign(&secret, &bytes)?;
+            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let sig = crate::plugins::trust::sign(&secret, name, &bytes)?;
             let out = crate::plugins::trust::signature_path(&file);
             std::fs::write(&out, format!("{sig}\n"))?;
             println!("wrote {}", out.display());
         }
         PluginsCommand::Enable { name, url, skip_events } => {
             let url = format!("{}/plugins/{name}/enable{}", url.trim_end_matches('/'), if skip_events { "?skip_events=true" } else { "" });
-            let resp = reqwest::Client::new().post(&url).send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            let resp = with_token(reqwest::Client::new().post(&url)).send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
             let status = resp.status();
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
             if !status.is_success() {
@@ -508,7 +520,7 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
             let list: Vec<PluginInfo> = match url {
                 Some(url) => {
                     let url = format!("{}/plugins", url.trim_end_matches('/'));
-                    let resp = reqwest::get(&url).await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+                    let resp = with_token(reqwest::Client::new().get(&url)).send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
                     anyhow::ensure!(resp.status().is_success(), "{url}: HTTP {}", resp.status());
                     resp.json().await?
                 }

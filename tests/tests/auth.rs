@@ -67,6 +67,8 @@ async fn tokens_decide_what_each_request_may_do_by_role() {
     assert_eq!(send(&h, M::DELETE, &format!("/task-runs/{id}"), Some(&operate), None).await.0, 200, "operate cancels");
     assert_eq!(send(&h, M::DELETE, "/tasks-queue", Some(&operate), None).await.0, 403, "clearing the queue is admin's");
     assert_eq!(send(&h, M::DELETE, "/tasks-queue", Some(&admin), None).await.0, 200);
+    let (status, body) = send(&h, M::POST, "/plugins/db/enable?skip_events=true", Some(&operate), None).await;
+    assert_eq!(status, 403, "dropping a plugin's held events is admin's: {body}");
     // Revoked: refused within seconds, on every host.
     let (ok, list) = token(dir.path(), &["ls"]);
     let read_id = list.lines().find(|l| l.contains(" read ")).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
@@ -79,6 +81,42 @@ async fn tokens_decide_what_each_request_may_do_by_role() {
     for line in [r#"role="operate",method="POST",status="2"#, r#"role="read",method="POST",status="403""#, r#"role="admin",method="DELETE",status="200""#] {
         assert!(metrics.lines().any(|l| l.starts_with("fluid_http_audited_requests_total{") && l.contains(line)), "{line}: {metrics}");
     }
+    // Revoking every token closes the API; it does not open it again.
+    let (_, list) = token(dir.path(), &["ls"]);
+    for id in list.lines().skip(1).filter(|l| !l.contains(" read ")).filter_map(|l| l.split_whitespace().next()) {
+        assert!(token(dir.path(), &["revoke", id]).0, "{id}");
+    }
+    poll("the revoked admin token to be refused", WAIT, || async { (send(&h, M::GET, "/tasks", Some(&admin), None).await.0 == 401).then_some(()) }).await;
+    assert_eq!(send(&h, M::GET, "/tasks", None, None).await.0, 401, "no valid token left: still closed");
+    h.shutdown(Duration::ZERO).await;
+}
+
+/// Without tokens, a loopback host answers only requests to a loopback address and from no
+/// other site: a web page the operator visits cannot queue runs (a cross-site POST) nor
+/// read the API through DNS rebinding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_no_other_site_can_drive_a_loopback_host() {
+    let dir = TempDir::new();
+    let mut c = config(dir.path());
+    c.scheduler.consume = false;
+    let h = start(c, vec![Task::new("ok").run(|_| async { Ok(()) })]).await;
+    let post = |origin: Option<&'static str>, host: Option<&'static str>| {
+        let mut req = client().post(url(&h, "/tasks/ok")).json(&json!({}));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(hh) = host {
+            req = req.header("host", hh);
+        }
+        req.send()
+    };
+    assert_eq!(post(None, None).await.unwrap().status().as_u16(), 201, "a local client");
+    assert_eq!(post(Some("http://127.0.0.1:8080"), None).await.unwrap().status().as_u16(), 201, "the dashboard");
+    let cross = post(Some("https://evil.example"), None).await.unwrap();
+    assert_eq!(cross.status().as_u16(), 403);
+    let body: Value = cross.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("loopback"), "{body}");
+    assert_eq!(post(None, Some("evil.example:8080")).await.unwrap().status().as_u16(), 403, "DNS rebinding");
     h.shutdown(Duration::ZERO).await;
 }
 

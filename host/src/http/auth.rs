@@ -65,12 +65,28 @@ pub struct Auth {
     /// Whether `/metrics` answers without a token.
     metrics_open: bool,
     known: RwLock<(Vec<Known>, Instant)>,
+    /// Set once tokens were in force, or from the start on an address others can reach:
+    /// from then on a request needs a token even when none is valid any more (revoking
+    /// the last one closes the API rather than opening it).
+    sticky: std::sync::atomic::AtomicBool,
+    /// One refresh at a time; when the last one was tried (a failed one too), so requests
+    /// with unknown tokens cannot make every request read the database.
+    refreshing: tokio::sync::Mutex<Instant>,
+    /// `--insecure-no-auth` on an address others can reach: anyone, from anywhere.
+    open_to_all: std::sync::atomic::AtomicBool,
 }
 
 impl Auth {
     /// The tokens of `store`, read now and again every [`REFRESH`].
     pub async fn load(store: Store, metrics_open: bool) -> anyhow::Result<Arc<Auth>> {
-        let auth = Arc::new(Auth { store, metrics_open, known: RwLock::new((Vec::new(), Instant::now())) });
+        let auth = Arc::new(Auth {
+            store,
+            metrics_open,
+            known: RwLock::new((Vec::new(), Instant::now())),
+            sticky: false.into(),
+            refreshing: tokio::sync::Mutex::new(Instant::now()),
+            open_to_all: false.into(),
+        });
         auth.refresh().await?;
         let weak = Arc::downgrade(&auth);
         tokio::spawn(async move {
@@ -86,19 +102,36 @@ impl Auth {
     }
 
     async fn refresh(&self) -> anyhow::Result<()> {
+        let mut tried = self.refreshing.lock().await;
+        *tried = Instant::now();
         let rows = self.store.tokens().await?;
         let known = rows
             .into_iter()
             .filter(|t| t.revoked_at.is_none())
             .filter_map(|t| Some(Known { role: Role::parse(&t.role)?, hash: from_hex(&t.hash)?, id: t.id }))
             .collect();
+        let known: Vec<Known> = known;
+        if !known.is_empty() {
+            self.sticky.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         *self.known.write().unwrap() = (known, Instant::now());
+        drop(tried);
         Ok(())
     }
 
-    /// Whether requests need a token: once one exists.
+    /// Reads the tokens again unless that was tried a moment ago (by any request).
+    async fn refresh_if_stale(&self) {
+        if self.refreshing.try_lock().is_ok_and(|t| t.elapsed() < Duration::from_millis(250)) {
+            return;
+        }
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "cannot read the API tokens");
+        }
+    }
+
+    /// Whether requests need a token: once one exists (and from then on).
     pub fn enforced(&self) -> bool {
-        !self.known.read().unwrap().0.is_empty()
+        self.sticky.load(std::sync::atomic::Ordering::Relaxed) || !self.known.read().unwrap().0.is_empty()
     }
 
     /// [`Auth::enforced`], reading the tokens again first when none were known a moment
@@ -107,11 +140,7 @@ impl Auth {
         if self.enforced() {
             return true;
         }
-        if self.known.read().unwrap().1.elapsed() > Duration::from_millis(250)
-            && let Err(e) = self.refresh().await
-        {
-            tracing::warn!(error = %e, "cannot read the API tokens");
-        }
+        self.refresh_if_stale().await;
         self.enforced()
     }
 
@@ -135,11 +164,8 @@ impl Auth {
         if let Some(found) = self.identify(token) {
             return Some(found);
         }
-        let stale = self.known.read().unwrap().1.elapsed() > Duration::from_millis(250);
-        if stale && self.refresh().await.is_ok() {
-            return self.identify(token);
-        }
-        None
+        self.refresh_if_stale().await;
+        self.identify(token)
     }
 }
 
@@ -161,10 +187,16 @@ pub fn mint(role: Role, name: &str) -> (String, crate::store::tokens::TokenRow) 
 
 /// Refuses to serve on an address others can reach without tokens, unless told to.
 pub fn check_exposure(bind: std::net::SocketAddr, auth: &Auth, insecure_no_auth: bool) -> anyhow::Result<()> {
-    if bind.ip().is_loopback() || auth.enforced() {
+    if bind.ip().is_loopback() {
+        return Ok(());
+    }
+    if auth.enforced() {
+        // Others can reach it: tokens stay in force even if every one is revoked.
+        auth.sticky.store(true, std::sync::atomic::Ordering::Relaxed);
         return Ok(());
     }
     if insecure_no_auth {
+        auth.open_to_all.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(%bind, "the API is served WITHOUT authentication on an address others can reach (--insecure-no-auth): anyone who reaches it can queue, cancel and clear runs and read every run's params");
         return Ok(());
     }
@@ -174,7 +206,7 @@ pub fn check_exposure(bind: std::net::SocketAddr, auth: &Auth, insecure_no_auth:
 }
 
 /// The role a request needs; None: open (the dashboard's static files).
-pub fn needed(method: &Method, path: &str, metrics_open: bool) -> Option<Role> {
+pub fn needed(method: &Method, path: &str, query: &str, metrics_open: bool) -> Option<Role> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if path == "/" || segments[0] == "ui" || (segments[0] == "metrics" && metrics_open) {
         return None;
@@ -185,7 +217,8 @@ pub fn needed(method: &Method, path: &str, metrics_open: bool) -> Option<Role> {
     let operate = match (method.as_str(), segments.as_slice()) {
         ("POST" | "PATCH", ["tasks", _]) => true,
         ("DELETE", ["task-runs", _]) => true,
-        ("POST", ["plugins", _, "enable"]) => true,
+        // Skipping the events a quarantined plugin holds drops them for good: admin's.
+        ("POST", ["plugins", _, "enable"]) => !super::parse_query(Some(query)).iter().any(|(k, v)| k == "skip_events" && v != "false"),
         // A plugin's own routes, in its namespace or at its root paths (the host's paths
         // are all known here).
         (_, ["plugins", _, "routes", ..]) => true,
@@ -204,7 +237,15 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let auth = state.auth.clone();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let need = needed(&method, &path, auth.metrics_open);
+    let query = req.uri().query().unwrap_or("").to_string();
+    let need = needed(&method, &path, &query, auth.metrics_open);
+    // Without tokens (a loopback host), only requests that name a loopback host: a web
+    // page the operator visits cannot drive the API (a cross-site request, DNS rebinding).
+    if need.is_some() && !auth.enforced_now().await && !auth.open_to_all.load(std::sync::atomic::Ordering::Relaxed) && !from_loopback(&req) {
+        let resp = refuse(StatusCode::FORBIDDEN, "without API tokens this host answers only requests to a loopback address, from no other site");
+        audit(&state, changes, None, &method, &path, resp.status());
+        return resp;
+    }
     let enforced = need.is_some() && auth.enforced_now().await;
     let who = match (need, enforced) {
         (Some(need), true) => {
@@ -257,6 +298,19 @@ async fn whoami(axum::Extension(caller): axum::Extension<Caller>) -> axum::Json<
     axum::Json(serde_json::json!({ "enforced": caller.enforced, "role": role.as_str(), "id": id }))
 }
 
+/// Whether the request names a loopback host (`Host`), and comes from no other site
+/// (`Origin`, when the browser sends one).
+fn from_loopback(req: &Request) -> bool {
+    let loopback = |authority: &str| {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { authority });
+        matches!(host.trim_start_matches('[').trim_end_matches(']'), "localhost" | "127.0.0.1" | "::1")
+    };
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host_ok = header(header::HOST).or(req.uri().authority().map(|a| a.as_str())).is_none_or(loopback);
+    let origin_ok = header(header::ORIGIN).is_none_or(|o| o.split_once("://").is_some_and(|(_, rest)| loopback(rest.trim_end_matches('/'))));
+    host_ok && origin_ok
+}
+
 fn refuse(status: StatusCode, detail: &str) -> Response {
     let mut resp = (status, axum::Json(serde_json::json!({ "detail": detail }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -306,11 +360,12 @@ mod tests {
 
     #[test]
     fn each_request_needs_the_role_its_effect_calls_for() {
-        let r = |m: Method, p: &str| needed(&m, p, false);
+        let r = |m: Method, p: &str| needed(&m, p, "", false);
         assert_eq!(r(Method::GET, "/tasks"), Some(Role::Read));
         assert_eq!(r(Method::GET, "/task-history"), Some(Role::Read), "a plugin's GET route");
         assert_eq!(r(Method::GET, "/metrics"), Some(Role::Read));
-        assert_eq!(needed(&Method::GET, "/metrics", true), None, "left open when configured");
+        assert_eq!(needed(&Method::GET, "/metrics", "", true), None, "left open when configured");
+        assert_eq!(needed(&Method::POST, "/plugins/db/enable", "skip_events=true", false), Some(Role::Admin), "dropping held events is admin's");
         assert_eq!(r(Method::GET, "/ui/app.js"), None);
         assert_eq!(r(Method::POST, "/tasks/add"), Some(Role::Operate));
         assert_eq!(r(Method::PATCH, "/tasks/add"), Some(Role::Operate));

@@ -72,7 +72,8 @@ async fn dry_run_in(scratch: &Path, path: &Path, config_path: &Path, cache_dir: 
     let own = |text: &str| text.replace(&copy.display().to_string(), &path.display().to_string());
     let name = copy.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
     let info = rt.list().into_iter().find(|p| p.file == copy.display().to_string());
-    let imports = imports_of(&rt, &copy);
+    // Only of a file the host would load: a refused one is not compiled for this.
+    let imports = if loaded.is_ok() { imports_of(&rt, &copy) } else { Vec::new() };
     rt.shutdown().await;
     scheduler.store().close().await;
     let mut report = CheckReport {

@@ -8,8 +8,8 @@
 //! exporter = "4b1d…"
 //! ```
 //!
-//! `signed` wants `NAME.wasm.sig` beside `NAME.wasm`: the hex ed25519 signature of the
-//! file's bytes by one of the keys (`fluid keygen`, `fluid plugins sign`). A file that
+//! `signed` wants `NAME.wasm.sig` beside `NAME.wasm`: the hex ed25519 signature, by one of
+//! the keys, of the name and the file's SHA-256 (a signed file renamed is not signed) (`fluid keygen`, `fluid plugins sign`). A file that
 //! fails the policy is refused with the reason before it is compiled; on hot reload the
 //! running version stays. The bundled `db.wasm` and `stats.wasm`, byte for byte as this
 //! binary carries them, are trusted as the binary is.
@@ -82,7 +82,8 @@ impl Trust {
                     .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
                     .map(|b| Signature::from_bytes(&b))
                     .ok_or_else(|| format!("{file}: refused by the trust policy: {} is not an ed25519 signature in hex", sig_path.display()))?;
-                let ok = self.keys.iter().filter_map(|k| public_key(k).ok()).any(|k| k.verify(bytes, &sig).is_ok());
+                let signed = signed_message(name, bytes);
+                let ok = self.keys.iter().filter_map(|k| public_key(k).ok()).any(|k| k.verify(&signed, &sig).is_ok());
                 if ok { Ok(()) } else { Err(format!("{file}: refused by the trust policy: its signature is not by any key in [trust] keys")) }
             }
         }
@@ -105,12 +106,18 @@ pub fn keygen() -> (String, String) {
     (hex(&seed), hex(key.verifying_key().as_bytes()))
 }
 
-/// The hex signature of `bytes` by the secret key `secret_hex`.
-pub fn sign(secret_hex: &str, bytes: &[u8]) -> anyhow::Result<String> {
+/// What a signature covers: the component's name (its file's stem, which decides its
+/// grants) and its bytes' SHA-256, so a signed file renamed is not signed.
+fn signed_message(name: &str, bytes: &[u8]) -> Vec<u8> {
+    format!("fluid-component-v1\0{name}\0{}", super::cache::sha256(bytes)).into_bytes()
+}
+
+/// The hex signature, by the secret key `secret_hex`, of the component `name` made of `bytes`.
+pub fn sign(secret_hex: &str, name: &str, bytes: &[u8]) -> anyhow::Result<String> {
     let seed: [u8; 32] = from_hex(secret_hex.trim())
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| anyhow::anyhow!("not a signing key (64 hex digits, from `fluid keygen`)"))?;
-    Ok(hex(&SigningKey::from_bytes(&seed).sign(bytes).to_bytes()))
+    Ok(hex(&SigningKey::from_bytes(&seed).sign(&signed_message(name, bytes)).to_bytes()))
 }
 
 fn public_key(hex_key: &str) -> anyhow::Result<VerifyingKey> {
@@ -144,10 +151,11 @@ mod tests {
         let trust = Trust { policy: TrustPolicy::Signed, keys: vec![public], ..Default::default() };
         trust.validate().unwrap();
         assert!(trust.admits("p", &file, b"bytes").unwrap_err().contains("no signature"));
-        std::fs::write(signature_path(&file), sign(&other_secret, b"bytes").unwrap()).unwrap();
+        std::fs::write(signature_path(&file), sign(&other_secret, "p", b"bytes").unwrap()).unwrap();
         assert!(trust.admits("p", &file, b"bytes").unwrap_err().contains("not by any key"));
-        std::fs::write(signature_path(&file), sign(&secret, b"bytes").unwrap()).unwrap();
+        std::fs::write(signature_path(&file), sign(&secret, "p", b"bytes").unwrap()).unwrap();
         assert_eq!(trust.admits("p", &file, b"bytes"), Ok(()));
+        assert!(trust.admits("renamed", &file, b"bytes").is_err(), "a signature is for one name");
         assert!(trust.admits("p", &file, b"other bytes").is_err(), "a changed file needs a new signature");
         let pinned = Trust { policy: TrustPolicy::Pinned, pinned: [("p".into(), crate::plugins::cache::sha256(b"bytes"))].into(), ..Default::default() };
         assert_eq!(pinned.admits("p", &file, b"bytes"), Ok(()));

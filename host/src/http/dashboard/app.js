@@ -455,7 +455,7 @@ function runCells(r) {
   const cancel = CANCELLABLE.includes(r.state)
     ? `<button type="button" class="danger" data-action="cancel" data-run="${id}" data-testid="run-cancel-${id}">Cancel</button>`
     : '';
-  const attempt = r.retry_attempt ? `retry ${r.retry_attempt}` : '';
+  const attempt = r.retry_attempt ? `retry ${esc(r.retry_attempt)}` : '';
   return (
     `<td>${time(r.queued)}</td>` +
     `<td>${esc(r.task)}</td>` +
@@ -556,7 +556,7 @@ async function loadDetail() {
     ['Started', time(run.start)],
     ['Ended', time(run.end)],
     ['Duration', run.state === 'running' ? span(run.start, null) : run.end ? span(run.start, run.end) : '—'],
-    ['Attempts', `retry ${run.retry_attempt} · rate limit ${run.rate_limit_attempt}`],
+    ['Attempts', `retry ${esc(run.retry_attempt)} · rate limit ${esc(run.rate_limit_attempt)}`],
     ['From run', link(run.from_run_id)],
     ['Root run', link(run.root_run_id)],
     ['Tags', (run.tags || []).map((g) => `<span class="tag">${esc(g)}</span>`).join(' ') || '—'],
