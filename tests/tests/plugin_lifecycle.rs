@@ -408,3 +408,21 @@ async fn only_files_signed_by_a_trusted_key_run_under_a_signed_policy() {
     assert_eq!((p["state"].as_str(), &p["sha256"]), (Some("active"), &sha), "{p}");
     h.shutdown(Duration::ZERO).await;
 }
+
+/// A trust policy tightened while the host runs applies to what runs now: a loaded plugin
+/// the new policy does not admit is unloaded, with the reason; the bundled ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tightened_trust_policy_unloads_what_it_no_longer_admits() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(dir.path().join("plugins/event_log.wasm"), event_log_wasm()).unwrap();
+    let h = host(dir.path()).await;
+    assert_eq!(plugin(&h, "event_log").await.unwrap()["state"], "active");
+    let pin = fluid_host::plugins::cache::sha256(b"another file");
+    std::fs::write(dir.path().join("fluid.toml"), format!("[trust]\npolicy = \"pinned\"\n[trust.pinned]\nevent_log = \"{pin}\"\n")).unwrap();
+    let p = wait_plugin(&h, "event_log", "the unpinned plugin to be unloaded", |p| p["state"] == "failed").await;
+    assert!(p["error"].as_str().unwrap().contains("not the one pinned"), "{p}");
+    assert!(h.scheduler.get_plugin("event_log").is_none());
+    assert_eq!(plugin(&h, "db").await.unwrap()["state"], "active", "the bundled db stays");
+    h.shutdown(Duration::ZERO).await;
+}

@@ -88,8 +88,29 @@ impl PluginRuntime {
         now
     }
 
+    /// A tightened trust policy applies to what runs now too: every loaded plugin and task
+    /// component whose file it no longer admits is unloaded, with the reason in `/plugins`.
+    async fn enforce_trust(&self, trust: &super::trust::Trust) {
+        let plugins: Vec<(String, std::path::PathBuf)> = self.shared.plugins.read().unwrap().values().map(|p| (p.name.clone(), p.file.clone())).collect();
+        let components: Vec<std::path::PathBuf> = self.shared.task_files.read().unwrap().keys().cloned().collect();
+        let files = plugins.iter().map(|(name, file)| (Some(name.clone()), file.clone())).chain(components.into_iter().map(|f| (None, f)));
+        for (plugin, file) in files {
+            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            let Err(reason) = trust.admits(&name, &file, &bytes) else { continue };
+            tracing::warn!(file = %file.display(), reason = %reason, "the trust policy no longer admits a running component; it is unloaded");
+            match plugin {
+                Some(name) => drop(self.unload(&name).await),
+                None => drop(self.unload_tasks(&file)),
+            }
+            let stamp = super::loader::FileStamp::of(&file);
+            self.shared.failed.write().unwrap().insert(file, super::loader::Failed { reason, stamp });
+        }
+    }
+
     /// fluid.toml changed: read it, and swap the running plugins it now says otherwise about.
     async fn config_changed(&self) {
+        let trust_before = self.shared.config.read().unwrap().trust().clone();
         if let Err(e) = self.reload_config() {
             tracing::error!(error = %format!("{e:#}"), "fluid.toml not applied; the previous settings stay in force");
             return;
@@ -97,6 +118,10 @@ impl PluginRuntime {
         tracing::info!(file = %self.shared.settings.config_path.display(), "fluid.toml read again");
         // Files refused before (a missing granted folder, say) get another chance.
         self.shared.failed.write().unwrap().values_mut().for_each(|f| f.stamp = None);
+        let trust = self.shared.config.read().unwrap().trust().clone();
+        if trust != trust_before {
+            self.enforce_trust(&trust).await;
+        }
         let plugins: Vec<_> = self.shared.plugins.read().unwrap().values().cloned().collect();
         for p in plugins {
             let fresh = self.shared.config.read().unwrap().policy(&p.name).ok();
