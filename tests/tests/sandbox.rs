@@ -209,6 +209,27 @@ async fn a_task_component_never_holds_every_worker() {
     }
 }
 
+/// Class 8, backlog: a task component whose worker share is full cannot pile up runs of
+/// its own tasks in the queue (each claim would look past them): past `max_queued` its
+/// `queue-run` of them is refused, counted against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_component_cannot_pile_up_runs_its_share_cannot_start() {
+    let dir = TempDir::new();
+    install(dir.path(), "attack-tasks", "attack_tasks");
+    let h = host_with(dir.path(), "[plugins.attack_tasks.limits]\nmax_workers = 2\nmax_queued = 50\n", 4).await;
+    let hold = queue(&h.scheduler, "hold", json!({ "ms": 600_000 })).await;
+    wait_state(&h.scheduler, &hold.id, TaskState::Running).await;
+    // The flood takes the share's other worker: the runs it queues cannot start.
+    let flood = queue(&h.scheduler, "flood", json!({})).await;
+    let ended = wait_done(&h.scheduler, &flood.id).await;
+    let error = ended.error.unwrap_or_default();
+    assert!(error.starts_with("queued 50, then:") && error.contains("max_queued"), "{error}");
+    let info = plugin_info(&h, "attack_tasks").await;
+    assert!(info["health"]["last_limit"].as_str().unwrap().starts_with("max_queued: "), "{info}");
+    unharmed(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// Class 2. A big component compiling while another file is dropped in: the other file
 /// loads at once, the API answers, and the slow one is refused at its time limit; a file
 /// over its size limit is refused without being compiled.

@@ -74,6 +74,10 @@ pub struct Limits {
     /// together; past it they wait in the queue while other tasks' runs go ahead.
     /// 0: half of the host's workers (at least one).
     pub max_workers: u32,
+    /// Runs of a task component's own tasks waiting in the queue, at most: past it its
+    /// `queue-run` of them is refused (a backlog its worker share cannot start would be
+    /// looked past by every claim).
+    pub max_queued: u64,
     /// Runs it may queue (`queue-run`) per second, on average, across its instances...
     pub queue_per_s: u64,
     /// ...and at once after a quiet spell (the bucket's size).
@@ -106,6 +110,7 @@ impl Default for Limits {
             max_task_timeout_ms: 3_600_000,
             max_concurrency: 0,
             max_workers: 0,
+            max_queued: 10_000,
             queue_per_s: 100,
             queue_burst: 1000,
             queue_kib_per_s: 1024,

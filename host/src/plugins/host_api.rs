@@ -5,6 +5,7 @@ use super::bindings::host_if::{self, LogLevel, QueueRequest};
 use super::bindings::types::{CallError, TaskInfo, TaskRun as WitRun};
 use super::sandbox::PluginState;
 use crate::scheduler::{PluginCallError, QueueError, QueueOptions};
+use std::sync::Arc;
 use wasmtime::component::Resource;
 
 /// Host side of the `plugin` resource: just the target's name.
@@ -43,6 +44,40 @@ pub fn from_call_error(e: CallError) -> PluginCallError {
 /// line of the host's own log.
 fn one_line(message: String) -> String {
     if message.contains(['\n', '\r']) { message.replace('\r', "\\r").replace('\n', "\\n") } else { message }
+}
+
+/// How many queue-runs a task component may make between two counts of its queued runs,
+/// while far from its bound.
+const RECOUNT_EVERY: u64 = 256;
+
+/// A task component (supervised by `sup`) queueing one of its own tasks: refused once
+/// `max_queued` of them wait in the queue. Counted in the database near the bound and every
+/// [`RECOUNT_EVERY`] runs; in between, counted up from the last count.
+async fn within_max_queued(shared: Arc<super::runtime::Shared>, sup: Arc<super::supervisor::Supervisor>, task: String) -> Result<(), String> {
+    {
+        let tasks: Vec<String> = {
+            let files = shared.task_files.read().unwrap();
+            match files.values().find(|c| Arc::ptr_eq(&c.sup, &sup)) {
+                Some(c) if c.tasks.iter().any(|t| *t == task) => c.tasks.clone(),
+                _ => return Ok(()),
+            }
+        };
+        let max = sup.policy.limits.max_queued;
+        let (counted, since) = *sup.queued_estimate.lock().unwrap();
+        if counted + since + 1 < max && since < RECOUNT_EVERY {
+            sup.queued_estimate.lock().unwrap().1 += 1;
+            return Ok(());
+        }
+        // The database unreachable: no count, and the queueing itself will say so.
+        let Ok(now) = shared.scheduler.store().queued_runs_of(&tasks, max).await else { return Ok(()) };
+        *sup.queued_estimate.lock().unwrap() = (now, 1);
+        if now >= max {
+            let msg = format!("queue-run refused: {now} runs of this component's tasks wait in the queue, the limit (max_queued)");
+            sup.limit_hit("max_queued", &msg);
+            return Err(msg);
+        }
+        Ok(())
+    }
 }
 
 impl host_if::Host for PluginState {
@@ -119,6 +154,12 @@ impl host_if::Host for PluginState {
         }
         let scheduler = self.shared.scheduler();
         if let Err(msg) = self.sup.take_queue_token(req.params_json.len()) {
+            self.shared.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
+            return Ok(Err(CallError::Unavailable(msg)));
+        }
+        if self.run_id.is_some()
+            && let Err(msg) = within_max_queued(self.shared.clone(), self.sup.clone(), req.task.clone()).await
+        {
             self.shared.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
             return Ok(Err(CallError::Unavailable(msg)));
         }

@@ -75,6 +75,9 @@ pub struct Supervisor {
     /// The same in bytes of params (`queue_kib_per_s`, `queue_burst_kib`): every run it
     /// queues is stored, sent to every plugin and kept in history.
     queue_bytes: Mutex<TokenBucket>,
+    /// A task component's own queued runs as last counted, and how many it queued since
+    /// (see `host_api`'s `queue_run`): counted again only near the bound or now and then.
+    pub(crate) queued_estimate: Mutex<(u64, u64)>,
     /// Its log lines' allowance, shared by its instances (a task component's runs, a
     /// plugin's fresh instances after traps), so a new instance is no fresh budget.
     pub(crate) log_budget: Mutex<super::host_api::LogBudget>,
@@ -134,6 +137,7 @@ impl Supervisor {
             name: name.into(),
             queue_bucket: Mutex::new(TokenBucket::new(policy.limits.queue_per_s, policy.limits.queue_burst)),
             log_budget: Mutex::default(),
+            queued_estimate: Mutex::default(),
             queue_bytes: Mutex::new(TokenBucket::new(
                 policy.limits.queue_kib_per_s.saturating_mul(1024),
                 policy.limits.queue_burst_kib.saturating_mul(1024),

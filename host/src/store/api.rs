@@ -118,6 +118,16 @@ impl Store {
             .await
     }
 
+    /// Queued runs of `tasks`, counted up to `at_most`.
+    pub async fn queued_runs_of(&self, tasks: &[String], at_most: u64) -> Result<u64, StoreError> {
+        self.metrics
+            .timed("queued_runs_of", async {
+                let mut conn = self.read().await?;
+                Ok(runs::queued_of(&mut conn, tasks, at_most).await?)
+            })
+            .await
+    }
+
     pub async fn queue_lengths(&self) -> Result<BTreeMap<Priority, u64>, StoreError> {
         self.metrics
             .timed("queue_lengths", async {

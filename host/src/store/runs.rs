@@ -478,3 +478,20 @@ pub(crate) async fn cancel_requests(conn: &mut Db, host: &str) -> Result<Vec<Str
         .map(|r| r.try_get("id"))
         .collect()
 }
+
+/// Queued runs of `tasks`, counted up to `at_most` (the scan stops there).
+pub(crate) async fn queued_of(conn: &mut Db, tasks: &[String], at_most: u64) -> Result<u64, sqlx::Error> {
+    if tasks.is_empty() {
+        return Ok(0);
+    }
+    let placeholders: Vec<String> = (0..tasks.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM (SELECT 1 FROM fluid_runs WHERE state = 'queued' AND task IN ({}) LIMIT $1) AS q",
+        placeholders.join(", ")
+    );
+    let mut q = query_built(sql).bind(at_most as i64);
+    for t in tasks {
+        q = q.bind(t.as_str());
+    }
+    Ok(q.fetch_one(&mut *conn).await?.try_get::<i64, _>("n")? as u64)
+}
