@@ -306,7 +306,10 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
                 .map_err(|e| anyhow::anyhow!("{}: {e} (a key is not overwritten)", out.display()))?;
             writeln!(f, "{secret}")?;
             println!("{public}");
-            eprintln!("secret key written to {} (keep it private); the public key above goes in fluid.toml: [trust] keys = [\"{public}\"]", out.display());
+            eprintln!(
+                "secret key written to {} (keep it private); the public key above goes in fluid.toml: [trust] keys = [\"{public}\"]",
+                out.display()
+            );
         }
         Command::New { kind, name, lang, dir } => {
             let root = crate::scaffold::new_project(kind, &name, lang, &dir)?;
@@ -403,7 +406,14 @@ async fn token_command(g: &Global, cmd: TokenCommand) -> anyhow::Result<std::pro
                 println!("{:<14} {:<8} {:<24} {:<20} REVOKED", "ID", "ROLE", "NAME", "CREATED");
                 for t in store.tokens().await? {
                     let when = |us: i64| crate::time::to_datetime(us).format("%Y-%m-%d %H:%M:%S").to_string();
-                    println!("{:<14} {:<8} {:<24} {:<20} {}", t.id, t.role, t.name, when(t.created_at), t.revoked_at.map(when).unwrap_or_default());
+                    println!(
+                        "{:<14} {:<8} {:<24} {:<20} {}",
+                        t.id,
+                        t.role,
+                        t.name,
+                        when(t.created_at),
+                        t.revoked_at.map(when).unwrap_or_default()
+                    );
                 }
             }
             TokenCommand::Revoke { id } => {
@@ -503,7 +513,9 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
             match done? {
                 Forget::Forgotten { held, .. } => {
                     println!("{name}: forgotten; the change feed is no longer kept for it ({held} events it had not handled)");
-                    println!("its tables are kept; loaded again, it starts where its `start` setting says (the head of the feed by default)");
+                    println!(
+                        "its tables are kept; loaded again, it starts where its `start` setting says (the head of the feed by default)"
+                    );
                 }
                 Forget::Delivering { host } => {
                     eprintln!("{name}: host {host} delivers its events now; remove {name}.wasm from that host's plugins folder first");
@@ -555,7 +567,11 @@ fn print_check(r: &crate::plugins::inspect::CheckReport) {
         println!("  routes: {}", list(&r.routes));
     }
     println!("  imports: {}", list(&r.imports));
-    println!("  size: {} KiB; compiled (or read from the cache), instantiated and registered in {:.0} ms", r.size_bytes.div_ceil(1024), r.load_ms);
+    println!(
+        "  size: {} KiB; compiled (or read from the cache), instantiated and registered in {:.0} ms",
+        r.size_bytes.div_ceil(1024),
+        r.load_ms
+    );
 }
 
 fn print_plugins(list: &[crate::plugins::PluginInfo]) {

@@ -184,8 +184,16 @@ impl Metrics {
             Unit::Seconds,
             m.plugin_cpu.clone(),
         );
-        r.register("plugin_limits_hit", "Times a plugin or task component ran into one of its limits (see /plugins for which)", m.plugin_limits_hit.clone());
-        r.register("http_audited_requests", "State-changing HTTP requests, by the role of their token, method and status", m.http_audit.clone());
+        r.register(
+            "plugin_limits_hit",
+            "Times a plugin or task component ran into one of its limits (see /plugins for which)",
+            m.plugin_limits_hit.clone(),
+        );
+        r.register(
+            "http_audited_requests",
+            "State-changing HTTP requests, by the role of their token, method and status",
+            m.http_audit.clone(),
+        );
         r.register_with_unit(
             "store_operation_duration",
             "Time of one store transaction, by operation",

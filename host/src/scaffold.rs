@@ -73,9 +73,9 @@ mod js {
 /// when the name is not a valid plugin name (the file name is the name) or the folder
 /// exists.
 pub fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result<PathBuf> {
-    let valid = name.len() <= 24 && name.starts_with(|c: char| c.is_ascii_lowercase()) && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    // The host's own rule for a plugin name (the file name).
     anyhow::ensure!(
-        valid,
+        crate::plugins::storage::check_ident("plugin name", name, 24).is_ok(),
         "{name:?} is not a valid name: [a-z][a-z0-9_]*, at most 24 characters (the .wasm file is named after it), e.g. {}",
         crate::plugins::loader::valid_name(name)
     );

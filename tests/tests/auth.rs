@@ -14,7 +14,8 @@ use std::time::Duration;
 
 /// `fluid token ARGS` on the data folder `data`: status and stdout.
 fn token(data: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fluid-test-host")).arg("--data").arg(data).arg("token").args(args).output().expect("run fluid");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_fluid-test-host")).arg("--data").arg(data).arg("token").args(args).output().expect("run fluid");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -74,11 +75,18 @@ async fn tokens_decide_what_each_request_may_do_by_role() {
     let read_id = list.lines().find(|l| l.contains(" read ")).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
     assert!(ok && !list.contains(&read[6..]), "the list never shows a token: {list}");
     assert!(token(dir.path(), &["revoke", &read_id]).0);
-    poll("the revoked token to be refused", WAIT, || async { (send(&h, M::GET, "/tasks", Some(&read), None).await.0 == 401).then_some(()) }).await;
+    poll("the revoked token to be refused", WAIT, || async {
+        (send(&h, M::GET, "/tasks", Some(&read), None).await.0 == 401).then_some(())
+    })
+    .await;
     // Audited: who (by role), what, how it ended.
     let (_, metrics) = send(&h, M::GET, "/metrics", Some(&admin), None).await;
     let metrics = metrics.as_str().unwrap().to_string();
-    for line in [r#"role="operate",method="POST",status="2"#, r#"role="read",method="POST",status="403""#, r#"role="admin",method="DELETE",status="200""#] {
+    for line in [
+        r#"role="operate",method="POST",status="2"#,
+        r#"role="read",method="POST",status="403""#,
+        r#"role="admin",method="DELETE",status="200""#,
+    ] {
         assert!(metrics.lines().any(|l| l.starts_with("fluid_http_audited_requests_total{") && l.contains(line)), "{line}: {metrics}");
     }
     // Revoking every token closes the API; it does not open it again.
@@ -86,7 +94,10 @@ async fn tokens_decide_what_each_request_may_do_by_role() {
     for id in list.lines().skip(1).filter(|l| !l.contains(" read ")).filter_map(|l| l.split_whitespace().next()) {
         assert!(token(dir.path(), &["revoke", id]).0, "{id}");
     }
-    poll("the revoked admin token to be refused", WAIT, || async { (send(&h, M::GET, "/tasks", Some(&admin), None).await.0 == 401).then_some(()) }).await;
+    poll("the revoked admin token to be refused", WAIT, || async {
+        (send(&h, M::GET, "/tasks", Some(&admin), None).await.0 == 401).then_some(())
+    })
+    .await;
     assert_eq!(send(&h, M::GET, "/tasks", None, None).await.0, 401, "no valid token left: still closed");
     h.shutdown(Duration::ZERO).await;
 }

@@ -159,8 +159,13 @@ async fn disables_a_task_cancels_a_run_and_enables_a_plugin_in_chromium() {
     std::fs::create_dir_all(&artifacts).expect("create the artifacts folder");
     let shot = artifacts.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
-    drive(&browser, &h, &["--disable-task", task, "--cancel-run", &victim, "--escaped-run", &markup, "--enable-plugin", "trap_events"], &shot)
-        .await;
+    drive(
+        &browser,
+        &h,
+        &["--disable-task", task, "--cancel-run", &victim, "--escaped-run", &markup, "--enable-plugin", "trap_events"],
+        &shot,
+    )
+    .await;
 
     // What the clicks did, read back through the API.
     let (_, after) = get_json(&h, &format!("/tasks/{task}")).await;

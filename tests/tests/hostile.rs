@@ -63,8 +63,6 @@ async fn host(dir: &Path, attackers: &[&str], extra: &str) -> Host {
     start(c, tasks()).await
 }
 
-
-
 async fn call(h: &Host, plugin: &str, method: &str, args: Value) -> Result<Value, PluginCallError> {
     let p = h.scheduler.get_plugin(plugin).unwrap_or_else(|| panic!("{plugin} loaded"));
     p.call_json(method, args.to_string()).await.map(|s| serde_json::from_str(&s).expect("JSON result"))
@@ -190,7 +188,11 @@ async fn an_event_over_a_plugins_size_limit_is_delivered_without_its_params_not_
     wait_done(&h.scheduler, &big.id).await;
     caught_up(&h, "event_log").await;
     let info = plugin_info(&h, "event_log").await;
-    assert_eq!((info["state"].as_str(), info["health"]["traps"].as_u64(), info["health"]["recent_failures"].as_u64()), (Some("active"), Some(0), Some(0)), "{info}");
+    assert_eq!(
+        (info["state"].as_str(), info["health"]["traps"].as_u64(), info["health"]["recent_failures"].as_u64()),
+        (Some("active"), Some(0), Some(0)),
+        "{info}"
+    );
     assert!(info["health"]["last_limit"].as_str().unwrap().starts_with("max_args_kib: "), "{info}");
     // The db plugin (2 MiB) has the run whole.
     let (status, row) = get_json(&h, &format!("/task-history/{}", big.id)).await;

@@ -158,7 +158,10 @@ async fn task_routes_describe_filter_and_toggle_tasks(db: Db) {
             assert!(doc["paths"][path][m].is_object(), "openapi.json lacks {m} {path}");
         }
     }
-    assert_eq!(doc["paths"]["/plugins"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/PluginList");
+    assert_eq!(
+        doc["paths"]["/plugins"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/PluginList"
+    );
     assert_eq!(doc["components"]["schemas"]["PluginList"]["type"], "array", "GET /plugins answers an array");
     assert!(doc["paths"]["/task-runs/{id}"]["delete"]["responses"]["202"].is_object(), "a running run's cancel is 202");
     assert!(doc["paths"]["/tasks"]["get"]["responses"]["401"].is_object() && doc["components"]["securitySchemes"]["bearer"].is_object());

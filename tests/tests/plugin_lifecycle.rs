@@ -419,7 +419,8 @@ async fn a_tightened_trust_policy_unloads_what_it_no_longer_admits() {
     let h = host(dir.path()).await;
     assert_eq!(plugin(&h, "event_log").await.unwrap()["state"], "active");
     let pin = fluid_host::plugins::cache::sha256(b"another file");
-    std::fs::write(dir.path().join("fluid.toml"), format!("[trust]\npolicy = \"pinned\"\n[trust.pinned]\nevent_log = \"{pin}\"\n")).unwrap();
+    std::fs::write(dir.path().join("fluid.toml"), format!("[trust]\npolicy = \"pinned\"\n[trust.pinned]\nevent_log = \"{pin}\"\n"))
+        .unwrap();
     let p = wait_plugin(&h, "event_log", "the unpinned plugin to be unloaded", |p| p["state"] == "failed").await;
     assert!(p["error"].as_str().unwrap().contains("not the one pinned"), "{p}");
     assert!(h.scheduler.get_plugin("event_log").is_none());

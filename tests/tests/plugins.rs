@@ -57,7 +57,6 @@ async fn host(env: &TestEnv) -> (Host, Arc<Mutex<Option<TaskRunHistoryPage>>>) {
     (start(c, tasks(report.clone())).await, report)
 }
 
-
 async fn history(h: &Host, query: &str) -> Vec<Value> {
     let (status, body) = get_json(h, &format!("/task-history?{query}")).await;
     assert_eq!(status, 200, "{query}: {body}");

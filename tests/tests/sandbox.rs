@@ -49,8 +49,6 @@ async fn host_with(dir: &Path, toml: &str, workers: usize) -> Host {
     start(c, tasks()).await
 }
 
-
-
 async fn call(h: &Host, plugin: &str, method: &str, args: Value) -> Value {
     let p = h.scheduler.get_plugin(plugin).unwrap_or_else(|| panic!("{plugin} loaded"));
     match p.call_json(method, args.to_string()).await {
@@ -78,13 +76,21 @@ async fn unharmed(h: &Host) {
     assert_eq!((status, row["state"].as_str()), (200, Some("success")), "the db plugin keeps recording: {row}");
     let db = plugin_info(h, "db").await;
     let health = &db["health"];
-    assert_eq!((db["state"].as_str(), health["traps"].as_u64(), health["recent_failures"].as_u64()), (Some("active"), Some(0), Some(0)), "{db}");
+    assert_eq!(
+        (db["state"].as_str(), health["traps"].as_u64(), health["recent_failures"].as_u64()),
+        (Some("active"), Some(0), Some(0)),
+        "{db}"
+    );
 }
 
 /// The host process's resident memory.
 fn rss_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
         / 1024
 }
 
@@ -238,7 +244,8 @@ async fn compiling_never_blocks_the_api_or_other_files_and_too_big_or_slow_files
     let dir = TempDir::new();
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/polyglot/out/pytasks.wasm");
     assert!(python.exists(), "{} missing: run plugins/polyglot/build.sh first (the README's test command does)", python.display());
-    let toml = "[plugins.slow.limits]\ncompile_timeout_s = 3\n[plugins.big.limits]\nmax_wasm_mib = 1\n[plugins.zlate.config]\nname = \"zlate\"\n";
+    let toml =
+        "[plugins.slow.limits]\ncompile_timeout_s = 3\n[plugins.big.limits]\nmax_wasm_mib = 1\n[plugins.zlate.config]\nname = \"zlate\"\n";
     let h = host_with(dir.path(), toml, 2).await;
     let plugins = dir.path().join("plugins");
     // Written beside and renamed in, so each appears whole in one scan.
@@ -344,8 +351,13 @@ async fn storage_reads_and_queries_are_bounded_before_the_host_holds_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_storage_statement_holds_the_plugins_database_past_its_limit() {
     let dir = TempDir::new();
-    let toml = attacker(dir.path(), "staller", "", "statement_timeout_ms = 1
-call_timeout_ms = 60000");
+    let toml = attacker(
+        dir.path(),
+        "staller",
+        "",
+        "statement_timeout_ms = 1
+call_timeout_ms = 60000",
+    );
     let h = host_with(dir.path(), &toml, 2).await;
     assert_eq!(call(&h, "staller", "fill", json!({ "rows": 4000, "bytes": 4096 })).await["written"], 4000);
     let read = call(&h, "staller", "read_all", json!({})).await;
@@ -472,9 +484,12 @@ async fn no_caller_can_get_another_plugin_quarantined_or_failing() {
     let h = host_with(dir.path(), &toml, 2).await;
     let r = call(&h, "caller", "call_loop", json!({ "plugin": "victim", "method": "spin_forever", "n": 3 })).await;
     assert_eq!(r["errors"], 3, "{r}");
-    let r = call(&h, "caller", "call_loop", json!({ "plugin": "victim", "method": "big_result", "args": { "bytes": 1 << 20 }, "n": 3 })).await;
+    let r =
+        call(&h, "caller", "call_loop", json!({ "plugin": "victim", "method": "big_result", "args": { "bytes": 1 << 20 }, "n": 3 })).await;
     assert_eq!(r["errors"], 3, "{r}");
-    let r = call(&h, "caller", "call_loop", json!({ "plugin": "db", "method": "history", "args": { "cursor": "%%%", "limit": -1 }, "n": 200 })).await;
+    let r =
+        call(&h, "caller", "call_loop", json!({ "plugin": "db", "method": "history", "args": { "cursor": "%%%", "limit": -1 }, "n": 200 }))
+            .await;
     assert_eq!(r["ok"].as_u64().unwrap() + r["errors"].as_u64().unwrap(), 200, "{r}");
     let run = queue(&h.scheduler, "call-db", json!({ "method": "get", "args": "{\"id\": 5}", "n": 200 })).await;
     wait_done(&h.scheduler, &run.id).await;
@@ -611,7 +626,11 @@ async fn cross_calls_never_deadlock() {
     for p in ["ping", "pong"] {
         let info = plugin_info(&h, p).await;
         let health = &info["health"];
-        assert_eq!((info["state"].as_str(), health["traps"].as_u64(), health["recent_failures"].as_u64()), (Some("active"), Some(0), Some(0)), "{info}");
+        assert_eq!(
+            (info["state"].as_str(), health["traps"].as_u64(), health["recent_failures"].as_u64()),
+            (Some("active"), Some(0), Some(0)),
+            "{info}"
+        );
     }
     unharmed(&h).await;
     h.shutdown(Duration::ZERO).await;

@@ -14,6 +14,7 @@
 //! a `fluid::audit` log line (token id and role, never the token) and a metric.
 
 use super::AppState;
+use crate::plugins::cache::sha256;
 use crate::store::Store;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -56,7 +57,8 @@ const REFRESH: Duration = Duration::from_secs(2);
 struct Known {
     id: String,
     role: Role,
-    hash: [u8; 32],
+    /// SHA-256 of the token, hex, as stored.
+    hash: String,
 }
 
 /// The tokens this host accepts, read from the database.
@@ -108,7 +110,7 @@ impl Auth {
         let known = rows
             .into_iter()
             .filter(|t| t.revoked_at.is_none())
-            .filter_map(|t| Some(Known { role: Role::parse(&t.role)?, hash: from_hex(&t.hash)?, id: t.id }))
+            .filter_map(|t| Some(Known { role: Role::parse(&t.role)?, hash: t.hash.to_ascii_lowercase(), id: t.id }))
             .collect();
         let known: Vec<Known> = known;
         if !known.is_empty() {
@@ -147,11 +149,11 @@ impl Auth {
     /// The id and role of `token`, if it is a valid one. Every known hash is compared, in
     /// time that does not depend on where they differ.
     fn identify(&self, token: &str) -> Option<(String, Role)> {
-        let hash = sha256(token);
+        let hash = sha256(token.as_bytes());
         let known = self.known.read().unwrap();
         let mut found = None;
         for k in &known.0 {
-            if constant_time_eq(&k.hash, &hash) {
+            if constant_time_eq(k.hash.as_bytes(), hash.as_bytes()) {
                 found = Some((k.id.clone(), k.role));
             }
         }
@@ -178,7 +180,7 @@ pub fn mint(role: Role, name: &str) -> (String, crate::store::tokens::TokenRow) 
         id,
         name: name.to_string(),
         role: role.as_str().to_string(),
-        hash: hex(&sha256(&token)),
+        hash: sha256(token.as_bytes()),
         created_at: crate::time::now_us(),
         revoked_at: None,
     };
@@ -222,14 +224,11 @@ pub fn needed(method: &Method, path: &str, query: &str, metrics_open: bool) -> O
         // A plugin's own routes, in its namespace or at its root paths (the host's paths
         // are all known here).
         (_, ["plugins", _, "routes", ..]) => true,
-        (_, [first, ..]) => !HOST_PATHS.contains(first),
+        (_, [first, ..]) => !crate::plugins::routes::HOST_SEGMENTS.contains(first),
         _ => false,
     };
     Some(if operate { Role::Operate } else { Role::Admin })
 }
-
-/// First segments of the paths the host serves itself.
-const HOST_PATHS: [&str; 10] = ["tasks", "tasks-status", "tasks-queue", "task-runs", "plugins", "openapi.json", "metrics", "throughput", "ui", "token"];
 
 /// The middleware: lets a request through when its token's role suffices, and audits
 /// every state-changing request.
@@ -241,8 +240,10 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let need = needed(&method, &path, &query, auth.metrics_open);
     // Without tokens (a loopback host), only requests that name a loopback host: a web
     // page the operator visits cannot drive the API (a cross-site request, DNS rebinding).
-    if need.is_some() && !auth.enforced_now().await && !auth.open_to_all.load(std::sync::atomic::Ordering::Relaxed) && !from_loopback(&req) {
-        let resp = refuse(StatusCode::FORBIDDEN, "without API tokens this host answers only requests to a loopback address, from no other site");
+    if need.is_some() && !auth.enforced_now().await && !auth.open_to_all.load(std::sync::atomic::Ordering::Relaxed) && !from_loopback(&req)
+    {
+        let resp =
+            refuse(StatusCode::FORBIDDEN, "without API tokens this host answers only requests to a loopback address, from no other site");
         audit(&state, changes, None, &method, &path, resp.status());
         return resp;
     }
@@ -261,7 +262,10 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
                     return resp;
                 }
                 Some((id, role)) if role < need => {
-                    let resp = refuse(StatusCode::FORBIDDEN, &format!("this token's role, {}, may not do this: {} is needed", role.as_str(), need.as_str()));
+                    let resp = refuse(
+                        StatusCode::FORBIDDEN,
+                        &format!("this token's role, {}, may not do this: {} is needed", role.as_str(), need.as_str()),
+                    );
                     audit(&state, changes, Some((&id, role)), &method, &path, resp.status());
                     return resp;
                 }
@@ -302,12 +306,14 @@ async fn whoami(axum::Extension(caller): axum::Extension<Caller>) -> axum::Json<
 /// (`Origin`, when the browser sends one).
 fn from_loopback(req: &Request) -> bool {
     let loopback = |authority: &str| {
-        let host = authority.rsplit_once(':').map_or(authority, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { authority });
+        let host =
+            authority.rsplit_once(':').map_or(authority, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { authority });
         matches!(host.trim_start_matches('[').trim_end_matches(']'), "localhost" | "127.0.0.1" | "::1")
     };
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let host_ok = header(header::HOST).or(req.uri().authority().map(|a| a.as_str())).is_none_or(loopback);
-    let origin_ok = header(header::ORIGIN).is_none_or(|o| o.split_once("://").is_some_and(|(_, rest)| loopback(rest.trim_end_matches('/'))));
+    let origin_ok =
+        header(header::ORIGIN).is_none_or(|o| o.split_once("://").is_some_and(|(_, rest)| loopback(rest.trim_end_matches('/'))));
     host_ok && origin_ok
 }
 
@@ -330,28 +336,10 @@ fn audit(state: &AppState, changes: bool, who: Option<(&str, Role)>, method: &Me
     state.scheduler.metrics().audited(role, method.as_str(), status.as_u16());
 }
 
-fn sha256(s: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes()).into()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Equal in time that does not depend on where they differ (they have the same length:
+/// two hex SHA-256).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -365,7 +353,11 @@ mod tests {
         assert_eq!(r(Method::GET, "/task-history"), Some(Role::Read), "a plugin's GET route");
         assert_eq!(r(Method::GET, "/metrics"), Some(Role::Read));
         assert_eq!(needed(&Method::GET, "/metrics", "", true), None, "left open when configured");
-        assert_eq!(needed(&Method::POST, "/plugins/db/enable", "skip_events=true", false), Some(Role::Admin), "dropping held events is admin's");
+        assert_eq!(
+            needed(&Method::POST, "/plugins/db/enable", "skip_events=true", false),
+            Some(Role::Admin),
+            "dropping held events is admin's"
+        );
         assert_eq!(r(Method::GET, "/ui/app.js"), None);
         assert_eq!(r(Method::POST, "/tasks/add"), Some(Role::Operate));
         assert_eq!(r(Method::PATCH, "/tasks/add"), Some(Role::Operate));
@@ -382,7 +374,8 @@ mod tests {
     fn a_minted_token_is_stored_as_its_hash_only() {
         let (token, row) = mint(Role::Operate, "ci");
         assert!(token.starts_with("fluid_") && token.len() == 6 + 64);
-        assert!(!row.hash.contains(&token[6..]) && from_hex(&row.hash) == Some(sha256(&token)));
-        assert!(constant_time_eq(&sha256(&token), &sha256(&token)) && !constant_time_eq(&sha256(&token), &sha256("other")));
+        assert!(!row.hash.contains(&token[6..]) && row.hash == sha256(token.as_bytes()));
+        let (h, other) = (sha256(token.as_bytes()), sha256(b"other"));
+        assert!(constant_time_eq(h.as_bytes(), h.as_bytes()) && !constant_time_eq(h.as_bytes(), other.as_bytes()));
     }
 }

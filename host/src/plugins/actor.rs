@@ -11,8 +11,8 @@
 //! the change feed.
 use super::bindings::tmp::{Event, Registration};
 use super::bindings::{Plugin, PluginPre};
-use super::host_api::from_call_error;
 use super::guest_pool::{self, Metered};
+use super::host_api::from_call_error;
 use super::runtime::Shared;
 use super::sandbox::{PluginState, new_store};
 use super::supervisor::Supervisor;

@@ -51,7 +51,8 @@ mod tests {
     #[test]
     fn wit_files_are_the_whole_contract() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit");
-        let mut on_disk: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut on_disk: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         on_disk.sort();
         let mut listed: Vec<String> = super::WIT_FILES.iter().map(|(n, _)| n.to_string()).collect();
         listed.sort();

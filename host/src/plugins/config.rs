@@ -335,8 +335,7 @@ impl FluidConfig {
             anyhow::ensure!(parse_net(n).is_some(), "network grant {n:?} is not ip:port or ip:*");
         }
         let config = section.config.map(serde_json::to_value).transpose()?;
-        let start =
-            section.start.unwrap_or(if START_OLDEST_BY_DEFAULT.contains(&name) { FeedStart::Oldest } else { FeedStart::Now });
+        let start = section.start.unwrap_or(if START_OLDEST_BY_DEFAULT.contains(&name) { FeedStart::Oldest } else { FeedStart::Now });
         Ok(Policy { limits, grants, config, start })
     }
 }

@@ -139,7 +139,9 @@ fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes
                 if batch.is_empty() {
                     tracing::warn!(plugin = %plugin.name, seq = e.seq, bytes = size, limit = max_bytes,
                         "event over the plugin's max_args_kib: delivered with its params left out");
-                    plugin.sup.limit_hit("max_args_kib", &format!("event seq {} of about {size} bytes delivered without its params", e.seq));
+                    plugin
+                        .sup
+                        .limit_hit("max_args_kib", &format!("event seq {} of about {size} bytes delivered without its params", e.seq));
                     return (vec![slimmed(ev)], e.seq);
                 }
                 break;

@@ -53,31 +53,36 @@ const RECOUNT_EVERY: u64 = 256;
 /// A task component (supervised by `sup`) queueing one of its own tasks: refused once
 /// `max_queued` of them wait in the queue. Counted in the database near the bound and every
 /// [`RECOUNT_EVERY`] runs; in between, counted up from the last count.
-async fn within_max_queued(shared: Arc<super::runtime::Shared>, sup: Arc<super::supervisor::Supervisor>, task: String) -> Result<(), String> {
+async fn within_max_queued(
+    shared: Arc<super::runtime::Shared>,
+    sup: Arc<super::supervisor::Supervisor>,
+    task: String,
+) -> Result<(), String> {
+    let tasks: Vec<String> = {
+        let files = shared.task_files.read().unwrap();
+        match files.values().find(|c| Arc::ptr_eq(&c.sup, &sup)) {
+            Some(c) if c.tasks.iter().any(|t| *t == task) => c.tasks.clone(),
+            _ => return Ok(()),
+        }
+    };
+    let max = sup.policy.limits.max_queued;
     {
-        let tasks: Vec<String> = {
-            let files = shared.task_files.read().unwrap();
-            match files.values().find(|c| Arc::ptr_eq(&c.sup, &sup)) {
-                Some(c) if c.tasks.iter().any(|t| *t == task) => c.tasks.clone(),
-                _ => return Ok(()),
-            }
-        };
-        let max = sup.policy.limits.max_queued;
-        let (counted, since) = *sup.queued_estimate.lock().unwrap();
+        let mut estimate = sup.queued_estimate.lock().unwrap();
+        let (counted, since) = *estimate;
         if counted + since + 1 < max && since < RECOUNT_EVERY {
-            sup.queued_estimate.lock().unwrap().1 += 1;
+            estimate.1 += 1;
             return Ok(());
         }
-        // The database unreachable: no count, and the queueing itself will say so.
-        let Ok(now) = shared.scheduler.store().queued_runs_of(&tasks, max).await else { return Ok(()) };
-        *sup.queued_estimate.lock().unwrap() = (now, 1);
-        if now >= max {
-            let msg = format!("queue-run refused: {now} runs of this component's tasks wait in the queue, the limit (max_queued)");
-            sup.limit_hit("max_queued", &msg);
-            return Err(msg);
-        }
-        Ok(())
     }
+    // The database unreachable: no count, and the queueing itself will say so.
+    let Ok(now) = shared.scheduler.store().queued_runs_of(&tasks, max).await else { return Ok(()) };
+    *sup.queued_estimate.lock().unwrap() = (now, 1);
+    if now >= max {
+        let msg = format!("queue-run refused: {now} runs of this component's tasks wait in the queue, the limit (max_queued)");
+        sup.limit_hit("max_queued", &msg);
+        return Err(msg);
+    }
+    Ok(())
 }
 
 impl host_if::Host for PluginState {

@@ -43,7 +43,13 @@ pub async fn dry_run(path: &Path, config_path: &Path, cache_dir: Option<PathBuf>
     result
 }
 
-async fn dry_run_in(scratch: &Path, path: &Path, config_path: &Path, cache_dir: Option<PathBuf>, limits: Limits) -> anyhow::Result<CheckReport> {
+async fn dry_run_in(
+    scratch: &Path,
+    path: &Path,
+    config_path: &Path,
+    cache_dir: Option<PathBuf>,
+    limits: Limits,
+) -> anyhow::Result<CheckReport> {
     let file_name = path.file_name().ok_or_else(|| anyhow::anyhow!("{}: not a file", path.display()))?;
     let dir = scratch.join("plugins");
     std::fs::create_dir_all(&dir)?;

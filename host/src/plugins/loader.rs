@@ -298,7 +298,18 @@ impl PluginRuntime {
         let subscriptions: Vec<(TaskState, String)> =
             reg.subscriptions.iter().map(|s| (dispatch::host_state(s.state), s.tag.clone())).collect();
         let file = path.to_path_buf();
-        Ok(Prepared { name, version: reg.version, file, sha256: cache::sha256(bytes), stamp, subscriptions, routes, root_routes, ctx, instance })
+        Ok(Prepared {
+            name,
+            version: reg.version,
+            file,
+            sha256: cache::sha256(bytes),
+            stamp,
+            subscriptions,
+            routes,
+            root_routes,
+            ctx,
+            instance,
+        })
     }
 
     /// Stops the version in place (if any), then starts this one.

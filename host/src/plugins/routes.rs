@@ -22,7 +22,8 @@ use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 
 /// First path segments the host serves itself (`""` is the root page).
-const HOST_SEGMENTS: [&str; 11] = ["", "tasks", "tasks-status", "tasks-queue", "task-runs", "openapi.json", "plugins", "ui", "metrics", "throughput", "token"];
+pub(crate) const HOST_SEGMENTS: [&str; 11] =
+    ["", "tasks", "tasks-status", "tasks-queue", "task-runs", "openapi.json", "plugins", "ui", "metrics", "throughput", "token"];
 
 /// Segments of a route pattern at most.
 const MAX_SEGMENTS: usize = 16;
@@ -57,7 +58,9 @@ impl Pattern {
             } else if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c)) {
                 Seg::Lit(s.to_string())
             } else {
-                return Err(format!("route path {path:?}: segment {s:?} must be a literal of letters, digits and ._~- or a whole {{name}}"));
+                return Err(format!(
+                    "route path {path:?}: segment {s:?} must be a literal of letters, digits and ._~- or a whole {{name}}"
+                ));
             };
             segs.push(seg);
         }
@@ -136,7 +139,9 @@ pub fn check_routes<'a>(
         let pattern = Pattern::parse(path)?;
         if root {
             if pattern.host_owned() {
-                return Err(format!("route {method} {path} overlaps paths the host serves (it may be served in its namespace without root_routes)"));
+                return Err(format!(
+                    "route {method} {path} overlaps paths the host serves (it may be served in its namespace without root_routes)"
+                ));
             }
             for o in others.iter().filter(|o| o.name != plugin && o.root_routes) {
                 if let Some(r) = o.routes.iter().find(|r| r.method == method && r.pattern.overlaps(&pattern)) {
@@ -168,9 +173,9 @@ impl PluginRuntime {
     fn route_for(&self, method: &str, path: &str) -> Option<(String, String, BTreeMap<String, String>)> {
         let plugins = self.shared.plugins.read().unwrap();
         let find = |p: &Loaded, path: &str| {
-            p.routes
-                .iter()
-                .find_map(|r| (r.method == method).then(|| r.pattern.matches(path)).flatten().map(|vars| (p.name.clone(), r.handler.clone(), vars)))
+            p.routes.iter().find_map(|r| {
+                (r.method == method).then(|| r.pattern.matches(path)).flatten().map(|vars| (p.name.clone(), r.handler.clone(), vars))
+            })
         };
         if let Some(rest) = path.strip_prefix("/plugins/") {
             let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -257,7 +262,18 @@ mod tests {
 
     #[test]
     fn host_paths_and_odd_shapes_are_refused() {
-        for host in ["/", "/tasks", "/tasks/x", "/ui/app.js", "/metrics", "/throughput", "/openapi.json", "/plugins/db/routes/x", "/{any}", "/task-runs/{id}"] {
+        for host in [
+            "/",
+            "/tasks",
+            "/tasks/x",
+            "/ui/app.js",
+            "/metrics",
+            "/throughput",
+            "/openapi.json",
+            "/plugins/db/routes/x",
+            "/{any}",
+            "/task-runs/{id}",
+        ] {
             assert!(p(host).host_owned(), "{host}");
         }
         assert!(!p("/task-history").host_owned() && !p("/tasks-x").host_owned());

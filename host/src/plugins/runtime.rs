@@ -250,7 +250,9 @@ impl<'a> WaitEdge<'a> {
         let mut waits = shared.waits.lock().unwrap();
         // The message names only the two ends the caller knows, not who else waits.
         if closes_cycle(&waits, caller, target).is_some() {
-            return Err(PluginCallError::Unavailable(format!("call cycle: plugin {target} already waits on {caller}, directly or through others")));
+            return Err(PluginCallError::Unavailable(format!(
+                "call cycle: plugin {target} already waits on {caller}, directly or through others"
+            )));
         }
         waits.insert(caller.to_string(), target.to_string());
         Ok(WaitEdge { shared, caller: caller.to_string() })
@@ -281,10 +283,8 @@ mod tests {
 
     #[test]
     fn a_call_closing_a_wait_cycle_is_found_whatever_its_length() {
-        let waits: BTreeMap<String, String> = [("a", "b"), ("b", "c"), ("x", "y"), ("y", "x")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let waits: BTreeMap<String, String> =
+            [("a", "b"), ("b", "c"), ("x", "y"), ("y", "x")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(closes_cycle(&waits, "c", "a").unwrap(), ["c", "a", "b", "c"]);
         assert_eq!(closes_cycle(&waits, "b", "a").unwrap(), ["b", "a", "b"]);
         assert!(closes_cycle(&waits, "c", "d").is_none());
@@ -461,7 +461,8 @@ impl PluginRuntime {
                         .routes
                         .iter()
                         .flat_map(|r| {
-                            let ns = format!("{} {}{}", r.method, super::routes::namespace(&p.name), if r.path == "/" { "" } else { &r.path });
+                            let ns =
+                                format!("{} {}{}", r.method, super::routes::namespace(&p.name), if r.path == "/" { "" } else { &r.path });
                             let root = p.root_routes.then(|| format!("{} {}", r.method, r.path));
                             std::iter::once(ns).chain(root)
                         })

@@ -104,7 +104,11 @@ impl ResourceLimiter for MemoryCap {
         let grow = desired.saturating_sub(current);
         if self.used.saturating_add(grow) > self.cap {
             // A trap, not a failed grow: the guest cannot go on as if it had the memory.
-            wasmtime::bail!("cannot grow memory to {} bytes in all: over the memory limit of {} bytes (memory_mib)", self.used + grow, self.cap);
+            wasmtime::bail!(
+                "cannot grow memory to {} bytes in all: over the memory limit of {} bytes (memory_mib)",
+                self.used + grow,
+                self.cap
+            );
         }
         self.used += grow;
         Ok(true)

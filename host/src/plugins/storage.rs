@@ -249,7 +249,8 @@ impl PluginStorage {
                 have.push(name);
             }
         }
-        let wanted: Vec<(String, &Vec<String>)> = def.indexes.iter().map(|idx| (format!("{prefix}{:08x}", fnv32(&idx.join(","))), idx)).collect();
+        let wanted: Vec<(String, &Vec<String>)> =
+            def.indexes.iter().map(|idx| (format!("{prefix}{:08x}", fnv32(&idx.join(","))), idx)).collect();
         let new = wanted.iter().filter(|(n, _)| !have.contains(n)).count();
         if have.len() + new > MAX_INDEXES {
             return Err(StorageError::QuotaExceeded(format!(
@@ -421,8 +422,7 @@ impl PluginStorage {
         let mut rows = typed.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Bound>> = rows.by_ref().take(per_statement).collect();
-            let mut q =
-                query_built(if chunk.len() == full_rows { full.clone() } else { statement(chunk.len()) }).time_limit(left());
+            let mut q = query_built(if chunk.len() == full_rows { full.clone() } else { statement(chunk.len()) }).time_limit(left());
             for v in chunk.into_iter().flatten() {
                 q.push(v);
             }
@@ -621,15 +621,13 @@ impl PluginStorage {
             query.push(b.clone());
         }
         let max = limits.max_read_bytes();
-        let rows = query
-            .fetch_all_within(&mut self.store.read().await.map_err(backend_err)?, max)
-            .await
-            .map_err(backend_err)?
-            .ok_or_else(|| {
+        let rows = query.fetch_all_within(&mut self.store.read().await.map_err(backend_err)?, max).await.map_err(backend_err)?.ok_or_else(
+            || {
                 StorageError::InvalidValue(format!(
                     "the rows read would pass {max} bytes (max_read_mib): read fewer rows or columns at a time (limit, after)"
                 ))
-            })?;
+            },
+        )?;
         rows.iter().map(|r| read_row(self.backend(), r, &cols)).collect()
     }
 

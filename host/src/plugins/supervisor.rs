@@ -249,7 +249,10 @@ impl Supervisor {
     pub fn take_queue_token(&self, params_bytes: usize) -> Result<(), String> {
         let l = &self.policy.limits;
         if !self.queue_bucket.lock().unwrap().take() {
-            let msg = format!("queue-run refused: over {} runs a second (queue_per_s) after a burst of {} (queue_burst)", l.queue_per_s, l.queue_burst);
+            let msg = format!(
+                "queue-run refused: over {} runs a second (queue_per_s) after a burst of {} (queue_burst)",
+                l.queue_per_s, l.queue_burst
+            );
             self.limit_hit("queue_per_s", &msg);
             return Err(msg);
         }
@@ -336,7 +339,11 @@ mod tests {
 
     fn sup(after: u32) -> Supervisor {
         let limits = Limits { quarantine_after: after, quarantine_window_s: 60, ..Limits::default() };
-        Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }), CancellationToken::new())
+        Supervisor::new(
+            "p",
+            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
+            CancellationToken::new(),
+        )
     }
 
     #[test]
@@ -354,7 +361,11 @@ mod tests {
     #[test]
     fn the_queue_allowance_is_a_burst_then_a_rate() {
         let limits = Limits { queue_per_s: 0, queue_burst: 3, ..Limits::default() };
-        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }), CancellationToken::new());
+        let s = Supervisor::new(
+            "p",
+            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
+            CancellationToken::new(),
+        );
         assert!((0..3).all(|_| s.take_queue_token(2).is_ok()));
         assert!(s.take_queue_token(2).unwrap_err().contains("queue_per_s"));
         let h = s.health();
@@ -365,7 +376,11 @@ mod tests {
     #[test]
     fn the_queue_allowance_counts_params_bytes_too() {
         let limits = Limits { queue_kib_per_s: 0, queue_burst_kib: 4, ..Limits::default() };
-        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }), CancellationToken::new());
+        let s = Supervisor::new(
+            "p",
+            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
+            CancellationToken::new(),
+        );
         assert!(s.take_queue_token(3000).is_ok());
         assert!(s.take_queue_token(3000).unwrap_err().contains("queue_kib_per_s"));
         assert!(s.take_queue_token(1000).is_ok(), "what is left still serves a smaller run");
@@ -374,7 +389,11 @@ mod tests {
     #[test]
     fn over_the_cpu_budget_within_the_window_is_a_failure() {
         let limits = Limits { cpu_budget_ms: 100, cpu_window_s: 60, quarantine_after: 2, ..Limits::default() };
-        let s = Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }), CancellationToken::new());
+        let s = Supervisor::new(
+            "p",
+            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
+            CancellationToken::new(),
+        );
         assert!(s.check_cpu_budget().is_none(), "opens the window");
         s.own_cpu_ns.fetch_add(90_000_000, Ordering::Relaxed);
         assert!(s.check_cpu_budget().is_none(), "within budget");

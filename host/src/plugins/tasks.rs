@@ -20,6 +20,7 @@ use super::actor::describe_trap;
 use super::bindings::task_world::TaskPre;
 use super::bindings::task_world::tc::{Context, TaskDef, TaskError as WitTaskError};
 use super::cache;
+use super::config::{Limits, SKIP_HISTORY_TAG};
 use super::dispatch::{host_priority, wit_run};
 use super::guest_pool::{self, Metered};
 use super::loader::FileStamp;
@@ -29,7 +30,6 @@ use super::supervisor::Supervisor;
 use crate::scheduler::{RetryPolicy, Schedule, Task, TaskBuilder, TaskContext, TaskError};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use super::config::{Limits, SKIP_HISTORY_TAG};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -284,7 +284,8 @@ impl PluginRuntime {
                     "{file}: task {name:?} refused: its tag {SKIP_HISTORY_TAG:?} would keep its runs out of the history; only the operator may allow that ([plugins.{component}.grants] skip_history = true)"
                 ));
             }
-            let task = task_of(def, &component, shared, &pre, &sup, &mut schema_budget).map_err(|e| format!("{file}: task {name:?} refused: {e}"))?;
+            let task = task_of(def, &component, shared, &pre, &sup, &mut schema_budget)
+                .map_err(|e| format!("{file}: task {name:?} refused: {e}"))?;
             if !seen.insert(def.name.clone()) {
                 return Err(format!("{file}: task {name:?} refused: defined twice in this component"));
             }
@@ -378,14 +379,23 @@ mod tests {
         assert!(checked(&TaskDef { schedule: Some("every 5s".into()), ..def("ok") }).is_ok());
         let fast = checked(&TaskDef { schedule: Some("every 999ms".into()), ..def("t") }).unwrap_err();
         assert!(fast.contains("min_schedule_ms"), "{fast}");
-        let retry = |max_attempts, wait_ms| crate::plugins::bindings::task_world::tc::RetryPolicy { max_attempts, wait_ms, backoff: 1.0, max_wait_ms: wait_ms };
+        let retry = |max_attempts, wait_ms| crate::plugins::bindings::task_world::tc::RetryPolicy {
+            max_attempts,
+            wait_ms,
+            backoff: 1.0,
+            max_wait_ms: wait_ms,
+        };
         let forever = checked(&TaskDef { retry: Some(retry(None, 10)), ..def("t") }).unwrap_err();
         assert!(forever.contains("min_schedule_ms"), "{forever}");
         assert!(checked(&TaskDef { retry: Some(retry(Some(3), 10)), ..def("t") }).is_ok(), "a bounded retry may be quick");
         assert!(checked(&TaskDef { retry: Some(retry(Some(u32::MAX), 10)), ..def("t") }).unwrap_err().contains("min_schedule_ms"));
         assert!(checked(&TaskDef { retry: Some(retry(None, 1000)), ..def("t") }).is_ok());
-        let capped = crate::plugins::bindings::task_world::tc::RetryPolicy { max_attempts: None, wait_ms: 5000, backoff: 1.0, max_wait_ms: 0 };
-        assert!(checked(&TaskDef { retry: Some(capped), ..def("t") }).unwrap_err().contains("min_schedule_ms"), "max-wait-ms 0 means no wait");
+        let capped =
+            crate::plugins::bindings::task_world::tc::RetryPolicy { max_attempts: None, wait_ms: 5000, backoff: 1.0, max_wait_ms: 0 };
+        assert!(
+            checked(&TaskDef { retry: Some(capped), ..def("t") }).unwrap_err().contains("min_schedule_ms"),
+            "max-wait-ms 0 means no wait"
+        );
         assert!(checked(&TaskDef { retry: Some(retry(Some(1), u64::MAX)), ..def("t") }).unwrap_err().contains("30 days"));
         let long = checked(&TaskDef { timeout_ms: 3_600_001, ..def("t") }).unwrap_err();
         assert!(long.contains("max_task_timeout_ms"), "{long}");
@@ -395,7 +405,10 @@ mod tests {
     fn the_operators_concurrency_cap_bounds_what_a_task_declares() {
         let capped = |declared, cap| {
             let limits = Limits { max_concurrency: cap, ..Limits::default() };
-            options(&TaskDef { max_concurrency: declared, ..def("t") }, "c", &limits, &mut { u64::MAX }).unwrap().run(|_| async { Ok(()) }).max_concurrency
+            options(&TaskDef { max_concurrency: declared, ..def("t") }, "c", &limits, &mut { u64::MAX })
+                .unwrap()
+                .run(|_| async { Ok(()) })
+                .max_concurrency
         };
         assert_eq!((capped(0, 0), capped(5, 0), capped(0, 2), capped(5, 2), capped(1, 2)), (0, 5, 2, 2, 1));
         assert!(checked(&TaskDef { schedule: Some("0 25 * * *".into()), ..def("t") }).unwrap_err().contains("cron"));
@@ -407,7 +420,9 @@ mod tests {
     #[test]
     fn schedules_together_stay_within_the_queue_allowance() {
         let limits = Limits { queue_per_s: 10, ..Default::default() };
-        let every = |name: &str, s: &str| options(&TaskDef { schedule: Some(s.into()), ..def(name) }, "c", &limits, &mut { u64::MAX }).unwrap().run(|_| async { Ok(()) });
+        let every = |name: &str, s: &str| {
+            options(&TaskDef { schedule: Some(s.into()), ..def(name) }, "c", &limits, &mut { u64::MAX }).unwrap().run(|_| async { Ok(()) })
+        };
         let ten: Vec<Task> = (0..10).map(|i| every(&format!("t{i}"), "every 1s")).collect();
         assert!(check_schedule_rate(&ten, &limits).is_ok());
         let eleven: Vec<Task> = (0..11).map(|i| every(&format!("t{i}"), "every 1s")).collect();

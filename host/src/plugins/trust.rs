@@ -53,7 +53,10 @@ impl Trust {
         for (name, sha) in &self.pinned {
             anyhow::ensure!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "[trust.pinned] {name}: not a SHA-256 in hex");
         }
-        anyhow::ensure!(self.policy != TrustPolicy::Signed || !self.keys.is_empty(), "[trust] policy = \"signed\" needs at least one key in `keys`");
+        anyhow::ensure!(
+            self.policy != TrustPolicy::Signed || !self.keys.is_empty(),
+            "[trust] policy = \"signed\" needs at least one key in `keys`"
+        );
         Ok(())
     }
 
@@ -70,21 +73,32 @@ impl Trust {
                 let sha = super::cache::sha256(bytes);
                 match self.pinned.get(name) {
                     Some(p) if p.eq_ignore_ascii_case(&sha) => Ok(()),
-                    Some(_) => Err(format!("{file}: refused by the trust policy: its SHA-256 {sha} is not the one pinned for {name} in [trust.pinned]")),
-                    None => Err(format!("{file}: refused by the trust policy: no SHA-256 is pinned for {name} in [trust.pinned] (this file's is {sha})")),
+                    Some(_) => Err(format!(
+                        "{file}: refused by the trust policy: its SHA-256 {sha} is not the one pinned for {name} in [trust.pinned]"
+                    )),
+                    None => Err(format!(
+                        "{file}: refused by the trust policy: no SHA-256 is pinned for {name} in [trust.pinned] (this file's is {sha})"
+                    )),
                 }
             }
             TrustPolicy::Signed => {
                 let sig_path = signature_path(path);
-                let text = std::fs::read_to_string(&sig_path)
-                    .map_err(|_| format!("{file}: refused by the trust policy: no signature at {} (`fluid plugins sign`)", sig_path.display()))?;
+                let text = std::fs::read_to_string(&sig_path).map_err(|_| {
+                    format!("{file}: refused by the trust policy: no signature at {} (`fluid plugins sign`)", sig_path.display())
+                })?;
                 let sig = from_hex(text.trim())
                     .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
                     .map(|b| Signature::from_bytes(&b))
-                    .ok_or_else(|| format!("{file}: refused by the trust policy: {} is not an ed25519 signature in hex", sig_path.display()))?;
+                    .ok_or_else(|| {
+                        format!("{file}: refused by the trust policy: {} is not an ed25519 signature in hex", sig_path.display())
+                    })?;
                 let signed = signed_message(name, bytes);
                 let ok = self.keys.iter().filter_map(|k| public_key(k).ok()).any(|k| k.verify(&signed, &sig).is_ok());
-                if ok { Ok(()) } else { Err(format!("{file}: refused by the trust policy: its signature is not by any key in [trust] keys")) }
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("{file}: refused by the trust policy: its signature is not by any key in [trust] keys"))
+                }
             }
         }
     }
@@ -121,7 +135,8 @@ pub fn sign(secret_hex: &str, name: &str, bytes: &[u8]) -> anyhow::Result<String
 }
 
 fn public_key(hex_key: &str) -> anyhow::Result<VerifyingKey> {
-    let b: [u8; 32] = from_hex(hex_key).and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow::anyhow!("[trust] key {hex_key:?}: not 64 hex digits"))?;
+    let b: [u8; 32] =
+        from_hex(hex_key).and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow::anyhow!("[trust] key {hex_key:?}: not 64 hex digits"))?;
     VerifyingKey::from_bytes(&b).map_err(|e| anyhow::anyhow!("[trust] key {hex_key:?}: {e}"))
 }
 
@@ -157,7 +172,11 @@ mod tests {
         assert_eq!(trust.admits("p", &file, b"bytes"), Ok(()));
         assert!(trust.admits("renamed", &file, b"bytes").is_err(), "a signature is for one name");
         assert!(trust.admits("p", &file, b"other bytes").is_err(), "a changed file needs a new signature");
-        let pinned = Trust { policy: TrustPolicy::Pinned, pinned: [("p".into(), crate::plugins::cache::sha256(b"bytes"))].into(), ..Default::default() };
+        let pinned = Trust {
+            policy: TrustPolicy::Pinned,
+            pinned: [("p".into(), crate::plugins::cache::sha256(b"bytes"))].into(),
+            ..Default::default()
+        };
         assert_eq!(pinned.admits("p", &file, b"bytes"), Ok(()));
         assert!(pinned.admits("p", &file, b"other").unwrap_err().contains("not the one pinned"));
         assert!(pinned.admits("q", &file, b"bytes").unwrap_err().contains("no SHA-256 is pinned for q"));

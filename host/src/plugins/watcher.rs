@@ -91,7 +91,8 @@ impl PluginRuntime {
     /// A tightened trust policy applies to what runs now too: every loaded plugin and task
     /// component whose file it no longer admits is unloaded, with the reason in `/plugins`.
     async fn enforce_trust(&self, trust: &super::trust::Trust) {
-        let plugins: Vec<(String, std::path::PathBuf)> = self.shared.plugins.read().unwrap().values().map(|p| (p.name.clone(), p.file.clone())).collect();
+        let plugins: Vec<(String, std::path::PathBuf)> =
+            self.shared.plugins.read().unwrap().values().map(|p| (p.name.clone(), p.file.clone())).collect();
         let components: Vec<std::path::PathBuf> = self.shared.task_files.read().unwrap().keys().cloned().collect();
         let files = plugins.iter().map(|(name, file)| (Some(name.clone()), file.clone())).chain(components.into_iter().map(|f| (None, f)));
         for (plugin, file) in files {

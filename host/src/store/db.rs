@@ -727,7 +727,10 @@ mod tests {
         let path = dir.join("t.db");
         let mut c = LiteConn::open(path.to_str().unwrap(), true).unwrap();
         let n = 3_000;
-        let long = format!("SELECT COUNT(*) AS total FROM (SELECT 1 AS x) WHERE x IN ({})", (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "));
+        let long = format!(
+            "SELECT COUNT(*) AS total FROM (SELECT 1 AS x) WHERE x IN ({})",
+            (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
         assert!(long.len() > MAX_CACHED_SQL);
         let args: Vec<Arg> = (0..n).map(|_| Arg::Int(Some(1))).collect();
         for _ in 0..2 {

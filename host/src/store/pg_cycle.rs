@@ -248,18 +248,20 @@ pub(crate) async fn finish_and_claim(
         .collect();
     let groups: serde_json::Map<String, Value> =
         rules.iter().filter_map(|(name, r)| r.share.as_ref().map(|s| (name.clone(), json!(s.group)))).collect();
-    let rooms: serde_json::Map<String, Value> = rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), json!(s.room))).collect();
-    let rows = query("SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v2($1, $2, $3, $4, $5, $6, $7, $8) AS c")
-        .bind(Value::Array(batch).to_string())
-        .bind(now_us())
-        .bind(host)
-        .bind(if rules.is_empty() { 0 } else { limit as i64 })
-        .bind(serde_json::to_string(&tasks).unwrap_or_default())
-        .bind(Value::Object(limited).to_string())
-        .bind(Value::Object(groups).to_string())
-        .bind(Value::Object(rooms).to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+    let rooms: serde_json::Map<String, Value> =
+        rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), json!(s.room))).collect();
+    let rows =
+        query("SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v2($1, $2, $3, $4, $5, $6, $7, $8) AS c")
+            .bind(Value::Array(batch).to_string())
+            .bind(now_us())
+            .bind(host)
+            .bind(if rules.is_empty() { 0 } else { limit as i64 })
+            .bind(serde_json::to_string(&tasks).unwrap_or_default())
+            .bind(Value::Object(limited).to_string())
+            .bind(Value::Object(groups).to_string())
+            .bind(Value::Object(rooms).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
 
     let mut results: Vec<Result<Vec<TaskRun>, StoreError>> = (0..finishes.len()).map(|_| Ok(Vec::new())).collect();
     let mut claimed = Claimed::default();

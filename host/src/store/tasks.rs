@@ -73,7 +73,11 @@ pub(crate) async fn claim_owners(conn: &mut Db, module: &str, names: &[String]) 
             .bind(module)
             .execute(&mut *conn)
             .await?;
-        let owner: String = query("SELECT module FROM fluid_task_owners WHERE name = $1").bind(name.as_str()).fetch_one(&mut *conn).await?.try_get("module")?;
+        let owner: String = query("SELECT module FROM fluid_task_owners WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("module")?;
         if owner != module {
             taken.push((name.clone(), owner));
         }

@@ -28,7 +28,9 @@ pub(crate) async fn insert(conn: &mut Db, t: &TokenRow) -> Result<(), sqlx::Erro
 
 /// Every token, revoked ones too, oldest first.
 pub(crate) async fn all(conn: &mut Db) -> Result<Vec<TokenRow>, sqlx::Error> {
-    let rows = query("SELECT id, name, role, hash, created_at, revoked_at FROM fluid_tokens ORDER BY created_at, id").fetch_all(&mut *conn).await?;
+    let rows = query("SELECT id, name, role, hash, created_at, revoked_at FROM fluid_tokens ORDER BY created_at, id")
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(TokenRow {
@@ -45,6 +47,10 @@ pub(crate) async fn all(conn: &mut Db) -> Result<Vec<TokenRow>, sqlx::Error> {
 
 /// Revokes token `id`; false when there is no such token still valid.
 pub(crate) async fn revoke(conn: &mut Db, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let n = query("UPDATE fluid_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL").bind(id).bind(now).execute(&mut *conn).await?;
+    let n = query("UPDATE fluid_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     Ok(n == 1)
 }
