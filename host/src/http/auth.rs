@@ -131,6 +131,11 @@ impl Auth {
         }
     }
 
+    /// Whether `/metrics` answers without a token (`--metrics-open`).
+    pub fn metrics_open(&self) -> bool {
+        self.metrics_open
+    }
+
     /// Whether requests need a token: once one exists (and from then on).
     pub fn enforced(&self) -> bool {
         self.sticky.load(std::sync::atomic::Ordering::Relaxed) || !self.known.read().unwrap().0.is_empty()

@@ -81,10 +81,32 @@ async fn plugin_fallback(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let query = parse_query(uri.query());
-    if let Some(routes) = &state.plugin_routes
-        && let Some(resp) = routes.serve(method.as_str(), uri.path(), query, body.to_vec()).await
-    {
-        return resp;
+    if let Some(routes) = &state.plugin_routes {
+        if let Some(resp) = routes.serve(method.as_str(), uri.path(), query, body.to_vec()).await {
+            return resp;
+        }
+        // A plugin's path asked with a method it does not declare there: 405, as the
+        // host's own paths answer.
+        let mut allowed: Vec<String> = routes
+            .routes()
+            .into_iter()
+            .filter(|(_, path, _)| crate::plugins::routes::Pattern::parse(path).is_ok_and(|p| p.matches(uri.path()).is_some()))
+            .map(|(m, _, _)| m)
+            .collect();
+        if !allowed.is_empty() {
+            allowed.sort();
+            allowed.dedup();
+            let allow = allowed.join(",");
+            let mut resp = ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {} (allowed: {allow})", method, uri.path()),
+            )
+            .into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(axum::http::header::ALLOW, v);
+            }
+            return resp;
+        }
     }
     ApiError::not_found(format!("no route for {} {}", method, uri.path())).into_response()
 }

@@ -33,7 +33,7 @@ pub fn task_info(t: &Task, s: Option<&TaskStatus>) -> Value {
         "max_concurrency": t.max_concurrency,
         "schedule": t.schedule.as_ref().map(|s| s.to_string()),
         "tags": t.tags,
-        "timeout_seconds": t.timeout.as_secs_f64(),
+        "timeout_seconds": timeout_seconds(t.timeout),
         "retry": t.retry,
         "rate_limit_retry": t.rate_limit_retry,
         "params_schema": t.params_schema,
@@ -42,6 +42,12 @@ pub fn task_info(t: &Task, s: Option<&TaskStatus>) -> Value {
         "last_run_duration": s.last_run_duration_us.map(iso_duration),
         "last_run_state": s.last_run_state,
     })
+}
+
+/// Whole seconds as an integer, as aio-fluid's `timeout_seconds: int` (a fraction of a
+/// second, which aio-fluid cannot express, stays a number with a fraction).
+fn timeout_seconds(d: std::time::Duration) -> Value {
+    if d.subsec_nanos() == 0 { json!(d.as_secs()) } else { json!(d.as_secs_f64()) }
 }
 
 /// ISO-8601 duration as pydantic writes it: `PT1.000969S`.
@@ -126,13 +132,16 @@ async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let workers: Vec<Value> = hosts
         .iter()
         .map(|h| {
+            let (started_at, heartbeat_at) = (to_datetime(h.started_at), to_datetime(h.heartbeat_at));
             json!({
                 "kind": "fluid_host",
+                // aio-fluid's `TaskManagerStatus.status`: what the host reports of itself.
+                "status": {"id": h.id, "workers": h.workers, "started_at": started_at, "heartbeat_at": heartbeat_at},
                 "id": h.id,
                 "this_host": h.id == cfg.host_id,
                 "workers": h.workers,
-                "started_at": to_datetime(h.started_at),
-                "heartbeat_at": to_datetime(h.heartbeat_at),
+                "started_at": started_at,
+                "heartbeat_at": heartbeat_at,
             })
         })
         .collect();
