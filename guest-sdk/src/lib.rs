@@ -45,8 +45,8 @@ pub mod task_bindings {
         export_macro_name: "__export_task_world",
         default_bindings_module: "fluid_guest::task_bindings",
         with: {
-            "fluid:scheduler/types@0.1.0": crate::bindings::fluid::scheduler::types,
-            "fluid:scheduler/host@0.1.0": crate::bindings::fluid::scheduler::host,
+            "fluid:scheduler/types@0.1.1": crate::bindings::fluid::scheduler::types,
+            "fluid:scheduler/host@0.1.1": crate::bindings::fluid::scheduler::host,
         },
     });
 }

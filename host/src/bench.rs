@@ -498,7 +498,7 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
         let path = plugins_dir.join("task_cases.wasm");
         let bytes = std::fs::read(&path)?;
         let sh = &rt.shared;
-        let crate::plugins::loader::Checked::Task(pre) =
+        let crate::plugins::loader::Checked::Task(pre, _) =
             crate::plugins::loader::check_component(&sh.engine, &sh.linker, &sh.task_linker, &path, &bytes, None)
                 .map_err(anyhow::Error::msg)?
         else {

@@ -3,6 +3,7 @@
 //! Every option has an environment variable (`FLUID_*`), shown by `--help`.
 
 use crate::host::{Host, HostConfig};
+use crate::plugins::contract;
 use crate::scheduler::{Scheduler, SchedulerConfig, Task};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -122,11 +123,30 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Print the WIT contract this host speaks (the worlds plugins and task components
-    /// implement), or write its files to a folder to generate bindings from.
+    /// implement), or write its files to a folder to generate bindings from. The newest
+    /// version unless `--version` names an older one this host still accepts.
     Wit {
         /// Folder to write the `.wit` files to (created if missing); stdout when absent.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// A released version of the contract (`--list` shows those this host speaks).
+        #[arg(long)]
+        version: Option<String>,
+        /// List the versions this host accepts components of, oldest first.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Wrap a core WebAssembly module (what a `wasm32-wasi` C compiler writes, with the
+    /// bindings `fluid new --lang c` gives) into a component of the newest contract.
+    Componentize {
+        /// The core module.
+        core: PathBuf,
+        /// The world it implements.
+        #[arg(long, value_enum)]
+        world: crate::componentize::World,
+        /// Where the component goes.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -291,7 +311,13 @@ async fn scheduler_for(g: &Global, tasks: Vec<Task>) -> anyhow::Result<Scheduler
 pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process::ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Wit { out } => write_wit(out.as_deref())?,
+        Command::Wit { out, version, list } => write_wit(out.as_deref(), version.as_deref(), list)?,
+        Command::Componentize { core, world, out } => {
+            let bytes = std::fs::read(&core).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", core.display()))?;
+            let component = crate::componentize::componentize(&bytes, world).map_err(|e| anyhow::anyhow!("{}: {e:#}", core.display()))?;
+            std::fs::write(&out, component).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+            println!("wrote {} ({} world of {}@{})", out.display(), world.name(), contract::PACKAGE, contract::NEWEST);
+        }
         Command::Token(cmd) => return token_command(g, cmd).await,
         Command::Keygen { out } => {
             let (secret, public) = crate::plugins::trust::keygen();
@@ -439,21 +465,30 @@ fn with_token(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     }
 }
 
-fn write_wit(out: Option<&Path>) -> anyhow::Result<()> {
-    use crate::plugins::bindings::WIT_FILES;
+fn write_wit(out: Option<&Path>, version: Option<&str>, list: bool) -> anyhow::Result<()> {
+    if list {
+        for v in contract::VERSIONS.iter() {
+            println!("{}@{}", contract::PACKAGE, v.version);
+        }
+        return Ok(());
+    }
+    let v = match version {
+        Some(v) => contract::version(v)
+            .ok_or_else(|| anyhow::anyhow!("this host does not speak {}@{v}; it speaks {}", contract::PACKAGE, contract::spoken()))?,
+        None => contract::newest(),
+    };
     let Some(dir) = out else {
-        for (name, text) in WIT_FILES {
+        for (name, text) in v.files {
             println!("// {name}\n{text}");
         }
         return Ok(());
     };
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    for (name, text) in WIT_FILES {
+    for (name, text) in v.files {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
-    let package = crate::plugins::runtime::WORLD.replace("/plugin@", "@");
-    println!("wrote the {} files of {package} to {}", WIT_FILES.len(), dir.display());
+    println!("wrote the {} files of {}@{} to {}", v.files.len(), contract::PACKAGE, v.version, dir.display());
     Ok(())
 }
 

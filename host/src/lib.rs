@@ -15,6 +15,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod componentize;
 pub mod examples;
 pub mod history;
 pub mod host;

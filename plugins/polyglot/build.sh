@@ -5,8 +5,9 @@
 #   pytasks.wasm     task component, Python (componentize-py)
 #   jsfailures.wasm  plugin, JavaScript (componentize-js, js/componentize.mjs)
 #   jstasks.wasm     task component, JavaScript (componentize-js)
-# Installs the tools when missing (pip install --user componentize-py; npm ci in js/)
-# and rebuilds a component only when its sources, the WIT or the tool changed.
+# Installs the tools when missing (pip install --user componentize-py; npm ci in js/; for C
+# projects made by `fluid new --lang c`, Debian's clang, lld and wasi-libc with apt) and
+# rebuilds a component only when its sources, the WIT or the tool changed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -21,6 +22,21 @@ fi
 if [ ! -d "$here/js/node_modules/@bytecodealliance/componentize-js" ]; then
   echo "build.sh: installing componentize-js (npm ci in plugins/polyglot/js)" >&2
   (cd "$here/js" && npm ci --no-audit --no-fund --silent)
+fi
+
+# C: clang that links a wasm32-wasi reactor against wasi-libc (what `fluid new --lang c`
+# projects build with). Checked by doing it, so a missing builtins library counts too.
+c_works() {
+  printf 'int f(void) { return 1; }\n' |
+    clang-14 --target=wasm32-wasi -mexec-model=reactor -x c - -o /dev/null >/dev/null 2>&1
+}
+if ! c_works; then
+  echo "build.sh: installing clang, lld and wasi-libc (apt)" >&2
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  pkgs="clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y --no-install-recommends $pkgs ||
+    { as_root apt-get update && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y --no-install-recommends $pkgs; }
 fi
 
 # stamp NAME TOOL_VERSION FILES...: true when out/NAME.wasm is up to date.

@@ -39,7 +39,10 @@ fn new_and_build(dir: &Path, kind: &str, name: &str, lang: &str) -> PathBuf {
         cargo.args(["build", "--release"]).env("RUSTUP_TOOLCHAIN", toolchain()).env("CARGO_TARGET_DIR", &target).env_remove("RUSTFLAGS");
         (cargo, target.join(format!("wasm32-wasip2/release/{name}.wasm")))
     } else {
-        (Command::new("./build.sh"), project.join(format!("{name}.wasm")))
+        // A C build wraps its core module with this binary (`fluid componentize`).
+        let mut script = Command::new("./build.sh");
+        script.env("FLUID", env!("CARGO_BIN_EXE_fluid-test-host"));
+        (script, project.join(format!("{name}.wasm")))
     };
     let out = build.current_dir(&project).output().expect("run the build");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -103,6 +106,13 @@ async fn python_components_made_by_fluid_new_build_outside_the_repository_check_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_components_made_by_fluid_new_build_outside_the_repository_check_and_run() {
     made_by_fluid_new_they_build_check_and_run("js").await;
+}
+
+/// C: clang and wasi-libc make a core module against the bindings `fluid new` generated
+/// from its own contract, and `fluid componentize` makes it a component.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_components_made_by_fluid_new_build_outside_the_repository_check_and_run() {
+    made_by_fluid_new_they_build_check_and_run("c").await;
 }
 
 /// The guest SDK is a package of its own: `cargo package` builds it from its packaged

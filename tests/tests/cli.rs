@@ -198,7 +198,7 @@ fn wit_writes_the_contract_the_host_speaks() {
     let out = data.join("wit");
     let o = fluid(&data, &["wit", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).contains("fluid:scheduler@0.1.0"), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("fluid:scheduler@0.1.1"), "{}", text(&o.stdout));
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
     for entry in std::fs::read_dir(&repo).unwrap() {
         let name = entry.unwrap().file_name();
@@ -206,5 +206,18 @@ fn wit_writes_the_contract_the_host_speaks() {
     }
     let printed = fluid(&data, &["wit"]);
     assert!(text(&printed.stdout).contains("world plugin"), "printed on stdout without --out");
+    // Every version it accepts, and each one's frozen text.
+    let list = fluid(&data, &["wit", "--list"]);
+    assert_eq!(text(&list.stdout), "fluid:scheduler@0.1.0\nfluid:scheduler@0.1.1\n");
+    let old = data.join("wit-0.1.0");
+    let o = fluid(&data, &["wit", "--version", "0.1.0", "--out", old.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let frozen = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit-released/0.1.0");
+    for entry in std::fs::read_dir(&frozen).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert_eq!(std::fs::read(old.join(&name)).unwrap(), std::fs::read(frozen.join(&name)).unwrap(), "{name:?}");
+    }
+    let unknown = fluid(&data, &["wit", "--version", "0.2.0"]);
+    assert!(!unknown.status.success() && text(&unknown.stderr).contains("it speaks 0.1.0, 0.1.1"), "{}", text(&unknown.stderr));
     std::fs::remove_dir_all(&data).ok();
 }

@@ -242,13 +242,13 @@ async fn plugins_check_loads_a_component_as_a_host_would_and_says_what_it_declar
     let good = dir.path().join("event_log.wasm");
     std::fs::write(&good, event_log_wasm()).unwrap();
     let (ok, out) = fluid(dir.path(), &["plugins", "check", good.to_str().unwrap()]);
-    assert!(ok && out.contains("loads: event_log 1, fluid:scheduler/plugin@0.1.0"), "{out}");
-    assert!(out.contains("subscriptions: queued.log") && out.contains("fluid:scheduler/storage@0.1.0"), "{out}");
+    assert!(ok && out.contains("loads: event_log 1, fluid:scheduler/plugin@0.1.1"), "{out}");
+    assert!(out.contains("subscriptions: queued.log") && out.contains("fluid:scheduler/storage@0.1.1"), "{out}");
     let task = guest_wasm_dir().join("fluid_report_task.wasm");
     let (ok, out) = fluid(dir.path(), &["plugins", "check", "--json", task.to_str().unwrap()]);
     let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert!(ok && report["error"].is_null(), "{report}");
-    assert_eq!((report["world"].as_str(), report["tasks"].clone()), (Some("fluid:scheduler/task@0.1.0"), json!(["report"])));
+    assert_eq!((report["world"].as_str(), report["tasks"].clone()), (Some("fluid:scheduler/task@0.1.1"), json!(["report"])));
     assert!(report["size_bytes"].as_u64() > Some(1000) && report["load_ms"].as_f64() > Some(0.0), "{report}");
 }
 

@@ -127,7 +127,7 @@ async fn an_invalid_task_component_is_refused_by_file_and_the_others_load(db: Db
     assert!(why.contains("bad_tasks.wasm") && why.contains("\"twice\"") && why.contains("defined twice"), "{why}");
     assert!(h.scheduler.task("fine").is_none(), "no task of a refused file is registered");
     let cases = list.iter().find(|p| p.name == "cases").expect("listed");
-    assert_eq!((cases.world.as_str(), cases.tasks.len()), ("fluid:scheduler/task@0.1.0", 4));
+    assert_eq!((cases.world.as_str(), cases.tasks.len()), ("fluid:scheduler/task@0.1.1", 4));
     assert!(h.scheduler.task("spin").is_some());
     h.shutdown(std::time::Duration::from_secs(1)).await;
 }
@@ -140,8 +140,8 @@ crate::backend_tests!(
 
 #[test]
 fn plugins_check_names_the_world_a_component_implements() {
-    assert_eq!(check_file(&guest("fluid_report_task.wasm"), None).unwrap(), Ok("fluid:scheduler/task@0.1.0"));
-    assert_eq!(check_file(&guest("fluid_test_event_log.wasm"), None).unwrap(), Ok("fluid:scheduler/plugin@0.1.0"));
+    assert_eq!(check_file(&guest("fluid_report_task.wasm"), None).unwrap(), Ok("fluid:scheduler/task@0.1.1".to_string()));
+    assert_eq!(check_file(&guest("fluid_test_event_log.wasm"), None).unwrap(), Ok("fluid:scheduler/plugin@0.1.1".to_string()));
     let why = check_file(&guest("not_a_plugin.wasm"), None).unwrap().unwrap_err();
     assert!(why.contains("task-manager-plugin") && why.contains("task-component"), "{why}");
 }

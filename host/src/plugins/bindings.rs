@@ -1,5 +1,6 @@
-//! The one place that runs `bindgen!`: the `plugin` world and the `task` world (the WIT the
-//! guest SDK carries, `guest-sdk/wit/`).
+//! The one place that runs `bindgen!`: the `plugin` world and the `task` world of the newest
+//! contract (the WIT the guest SDK carries, `guest-sdk/wit/`; see `contract` for the older
+//! versions these bindings also serve).
 //! Everything else in the host uses these generated types. The task world reuses the
 //! plugin world's `types` and `host` bindings, so one `host` implementation serves both.
 
@@ -32,30 +33,4 @@ pub mod task_world {
     });
 
     pub use exports::fluid::scheduler::task_component as tc;
-}
-
-/// The WIT the bindings above are generated from, file by file, as this host speaks it
-/// (`fluid wit` writes them out for authors outside this repository).
-pub const WIT_FILES: [(&str, &str); 6] = [
-    ("types.wit", include_str!("../../../guest-sdk/wit/types.wit")),
-    ("host.wit", include_str!("../../../guest-sdk/wit/host.wit")),
-    ("storage.wit", include_str!("../../../guest-sdk/wit/storage.wit")),
-    ("task-manager-plugin.wit", include_str!("../../../guest-sdk/wit/task-manager-plugin.wit")),
-    ("task.wit", include_str!("../../../guest-sdk/wit/task.wit")),
-    ("worlds.wit", include_str!("../../../guest-sdk/wit/worlds.wit")),
-];
-
-#[cfg(test)]
-mod tests {
-    /// Every file of the contract is in `WIT_FILES`: a file added to wit/ is written out too.
-    #[test]
-    fn wit_files_are_the_whole_contract() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit");
-        let mut on_disk: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        on_disk.sort();
-        let mut listed: Vec<String> = super::WIT_FILES.iter().map(|(n, _)| n.to_string()).collect();
-        listed.sort();
-        assert_eq!(listed, on_disk);
-    }
 }

@@ -121,7 +121,7 @@ fn imports_of(rt: &PluginRuntime, path: &Path) -> Vec<String> {
 
 /// The world (with its version) the component at `path` implements, plugin or task; the
 /// error says what does not fit.
-pub fn check_file(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<Result<&'static str, String>> {
+pub fn check_file(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<Result<String, String>> {
     let engine = engine()?;
     let linker = linker(&engine)?;
     let task_linker = task_linker(&engine)?;
@@ -153,7 +153,7 @@ pub fn inspect_dir(dir: &Path, config: &FluidConfig, cache_dir: Option<&Path>) -
             version: None,
             file: file.display().to_string(),
             sha256: Some(super::cache::sha256(&bytes)),
-            world: fits.as_ref().map(|c| c.world().to_string()).unwrap_or_default(),
+            world: fits.as_ref().map(|c| c.world()).unwrap_or_default(),
             tasks: vec![],
             state: if error.is_none() { "loadable".into() } else { "failed".into() },
             error,

@@ -11,6 +11,7 @@ use super::bindings::PluginPre;
 use super::bindings::task_world::TaskPre;
 use super::cache;
 use super::config::FluidConfig;
+use super::contract;
 use super::dispatch;
 use super::runtime::{Loaded, PluginRuntime, TASK_WORLD, WORLD};
 use super::sandbox::PluginState;
@@ -74,22 +75,24 @@ struct Prepared {
     subscriptions: Vec<(TaskState, String)>,
     routes: Vec<super::routes::PluginRoute>,
     root_routes: bool,
+    world: String,
     ctx: ActorCtx,
     instance: actor::Instance,
 }
 
-/// A component that fits one of fluid's worlds, ready to instantiate.
+/// A component that fits one of fluid's worlds, ready to instantiate, with the contract
+/// version it was built against.
 pub enum Checked {
-    Plugin(PluginPre<PluginState>),
-    Task(TaskPre<PluginState>),
+    Plugin(PluginPre<PluginState>, &'static str),
+    Task(TaskPre<PluginState>, &'static str),
 }
 
 impl Checked {
-    /// The world it implements, with its version.
-    pub fn world(&self) -> &'static str {
+    /// The world it implements, with the version it was built against.
+    pub fn world(&self) -> String {
         match self {
-            Checked::Plugin(_) => WORLD,
-            Checked::Task(_) => TASK_WORLD,
+            Checked::Plugin(_, v) => format!("{}/plugin@{v}", contract::PACKAGE),
+            Checked::Task(_, v) => format!("{}/task@{v}", contract::PACKAGE),
         }
     }
 }
@@ -132,23 +135,25 @@ pub fn check_component(
             format!("{file}: not a valid component: {e:#}")
         }
     })?;
-    let (world, version) = exported_world(engine, &component).map_err(|names| {
+    let (world, _) = exported_world(engine, &component).map_err(|names| {
         format!("{file}: implements neither {WORLD} (it must export task-manager-plugin) nor {TASK_WORLD} (it must export task-component); it exports {names:?}")
     })?;
-    let expected = if world == "task" { TASK_WORLD } else { WORLD };
-    if !expected.ends_with(&format!("@{version}")) {
-        return Err(format!("{file}: implements the {world} world of version {version}; this host implements {expected}"));
-    }
+    // Every name of the package it imports or exports must be of a version this host
+    // speaks; the bindings of the newest then serve it.
+    let ty = component.component_type();
+    let names: Vec<String> = ty.imports(engine).chain(ty.exports(engine)).map(|(n, _)| n.to_string()).collect();
+    let version = contract::built_against(names.iter().map(String::as_str)).map_err(|e| format!("{file}: {e}"))?;
+    let expected = format!("{}/{world}@{version}", contract::PACKAGE);
     let l = if world == "task" { task_linker } else { linker };
     let pre = l
         .instantiate_pre(&component)
         .map_err(|e| format!("{file}: a {expected} component that imports something fluid does not provide to that world: {e:#}"))?;
     if world == "task" {
-        TaskPre::new(pre).map(Checked::Task).map_err(|e| format!("{file}: does not implement the {TASK_WORLD} world: {e:#}"))
+        TaskPre::new(pre).map(|p| Checked::Task(p, version)).map_err(|e| format!("{file}: does not implement the {expected} world: {e:#}"))
     } else {
         PluginPre::new(pre)
-            .map(Checked::Plugin)
-            .map_err(|e| format!("{file}: does not implement the {WORLD} world (it must export task-manager-plugin): {e:#}"))
+            .map(|p| Checked::Plugin(p, version))
+            .map_err(|e| format!("{file}: does not implement the {expected} world (it must export task-manager-plugin): {e:#}"))
     }
 }
 
@@ -239,14 +244,15 @@ impl PluginRuntime {
     async fn load_checked(&self, path: &Path, compiled: Compiled) -> Result<Option<Arc<Loaded>>, String> {
         let shared = &self.shared;
         let Compiled { checked, bytes, stamp } = compiled;
+        let world = checked.world();
         match checked {
-            Checked::Plugin(pre) => {
-                let p = self.prepare(path, pre, &bytes, stamp).await?;
+            Checked::Plugin(pre, _) => {
+                let p = Prepared { world, ..self.prepare(path, pre, &bytes, stamp).await? };
                 self.unload_tasks(path);
                 Ok(Some(self.install(p).await))
             }
-            Checked::Task(pre) => {
-                self.install_tasks(path, pre, &bytes, stamp).await?;
+            Checked::Task(pre, _) => {
+                self.install_tasks(path, pre, &bytes, stamp, world).await?;
                 let name = shared.plugins.read().unwrap().values().find(|p| p.file == path).map(|p| p.name.clone());
                 if let Some(name) = name {
                     self.unload_locked(&name).await;
@@ -307,6 +313,7 @@ impl PluginRuntime {
             subscriptions,
             routes,
             root_routes,
+            world: WORLD.into(),
             ctx,
             instance,
         })
@@ -334,6 +341,7 @@ impl PluginRuntime {
             subscriptions,
             routes,
             root_routes,
+            world: p.world,
             actor,
             sup,
             delivery: Mutex::new(None),

@@ -30,6 +30,7 @@ pub mod bindings;
 pub mod bundled;
 pub mod cache;
 pub mod config;
+pub mod contract;
 pub mod dispatch;
 pub mod guest_pool;
 pub mod host_api;

@@ -57,11 +57,11 @@ impl PluginSettings {
 /// before it yields (so the longest guest code holds a host thread, see `guest_pool`).
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// The world every plugin implements.
-pub const WORLD: &str = "fluid:scheduler/plugin@0.1.0";
+/// The world every plugin implements, in the newest contract version.
+pub const WORLD: &str = "fluid:scheduler/plugin@0.1.1";
 
-/// The world every task component implements.
-pub const TASK_WORLD: &str = "fluid:scheduler/task@0.1.0";
+/// The world every task component implements, in the newest contract version.
+pub const TASK_WORLD: &str = "fluid:scheduler/task@0.1.1";
 
 /// A loaded plugin.
 pub struct Loaded {
@@ -76,6 +76,8 @@ pub struct Loaded {
     /// Also served at the paths as declared (fluid.toml `root_routes`), not only in its
     /// namespace.
     pub root_routes: bool,
+    /// The world and contract version it was built against.
+    pub world: String,
     pub(crate) actor: Actor,
     pub(crate) sup: Arc<Supervisor>,
     pub(crate) delivery: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -451,7 +453,7 @@ impl PluginRuntime {
                     version: Some(p.version.clone()),
                     file: p.file.display().to_string(),
                     sha256: Some(p.sha256.clone()),
-                    world: WORLD.into(),
+                    world: p.world.clone(),
                     tasks: vec![],
                     state: health.state.clone(),
                     error: health.last_error.clone(),

@@ -24,7 +24,7 @@ use super::config::{Limits, SKIP_HISTORY_TAG};
 use super::dispatch::{host_priority, wit_run};
 use super::guest_pool::{self, Metered};
 use super::loader::FileStamp;
-use super::runtime::{PluginInfo, PluginRuntime, Shared, TASK_WORLD};
+use super::runtime::{PluginInfo, PluginRuntime, Shared};
 use super::sandbox::{PluginState, new_store};
 use super::supervisor::Supervisor;
 use crate::scheduler::{RetryPolicy, Schedule, Task, TaskBuilder, TaskContext, TaskError};
@@ -41,6 +41,8 @@ pub struct TaskComponent {
     pub sha256: String,
     pub(crate) stamp: FileStamp,
     pub tasks: Vec<String>,
+    /// The world and contract version it was built against.
+    pub world: String,
     /// Its counters (CPU time, limits hit), shared by all its runs.
     pub(crate) sup: Arc<Supervisor>,
 }
@@ -260,7 +262,14 @@ async fn definitions_here(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup:
 impl PluginRuntime {
     /// Registers the tasks of the task component at `path` (replacing those its previous
     /// version registered), or refuses the whole file with the first invalid definition.
-    pub(crate) async fn install_tasks(&self, path: &Path, pre: TaskPre<PluginState>, bytes: &[u8], stamp: FileStamp) -> Result<(), String> {
+    pub(crate) async fn install_tasks(
+        &self,
+        path: &Path,
+        pre: TaskPre<PluginState>,
+        bytes: &[u8],
+        stamp: FileStamp,
+        world: String,
+    ) -> Result<(), String> {
         let shared = &self.shared;
         let file = path.display();
         let component = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
@@ -302,7 +311,7 @@ impl PluginRuntime {
         }
         shared.scheduler.replace_tasks(&previous, tasks).map_err(|e| format!("{file}: {e}"))?;
         tracing::info!(file = %file, tasks = ?names, "task component loaded");
-        let tc = TaskComponent { file: path.to_path_buf(), sha256: cache::sha256(bytes), stamp, tasks: names, sup };
+        let tc = TaskComponent { file: path.to_path_buf(), sha256: cache::sha256(bytes), stamp, tasks: names, world, sup };
         shared.task_files.write().unwrap().insert(path.to_path_buf(), Arc::new(tc));
         Ok(())
     }
@@ -329,7 +338,7 @@ impl PluginRuntime {
                 name: tc.file.file_stem().and_then(|s| s.to_str()).unwrap_or("").into(),
                 file: tc.file.display().to_string(),
                 sha256: Some(tc.sha256.clone()),
-                world: TASK_WORLD.into(),
+                world: tc.world.clone(),
                 tasks: tc.tasks.clone(),
                 state: "active".into(),
                 health: serde_json::to_value(tc.sup.health()).ok(),

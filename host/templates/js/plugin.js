@@ -2,8 +2,8 @@
 // of each task that succeeded or failed (a subscription), keeps them in a table of its own
 // (storage), serves the counts at GET /plugins/{{name}}/routes/counts (a route), and says
 // whether the db plugin is there to read history from (get-plugin).
-import { ensureTable, upsert, select } from 'fluid:scheduler/storage@0.1.0';
-import { getPlugin } from 'fluid:scheduler/host@0.1.0';
+import { ensureTable, upsert, select } from 'fluid:scheduler/storage@0.1.1';
+import { getPlugin } from 'fluid:scheduler/host@0.1.1';
 
 const text = (name) => ({ name, kind: 'text', nullable: false });
 

@@ -1,7 +1,7 @@
 // {{name}}: a fluid task component in JavaScript (world fluid:scheduler/task).
 // {{name}}.greet takes typed params (a JSON schema the host checks when a run is queued)
 // and queues a child run of {{name}}.log with what it made; {{name}}.log logs it.
-import { log, queueRun } from 'fluid:scheduler/host@0.1.0';
+import { log, queueRun } from 'fluid:scheduler/host@0.1.1';
 
 const task = (name, description, schema) => ({
   name,

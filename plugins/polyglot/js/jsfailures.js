@@ -1,9 +1,9 @@
-// jsfailures: a fluid plugin written in JavaScript (world fluid:scheduler/plugin@0.1.0),
+// jsfailures: a fluid plugin written in JavaScript (world fluid:scheduler/plugin@0.1.1),
 // built by componentize-js. Records every run that ends `failure` (id, task, error) in
 // its own table, idempotently (upsert by id), and answers call("failures") with
 // [[id, task, error], ...] ordered by id.
-import { ensureTable, upsert, select } from 'fluid:scheduler/storage@0.1.0';
-import { log } from 'fluid:scheduler/host@0.1.0';
+import { ensureTable, upsert, select } from 'fluid:scheduler/storage@0.1.1';
+import { log } from 'fluid:scheduler/host@0.1.1';
 
 const text = (name) => ({ name, kind: 'text', nullable: false });
 

@@ -1,8 +1,8 @@
-// jstasks: fluid task components written in JavaScript (world fluid:scheduler/task@0.1.0),
+// jstasks: fluid task components written in JavaScript (world fluid:scheduler/task@0.1.1),
 // built by componentize-js. Task `js-double` doubles params `n` and queues a run of
 // `forward_to` (when given) with {"doubled": 2n} as a child of this run; a negative `n`
 // aborts the run (never retried).
-import { log, queueRun } from 'fluid:scheduler/host@0.1.0';
+import { log, queueRun } from 'fluid:scheduler/host@0.1.1';
 
 export const taskComponent = {
   definitions() {
