@@ -48,7 +48,11 @@ pub fn tasks() -> Vec<Task> {
             .description("Adds two numbers: POST /tasks/add {\"a\": 1, \"b\": 2}.")
             .tags(["example"])
             .params::<AddParams>()
-            .params_schema(serde_json::json!({"type": "object", "required": ["a", "b"], "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}))
+            // Bounded as the run reads them (i64), so every number the schema admits is taken.
+            .params_schema(serde_json::json!({"type": "object", "required": ["a", "b"], "properties": {
+                "a": {"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX},
+                "b": {"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}
+            }}))
             .run(|ctx: TaskContext| async move {
                 let p: AddParams = ctx.params()?;
                 let sum = p.a.checked_add(p.b).ok_or_else(|| TaskError::failed("overflow"))?;
@@ -59,6 +63,9 @@ pub fn tasks() -> Vec<Task> {
             .description("Fails its first `failures` attempts (default 2), then succeeds; retried with back-off.")
             .tags(["example"])
             .params::<FlakyParams>()
+            .params_schema(serde_json::json!({"type": "object", "properties": {
+                "failures": {"type": "integer", "minimum": 0, "maximum": u32::MAX, "default": 2}
+            }}))
             .retry(RetryPolicy::new(3).wait(Duration::from_secs(1)).backoff(2.0).max_wait(Duration::from_secs(10)))
             .run(|ctx: TaskContext| async move {
                 let p: FlakyParams = ctx.params()?;
@@ -68,9 +75,12 @@ pub fn tasks() -> Vec<Task> {
                 Ok(())
             }),
         Task::new("slow")
-            .description("Works for `seconds` (default 30): cancel it with DELETE /task-runs/{id}.")
+            .description("Works for `seconds` (default 30): cancel it with POST /task-runs/{id}/cancel.")
             .tags(["example"])
             .params::<SlowParams>()
+            .params_schema(serde_json::json!({"type": "object", "properties": {
+                "seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 30}
+            }}))
             .timeout(Duration::from_secs(120))
             .run(|ctx: TaskContext| async move {
                 let p: SlowParams = ctx.params()?;

@@ -65,7 +65,7 @@ async fn tokens_decide_what_each_request_may_do_by_role() {
     let (status, run) = send(&h, M::POST, "/tasks/ok", Some(&operate), Some(json!({}))).await;
     assert!((200..300).contains(&status), "{status} {run}");
     let id = run["id"].as_str().unwrap();
-    assert_eq!(send(&h, M::DELETE, &format!("/task-runs/{id}"), Some(&operate), None).await.0, 200, "operate cancels");
+    assert_eq!(send(&h, M::POST, &format!("/task-runs/{id}/cancel"), Some(&operate), None).await.0, 200, "operate cancels");
     assert_eq!(send(&h, M::DELETE, "/tasks-queue", Some(&operate), None).await.0, 403, "clearing the queue is admin's");
     assert_eq!(send(&h, M::DELETE, "/tasks-queue", Some(&admin), None).await.0, 200);
     let (status, body) = send(&h, M::POST, "/plugins/db/enable?skip_events=true", Some(&operate), None).await;

@@ -145,11 +145,13 @@ async fn task_routes_describe_filter_and_toggle_tasks(db: Db) {
     assert_eq!(doc["openapi"], "3.1.0");
     for (path, methods) in [
         ("/tasks", &["get"][..]),
-        ("/tasks/{name}", &["get", "patch", "post"]),
+        ("/tasks/add", &["get", "patch", "post"]),
+        ("/tasks/untagged", &["get", "patch", "post"]),
         ("/tasks-status", &["get"]),
         ("/tasks-queue", &["delete"]),
         ("/tasks-queue/{priority}", &["delete"]),
-        ("/task-runs/{id}", &["get", "delete"]),
+        ("/task-runs/{id}", &["get"]),
+        ("/task-runs/{id}/cancel", &["post"]),
         ("/throughput", &["get"]),
         ("/metrics", &["get"]),
         ("/ui/", &["get"]),
@@ -163,7 +165,7 @@ async fn task_routes_describe_filter_and_toggle_tasks(db: Db) {
         "#/components/schemas/PluginList"
     );
     assert_eq!(doc["components"]["schemas"]["PluginList"]["type"], "array", "GET /plugins answers an array");
-    assert!(doc["paths"]["/task-runs/{id}"]["delete"]["responses"]["202"].is_object(), "a running run's cancel is 202");
+    assert!(doc["paths"]["/task-runs/{id}/cancel"]["post"]["responses"]["202"].is_object(), "a running run's cancel is 202");
     assert!(doc["paths"]["/tasks"]["get"]["responses"]["401"].is_object() && doc["components"]["securitySchemes"]["bearer"].is_object());
     // A path nobody serves: JSON 404.
     assert_error(http.get(url(&host, "/no/such/route")).send().await.unwrap(), 404, "no route").await;

@@ -409,7 +409,7 @@ async fn cancel_aborts_queued_and_running_runs_and_refuses_finished_or_unknown(d
     let waiting = queue(s, "blocker", json!({})).await;
 
     // Queued: aborted at once.
-    let r = http.delete(url(&host, &format!("/task-runs/{}", waiting.id))).send().await.unwrap();
+    let r = http.post(url(&host, &format!("/task-runs/{}/cancel", waiting.id))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: fluid_host::TaskRun = r.json().await.unwrap();
     assert_eq!((body.state, body.error.as_deref()), (TaskState::Aborted, Some("cancelled")));
@@ -417,7 +417,7 @@ async fn cancel_aborts_queued_and_running_runs_and_refuses_finished_or_unknown(d
     assert_eq!(stored.state, TaskState::Aborted);
 
     // Running: accepted, then stopped.
-    let r = http.delete(url(&host, &format!("/task-runs/{}", running.id))).send().await.unwrap();
+    let r = http.post(url(&host, &format!("/task-runs/{}/cancel", running.id))).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let body: fluid_host::TaskRun = r.json().await.unwrap();
     assert_eq!(body.id, running.id);
@@ -426,8 +426,8 @@ async fn cancel_aborts_queued_and_running_runs_and_refuses_finished_or_unknown(d
 
     // Finished: conflict. Unknown: not found. Both JSON errors.
     for (id, code) in [(running.id.as_str(), 409), (waiting.id.as_str(), 409), ("0123456789abcdef0123456789abcdef", 404)] {
-        let r = http.delete(url(&host, &format!("/task-runs/{id}"))).send().await.unwrap();
-        assert_eq!(r.status(), code, "DELETE /task-runs/{id}");
+        let r = http.post(url(&host, &format!("/task-runs/{id}/cancel"))).send().await.unwrap();
+        assert_eq!(r.status(), code, "POST /task-runs/{id}/cancel");
         let e: serde_json::Value = r.json().await.unwrap();
         assert!(e["detail"].is_string(), "{e}");
     }
@@ -636,9 +636,9 @@ async fn two_hosts_on_one_sqlite_file_share_the_queue_without_errors_or_double_r
         assert_eq!(r.status(), 201, "POST: {}", r.text().await.unwrap());
         let id = r.json::<fluid_host::TaskRun>().await.unwrap().id;
         if i % 3 == 0 {
-            let r = http.delete(url(&hosts[(i + 1) % 2], &format!("/task-runs/{id}"))).send().await.unwrap();
+            let r = http.post(url(&hosts[(i + 1) % 2], &format!("/task-runs/{id}/cancel"))).send().await.unwrap();
             let code = r.status().as_u16();
-            assert!([200, 202, 409].contains(&code), "DELETE: {code} {}", r.text().await.unwrap());
+            assert!([200, 202, 409].contains(&code), "cancel: {code} {}", r.text().await.unwrap());
         }
         ids.push(id);
     }

@@ -3,8 +3,8 @@
 //! macro crate: the routes are few, and plugin routes are only known at run time.
 //!
 //! Complete enough to generate a client from: every request and response has a schema,
-//! priorities and run states are enums, each task that declares a params schema has its
-//! own `POST /tasks/{name}` with that schema as its body, and every status a route answers
+//! priorities and run states are enums, each task has its own `POST /tasks/NAME` with its
+//! params schema (any object when it declares none) as the body, and every status a route answers
 //! is listed, errors with the `Error` schema (`{"detail": ...}`). The bundled db and stats
 //! plugins' routes are described in full (history pages, one stored run, counts); another
 //! plugin's routes are described by what the host knows of them (path parameters, a JSON
@@ -124,11 +124,6 @@ fn priority_query() -> Value {
     query("priority", schema_ref("Priority"), "the run's priority (the task's own by default)")
 }
 
-/// A task name as a path segment (what `Task::check` allows).
-fn task_name_schema() -> Value {
-    json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"})
-}
-
 fn get_task() -> Op {
     Op::new("One task").ok("200", schema_ref("TaskInfo")).err("404", "unknown task").db()
 }
@@ -142,16 +137,10 @@ fn patch_task() -> Op {
         .db()
 }
 
-/// The host's own routes.
-/// `own`: the tasks that have a path of their own (those declaring a params schema), which
-/// the template `/tasks/{name}` leaves out.
-fn host_paths(metrics_open: bool, own: &[String]) -> Value {
-    let name = || path_param("name", task_name_schema());
-    // POST of a task with a path of its own is described there, with its params.
-    let mut other_task = task_name_schema();
-    if !own.is_empty() {
-        other_task["not"] = json!({"enum": own});
-    }
+/// The host's own routes. Queueing a run is described per task (in `build`), with the
+/// params that task takes: a template `POST /tasks/{name}` would tell a client that any
+/// object is params of any task.
+fn host_paths(metrics_open: bool) -> Value {
     let run_id = || path_param("id", json!({"type": "string"}));
     let plugin = || path_param("name", json!({"type": "string"}));
     let metrics = Op::new("Prometheus metrics of this host (OpenMetrics text)").ok_text("200", "application/openmetrics-text");
@@ -159,14 +148,6 @@ fn host_paths(metrics_open: bool, own: &[String]) -> Value {
         "/tasks": {"get": Op::new("List tasks (those with at least one of `tags` when given)")
             .param(query_list("tags", json!({"type": "string"}), "only tasks having at least one of these tags"))
             .ok("200", json!({"type": "array", "items": schema_ref("TaskInfo")})).db().build()},
-        "/tasks/{name}": {
-            "get": get_task().param(name()).build(),
-            "patch": patch_task().param(name()).build(),
-            "post": Op::new("Queue a run of a task that declares no params schema; the body is its params (an object, none: {})")
-                .param(path_param("name", other_task)).param(priority_query()).body(json!({"type": ["object", "null"]}), false)
-                .ok("201", schema_ref("TaskRun")).err("404", "unknown task")
-                .err("422", "params the task refuses, an unknown query parameter or a bad priority").db().build(),
-        },
         "/tasks-status": {"get": Op::new("Live hosts and queue lengths").ok("200", schema_ref("TaskManagersStatus")).db().build()},
         "/tasks-queue": {"delete": Op::new("Abort every queued run; the runs aborted per priority")
             .ok("200", schema_ref("QueueCounts")).db().build()},
@@ -174,7 +155,9 @@ fn host_paths(metrics_open: bool, own: &[String]) -> Value {
             .param(path_param("priority", schema_ref("Priority"))).ok("200", schema_ref("QueueCounts")).err("422", "not a priority").db().build()},
         "/task-runs/{id}": {
             "get": Op::new("One run").param(run_id()).ok("200", schema_ref("TaskRun")).err("404", "unknown run").db().build(),
-            "delete": Op::new("Cancel a run: 200 when it was queued (now aborted), 202 when it is running (its host stops it)")
+        },
+        "/task-runs/{id}/cancel": {
+            "post": Op::new("Cancel a run: 200 when it was queued (now aborted), 202 when it is running (its host stops it)")
                 .param(run_id()).ok("200", schema_ref("TaskRun")).ok("202", schema_ref("TaskRun"))
                 .err("404", "unknown run").err("409", "the run already ended").db().build(),
         },
@@ -250,24 +233,27 @@ async fn document(State(st): State<AppState>) -> Json<Value> {
 
 fn build(st: &AppState) -> Value {
     let tasks = st.scheduler.tasks();
-    let own: Vec<String> = tasks.iter().filter(|t| t.params_schema.is_some()).map(|t| t.name.clone()).collect();
-    let mut paths = host_paths(st.auth.metrics_open(), &own);
-    // Each task's own params, where it declares them: the body of its POST (required when
-    // the task refuses none).
+    let mut paths = host_paths(st.auth.metrics_open());
+    // Each task's own path: its POST's body is its params, as its schema declares them
+    // (required when the task refuses none); a task without a schema takes any object.
     for task in tasks.iter() {
-        if let Some(schema) = &task.params_schema {
-            paths[&format!("/tasks/{}", task.name)] = json!({
-                "get": get_task().build(),
-                "patch": patch_task().build(),
-                "post": Op::new(format!("Queue a run of {}; the body is its params", task.name))
-                    .param(priority_query())
-                    .body(schema.clone(), task.validate_params(Value::Null).is_err())
-                    .ok("201", schema_ref("TaskRun"))
-                    .err("422", "params that do not fit the schema, an unknown query parameter or a bad priority")
-                    .db()
-                    .build(),
-            });
-        }
+        let (schema, required) = match &task.params_schema {
+            // Without a body the params are `{}`: when the task takes that, none (or null) is fine.
+            Some(schema) if task.validate_params(Value::Null).is_err() => (schema.clone(), true),
+            Some(schema) => (json!({"anyOf": [schema, {"type": "null"}]}), false),
+            None => (json!({"type": ["object", "null"], "description": "any object; none is {}"}), false),
+        };
+        paths[&format!("/tasks/{}", task.name)] = json!({
+            "get": get_task().build(),
+            "patch": patch_task().build(),
+            "post": Op::new(format!("Queue a run of {}; the body is its params", task.name))
+                .param(priority_query())
+                .body(schema, required)
+                .ok("201", schema_ref("TaskRun"))
+                .err("422", "params the task refuses, an unknown query parameter or a bad priority")
+                .db()
+                .build(),
+        });
     }
     if let Some(pr) = &st.plugin_routes {
         let bundled = bundled_plugins(st);

@@ -1,15 +1,16 @@
-//! `/task-runs/{id}`: one run, and cancelling it.
+//! `/task-runs/{id}`: one run, and cancelling it (`POST .../cancel`: a cancelled run stays,
+//! aborted or stopping, so cancelling is an action on it rather than its deletion).
 
 use super::{ApiError, AppState};
 use crate::scheduler::Cancelled;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/task-runs/{id}", get(one).delete(cancel))
+    Router::new().route("/task-runs/{id}", get(one)).route("/task-runs/{id}/cancel", post(cancel))
 }
 
 async fn one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -134,7 +134,7 @@ fn options(def: &TaskDef, component: &str, limits: &Limits, schema_budget: &mut 
     }
     if let Some(text) = &def.params_schema {
         let (schema, check) = super::params_schema::validator_within(text, schema_budget)?;
-        b = b.validator(check).params_schema(schema);
+        b = b.validator(check).params_schema_of_validator(schema);
     }
     Ok(b)
 }

@@ -157,6 +157,9 @@ pub struct Task {
     /// The tasks whose runs share a cap on this host's workers (a task component's), if any.
     pub workers: Option<WorkerShare>,
     pub(crate) validate: ParamsValidator,
+    /// The params schema, compiled, when the host checks it before `validate` (a native
+    /// task's); a component's validator checks its own.
+    pub(crate) schema_check: Option<Arc<jsonschema::Validator>>,
     pub(crate) executor: Executor,
 }
 
@@ -187,6 +190,7 @@ impl Task {
                 module: "native".into(),
                 workers: None,
                 validate: Arc::new(any_object),
+                schema_check: None,
                 executor: Arc::new(|_| Box::pin(async { Ok(()) })),
             },
         }
@@ -194,6 +198,13 @@ impl Task {
 
     /// Validates and normalises params for a new run of this task.
     pub fn validate_params(&self, params: Value) -> Result<Value, String> {
+        if let Some(schema) = &self.schema_check {
+            let object = if params.is_null() { Value::Object(Default::default()) } else { params.clone() };
+            if let Err(e) = schema.validate(&object) {
+                let at = e.instance_path().to_string();
+                return Err(if at.is_empty() { e.to_string() } else { format!("{at}: {e}") });
+            }
+        }
         (self.validate)(params)
     }
 
@@ -293,17 +304,34 @@ impl TaskBuilder {
         self.task.module = m.into();
         self
     }
+    /// Declares the params' JSON Schema: shown by `GET /tasks` and `/openapi.json`, and
+    /// checked when a run is queued, before the typed check of [`params`](Self::params).
+    /// A native task's schema is part of the program: one that does not compile is a bug.
     pub fn params_schema(mut self, schema: Value) -> Self {
+        let compiled = jsonschema::options()
+            .with_pattern_options(jsonschema::PatternOptions::regex())
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("task {}: its params schema is not a usable JSON Schema: {e}", self.task.name));
+        self.task.schema_check = Some(Arc::new(compiled));
+        self.task.params_schema = Some(schema);
+        self
+    }
+
+    /// Shows `schema` as the params schema without checking it here: the validator set
+    /// with [`validator`](Self::validator) checks it (a task component's, compiled within
+    /// the sandbox's bounds).
+    pub fn params_schema_of_validator(mut self, schema: Value) -> Self {
         self.task.params_schema = Some(schema);
         self
     }
 
     /// Types the params: a run is only queued when its JSON deserialises into `P`
-    /// (missing fields take their serde defaults; `null` is read as `{}`). What is stored
+    /// (missing fields take their serde defaults; `null` is read as `{}`; a number with no
+    /// fraction, `2.0`, is an integer, as JSON Schema counts it). What is stored
     /// is `P` serialised again, so defaults are visible in the history.
     pub fn params<P: DeserializeOwned + Serialize + 'static>(mut self) -> Self {
         self.task.validate = Arc::new(|v: Value| {
-            let v = if v.is_null() { Value::Object(Default::default()) } else { v };
+            let v = if v.is_null() { Value::Object(Default::default()) } else { integral(v) };
             let typed: P = serde_json::from_value(v).map_err(|e| e.to_string())?;
             serde_json::to_value(typed).map_err(|e| e.to_string())
         });
@@ -330,6 +358,21 @@ impl TaskBuilder {
     pub fn executor(mut self, e: Executor) -> Task {
         self.task.executor = e;
         self.task
+    }
+}
+
+/// `v` with every number that has no fraction and fits an `i64` written as an integer:
+/// JSON Schema's `integer` admits `2.0`, and serde would refuse it for an integer field.
+fn integral(v: Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            // Strictly inside: a literal past either end rounds to the end itself.
+            Some(f) if f.fract() == 0.0 && f > i64::MIN as f64 && f < i64::MAX as f64 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(a) => Value::Array(a.into_iter().map(integral).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        other => other,
     }
 }
 
@@ -367,6 +410,8 @@ mod tests {
         let t = Task::new("t").params::<P>().run(|_| async { Ok(()) });
         assert_eq!(t.validate_params(serde_json::json!({"a": 1})).unwrap(), serde_json::json!({"a": 1, "b": 0}));
         assert!(t.validate_params(serde_json::json!({"a": "x"})).unwrap_err().contains("invalid type"));
+        assert_eq!(t.validate_params(serde_json::json!({"a": 2.0})).unwrap(), serde_json::json!({"a": 2, "b": 0}), "2.0 is an integer");
+        assert!(t.validate_params(serde_json::json!({"a": 2.5})).is_err());
         assert!(t.validate_params(Value::Null).unwrap_err().contains("missing field"));
         let untyped = Task::new("u").run(|_| async { Ok(()) });
         assert_eq!(untyped.validate_params(Value::Null).unwrap(), serde_json::json!({}));

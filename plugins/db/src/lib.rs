@@ -271,8 +271,10 @@ fn parse_time(field: &str, s: &str) -> Result<i64, CallError> {
     if let Ok(us) = s.parse::<i64>() {
         return Ok(us);
     }
+    // A time without an offset is UTC, as aio-fluid (pydantic) takes it.
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_micros())
+        .or_else(|e| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc().timestamp_micros()).map_err(|_| e))
         .map_err(|e| CallError::InvalidInput(format!("{field}: {s:?} is not an RFC 3339 time ({e})")))
 }
 
@@ -416,6 +418,10 @@ fn get_history(q: HistoryQuery) -> Result<TaskRunHistoryPage, CallError> {
             // one read hold. A shorter page (its cursor goes on from where it ends) rather
             // than no answer.
             Err(storage::StorageError::InvalidValue(m)) if m.contains("max_read_mib") && page > 1 => page /= 2,
+            // A params filter the storage cannot take (a key with quotes, too many keys).
+            Err(storage::StorageError::InvalidValue(m)) if m.starts_with("json-contains") => {
+                return Err(CallError::InvalidInput(format!("params: {m}")));
+            }
             Err(e) => return Err(storage_err(e)),
         }
     };

@@ -472,7 +472,7 @@ function runCells(r) {
 function cancelRun(id) {
   if (!confirm(`Cancel run ${id}?`)) return;
   return act(`cancel ${id}`, async () => {
-    const { status } = await api('DELETE', `/task-runs/${encodeURIComponent(id)}`);
+    const { status } = await api('POST', `/task-runs/${encodeURIComponent(id)}/cancel`);
     return status === 202 ? `run ${id} is being stopped` : `run ${id} aborted`;
   });
 }
