@@ -58,6 +58,8 @@ pub mod task;
 
 pub use bindings::exports::fluid::scheduler::task_manager_plugin::{Event, Registration, Route, Subscription};
 pub use bindings::fluid::scheduler::host;
+/// Who may call a plugin's routes: `Registration::route_with_role`, or `require` itself.
+pub use bindings::fluid::scheduler::route_roles;
 pub use bindings::fluid::scheduler::storage;
 pub use bindings::fluid::scheduler::types::{CallError, TaskPriority, TaskRun, TaskState};
 pub use history::{DbPlugin, HistoryQuery, TaskRunHistory, TaskRunHistoryPage, get_db_plugin};
@@ -101,6 +103,14 @@ impl Registration {
     pub fn route(mut self, method: &str, path: &str, handler: &str) -> Registration {
         self.routes.push(Route { method: method.into(), path: path.into(), handler: handler.into() });
         self
+    }
+
+    /// `route`, and requests to it need `role` once the host's API wants tokens (without
+    /// this, GET routes need `read` and others `operate`). Call it while building the
+    /// registration `register` returns: the host records it during `register` only.
+    pub fn route_with_role(self, method: &str, path: &str, handler: &str, role: route_roles::Role) -> Registration {
+        route_roles::require(method, path, role);
+        self.route(method, path, handler)
     }
 }
 

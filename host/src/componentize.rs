@@ -29,7 +29,7 @@ impl World {
 fn resolve(world: World) -> anyhow::Result<(Resolve, WorldId)> {
     let mut map = wit_parser::SourceMap::new();
     for (file, text) in contract::newest().files {
-        map.push(std::path::Path::new(file), text);
+        map.push(std::path::Path::new(file), *text);
     }
     let mut resolve = Resolve::default();
     let group = map.parse().map_err(|(_, e)| anyhow!("{e}"))?;

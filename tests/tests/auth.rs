@@ -152,3 +152,47 @@ async fn an_api_others_can_reach_is_never_served_open_unless_told() {
     assert_eq!(with.status().as_u16(), 200);
     h.shutdown(Duration::ZERO).await;
 }
+
+/// A plugin declares the role each of its routes needs (`route-roles`); the rest follow
+/// their method. A declaration for a route it does not serve refuses the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_routes_need_the_roles_their_plugin_declares() {
+    use reqwest::Method as M;
+    let dir = TempDir::new();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let built = fluid_host::plugins::bundled::guest_wasm_dir().join("fluid_test_guarded.wasm");
+    std::fs::copy(&built, plugins.join("guarded.wasm")).unwrap();
+    let (read, operate, admin) = (create(dir.path(), "read"), create(dir.path(), "operate"), create(dir.path(), "admin"));
+    let mut c = config(dir.path());
+    c.load_plugins = true;
+    let h = start(c, vec![]).await;
+    let at = |p: &str| format!("/plugins/guarded/routes{p}");
+    let mut seen = vec![];
+    for (method, path) in [(M::GET, "/open"), (M::POST, "/poke"), (M::GET, "/secret"), (M::POST, "/purge")] {
+        let mut row = vec![];
+        for token in [&read, &operate, &admin] {
+            let body = (method == M::POST).then(|| json!({}));
+            row.push(send(&h, method.clone(), &at(path), Some(token), body).await.0);
+        }
+        seen.push((path, row));
+    }
+    assert_eq!(
+        seen,
+        [("/open", vec![200, 200, 200]), ("/poke", vec![403, 200, 200]), ("/secret", vec![403, 200, 200]), ("/purge", vec![403, 403, 200])],
+        "per route: what read, operate and admin tokens get"
+    );
+    let (status, body) = send(&h, M::GET, &at("/secret"), Some(&read), None).await;
+    assert!(status == 403 && body["detail"].as_str().unwrap().contains("operate is needed"), "{body}");
+    h.shutdown(Duration::ZERO).await;
+
+    // A role for a route it does not serve: refused, and why.
+    std::fs::write(dir.path().join("fluid.toml"), "[plugins.guarded]\nconfig = { stray = true }\n").unwrap();
+    let mut c = config(dir.path());
+    c.load_plugins = true;
+    let h = start(c, vec![]).await;
+    let info = send(&h, M::GET, "/plugins/guarded", Some(&admin), None).await.1;
+    assert_eq!(info["state"], "failed", "{info}");
+    assert!(info["error"].as_str().unwrap_or("").contains("a role for DELETE /nowhere, which register does not return"), "{info}");
+    h.shutdown(Duration::ZERO).await;
+}

@@ -3,9 +3,10 @@
 //! A token is `fluid_` and 64 hex digits, shown once by `fluid token create`; the database
 //! keeps only its SHA-256 (so every host sharing the database knows it) and whether it was
 //! revoked. A request sends it as `Authorization: Bearer <token>`. Roles are ordered:
-//! `read` (every GET, plugin routes that are GET), `operate` (queue, cancel, enable and
-//! disable tasks, re-enable plugins, other plugin routes), `admin` (clearing queues, and
-//! anything else that changes state). No token: 401; a role too low: 403; both
+//! `read` (every GET), `operate` (queue, cancel, enable and disable tasks, re-enable
+//! plugins), `admin` (clearing queues, and anything else that changes state). A plugin's
+//! route needs the role its plugin declared (`route-roles`), else `read` for GET and
+//! `operate` for other methods. No token: 401; a role too low: 403; both
 //! `{"detail": ...}`.
 //!
 //! Tokens are enforced as soon as one exists. A host on a loopback address may run
@@ -242,7 +243,9 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let query = req.uri().query().unwrap_or("").to_string();
-    let need = needed(&method, &path, &query, auth.metrics_open);
+    // A plugin's route needs what its plugin declared (by default, by its method).
+    let plugin_role = state.plugin_routes.as_ref().and_then(|r| r.role(method.as_str(), &path));
+    let need = plugin_role.or_else(|| needed(&method, &path, &query, auth.metrics_open));
     // Without tokens (a loopback host), only requests that name a loopback host: a web
     // page the operator visits cannot drive the API (a cross-site request, DNS rebinding).
     if need.is_some() && !auth.enforced_now().await && !auth.open_to_all.load(std::sync::atomic::Ordering::Relaxed) && !from_loopback(&req)

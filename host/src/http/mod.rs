@@ -48,6 +48,8 @@ pub trait PluginRoutes: Send + Sync {
         query: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<axum::response::Response>> + Send + 'a>>;
+    /// The role a request to the route serving `method path` needs, if a plugin serves it.
+    fn role(&self, method: &str, path: &str) -> Option<auth::Role>;
     /// Declared routes, for the OpenAPI document: (method, path, plugin).
     fn routes(&self) -> Vec<(String, String, String)>;
 }

@@ -143,7 +143,10 @@ async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration
     };
     arm(&mut store, timeout);
     let api = plugin.fluid_scheduler_task_manager_plugin();
-    let reg = match tokio::time::timeout(limit, api.call_register(&mut store, &ctx.config_json)).await {
+    store.data_mut().in_register = true;
+    let reg = tokio::time::timeout(limit, api.call_register(&mut store, &ctx.config_json)).await;
+    store.data_mut().in_register = false;
+    let reg = match reg {
         Ok(r) => r
             .map_err(|e| format!("register {}", store.data().stderr.explain(describe_trap(&e))))?
             .map_err(|e| format!("register refused: {e}"))?,

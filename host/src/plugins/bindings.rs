@@ -16,6 +16,7 @@ wasmtime::component::bindgen!({
 
 pub use exports::fluid::scheduler::task_manager_plugin as tmp;
 pub use fluid::scheduler::host as host_if;
+pub use fluid::scheduler::route_roles as route_roles_if;
 pub use fluid::scheduler::storage as storage_if;
 pub use fluid::scheduler::types;
 

@@ -19,25 +19,28 @@ pub const NEWEST: &str = "0.1.1";
 /// One released version of the contract and its files.
 pub struct Version {
     pub version: &'static str,
-    pub files: [(&'static str, &'static str); 6],
+    pub files: &'static [(&'static str, &'static str)],
 }
 
 macro_rules! wit_files {
-    ($dir:literal) => {
-        [
+    ($dir:literal $(, $extra:literal)*) => {
+        &[
             ("types.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/types.wit"))),
             ("host.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/host.wit"))),
             ("storage.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/storage.wit"))),
             ("task-manager-plugin.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/task-manager-plugin.wit"))),
             ("task.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/task.wit"))),
             ("worlds.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/worlds.wit"))),
+            $(($extra, include_str!(concat!("../../../guest-sdk/", $dir, "/", $extra))),)*
         ]
     };
 }
 
 /// Every version this host accepts components of, oldest first; the last is `NEWEST`.
-pub const VERSIONS: [Version; 2] =
-    [Version { version: "0.1.0", files: wit_files!("wit-released/0.1.0") }, Version { version: NEWEST, files: wit_files!("wit") }];
+pub const VERSIONS: [Version; 2] = [
+    Version { version: "0.1.0", files: wit_files!("wit-released/0.1.0") },
+    Version { version: NEWEST, files: wit_files!("wit", "route-roles.wit") },
+];
 
 /// The WIT files of the newest version.
 pub fn newest() -> &'static Version {

@@ -287,7 +287,7 @@ impl PluginRuntime {
         };
         let sup = Arc::new(Supervisor::new(&name, Arc::new(policy), shared.stop.child_token()));
         let ctx = ActorCtx { config_json, shared: shared.clone(), pre, sup };
-        let (instance, reg) = actor::instantiate_off_host(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        let (mut instance, reg) = actor::instantiate_off_host(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
         if reg.name != name {
             let hint = if check_ident("plugin name", &reg.name, 24).is_ok() {
                 format!("name the file {}.wasm", reg.name)
@@ -299,7 +299,11 @@ impl PluginRuntime {
         let root_routes = ctx.sup.policy.grants.root_routes(&name);
         let others: Vec<Arc<Loaded>> = shared.plugins.read().unwrap().values().cloned().collect();
         let declared = reg.routes.iter().map(|r| (r.method.as_str(), r.path.as_str(), r.handler.as_str()));
-        let routes = super::routes::check_routes(&name, root_routes, declared, &others).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut routes =
+            super::routes::check_routes(&name, root_routes, declared, &others).map_err(|e| format!("{}: {e}", path.display()))?;
+        let state = instance.0.data_mut();
+        let (roles, overflow) = (std::mem::take(&mut state.route_roles), state.route_roles_overflow);
+        super::route_roles::apply(&mut routes, roles, overflow).map_err(|e| format!("{}: {e}", path.display()))?;
         ctx.sup.host_bytes.store(super::limits::registration_bytes(&reg), std::sync::atomic::Ordering::Relaxed);
         let subscriptions: Vec<(TaskState, String)> =
             reg.subscriptions.iter().map(|s| (dispatch::host_state(s.state), s.tag.clone())).collect();

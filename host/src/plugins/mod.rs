@@ -39,6 +39,7 @@ pub mod limits;
 pub mod loader;
 pub mod params_schema;
 pub mod quota;
+pub mod route_roles;
 pub mod routes;
 pub mod runtime;
 pub mod sandbox;

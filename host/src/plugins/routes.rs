@@ -15,6 +15,7 @@
 //!   slash matches as without), and the newcomer is refused at load naming both owners.
 
 use super::runtime::{Loaded, PluginRuntime};
+use crate::http::auth::Role;
 use crate::http::{ApiError, PluginRoutes};
 use crate::scheduler::PluginCallError;
 use axum::http::StatusCode;
@@ -118,6 +119,8 @@ pub struct PluginRoute {
     pub path: String,
     pub handler: String,
     pub pattern: Pattern,
+    /// What a request to it needs once the API wants tokens (see `route_roles`).
+    pub role: crate::http::auth::Role,
 }
 
 /// Where a plugin's routes are always served.
@@ -149,7 +152,8 @@ pub fn check_routes<'a>(
                 }
             }
         }
-        out.push(PluginRoute { method, path: path.to_string(), handler: handler.to_string(), pattern });
+        let role = super::route_roles::default_role(&method);
+        out.push(PluginRoute { method, path: path.to_string(), handler: handler.to_string(), pattern, role });
     }
     Ok(out)
 }
@@ -170,11 +174,15 @@ pub fn error_response(e: PluginCallError) -> Response {
 
 impl PluginRuntime {
     /// The plugin and handler for a request, with the path's `{x}` values.
-    fn route_for(&self, method: &str, path: &str) -> Option<(String, String, BTreeMap<String, String>)> {
+    /// The plugin, handler, path variables and role of the route serving `method path`.
+    fn route_for(&self, method: &str, path: &str) -> Option<(String, String, BTreeMap<String, String>, Role)> {
         let plugins = self.shared.plugins.read().unwrap();
         let find = |p: &Loaded, path: &str| {
             p.routes.iter().find_map(|r| {
-                (r.method == method).then(|| r.pattern.matches(path)).flatten().map(|vars| (p.name.clone(), r.handler.clone(), vars))
+                (r.method == method)
+                    .then(|| r.pattern.matches(path))
+                    .flatten()
+                    .map(|vars| (p.name.clone(), r.handler.clone(), vars, r.role))
             })
         };
         if let Some(rest) = path.strip_prefix("/plugins/") {
@@ -197,7 +205,7 @@ impl PluginRoutes for PluginRuntime {
         body: Vec<u8>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Response>> + Send + 'a>> {
         Box::pin(async move {
-            let (plugin, handler, vars) = self.route_for(method, path)?;
+            let (plugin, handler, vars, _) = self.route_for(method, path)?;
             let body = match crate::http::json_body(&body) {
                 Ok(v) => v,
                 Err(e) => return Some(e.into_response()),
@@ -212,6 +220,10 @@ impl PluginRoutes for PluginRuntime {
                 Err(e) => error_response(e),
             })
         })
+    }
+
+    fn role(&self, method: &str, path: &str) -> Option<Role> {
+        self.route_for(method, path).map(|(_, _, _, role)| role)
     }
 
     fn routes(&self) -> Vec<(String, String, String)> {

@@ -39,6 +39,10 @@ pub struct PluginState {
     /// A storage call of the current job failed because of the database (busy with other
     /// plugins, unreachable), not the plugin: a failed delivery then does not count.
     pub(crate) not_its_fault: bool,
+    /// While `register` runs: the roles it declares for its routes (`route_roles`).
+    pub(crate) in_register: bool,
+    pub(crate) route_roles: Vec<super::route_roles::Declared>,
+    pub(crate) route_roles_overflow: bool,
 }
 
 impl WasiView for PluginState {
@@ -156,6 +160,9 @@ pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<S
         chain: Vec::new(),
         run_id: None,
         delivering: Default::default(),
+        in_register: false,
+        route_roles: Vec::new(),
+        route_roles_overflow: false,
     };
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limits);
