@@ -27,6 +27,60 @@ pub mod scheduler;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod types;
 
 pub use host::{Host, HostConfig};
 pub use scheduler::{Priority, RetryPolicy, Schedule, Task, TaskContext, TaskError, TaskRun, TaskState};
+
+/// The layers, held: what each folder may not import. A leaf imports nothing above it; the
+/// store knows no scheduler, the scheduler no wasmtime, plugins or HTTP.
+#[cfg(test)]
+mod layers {
+    fn imports_of(dir: &str) -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+        let mut out = vec![];
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                        out.push((p.display().to_string(), line.to_string()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn refuse(dir: &str, forbidden: &[&str]) {
+        for (file, line) in imports_of(dir) {
+            for f in forbidden {
+                assert!(!line.contains(f), "{file} uses {f}, which {dir}/ may not: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shared_types_are_a_leaf() {
+        refuse("types", &["crate::scheduler", "crate::store", "crate::plugins", "crate::http", "crate::host", "crate::metrics"]);
+    }
+
+    #[test]
+    fn the_store_knows_no_scheduler_plugins_or_http() {
+        refuse("store", &["crate::scheduler", "crate::plugins", "crate::http", "crate::host"]);
+    }
+
+    #[test]
+    fn plugins_know_no_http() {
+        refuse("plugins", &["crate::http", "axum"]);
+    }
+
+    #[test]
+    fn the_scheduler_knows_no_wasmtime_plugins_or_http() {
+        refuse("scheduler", &["wasmtime", "crate::plugins", "crate::http", "crate::host"]);
+    }
+}

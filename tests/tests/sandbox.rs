@@ -312,7 +312,7 @@ async fn what_a_component_declares_is_bounded_and_refused_with_the_bound_named()
 
 /// Class 3: a storage read larger than `max_read_mib` is refused while it is read, not
 /// after the host held it; queries over their complexity bounds are refused; the host's
-/// memory stays well within the README's bound.
+/// memory stays well within the bound docs/sandbox.md gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_reads_and_queries_are_bounded_before_the_host_holds_them() {
     let dir = TempDir::new();

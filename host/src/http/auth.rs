@@ -24,33 +24,7 @@ use axum::response::{IntoResponse, Response};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// What a token may do; each role may do what the ones below it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Read,
-    Operate,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Operate => "operate",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "read" => Some(Role::Read),
-            "operate" => Some(Role::Operate),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
+pub use crate::types::Role;
 
 /// How often the hosts' tokens are read again (a revocation takes effect within this).
 const REFRESH: Duration = Duration::from_secs(2);

@@ -11,6 +11,7 @@ mod dashboard;
 mod error;
 mod metrics;
 mod openapi;
+mod plugin_routes;
 mod plugins;
 mod runs;
 mod tasks;

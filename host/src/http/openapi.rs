@@ -280,7 +280,7 @@ fn build(st: &AppState) -> Value {
         "info": {"title": "fluid", "version": env!("CARGO_PKG_VERSION"),
             "description": "A task scheduler whose plugins are WebAssembly components. Every error is {\"detail\": ...}."},
         "paths": paths,
-        // Every route wants a token once one exists (see `auth`); the roles are in the README.
+        // Every route wants a token once one exists (see `auth`); the roles are in docs/http-api.md.
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

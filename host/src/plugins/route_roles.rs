@@ -5,7 +5,7 @@
 
 use super::bindings::route_roles_if::{self, Role as WitRole};
 use super::sandbox::PluginState;
-use crate::http::auth::Role;
+use crate::types::Role;
 
 /// Most declarations one `register` may make (a plugin has at most 64 routes).
 const MAX_DECLARATIONS: usize = 64;

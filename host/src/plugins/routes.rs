@@ -1,5 +1,6 @@
-//! HTTP routes declared by plugins: the host matches method and path and forwards the
-//! request to the plugin's `call(handler, {"path", "query", "body"})`.
+//! HTTP routes declared by plugins: which route serves a request (method and path), and
+//! the role it needs. `http::plugin_routes` forwards the request to the plugin's
+//! `call(handler, {"path", "query", "body"})`.
 //!
 //! Who answers a request is never a plugin's choice:
 //!
@@ -15,11 +16,7 @@
 //!   slash matches as without), and the newcomer is refused at load naming both owners.
 
 use super::runtime::{Loaded, PluginRuntime};
-use crate::http::auth::Role;
-use crate::http::{ApiError, PluginRoutes};
-use crate::scheduler::PluginCallError;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use crate::types::Role;
 use std::collections::BTreeMap;
 
 /// First path segments the host serves itself (`""` is the root page).
@@ -120,7 +117,7 @@ pub struct PluginRoute {
     pub handler: String,
     pub pattern: Pattern,
     /// What a request to it needs once the API wants tokens (see `route_roles`).
-    pub role: crate::http::auth::Role,
+    pub role: Role,
 }
 
 /// Where a plugin's routes are always served.
@@ -158,31 +155,27 @@ pub fn check_routes<'a>(
     Ok(out)
 }
 
-pub fn error_response(e: PluginCallError) -> Response {
-    let status = match &e {
-        PluginCallError::NotFound(_) | PluginCallError::UnknownMethod(_) | PluginCallError::NoSuchPlugin(_) => StatusCode::NOT_FOUND,
-        PluginCallError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        PluginCallError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        PluginCallError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    let detail = match e {
-        PluginCallError::NotFound(m) | PluginCallError::InvalidInput(m) => m,
-        other => other.to_string(),
-    };
-    ApiError::new(status, detail).into_response()
+/// The route serving a request, found by `PluginRuntime::route_for`.
+pub struct RouteMatch {
+    pub plugin: String,
+    pub handler: String,
+    /// The path's `{x}` values.
+    pub vars: BTreeMap<String, String>,
+    pub role: Role,
 }
 
 impl PluginRuntime {
-    /// The plugin and handler for a request, with the path's `{x}` values.
-    /// The plugin, handler, path variables and role of the route serving `method path`.
-    fn route_for(&self, method: &str, path: &str) -> Option<(String, String, BTreeMap<String, String>, Role)> {
+    /// The route serving `method path`: in a plugin's namespace, or at a root route.
+    pub fn route_for(&self, method: &str, path: &str) -> Option<RouteMatch> {
         let plugins = self.shared.plugins.read().unwrap();
         let find = |p: &Loaded, path: &str| {
             p.routes.iter().find_map(|r| {
-                (r.method == method)
-                    .then(|| r.pattern.matches(path))
-                    .flatten()
-                    .map(|vars| (p.name.clone(), r.handler.clone(), vars, r.role))
+                (r.method == method).then(|| r.pattern.matches(path)).flatten().map(|vars| RouteMatch {
+                    plugin: p.name.clone(),
+                    handler: r.handler.clone(),
+                    vars,
+                    role: r.role,
+                })
             })
         };
         if let Some(rest) = path.strip_prefix("/plugins/") {
@@ -194,39 +187,10 @@ impl PluginRuntime {
         }
         plugins.values().filter(|p| p.root_routes).find_map(|p| find(p, path))
     }
-}
 
-impl PluginRoutes for PluginRuntime {
-    fn serve<'a>(
-        &'a self,
-        method: &'a str,
-        path: &'a str,
-        query: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Response>> + Send + 'a>> {
-        Box::pin(async move {
-            let (plugin, handler, vars, _) = self.route_for(method, path)?;
-            let body = match crate::http::json_body(&body) {
-                Ok(v) => v,
-                Err(e) => return Some(e.into_response()),
-            };
-            let args = serde_json::json!({ "path": vars, "query": query, "body": body });
-            Some(match self.shared.call(&plugin, &handler, args.to_string(), Vec::new()).await {
-                // Checked, not built: a tree of the result would take many times its text.
-                Ok(text) => match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-                    Ok(_) => ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response(),
-                    Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, format!("plugin {plugin} returned invalid JSON: {e}")).into_response(),
-                },
-                Err(e) => error_response(e),
-            })
-        })
-    }
-
-    fn role(&self, method: &str, path: &str) -> Option<Role> {
-        self.route_for(method, path).map(|(_, _, _, role)| role)
-    }
-
-    fn routes(&self) -> Vec<(String, String, String)> {
+    /// Every route served, as `(method, path, plugin)`: in its namespace, and at its own
+    /// path when the plugin has root routes.
+    pub fn route_list(&self) -> Vec<(String, String, String)> {
         let plugins = self.shared.plugins.read().unwrap();
         let mut out = Vec::new();
         for p in plugins.values() {

@@ -227,7 +227,7 @@ impl PluginStorage {
         let until = std::time::Instant::now() + limits.statement_timeout();
         let left = || until.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
         if self.backend() == Backend::Postgres {
-            query("SELECT pg_advisory_xact_lock(72453)").execute(&mut tx).await.map_err(backend_err)?;
+            query(crate::store::locks::PLUGIN_TABLES).execute(&mut tx).await.map_err(backend_err)?;
         }
         if !exists {
             quota::check_new_table(&mut tx, plugin, limits).await?;

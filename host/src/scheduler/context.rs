@@ -2,8 +2,8 @@
 //! lineage, and plugins through `get_plugin` (aio-fluid's `get_db_plugin(ctx.task_manager)`).
 
 use super::engine::{QueueError, QueueOptions, Scheduler};
-use super::run::TaskRun;
 use super::task::TaskError;
+use crate::types::TaskRun;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::future::Future;

@@ -2,13 +2,13 @@
 //! heartbeats with rescue of runs lost with their host, schedules and shutdown.
 
 use super::context::{PluginDirectory, TaskContext};
-use super::run::{Priority, TaskRun, TaskState};
 use super::share::Shares;
 use super::task::{Task, TaskError};
 use crate::metrics::Metrics;
 use crate::store::runs::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow, ShareRoom};
 use crate::store::{Store, StoreError};
 use crate::time::{now_us, to_datetime};
+use crate::types::{MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, TaskRun, TaskState, cut_text};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -317,8 +317,8 @@ impl Scheduler {
         let task = self.task(name).ok_or_else(|| QueueError::UnknownTask(name.into()))?;
         let params = task.validate_params(params).map_err(|message| QueueError::InvalidParams { task: name.into(), message })?;
         let size = params.to_string().len();
-        if size > super::run::MAX_PARAMS_BYTES {
-            let message = format!("params are {size} bytes of JSON, over the limit of {} bytes", super::run::MAX_PARAMS_BYTES);
+        if size > MAX_PARAMS_BYTES {
+            let message = format!("params are {size} bytes of JSON, over the limit of {} bytes", MAX_PARAMS_BYTES);
             return Err(QueueError::InvalidParams { task: name.into(), message });
         }
         let now = now_us();
@@ -640,8 +640,8 @@ impl Scheduler {
             }
         };
         let outcome = match outcome {
-            Outcome::Failure(e) => Outcome::Failure(super::run::cut_text(e, super::run::MAX_ERROR_BYTES)),
-            Outcome::Aborted(e) => Outcome::Aborted(super::run::cut_text(e, super::run::MAX_ERROR_BYTES)),
+            Outcome::Failure(e) => Outcome::Failure(cut_text(e, MAX_ERROR_BYTES)),
+            Outcome::Aborted(e) => Outcome::Aborted(cut_text(e, MAX_ERROR_BYTES)),
             o => o,
         };
         let retry_after = match (&outcome, &task.retry) {

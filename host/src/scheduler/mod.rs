@@ -15,14 +15,13 @@
 
 mod context;
 mod engine;
-mod run;
 mod schedule;
 mod share;
 mod task;
 
+pub use crate::types::{InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, RetryPolicy, TaskRun, TaskState, cut_text};
 pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, TaskContext};
 pub use engine::{Cancelled, QueueError, QueueOptions, Scheduler, SchedulerConfig};
-pub use run::{InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, TaskRun, TaskState, cut_text};
 pub use schedule::{Cron, CronError, Every, Schedule};
 pub(crate) use task::any_object;
-pub use task::{Executor, ParamsValidator, RetryPolicy, Task, TaskBuilder, TaskError, TaskFuture, WorkerShare};
+pub use task::{Executor, ParamsValidator, Task, TaskBuilder, TaskError, TaskFuture, WorkerShare};

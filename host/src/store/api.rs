@@ -6,8 +6,8 @@ use super::hosts::HostRow;
 use super::runs::{self, Cancel, ClaimRules, Claimed, Finish};
 use super::tasks::TaskStatus;
 use super::{Backend, Db, Store, StoreError, checkpoints, events, hosts, pg_cycle, query, schedules, tasks, tokens};
-use crate::scheduler::{Priority, TaskRun};
 use crate::time::now_us;
+use crate::types::{Priority, TaskRun};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -230,7 +230,7 @@ impl Store {
                 let mut out = Vec::new();
                 for mut row in orphans {
                     let now = now_us();
-                    row.run.state = crate::scheduler::TaskState::Interrupted;
+                    row.run.state = crate::types::TaskState::Interrupted;
                     row.run.end = Some(crate::time::to_datetime(now));
                     row.run.error = Some(format!("host {} stopped before the run ended", row.owner.as_deref().unwrap_or("?")));
                     runs::write_state(&mut tx, &row.run, None, row.lease).await?;

@@ -8,7 +8,7 @@
 
 use super::Backend;
 use super::{Db, query, query_built};
-use crate::scheduler::TaskRun;
+use crate::types::TaskRun;
 
 /// One entry of the feed.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ pub(crate) async fn append(conn: &mut Db, backend: Backend, runs: &[TaskRun]) ->
         }
         return Ok(());
     }
-    query("SELECT pg_advisory_xact_lock(72452)").execute(&mut *conn).await?;
+    query(super::locks::FEED).execute(&mut *conn).await?;
     // PostgreSQL: many rows per statement, one round trip per 100 events, not per event.
     for chunk in runs.chunks(100) {
         let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();

@@ -18,6 +18,7 @@ pub mod checkpoints;
 pub mod db;
 pub mod events;
 pub mod hosts;
+pub mod locks;
 pub mod notify;
 pub mod pg_cycle;
 pub mod plugin_file;

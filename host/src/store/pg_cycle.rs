@@ -23,24 +23,26 @@
 //! migrations create it only where it is missing, so a host connecting as another role
 //! than the function's owner still starts); a change is a new suffix.
 
+use super::locks::{feed_lock, task_lock};
 use super::runs::{ClaimRules, Claimed, Finish, end_state, fenced_out_of, from_row};
 use super::{Db, StoreError, query};
-use crate::scheduler::TaskRun;
 use crate::time::now_us;
+use crate::types::TaskRun;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// The function's name, for the migrations: they install it where it is missing.
-pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v2";
+pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v3";
 
 /// The cycle. `p_finishes`: [{idx, id, lease, state, error, retry_in_us}]; `p_tasks`: the
 /// task names this host runs; `p_limited`: {task: {max, retry, attempts, wait_s, backoff,
 /// max_wait_s}} for tasks with a concurrency limit; `p_groups`: {task: group} for tasks
 /// sharing a cap on this host's workers, `p_rooms`: {group: runs it may still start}
-/// (`v2` added these two). Returns, in the order written: `end`
+/// (`v2` added these two; `v3` takes the locks of `locks`). Returns, in the order written: `end`
 /// and `requeued` rows (idx = the finish), `conflict` (a fenced-out finish, with the row as
 /// it stands) or `missing` (no such run), `ended` (claimed and ended at the door), `started`.
-pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v2(
+pub(crate) const FUNCTION: &str = concat!(
+    r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v3(
         p_finishes TEXT, p_now BIGINT, p_host TEXT, p_limit BIGINT, p_tasks TEXT, p_limited TEXT,
         p_groups TEXT, p_rooms TEXT
     ) RETURNS TABLE (o_kind TEXT, o_idx BIGINT, o_run fluid_runs)
@@ -119,7 +121,9 @@ pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and
             -- In-flight counts of the limited tasks among the candidates, under their locks.
             FOR t IN SELECT DISTINCT x.task COLLATE "C" FROM unnest(cands) AS x
                      WHERE limited -> x.task IS NOT NULL ORDER BY 1 LOOP
-                PERFORM pg_advisory_xact_lock(hashtext(t));
+                PERFORM "#,
+    task_lock!("t"),
+    r#";
                 SELECT count(*) INTO n FROM fluid_runs WHERE task = t AND state = 'running';
                 flight := flight || jsonb_build_object(t, n);
             END LOOP;
@@ -184,7 +188,9 @@ pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and
 
         -- The feed last: its ordering lock after every row lock (see events.rs).
         IF cardinality(evs) > 0 THEN
-            PERFORM pg_advisory_xact_lock(72452);
+            PERFORM "#,
+    feed_lock!(),
+    r#";
             -- Each snapshot is the JSON of `TaskRun` (timestamps as RFC 3339 text), built
             -- inline: SQL helper functions here ran as calls, not inlined, 23 to 150 µs
             -- a row, most of the cycle's cost.
@@ -203,7 +209,8 @@ pub(crate) const FUNCTION: &str = r#"CREATE OR REPLACE FUNCTION fluid_finish_and
             PERFORM pg_notify('fluid', '');
         END IF;
     END
-    $fn$"#;
+    $fn$"#
+);
 
 /// What [`super::Store::finish_and_claim`] returns: per finish, the snapshots written or
 /// why not; and the claim.
@@ -251,7 +258,7 @@ pub(crate) async fn finish_and_claim(
     let rooms: serde_json::Map<String, Value> =
         rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), json!(s.room))).collect();
     let rows =
-        query("SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v2($1, $2, $3, $4, $5, $6, $7, $8) AS c")
+        query("SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v3($1, $2, $3, $4, $5, $6, $7, $8) AS c")
             .bind(Value::Array(batch).to_string())
             .bind(now_us())
             .bind(host)
@@ -278,7 +285,7 @@ pub(crate) async fn finish_and_claim(
             "missing" => results[idx] = Err(fenced_out_of(&finishes[idx], None)),
             "ended" => claimed.ended.push(from_row(row)?.run),
             "started" => claimed.started.push(from_row(row)?),
-            other => return Err(StoreError::Other(anyhow::anyhow!("fluid_finish_and_claim_v2 returned kind {other:?}"))),
+            other => return Err(StoreError::Other(anyhow::anyhow!("fluid_finish_and_claim_v3 returned kind {other:?}"))),
         }
     }
     Ok((results, claimed))

@@ -9,8 +9,8 @@
 
 use super::{Backend, StoreError};
 use super::{Db, Row, query, query_built};
-use crate::scheduler::{Priority, RetryPolicy, TaskRun, TaskState};
 use crate::time::{now_us, to_datetime};
+use crate::types::{Priority, RetryPolicy, TaskRun, TaskState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -226,7 +226,7 @@ pub(crate) async fn claim(
     let mut in_flight: HashMap<String, u32> = HashMap::new();
     for task in limited {
         if backend == Backend::Postgres {
-            query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(task).execute(&mut *conn).await?;
+            query(super::locks::TASK).bind(task).execute(&mut *conn).await?;
         }
         let n: i64 = query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = $1 AND state = 'running'")
             .bind(task)

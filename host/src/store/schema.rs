@@ -112,7 +112,7 @@ pub async fn migrate(store: &Store) -> anyhow::Result<()> {
     let mut tx = store.write_tx().await?;
     if store.backend == Backend::Postgres {
         // Two hosts starting at once must not race on CREATE TABLE.
-        query("SELECT pg_advisory_xact_lock(72451)").execute(&mut tx).await?;
+        query(super::locks::SCHEMA).execute(&mut tx).await?;
     }
     for m in MIGRATIONS {
         let sql = m.replace("{serial}", serial);

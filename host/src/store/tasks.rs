@@ -1,7 +1,7 @@
 //! SQL of `fluid_task_state`: the enabled switch and last-run summary of each task.
 
 use super::{Db, query};
-use crate::scheduler::TaskRun;
+use crate::types::TaskRun;
 use std::collections::HashMap;
 
 /// What aio-fluid calls `TaskInfoUpdate`.
