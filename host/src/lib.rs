@@ -32,7 +32,7 @@ pub mod types;
 pub use host::{Host, HostConfig};
 pub use scheduler::{Priority, RetryPolicy, Schedule, Task, TaskContext, TaskError, TaskRun, TaskState};
 
-/// The layers, held: what each folder may not import. A leaf imports nothing above it; the
+/// The layers, held: what each folder may not import (and where locks are named). A leaf imports nothing above it; the
 /// store knows no scheduler, the scheduler no wasmtime, plugins or HTTP.
 #[cfg(test)]
 mod layers {
@@ -61,6 +61,16 @@ mod layers {
             for f in forbidden {
                 assert!(!line.contains(f), "{file} uses {f}, which {dir}/ may not: {line}");
             }
+        }
+    }
+
+    /// Every PostgreSQL advisory lock is named in `store/locks.rs`, none by a bare number.
+    #[test]
+    fn advisory_locks_are_named_in_one_place() {
+        // Spelled in two parts, so this test does not find itself.
+        let lock = concat!("pg_advisory", "_xact_lock(");
+        for (file, line) in imports_of("") {
+            assert!(file.ends_with("store/locks.rs") || !line.contains(lock), "{file}: {line}");
         }
     }
 

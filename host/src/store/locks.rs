@@ -45,24 +45,3 @@ pub const FEED: &str = concat!("SELECT ", feed_lock!());
 pub const PLUGIN_TABLES: &str = concat!("SELECT ", plugin_tables_lock!());
 /// `$1`: the task's name.
 pub const TASK: &str = concat!("SELECT ", task_lock!("$1"));
-
-#[cfg(test)]
-mod tests {
-    /// No statement of the store takes a lock by a bare number, or by a name alone.
-    #[test]
-    fn every_advisory_lock_is_named_here() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("store/locks.rs") {
-                    let text = std::fs::read_to_string(&p).unwrap();
-                    assert!(!text.contains("pg_advisory_xact_lock("), "{} takes an advisory lock not named in store/locks.rs", p.display());
-                }
-            }
-        }
-    }
-}
