@@ -258,9 +258,10 @@ async fn compiling_never_blocks_the_api_or_other_files_and_too_big_or_slow_files
         let (h, slowest) = (&h, &slowest);
         async move {
             let took = probe(h).await;
-            let mut s = slowest.lock().unwrap();
-            *s = (*s).max(took);
-            drop(s);
+            {
+                let mut s = slowest.lock().unwrap();
+                *s = (*s).max(took);
+            }
             let (_, list) = get_json(h, "/plugins").await;
             let zlate = list.as_array()?.iter().any(|p| p["name"] == "zlate" && p["state"] == "active");
             let slow_done = list.as_array()?.iter().any(|p| p["name"] == "slow");

@@ -138,7 +138,7 @@ mod tests {
     fn released_versions_are_frozen_and_later_ones_only_add_gated_items() {
         for pair in VERSIONS.windows(2) {
             let (old, new) = (&pair[0], &pair[1]);
-            let (old_lines, new_lines) = (signature_lines(&old.files), signature_lines(&new.files));
+            let (old_lines, new_lines) = (signature_lines(old.files), signature_lines(new.files));
             let mut it = new_lines.iter();
             for line in &old_lines {
                 assert!(it.any(|l| l == line), "{} changed or dropped in {}: {line:?}", old.version, new.version);
@@ -153,8 +153,8 @@ mod tests {
                 let id = r.push_group(map.parse().map_err(|(_, e)| e.to_string()).unwrap()).unwrap();
                 (r, id)
             };
-            let (old_r, old_id) = resolve(&old.files);
-            let (new_r, new_id) = resolve(&new.files);
+            let (old_r, old_id) = resolve(old.files);
+            let (new_r, new_id) = resolve(new.files);
             let old_v = semver(old.version);
             let gated_after_old = |s: &wit_parser::Stability| match s {
                 wit_parser::Stability::Stable { since, .. } => (since.major, since.minor, since.patch) > old_v,

@@ -61,7 +61,7 @@ async fn within_max_queued(
     let tasks: Vec<String> = {
         let files = shared.task_files.read().unwrap();
         match files.values().find(|c| Arc::ptr_eq(&c.sup, &sup)) {
-            Some(c) if c.tasks.iter().any(|t| *t == task) => c.tasks.clone(),
+            Some(c) if c.tasks.contains(&task) => c.tasks.clone(),
             _ => return Ok(()),
         }
     };
