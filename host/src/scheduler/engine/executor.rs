@@ -1,0 +1,99 @@
+//! The executor: runs one claimed run (its task's code, under its timeout and its
+//! cancellation), and turns how it ended into the finish the completer records.
+
+use super::*;
+
+impl Scheduler {
+    /// Executes one claimed run and records its end; returns the recorded run. `slot` (the
+    /// worker slot it runs in) goes to the finisher with the end.
+    pub(super) async fn execute(self, row: RunRow, task: Arc<Task>, slot: Option<OwnedSemaphorePermit>) -> Option<TaskRun> {
+        let id = row.run.id.clone();
+        let cancel = CancellationToken::new();
+        let reason = Arc::new(OnceLock::new());
+        self.inner.running.lock().unwrap().insert(id.clone(), Running { cancel: cancel.clone(), reason: reason.clone() });
+        // Per-run lines are debug: at thousands of runs a second they would be most of the
+        // log and a measurable share of a run's cost; metrics and traces cover each run, and
+        // failures are logged at warn below.
+        tracing::debug!(run = %id, task = %task.name, params = %row.run.params, attempt = row.run.retry_attempt, "start");
+        let ctx = TaskContext { run: row.run.clone(), scheduler: self.clone(), cancel: cancel.clone() };
+        let started = std::time::Instant::now();
+        let due = row.run.execute_after.or(row.run.queued);
+        let waited = match (due, row.run.start) {
+            (Some(due), Some(start)) => (start - due).to_std().unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        self.inner.metrics.run_started(&task.name, waited);
+        // Its own tokio task: a panic in the task is caught as a failure of this run only.
+        let mut handle = tokio::spawn((task.executor)(ctx));
+        let outcome = tokio::select! {
+            joined = &mut handle => match joined {
+                Ok(Ok(())) => Outcome::Success,
+                Ok(Err(TaskError::Failed(e))) => Outcome::Failure(e),
+                Ok(Err(TaskError::Aborted(r))) => Outcome::Aborted(r),
+                Err(e) if e.is_panic() => Outcome::Failure(format!("task panicked: {}", panic_message(e))),
+                Err(_) => Outcome::Interrupted("task was cancelled".into()),
+            },
+            _ = tokio::time::sleep(task.timeout) => {
+                handle.abort();
+                Outcome::Failure(format!("timeout after {:?}", task.timeout))
+            }
+            _ = cancel.cancelled() => {
+                handle.abort();
+                reason.get().cloned().unwrap_or(Outcome::Aborted("cancelled".into()))
+            }
+            _ = self.inner.stop_running.cancelled() => {
+                handle.abort();
+                Outcome::Interrupted("host shutting down".into())
+            }
+        };
+        let outcome = match outcome {
+            Outcome::Failure(e) => Outcome::Failure(cut_text(e, MAX_ERROR_BYTES)),
+            Outcome::Aborted(e) => Outcome::Aborted(cut_text(e, MAX_ERROR_BYTES)),
+            o => o,
+        };
+        let retry_after = match (&outcome, &task.retry) {
+            (Outcome::Failure(_), Some(p)) if p.allows(row.run.retry_attempt + 1) => Some(p.delay(row.run.retry_attempt + 1)),
+            _ => None,
+        };
+        let took = started.elapsed();
+        self.inner.metrics.run_ended(&task.name, took);
+        let elapsed_ms = took.as_secs_f64() * 1000.0;
+        match &outcome {
+            Outcome::Failure(e) => {
+                tracing::warn!(run = %id, task = %task.name, error = %e, ms = elapsed_ms, retry_in = ?retry_after, "end - failure")
+            }
+            Outcome::Success => tracing::debug!(run = %id, task = %task.name, ms = elapsed_ms, "end - success"),
+            o => tracing::info!(run = %id, task = %task.name, outcome = ?o, ms = elapsed_ms, "end"),
+        }
+        let finish = Finish { id: id.clone(), lease: row.lease, outcome, retry_after };
+        // Its group's room frees now, so the commit recording this end may fill it.
+        self.inner.shares.release(&id);
+        let result = self.record_finish(finish, slot).await;
+        {
+            // Only this execution's entry: a retry with no wait may already be running again
+            // under the same id (the finisher can claim it in the commit that re-queued it).
+            let mut running = self.inner.running.lock().unwrap();
+            if running.get(&id).is_some_and(|r| Arc::ptr_eq(&r.reason, &reason)) {
+                running.remove(&id);
+            }
+        }
+        match result {
+            Ok(run) => {
+                tracing::Span::current().record("state", run.state.as_str());
+                Some(run)
+            }
+            Err(e) => {
+                tracing::error!(run = %id, error = %e, "could not record the end of a run");
+                None
+            }
+        }
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let p = e.into_panic();
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
