@@ -281,8 +281,42 @@ async fn status_and_queue_routes_report_and_clear_queued_runs(db: Db) {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
+/// `POST /tasks/{name}/batch`: one run per params in the list, queued together in order,
+/// or none at all when one params is refused (named by its index).
+async fn batch_route_queues_every_run_or_none(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let host = api_host(&dir).await;
+    let http = client();
+    let post = |path: &str| http.post(url(&host, path));
+    let list: Vec<Value> = (0..300).map(|i| json!({"a": i, "b": 1})).collect();
+    let r = post("/tasks/add/batch?priority=low").json(&list).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let runs: Vec<TaskRun> = r.json().await.unwrap();
+    assert_eq!(runs.len(), 300);
+    assert!(runs.iter().enumerate().all(|(i, r)| r.params["a"] == i && r.state == TaskState::Queued && r.priority == Priority::Low));
+    let (_, stored) = get_json(&http, url(&host, &format!("/task-runs/{}", runs[299].id))).await;
+    assert_eq!(serde_json::from_value::<TaskRun>(stored).unwrap(), runs[299]);
+    let counts = json!({"high": 0, "medium": 0, "low": 300});
+    assert_eq!(queue_counts(&http, &host).await, counts);
+    let mut bad = list.clone();
+    bad[7] = json!({"a": "seven", "b": 1});
+    let too_many: Vec<Value> = (0..=fluid_host::scheduler::MAX_BATCH).map(|_| json!({"a": 1, "b": 1})).collect();
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (post("/tasks/add/batch").json(&bad), 422, "[7]"),
+        (post("/tasks/add/batch").json(&too_many), 422, "over the limit"),
+        (post("/tasks/add/batch").json(&json!({"a": 1, "b": 2})), 422, "list"),
+        (post("/tasks/missing/batch").json(&list), 404, "missing"),
+    ];
+    for (req, code, needle) in cases {
+        assert_error(req.send().await.unwrap(), code, needle).await;
+        assert_eq!(queue_counts(&http, &host).await, counts, "a refused batch stored runs (expected {code})");
+    }
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
 crate::backend_tests!(
     task_routes_describe_filter_and_toggle_tasks,
+    batch_route_queues_every_run_or_none,
     queue_route_stores_valid_runs_and_nothing_for_bad_requests,
     status_and_queue_routes_report_and_clear_queued_runs,
 );

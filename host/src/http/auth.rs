@@ -197,7 +197,7 @@ pub fn needed(method: &Method, path: &str, query: &str, metrics_open: bool) -> O
         return Some(Role::Read);
     }
     let operate = match (method.as_str(), segments.as_slice()) {
-        ("POST" | "PATCH", ["tasks", _]) => true,
+        ("POST" | "PATCH", ["tasks", _]) | ("POST", ["tasks", _, "batch"]) => true,
         ("POST", ["task-runs", _, "cancel"]) => true,
         // Skipping the events a quarantined plugin holds drops them for good: admin's.
         ("POST", ["plugins", _, "enable"]) => !super::parse_query(Some(query)).iter().any(|(k, v)| k == "skip_events" && v != "false"),
@@ -343,6 +343,7 @@ mod tests {
         assert_eq!(r(Method::GET, "/ui/app.js"), None);
         assert_eq!(r(Method::POST, "/tasks/add"), Some(Role::Operate));
         assert_eq!(r(Method::PATCH, "/tasks/add"), Some(Role::Operate));
+        assert_eq!(r(Method::POST, "/tasks/add/batch"), Some(Role::Operate));
         assert_eq!(r(Method::POST, "/task-runs/abc/cancel"), Some(Role::Operate));
         assert_eq!(r(Method::POST, "/plugins/db/enable"), Some(Role::Operate));
         assert_eq!(r(Method::POST, "/plugins/x/routes/hook"), Some(Role::Operate), "a plugin's route");

@@ -243,6 +243,17 @@ fn build(st: &AppState) -> Value {
             Some(schema) => (json!({"anyOf": [schema, {"type": "null"}]}), false),
             None => (json!({"type": ["object", "null"], "description": "any object; none is {}"}), false),
         };
+        let batch = json!({"type": "array", "maxItems": crate::scheduler::MAX_BATCH, "items": schema.clone(),
+            "description": "params, one per run"});
+        paths[&format!("/tasks/{}/batch", task.name)] = json!({
+            "post": Op::new(format!("Queue runs of {}, one per params, in one transaction (all or none)", task.name))
+                .param(priority_query())
+                .body(batch, true)
+                .ok("201", json!({"type": "array", "items": schema_ref("TaskRun")}))
+                .err("422", "params that do not fit (the first, by its index), too many runs, an unknown query parameter or a bad priority")
+                .db()
+                .build(),
+        });
         paths[&format!("/tasks/{}", task.name)] = json!({
             "get": get_task().build(),
             "patch": patch_task().build(),

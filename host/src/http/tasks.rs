@@ -6,7 +6,7 @@ use crate::store::tasks::TaskStatus;
 use crate::time::{now_us, to_datetime};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router, body::Bytes};
 use serde_json::{Value, json};
 
@@ -14,6 +14,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tasks", get(list))
         .route("/tasks/{name}", get(one).patch(patch).post(queue))
+        .route("/tasks/{name}/batch", post(queue_batch))
         .route("/tasks-status", get(status))
         .route("/tasks-queue", delete(clear_all))
         .route("/tasks-queue/{priority}", delete(clear_one))
@@ -95,15 +96,10 @@ async fn patch(State(st): State<AppState>, Path(name): Path<String>, body: Resul
     Ok(Json(task_info(&task, statuses.get(&name))))
 }
 
-async fn queue(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    find(&st, &name)?;
+/// `?priority=` and nothing else: the options of a queued run.
+fn queue_options(q: Option<&str>) -> Result<QueueOptions, ApiError> {
     let mut opts = QueueOptions::default();
-    for (k, v) in parse_query(q.as_deref()) {
+    for (k, v) in parse_query(q) {
         match k.as_str() {
             "priority" => {
                 opts.priority = Some(
@@ -114,9 +110,38 @@ async fn queue(
             other => return Err(ApiError::unprocessable(format!("unknown query parameter {other:?} (params go in the body)"))),
         }
     }
+    Ok(opts)
+}
+
+async fn queue(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    find(&st, &name)?;
+    let opts = queue_options(q.as_deref())?;
     let params = json_body(&body?)?;
     let run = st.scheduler.queue(&name, params, opts).await?;
     Ok((axum::http::StatusCode::CREATED, Json(serde_json::to_value(run).unwrap_or_default())))
+}
+
+/// `POST /tasks/{name}/batch`: the body is a list of params; one run each, queued in one
+/// transaction (all or none), answered in order.
+async fn queue_batch(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    find(&st, &name)?;
+    let opts = queue_options(q.as_deref())?;
+    let list = match json_body(&body?)? {
+        Value::Array(list) => list,
+        _ => return Err(ApiError::unprocessable("the body must be a JSON list of params, one per run")),
+    };
+    let runs = st.scheduler.queue_many(&name, list, opts).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(serde_json::to_value(runs).unwrap_or_default())))
 }
 
 fn queues_json(counts: &std::collections::BTreeMap<Priority, u64>) -> Value {

@@ -153,6 +153,9 @@ struct Inner {
     metrics: Arc<Metrics>,
 }
 
+/// Most runs one `queue_many` queues: one transaction, and one answer, of bounded size.
+pub const MAX_BATCH: usize = 1000;
+
 /// Handle to the scheduler; cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -369,6 +372,37 @@ impl Scheduler {
             drop(publish);
             self.inner.wake.notify_one();
             Ok(run)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Queues one run of `task` per params, in one transaction: all of them, or none when
+    /// any params are refused (the error names the first, by its index). At most
+    /// [`MAX_BATCH`] at once.
+    pub async fn queue_many(&self, task: &str, params: Vec<Value>, opts: QueueOptions) -> Result<Vec<TaskRun>, QueueError> {
+        if params.len() > MAX_BATCH {
+            let message = format!("{} runs in one batch, over the limit of {MAX_BATCH}", params.len());
+            return Err(QueueError::InvalidParams { task: task.into(), message });
+        }
+        let mut runs = Vec::with_capacity(params.len());
+        for (i, p) in params.into_iter().enumerate() {
+            runs.push(self.new_run(task, p, &opts).map_err(|e| match e {
+                QueueError::InvalidParams { task, message } => QueueError::InvalidParams { task, message: format!("[{i}]: {message}") },
+                other => other,
+            })?);
+        }
+        if runs.is_empty() {
+            return Ok(runs);
+        }
+        let span = tracing::debug_span!("fluid.queue_many", task = %task, runs = runs.len());
+        async move {
+            let publish = self.inner.publish.read().await;
+            self.inner.store.insert_runs(&runs).await?;
+            self.committed(runs.iter().cloned());
+            drop(publish);
+            self.inner.wake.notify_one();
+            Ok(runs)
         }
         .instrument(span)
         .await
