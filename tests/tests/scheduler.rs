@@ -795,8 +795,51 @@ async fn a_retry_started_at_once_can_still_be_cancelled(db: Db) {
     host.shutdown(Duration::ZERO).await;
 }
 
+/// Inserts of runs, as the store counts them (`fluid_store_operation_duration_seconds`).
+fn insert_commits(s: &fluid_host::scheduler::Scheduler) -> u64 {
+    let text = s.metrics().encode();
+    let line = text.lines().find_map(|l| l.strip_prefix("fluid_store_operation_duration_seconds_count{op=\"insert_runs\"} "));
+    line.and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Runs queued one at a time but together share commits (group commit): every caller gets
+/// its own run back, every run is stored and broadcast once, in fewer commits than runs.
+async fn runs_queued_at_once_share_commits_and_each_caller_gets_its_run(db: Db) {
+    let dir = TestEnv::new(db).await;
+    let mut cfg = dir.config();
+    cfg.scheduler.consume = false;
+    let host = start(cfg, vec![ok_task("ok")]).await;
+    let s = host.scheduler.clone();
+    let mut rx = s.subscribe();
+    let before = insert_commits(&s);
+    let n = 400;
+    let mut callers = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let s = s.clone();
+        callers.spawn(async move { (i, s.queue("ok", json!({ "i": i }), Default::default()).await) });
+    }
+    let mut ids = std::collections::HashSet::new();
+    while let Some(done) = callers.join_next().await {
+        let (i, run) = done.unwrap();
+        let run = run.unwrap();
+        assert_eq!(run.params["i"], i, "each caller gets its own run");
+        assert_eq!(s.get_run(&run.id).await.unwrap().unwrap().state, TaskState::Queued);
+        ids.insert(run.id);
+    }
+    assert_eq!(ids.len(), n);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n {
+        let run = tokio::time::timeout(WAIT, rx.recv()).await.expect("every run is broadcast").unwrap();
+        assert!(ids.contains(&run.id) && seen.insert(run.id), "broadcast once, only the runs queued");
+    }
+    let commits = insert_commits(&s) - before;
+    assert!(commits < n as u64, "{commits} commits for {n} runs queued at once");
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
 crate::backend_tests!(
     a_retry_started_at_once_can_still_be_cancelled,
+    runs_queued_at_once_share_commits_and_each_caller_gets_its_run,
     feed_pruning_keeps_every_unconsumed_event,
     late_host_cannot_overwrite_a_rescued_run,
     runs_go_queued_running_then_success_or_failure_with_error,

@@ -8,6 +8,7 @@ mod completer;
 mod executor;
 mod heartbeat;
 mod producer;
+mod queuer;
 mod schedules;
 
 use super::context::{PluginDirectory, TaskContext};
@@ -141,6 +142,8 @@ struct Inner {
     /// The claim loop, joined at shutdown before waiting for executions.
     claimer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     finisher: OnceLock<mpsc::Sender<FinishRequest>>,
+    /// Runs queued one at a time, written together when they arrive together (`queuer`).
+    queuer: OnceLock<mpsc::Sender<queuer::QueueRequest>>,
     changes: broadcast::Sender<TaskRun>,
     /// Keeps the broadcast of each run's changes in commit order. A commit is broadcast
     /// just after it, so a claim committed in between could overtake it (a subscriber
@@ -183,6 +186,7 @@ impl Scheduler {
                 background: TaskTracker::new(),
                 claimer: Mutex::default(),
                 finisher: OnceLock::new(),
+                queuer: OnceLock::new(),
                 changes: broadcast::channel(16_384).0,
                 publish: tokio::sync::RwLock::new(()),
                 feed: watch::channel(0).0,
@@ -366,11 +370,14 @@ impl Scheduler {
         let run = self.new_run(task, params, &opts)?;
         let span = tracing::debug_span!("fluid.queue", run_id = %run.id, task = %run.task);
         async move {
-            let publish = self.inner.publish.read().await;
-            self.inner.store.insert_runs(std::slice::from_ref(&run)).await?;
-            self.committed([run.clone()]);
-            drop(publish);
-            self.inner.wake.notify_one();
+            let (reply, answer) = oneshot::channel();
+            match self.queuer().send((run.clone(), reply)).await {
+                Ok(()) => {
+                    answer.await.map_err(|_| StoreError::Other(anyhow::anyhow!("the scheduler stopped before the run was queued")))??
+                }
+                // The queuer has ended (after shutdown): write it here.
+                Err(_) => self.insert_now(std::slice::from_ref(&run)).await?,
+            }
             Ok(run)
         }
         .instrument(span)
@@ -397,11 +404,7 @@ impl Scheduler {
         }
         let span = tracing::debug_span!("fluid.queue_many", task = %task, runs = runs.len());
         async move {
-            let publish = self.inner.publish.read().await;
-            self.inner.store.insert_runs(&runs).await?;
-            self.committed(runs.iter().cloned());
-            drop(publish);
-            self.inner.wake.notify_one();
+            self.insert_now(&runs).await?;
             Ok(runs)
         }
         .instrument(span)
