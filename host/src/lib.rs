@@ -85,8 +85,8 @@ mod layers {
     }
 
     #[test]
-    fn plugins_know_no_http() {
-        refuse("plugins", &["crate::http", "axum"]);
+    fn plugins_know_no_http_and_write_no_sql() {
+        refuse("plugins", &["crate::http", "axum", "sqlx", "crate::store::query", "query_built"]);
     }
 
     #[test]

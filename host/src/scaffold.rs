@@ -85,7 +85,7 @@ mod c {
 pub fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result<PathBuf> {
     // The host's own rule for a plugin name (the file name).
     anyhow::ensure!(
-        crate::plugins::storage::check_ident("plugin name", name, 24).is_ok(),
+        crate::store::plugin_tables::check_ident("plugin name", name, 24).is_ok(),
         "{name:?} is not a valid name: [a-z][a-z0-9_]*, at most 24 characters (the .wasm file is named after it), e.g. {}",
         crate::plugins::loader::valid_name(name)
     );

@@ -453,13 +453,14 @@ async fn only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_rene
 /// equal and null-versioned copies are skipped (not errors, not counted), new keys are
 /// inserted, and a version column outside the columns given or inside the key is refused.
 async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
-    use fluid_host::plugins::bindings::storage_if::{Column, ColumnType, Query, StorageError as SE, TableDef, Value as V};
     use fluid_host::plugins::config::Limits;
-    use fluid_host::plugins::storage::PluginStorage;
+    use fluid_host::store::plugin_tables::{
+        Column, ColumnType, PluginStorage, Query, StorageError as SE, TableDef, TableLimits, Value as V,
+    };
     let env = TestEnv::new(db).await;
     let store = Store::connect(&env.url()).await.expect("store opens");
     let storage = PluginStorage::new(store.plugin_store().await.unwrap()).await.unwrap();
-    let limits = Limits::default();
+    let limits = TableLimits::from(&Limits::default());
     let col = |name: &str, kind| Column { name: name.into(), kind, nullable: name == "v" };
     let def = TableDef {
         name: "docs".into(),
@@ -504,7 +505,7 @@ async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
     let expect = [("a", "a5"), ("b", "b6"), ("c", "c1"), ("n", "n-null")];
     assert_eq!(stored, expect.map(|(a, b)| (a.to_string(), b.to_string())));
     // A read that would pass max_read_mib is refused while it is read, before it is held.
-    let tiny = Limits { max_read_mib: 0, ..Limits::default() };
+    let tiny = TableLimits { max_read_mib: 0, ..limits };
     let refused = storage.select("p", "docs", q, &tiny).await;
     assert!(matches!(&refused, Err(SE::InvalidValue(m)) if m.contains("max_read_mib")), "{refused:?}");
 

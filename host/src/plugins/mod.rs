@@ -15,8 +15,10 @@
 //!   fresh one.
 //! - [`supervisor`]: counters, failures in a window, quarantine.
 //! - [`dispatch`]: delivers the change feed to each plugin from its checkpoint.
-//! - [`storage`]: the `storage` import on sqlx, each plugin in its own namespace, with quotas.
-//! - [`quota`]: storage quotas: tables, rows, bytes.
+//! - [`storage`]: the `storage` import, each plugin in its own namespace: its calls on the
+//!   store's plugin tables (`store::plugin_tables`, which owns their SQL and quotas), and
+//!   the conversions between the interface's types and the store's.
+//! - [`route_roles`]: the `route-roles` import: the API role each route of a plugin needs.
 //! - [`host_api`]: the `host` import: log, get-plugin, tasks, queueing.
 //! - [`inspect`]: checking plugin files without running them (the CLI).
 //! - [`routes`]: HTTP routes declared by plugins.
@@ -38,7 +40,6 @@ pub mod inspect;
 pub mod limits;
 pub mod loader;
 pub mod params_schema;
-pub mod quota;
 pub mod route_roles;
 pub mod routes;
 pub mod runtime;

@@ -22,6 +22,7 @@ pub mod locks;
 pub mod notify;
 pub mod pg_cycle;
 pub mod plugin_file;
+pub mod plugin_tables;
 pub mod runs;
 pub mod schedules;
 pub mod schema;

@@ -12,8 +12,7 @@
 //! host measures when its own bound nears the limit, so the quota can be overshot by what
 //! the others wrote since.
 
-use super::bindings::storage_if::StorageError;
-use super::config::Limits;
+use super::{StorageError, TableLimits};
 use crate::store::Backend;
 use crate::store::{Db, query, query_built};
 use std::collections::HashMap;
@@ -27,7 +26,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    pub fn over(&self, limits: &Limits) -> Option<String> {
+    pub fn over(&self, limits: &TableLimits) -> Option<String> {
         if self.rows > limits.max_rows {
             return Some(format!("{} rows, over the quota of {} (max_rows)", self.rows, limits.max_rows));
         }
@@ -65,7 +64,7 @@ pub fn exceeded(msg: String) -> StorageError {
 }
 
 /// Refuses a new table when the plugin already has `max_tables`.
-pub async fn check_new_table(conn: &mut Db, plugin: &str, limits: &Limits) -> Result<(), StorageError> {
+pub async fn check_new_table(conn: &mut Db, plugin: &str, limits: &TableLimits) -> Result<(), StorageError> {
     let row = query("SELECT COUNT(*) AS n FROM fluid_plugin_tables WHERE plugin = $1")
         .bind(plugin)
         .fetch_one(&mut *conn)
@@ -112,4 +111,4 @@ pub async fn measure(conn: &mut Db, backend: Backend, plugin: &str, limit: Optio
     Ok(total)
 }
 
-use super::storage::backend_err;
+use super::backend_err;

@@ -1,0 +1,734 @@
+//! Plugin tables: what the plugins' `storage` import does, in SQL. Structured CRUD on the
+//! host's database, each plugin in its own namespace (on SQLite, in a file of their own:
+//! see `crate::store::plugin_file`). The plugins reach it through `plugins::storage`,
+//! which converts the interface's types to this module's (`types`).
+//!
+//! A plugin's table `t` is the physical table `p_{len}_{plugin}_{t}`: the length prefix
+//! makes the mapping one-to-one, so no pair of plugin and table names can reach another
+//! plugin's table, and no name can reach the host's `fluid_*` tables. Names are checked
+//! against `[a-z][a-z0-9_]*` (24 characters for tables, 48 for columns) and always quoted;
+//! values are bound parameters, converted to the column's declared type. Table schemas are
+//! kept in `fluid_plugin_tables`, so a plugin reloaded later finds its tables again.
+//! Quotas (tables, rows, bytes) are enforced as `quota` describes.
+
+mod quota;
+mod types;
+
+use crate::store::db::Arg as Bound;
+use crate::store::{Backend, Db, Store};
+use crate::store::{Row, query, query_built};
+use quota::{Bounds, Usage};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+pub use types::{Column, ColumnType, Filter, FilterOp, OrderBy, Query, StorageError, TableDef, TableLimits, Value};
+
+/// Rows a single `select` may return.
+pub const MAX_SELECT_ROWS: u32 = 10_000;
+/// Filters of one query (each is a condition and its values in the statement).
+pub const MAX_FILTERS: usize = 64;
+/// Order-by columns of one query (a keyset cursor's condition grows with their square).
+pub const MAX_ORDER: usize = 8;
+/// Rows of one upsert (one transaction, which holds the plugins' writer on SQLite).
+pub const MAX_UPSERT_ROWS: usize = 10_000;
+/// Bytes of one `json-contains` object.
+pub const MAX_JSON_CONTAINS: usize = 64 * 1024;
+/// Columns asked for in one query (a table has at most as many; more are repeats).
+pub const MAX_COLUMNS: usize = 64;
+/// Rows per INSERT statement inside one upsert.
+const UPSERT_CHUNK: usize = 200;
+/// Most indexes one table may have, from all its definitions together (each one slows
+/// every write to the table and takes space the quota does not see).
+pub const MAX_INDEXES: usize = 16;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Col {
+    name: String,
+    kind: String,
+    nullable: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Meta {
+    physical: String,
+    columns: Vec<Col>,
+    primary_key: Vec<String>,
+}
+
+impl Meta {
+    fn col(&self, name: &str) -> Result<&Col, StorageError> {
+        self.columns.iter().find(|c| c.name == name).ok_or_else(|| StorageError::InvalidName(format!("table has no column {name:?}")))
+    }
+}
+
+/// Shared by all plugins; caches table schemas.
+#[derive(Clone)]
+pub struct PluginStorage {
+    store: Store,
+    meta: Arc<Mutex<HashMap<(String, String), Meta>>>,
+    bounds: Bounds,
+}
+
+fn kind_name(k: ColumnType) -> &'static str {
+    match k {
+        ColumnType::Int => "int",
+        ColumnType::Float => "float",
+        ColumnType::Text => "text",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Json => "json",
+    }
+}
+
+/// Checks an identifier: `[a-z][a-z0-9_]*`, at most `max` characters.
+pub fn check_ident(what: &str, s: &str, max: usize) -> Result<(), StorageError> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidName(format!("{what} {s:?} must match [a-z][a-z0-9_]* and have at most {max} characters")))
+    }
+}
+
+fn physical(plugin: &str, table: &str) -> String {
+    format!("p_{}_{}_{}", plugin.len(), plugin, table)
+}
+
+/// How a `backend` error starts when the database, not the plugin, is the cause (busy
+/// with another plugin's statement, or unreachable): a delivery failing for it is retried
+/// without counting against the plugin.
+pub(crate) const NOT_ITS_FAULT: [&str; 2] = ["the database is busy", "the database is unreachable"];
+
+/// Whether `e` is a `backend` error the plugin did not cause (see [`NOT_ITS_FAULT`]).
+pub(crate) fn not_its_fault(e: &StorageError) -> bool {
+    matches!(e, StorageError::Backend(m) if NOT_ITS_FAULT.iter().any(|p| m.starts_with(p)))
+}
+
+/// The database's error, logged in full on the host; the plugin gets a kind, never the
+/// text (it would echo SQL, physical table names, other plugins' names).
+pub(crate) fn backend_err(e: sqlx::Error) -> StorageError {
+    tracing::warn!(error = %e, "plugin storage query failed");
+    let kind = match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => "the database is unreachable or busy",
+        sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy") => "the database is busy",
+        sqlx::Error::Database(d) if d.message().contains("full") => "the database is full",
+        // SQLite: interrupted by the progress handler; PostgreSQL: query_canceled.
+        sqlx::Error::Database(d) if d.message().contains("interrupt") || d.code().as_deref() == Some("57014") => {
+            "the statement took longer than its limit (statement_timeout_ms)"
+        }
+        _ => "the database failed",
+    };
+    StorageError::Backend(format!("{kind}; the call may be retried (the host's log has the details)"))
+}
+
+/// FNV-1a: a short, stable name for an index's column list.
+fn fnv32(s: &str) -> u32 {
+    s.bytes().fold(0x811c9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x01000193))
+}
+
+fn quote(c: &str) -> String {
+    format!("\"{c}\"")
+}
+
+impl PluginStorage {
+    /// `store` holds the plugins' tables and their schemas (`fluid_plugin_tables`): the
+    /// queue's [`Store::plugin_store`].
+    pub async fn new(store: Store) -> anyhow::Result<PluginStorage> {
+        Ok(PluginStorage { store, meta: Arc::default(), bounds: Bounds::default() })
+    }
+
+    /// Closes the plugins' SQLite file (on PostgreSQL it is the queue's, closed by the host).
+    pub async fn close(&self) {
+        if self.backend() == Backend::Sqlite {
+            self.store.close().await;
+        }
+    }
+
+    /// The plugins' writer, waited for at most `statement_timeout_ms`: one plugin holding
+    /// it (within its own limit) must not make another's call run out of time waiting.
+    async fn writer(&self, limits: &TableLimits) -> Result<Db, StorageError> {
+        match tokio::time::timeout(limits.statement_timeout(), self.store.write_tx()).await {
+            Ok(tx) => tx.map_err(backend_err),
+            Err(_) => Err(StorageError::Backend(
+                "the database is busy with other plugins' statements (statement_timeout_ms passed waiting); the call may be retried".into(),
+            )),
+        }
+    }
+
+    fn backend(&self) -> Backend {
+        self.store.backend
+    }
+
+    async fn meta(&self, plugin: &str, table: &str) -> Result<Meta, StorageError> {
+        check_ident("table", table, 24)?;
+        if let Some(m) = self.meta.lock().unwrap().get(&(plugin.to_string(), table.to_string())) {
+            return Ok(m.clone());
+        }
+        let row = query("SELECT physical, columns, primary_key FROM fluid_plugin_tables WHERE plugin = $1 AND name = $2")
+            .bind(plugin)
+            .bind(table)
+            .fetch_optional(&mut self.store.read().await.map_err(backend_err)?)
+            .await
+            .map_err(backend_err)?
+            .ok_or_else(|| StorageError::NoSuchTable(format!("table {table:?} does not exist: create it with ensure-table")))?;
+        let columns: String = row.try_get("columns").map_err(backend_err)?;
+        let pk: String = row.try_get("primary_key").map_err(backend_err)?;
+        let meta = Meta {
+            physical: row.try_get("physical").map_err(backend_err)?,
+            columns: serde_json::from_str(&columns).map_err(|e| StorageError::Backend(e.to_string()))?,
+            primary_key: serde_json::from_str(&pk).map_err(|e| StorageError::Backend(e.to_string()))?,
+        };
+        self.meta.lock().unwrap().insert((plugin.to_string(), table.to_string()), meta.clone());
+        Ok(meta)
+    }
+
+    pub async fn ensure_table(&self, plugin: &str, def: TableDef, limits: &TableLimits) -> Result<(), StorageError> {
+        check_ident("table", &def.name, 24)?;
+        if def.columns.is_empty() || def.columns.len() > 64 {
+            return Err(StorageError::InvalidValue("a table needs 1 to 64 columns".into()));
+        }
+        let mut columns = Vec::new();
+        for c in &def.columns {
+            check_ident("column", &c.name, 48)?;
+            if columns.iter().any(|x: &Col| x.name == c.name) {
+                return Err(StorageError::InvalidName(format!("column {:?} appears twice", c.name)));
+            }
+            columns.push(Col { name: c.name.clone(), kind: kind_name(c.kind).into(), nullable: c.nullable });
+        }
+        if def.primary_key.is_empty() {
+            return Err(StorageError::InvalidValue("a table needs a primary key".into()));
+        }
+        if def.indexes.len() > MAX_INDEXES {
+            return Err(StorageError::InvalidValue(format!("at most {MAX_INDEXES} indexes")));
+        }
+        if def.primary_key.len() > 8 || def.indexes.iter().any(|i| i.is_empty() || i.len() > 8) {
+            return Err(StorageError::InvalidValue("a primary key or an index has 1 to 8 columns".into()));
+        }
+        for k in def.primary_key.iter().chain(def.indexes.iter().flatten()) {
+            if !columns.iter().any(|c| &c.name == k) {
+                return Err(StorageError::InvalidName(format!("key or index column {k:?} is not a column")));
+            }
+        }
+        let exists = match self.meta(plugin, &def.name).await {
+            Ok(existing) => {
+                if existing.columns != columns || existing.primary_key != def.primary_key {
+                    return Err(StorageError::SchemaMismatch(format!("table {:?} exists with other columns or key", def.name)));
+                }
+                true
+            }
+            Err(StorageError::NoSuchTable(_)) => false,
+            Err(e) => return Err(e),
+        };
+        let phys = physical(plugin, &def.name);
+        let col_sql: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{} {}{}", quote(&c.name), self.sql_type(&c.kind), if c.nullable { "" } else { " NOT NULL" }))
+            .collect();
+        let pk: Vec<String> = def.primary_key.iter().map(|k| quote(k)).collect();
+        let mut tx = self.writer(limits).await?;
+        // The whole transaction, not each index, within the limit: it holds the writer.
+        let until = std::time::Instant::now() + limits.statement_timeout();
+        let left = || until.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
+        if self.backend() == Backend::Postgres {
+            query(crate::store::locks::PLUGIN_TABLES).execute(&mut tx).await.map_err(backend_err)?;
+        }
+        if !exists {
+            quota::check_new_table(&mut tx, plugin, limits).await?;
+        }
+        let create = format!("CREATE TABLE IF NOT EXISTS {phys} ({}, PRIMARY KEY ({}))", col_sql.join(", "), pk.join(", "));
+        query_built(create).time_limit(left()).execute(&mut tx).await.map_err(backend_err)?;
+        // Named after its columns: a plugin that changes an index gets the new one (the
+        // old one stays), not the old one kept under a reused name. So the indexes a table
+        // has, from every definition so far, are counted against the bound.
+        let prefix = format!("{phys}_i");
+        let list = match self.backend() {
+            Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1",
+            Backend::Postgres => "SELECT indexname::text AS name FROM pg_indexes WHERE tablename = $1",
+        };
+        let mut have: Vec<String> = Vec::new();
+        for r in query(list).bind(&phys).time_limit(left()).fetch_all(&mut tx).await.map_err(backend_err)? {
+            let name: String = r.try_get("name").map_err(backend_err)?;
+            if name.starts_with(&prefix) {
+                have.push(name);
+            }
+        }
+        let wanted: Vec<(String, &Vec<String>)> =
+            def.indexes.iter().map(|idx| (format!("{prefix}{:08x}", fnv32(&idx.join(","))), idx)).collect();
+        let new = wanted.iter().filter(|(n, _)| !have.contains(n)).count();
+        if have.len() + new > MAX_INDEXES {
+            return Err(StorageError::QuotaExceeded(format!(
+                "table {:?} would have {} indexes, over the limit of {MAX_INDEXES} (an index of an earlier definition stays)",
+                def.name,
+                have.len() + new
+            )));
+        }
+        for (name, idx) in &wanted {
+            let cols: Vec<String> = idx.iter().map(|c| quote(c)).collect();
+            let sql = format!("CREATE INDEX IF NOT EXISTS {name} ON {phys} ({})", cols.join(", "));
+            query_built(sql).time_limit(left()).execute(&mut tx).await.map_err(backend_err)?;
+        }
+        query(
+            "INSERT INTO fluid_plugin_tables (plugin, name, physical, columns, primary_key) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (plugin, name) DO NOTHING",
+        )
+        .bind(plugin)
+        .bind(&def.name)
+        .bind(&phys)
+        .bind(serde_json::to_string(&columns).unwrap_or_default())
+        .bind(serde_json::to_string(&def.primary_key).unwrap_or_default())
+        .execute(&mut tx)
+        .await
+        .map_err(backend_err)?;
+        tx.commit().await.map_err(backend_err)?;
+        self.meta
+            .lock()
+            .unwrap()
+            .insert((plugin.to_string(), def.name.clone()), Meta { physical: phys, columns, primary_key: def.primary_key.clone() });
+        Ok(())
+    }
+
+    fn sql_type(&self, kind: &str) -> &'static str {
+        match (self.backend(), kind) {
+            (Backend::Sqlite, "int" | "boolean") => "INTEGER",
+            (Backend::Sqlite, "float") => "REAL",
+            (Backend::Sqlite, _) => "TEXT",
+            (Backend::Postgres, "int") => "BIGINT",
+            (Backend::Postgres, "float") => "DOUBLE PRECISION",
+            (Backend::Postgres, "boolean") => "BOOLEAN",
+            (Backend::Postgres, "json") => "JSONB",
+            (Backend::Postgres, _) => "TEXT",
+        }
+    }
+
+    /// The placeholder for parameter `n` bound to a column of `kind`.
+    fn placeholder(&self, n: usize, kind: &str) -> String {
+        match (self.backend(), kind) {
+            (Backend::Postgres, "json") => format!("${n}::jsonb"),
+            _ => format!("${n}"),
+        }
+    }
+
+    /// The column as selected: JSON comes back as text on both backends.
+    fn select_expr(&self, c: &Col) -> String {
+        match (self.backend(), c.kind.as_str()) {
+            (Backend::Postgres, "json") => format!("{}::text", quote(&c.name)),
+            _ => quote(&c.name),
+        }
+    }
+
+    /// Current usage of `plugin`'s tables: the upper bound, measured first when unknown.
+    async fn usage_bound(&self, plugin: &str) -> Result<Usage, StorageError> {
+        if let Some(u) = self.bounds.get(plugin) {
+            return Ok(u);
+        }
+        let mut conn = self.store.read().await.map_err(backend_err)?;
+        let u = quota::measure(&mut conn, self.backend(), plugin, None).await?;
+        self.bounds.set(plugin, u);
+        Ok(u)
+    }
+
+    /// Inserts `rows`, or replaces the given columns of rows whose key exists; with
+    /// `version`, only where the given row's version is greater than the stored one
+    /// (`upsert-newer`).
+    pub async fn upsert(
+        &self,
+        plugin: &str,
+        table: &str,
+        columns: Vec<String>,
+        rows: Vec<Vec<Value>>,
+        version: Option<&str>,
+        limits: &TableLimits,
+    ) -> Result<u64, StorageError> {
+        if rows.len() > MAX_UPSERT_ROWS || columns.len() > MAX_COLUMNS {
+            return Err(StorageError::InvalidValue(format!(
+                "{} rows of {} columns: at most {MAX_UPSERT_ROWS} rows of {MAX_COLUMNS} columns per upsert",
+                rows.len(),
+                columns.len()
+            )));
+        }
+        let meta = self.meta(plugin, table).await?;
+        let cols: Vec<Col> = columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?;
+        if let Some(v) = version {
+            let kind = &meta.col(v)?.kind;
+            if !columns.iter().any(|c| c == v) {
+                return Err(StorageError::InvalidValue(format!("the version column {v:?} must be one of the columns given")));
+            }
+            if meta.primary_key.iter().any(|k| k == v) {
+                return Err(StorageError::InvalidValue(format!("the version column {v:?} cannot be part of the primary key")));
+            }
+            // Numbers only: text and JSON would compare by collation on PostgreSQL and by
+            // bytes on SQLite, and the two backends must agree on which copy is newer.
+            if !matches!(kind.as_str(), "int" | "float") {
+                return Err(StorageError::InvalidValue(format!("the version column {v:?} must be an int or float column")));
+            }
+        }
+        for k in &meta.primary_key {
+            if !columns.contains(k) {
+                return Err(StorageError::InvalidValue(format!("upsert must give every primary key column; {k:?} is missing")));
+            }
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].contains(c) {
+                return Err(StorageError::InvalidName(format!("column {c:?} given twice")));
+            }
+        }
+        let mut typed = Vec::with_capacity(rows.len());
+        for (i, row) in rows.into_iter().enumerate() {
+            if row.len() != cols.len() {
+                return Err(StorageError::InvalidValue(format!("row {i} has {} values for {} columns", row.len(), cols.len())));
+            }
+            let vals: Vec<Bound> = row.into_iter().zip(&cols).map(|(v, c)| bind_value(self.backend(), c, v)).collect::<Result<_, _>>()?;
+            typed.push(vals);
+        }
+        if typed.is_empty() {
+            return Ok(0);
+        }
+        let new_rows = typed.len() as u64;
+        let new_bytes: u64 = typed.iter().flatten().map(quota_bytes).sum();
+        let bound = self.usage_bound(plugin).await?;
+        let may_cross = Usage { rows: bound.rows + new_rows, bytes: bound.bytes + new_bytes }.over(limits).is_some();
+        let col_list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let pk: Vec<String> = meta.primary_key.iter().map(|c| quote(c)).collect();
+        let updates: Vec<String> =
+            columns.iter().filter(|c| !meta.primary_key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
+        // A version compares the row given (`excluded`) with the row stored; a comparison
+        // with a null is not true, so a null on either side keeps the stored row.
+        let newer = version.map_or(String::new(), |v| format!(" WHERE excluded.{0} > {1}.{0}", quote(v), meta.physical));
+        let on_conflict =
+            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}{newer}", updates.join(", ")) };
+        let mut tx = self.writer(limits).await?;
+        // The whole transaction, not each statement, within the limit: it holds the writer.
+        let until = std::time::Instant::now() + limits.statement_timeout();
+        let left = || until.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
+        // SQLite: one row per statement, the same text every time, so it is parsed once and
+        // cached (statements run inline, so many rows per text would only add parsing).
+        // PostgreSQL: many rows per statement, one round trip per chunk.
+        let per_statement = if self.backend() == Backend::Sqlite { 1 } else { UPSERT_CHUNK };
+        let statement = |rows: usize| {
+            let tuple = |row: usize| {
+                let ps: Vec<String> = cols.iter().enumerate().map(|(i, c)| self.placeholder(row * cols.len() + i + 1, &c.kind)).collect();
+                format!("({})", ps.join(", "))
+            };
+            let tuples: Vec<String> = (0..rows).map(tuple).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {on_conflict}",
+                meta.physical,
+                col_list.join(", "),
+                tuples.join(", "),
+                pk.join(", ")
+            )
+        };
+        // Every chunk but the last has the same size, so the same text.
+        let full_rows = per_statement.min(typed.len());
+        let full = statement(full_rows);
+        let mut written = 0;
+        let mut rows = typed.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Bound>> = rows.by_ref().take(per_statement).collect();
+            let mut q = query_built(if chunk.len() == full_rows { full.clone() } else { statement(chunk.len()) }).time_limit(left());
+            for v in chunk.into_iter().flatten() {
+                q.push(v);
+            }
+            written += q.execute(&mut tx).await.map_err(backend_err)?;
+        }
+        if may_cross {
+            let exact = quota::measure(&mut tx, self.backend(), plugin, Some(left())).await?;
+            if let Some(why) = exact.over(limits) {
+                tx.rollback().await.map_err(backend_err)?;
+                return Err(quota::exceeded(format!("upsert refused: the plugin's tables would hold {why}")));
+            }
+            tx.commit().await.map_err(backend_err)?;
+            self.bounds.set(plugin, exact);
+        } else {
+            tx.commit().await.map_err(backend_err)?;
+            self.bounds.add(plugin, new_rows, new_bytes);
+        }
+        Ok(written)
+    }
+
+    /// Builds `WHERE ...` for `filters` (and a keyset position), numbering parameters
+    /// from `*n + 1`.
+    fn where_sql(
+        &self,
+        meta: &Meta,
+        filters: Vec<Filter>,
+        after: Option<(&[OrderBy], Vec<Value>)>,
+        n: &mut usize,
+        binds: &mut Vec<Bound>,
+    ) -> Result<String, StorageError> {
+        if filters.len() > MAX_FILTERS {
+            return Err(StorageError::InvalidValue(format!("{} filters, over the limit of {MAX_FILTERS}", filters.len())));
+        }
+        let mut parts = Vec::new();
+        for f in filters {
+            let col = meta.col(&f.column)?.clone();
+            let c = quote(&col.name);
+            let cmp = |op: &str, v: Value, binds: &mut Vec<Bound>, n: &mut usize| -> Result<String, StorageError> {
+                if matches!(v, Value::Null) {
+                    return match op {
+                        "=" => Ok(format!("{c} IS NULL")),
+                        "<>" => Ok(format!("{c} IS NOT NULL")),
+                        _ => Err(StorageError::InvalidValue(format!("cannot compare {} with null using {op}", col.name))),
+                    };
+                }
+                binds.push(bind_value(self.backend(), &col, v)?);
+                *n += 1;
+                Ok(format!("{c} {op} {}", self.placeholder(*n, &col.kind)))
+            };
+            let part = match f.op {
+                FilterOp::Eq(v) => cmp("=", v, binds, n)?,
+                FilterOp::Ne(v) => cmp("<>", v, binds, n)?,
+                FilterOp::Lt(v) => cmp("<", v, binds, n)?,
+                FilterOp::Le(v) => cmp("<=", v, binds, n)?,
+                FilterOp::Gt(v) => cmp(">", v, binds, n)?,
+                FilterOp::Ge(v) => cmp(">=", v, binds, n)?,
+                FilterOp::OneOf(vs) => {
+                    if vs.is_empty() {
+                        "1 = 0".to_string()
+                    } else if vs.len() > 1000 {
+                        return Err(StorageError::InvalidValue("one-of takes at most 1000 values".into()));
+                    } else {
+                        let mut ps = Vec::new();
+                        for v in vs {
+                            if matches!(v, Value::Null) {
+                                return Err(StorageError::InvalidValue("one-of cannot hold null".into()));
+                            }
+                            binds.push(bind_value(self.backend(), &col, v)?);
+                            *n += 1;
+                            ps.push(self.placeholder(*n, &col.kind));
+                        }
+                        // One value as `=`: planners then use an index on (c, order...) in order.
+                        if ps.len() == 1 { format!("{c} = {}", ps[0]) } else { format!("{c} IN ({})", ps.join(", ")) }
+                    }
+                }
+                FilterOp::JsonContains(text) => self.json_contains(&col, &text, n, binds)?,
+            };
+            parts.push(part);
+        }
+        if let Some((order, values)) = after {
+            if values.len() != order.len() || order.is_empty() {
+                return Err(StorageError::InvalidValue("after must give one value per order column".into()));
+            }
+            let mut ors = Vec::new();
+            for i in 0..order.len() {
+                let mut ands = Vec::new();
+                for (j, o) in order.iter().enumerate().take(i + 1) {
+                    let col = meta.col(&o.column)?.clone();
+                    let op = if j < i {
+                        "="
+                    } else if o.descending {
+                        "<"
+                    } else {
+                        ">"
+                    };
+                    binds.push(bind_value(self.backend(), &col, values[j].clone())?);
+                    *n += 1;
+                    ands.push(format!("{} {op} {}", quote(&col.name), self.placeholder(*n, &col.kind)));
+                }
+                ors.push(format!("({})", ands.join(" AND ")));
+            }
+            parts.push(format!("({})", ors.join(" OR ")));
+        }
+        Ok(if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) })
+    }
+
+    fn json_contains(&self, col: &Col, text: &str, n: &mut usize, binds: &mut Vec<Bound>) -> Result<String, StorageError> {
+        if col.kind != "json" {
+            return Err(StorageError::InvalidValue(format!("json-contains needs a json column; {} is {}", col.name, col.kind)));
+        }
+        if text.len() > MAX_JSON_CONTAINS {
+            return Err(StorageError::InvalidValue(format!("json-contains takes at most {MAX_JSON_CONTAINS} bytes")));
+        }
+        let obj = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(StorageError::InvalidValue("json-contains takes a JSON object".into())),
+        };
+        if obj.len() > MAX_FILTERS {
+            return Err(StorageError::InvalidValue(format!("json-contains with {} keys, over the limit of {MAX_FILTERS}", obj.len())));
+        }
+        let c = quote(&col.name);
+        if self.backend() == Backend::Postgres {
+            binds.push(Bound::Text(Some(text.to_string())));
+            *n += 1;
+            return Ok(format!("{c} @> ${}::jsonb", *n));
+        }
+        if obj.is_empty() {
+            return Ok("1 = 1".into());
+        }
+        // SQLite: every key of the object must be present with an equal value.
+        let mut parts = Vec::new();
+        for (k, v) in obj {
+            if k.contains('"') || k.contains('\\') {
+                return Err(StorageError::InvalidValue(format!("json-contains key {k:?} may not hold quotes or backslashes")));
+            }
+            binds.push(Bound::Text(Some(format!("$.\"{k}\""))));
+            *n += 1;
+            let path = *n;
+            let part = match v {
+                serde_json::Value::Null => format!("json_type({c}, ${path}) = 'null'"),
+                serde_json::Value::Bool(b) => {
+                    format!("json_type({c}, ${path}) = '{}'", if b { "true" } else { "false" })
+                }
+                serde_json::Value::Number(num) => {
+                    binds.push(match num.as_i64() {
+                        Some(i) => Bound::Int(Some(i)),
+                        None => Bound::Real(num.as_f64()),
+                    });
+                    *n += 1;
+                    format!("json_extract({c}, ${path}) = ${}", *n)
+                }
+                serde_json::Value::String(s) => {
+                    binds.push(Bound::Text(Some(s)));
+                    *n += 1;
+                    format!("(json_type({c}, ${path}) = 'text' AND json_extract({c}, ${path}) = ${})", *n)
+                }
+                nested => {
+                    binds.push(Bound::Text(Some(nested.to_string())));
+                    *n += 1;
+                    format!("json_extract({c}, ${path}) = json(${})", *n)
+                }
+            };
+            parts.push(part);
+        }
+        Ok(format!("({})", parts.join(" AND ")))
+    }
+
+    pub async fn select(&self, plugin: &str, table: &str, q: Query, limits: &TableLimits) -> Result<Vec<Vec<Value>>, StorageError> {
+        if q.order.len() > MAX_ORDER {
+            return Err(StorageError::InvalidValue(format!("{} order-by columns, over the limit of {MAX_ORDER}", q.order.len())));
+        }
+        if q.columns.len() > MAX_COLUMNS {
+            return Err(StorageError::InvalidValue(format!("{} columns asked for, over the limit of {MAX_COLUMNS}", q.columns.len())));
+        }
+        let meta = self.meta(plugin, table).await?;
+        let cols: Vec<Col> = if q.columns.is_empty() {
+            meta.columns.clone()
+        } else {
+            q.columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?
+        };
+        let mut binds = Vec::new();
+        let mut n = 0;
+        let after = q.after.map(|a| (q.order.as_slice(), a));
+        let where_sql = self.where_sql(&meta, q.filters.clone(), after, &mut n, &mut binds)?;
+        let mut order = Vec::new();
+        for o in &q.order {
+            meta.col(&o.column)?;
+            order.push(format!("{} {}", quote(&o.column), if o.descending { "DESC" } else { "ASC" }));
+        }
+        let order_sql = if order.is_empty() { String::new() } else { format!(" ORDER BY {}", order.join(", ")) };
+        let limit = q.limit.unwrap_or(MAX_SELECT_ROWS).min(MAX_SELECT_ROWS);
+        let exprs: Vec<String> = cols.iter().map(|c| format!("{} AS {}", self.select_expr(c), quote(&c.name))).collect();
+        let sql = format!("SELECT {} FROM {}{where_sql}{order_sql} LIMIT {limit}", exprs.join(", "), meta.physical);
+        let mut query = query_built(sql).heavy().time_limit(limits.statement_timeout());
+        for b in &binds {
+            query.push(b.clone());
+        }
+        let max = limits.max_read_bytes();
+        let rows = query.fetch_all_within(&mut self.store.read().await.map_err(backend_err)?, max).await.map_err(backend_err)?.ok_or_else(
+            || {
+                StorageError::InvalidValue(format!(
+                    "the rows read would pass {max} bytes (max_read_mib): read fewer rows or columns at a time (limit, after)"
+                ))
+            },
+        )?;
+        rows.iter().map(|r| read_row(self.backend(), r, &cols)).collect()
+    }
+
+    pub async fn delete(&self, plugin: &str, table: &str, filters: Vec<Filter>, limits: &TableLimits) -> Result<u64, StorageError> {
+        let meta = self.meta(plugin, table).await?;
+        let (mut binds, mut n) = (Vec::new(), 0);
+        let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
+        let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical)).heavy().time_limit(limits.statement_timeout());
+        for b in &binds {
+            query.push(b.clone());
+        }
+        let mut tx = self.writer(limits).await?;
+        let n = query.execute(&mut tx).await.map_err(backend_err)?;
+        tx.commit().await.map_err(backend_err)?;
+        self.bounds.remove_rows(plugin, n);
+        Ok(n)
+    }
+
+    pub async fn count(&self, plugin: &str, table: &str, filters: Vec<Filter>, limits: &TableLimits) -> Result<u64, StorageError> {
+        let meta = self.meta(plugin, table).await?;
+        let (mut binds, mut n) = (Vec::new(), 0);
+        let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
+        let mut query =
+            query_built(format!("SELECT COUNT(*) AS n FROM {}{where_sql}", meta.physical)).heavy().time_limit(limits.statement_timeout());
+        for b in &binds {
+            query.push(b.clone());
+        }
+        let row = query.fetch_one(&mut self.store.read().await.map_err(backend_err)?).await.map_err(backend_err)?;
+        Ok(row.try_get::<i64, _>("n").map_err(backend_err)? as u64)
+    }
+}
+
+/// Bytes a bound value counts for in the storage quota.
+fn quota_bytes(b: &Bound) -> u64 {
+    match b {
+        Bound::Text(Some(s)) => s.len() as u64,
+        Bound::Text(None) | Bound::Int(None) | Bound::Real(None) | Bound::Bool(None) => 0,
+        _ => 8,
+    }
+}
+
+fn bind_value(backend: Backend, col: &Col, v: Value) -> Result<Bound, StorageError> {
+    let mismatch = |v: &Value| StorageError::InvalidValue(format!("column {} is {}; got {v:?}", col.name, col.kind));
+    let null = matches!(v, Value::Null);
+    if null && !col.nullable {
+        return Err(StorageError::InvalidValue(format!("column {} is not nullable", col.name)));
+    }
+    Ok(match col.kind.as_str() {
+        "int" => match v {
+            Value::Null => Bound::Int(None),
+            Value::Int(i) => Bound::Int(Some(i)),
+            other => return Err(mismatch(&other)),
+        },
+        "float" => match v {
+            Value::Null => Bound::Real(None),
+            Value::Float(f) => Bound::Real(Some(f)),
+            Value::Int(i) => Bound::Real(Some(i as f64)),
+            other => return Err(mismatch(&other)),
+        },
+        "text" => match v {
+            Value::Null => Bound::Text(None),
+            Value::Text(s) => Bound::Text(Some(s)),
+            other => return Err(mismatch(&other)),
+        },
+        "boolean" => match (v, backend) {
+            (Value::Null, Backend::Postgres) => Bound::Bool(None),
+            (Value::Null, Backend::Sqlite) => Bound::Int(None),
+            (Value::Boolean(b), Backend::Postgres) => Bound::Bool(Some(b)),
+            (Value::Boolean(b), Backend::Sqlite) => Bound::Int(Some(b as i64)),
+            (other, _) => return Err(mismatch(&other)),
+        },
+        _ => match v {
+            Value::Null => Bound::Text(None),
+            Value::Json(s) | Value::Text(s) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(&s)
+                    .map_err(|e| StorageError::InvalidValue(format!("column {}: not JSON: {e}", col.name)))?;
+                Bound::Text(Some(s))
+            }
+            other => return Err(mismatch(&other)),
+        },
+    })
+}
+
+fn read_row(backend: Backend, r: &Row, cols: &[Col]) -> Result<Vec<Value>, StorageError> {
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(match c.kind.as_str() {
+                "int" => r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Int),
+                "float" => r.try_get::<Option<f64>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Float),
+                "text" => r.try_get::<Option<String>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Text),
+                "boolean" if backend == Backend::Sqlite => {
+                    r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, |b| Value::Boolean(b != 0))
+                }
+                "boolean" => r.try_get::<Option<bool>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Boolean),
+                _ => r.try_get::<Option<String>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Json),
+            })
+        })
+        .collect()
+}
