@@ -39,9 +39,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::RunNotFound(id) => ApiError::not_found(format!("task run {id} not found")),
             StoreError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            // The database's own words go to the log, not to the client.
             StoreError::Db(e) => {
                 tracing::error!(error = %e, "database error");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}"))
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; retry later")
             }
             StoreError::Other(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
         }

@@ -235,8 +235,33 @@ pub enum StoreError {
     RunNotFound(String),
     #[error("run {id} is {state}: {why}")]
     Conflict { id: String, state: String, why: String },
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    #[error("the database failed: {0}")]
+    Db(DbError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// The database failed (unreachable, busy, full, a statement refused), in its own words:
+/// for the host's log. Callers know only that it failed, not which driver said so.
+#[derive(Debug, Clone)]
+pub struct DbError(String);
+
+impl DbError {
+    pub fn new(message: impl Into<String>) -> DbError {
+        DbError(message.into())
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Db(DbError(e.to_string()))
+    }
 }

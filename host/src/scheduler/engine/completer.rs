@@ -111,7 +111,7 @@ impl Scheduler {
                 Err(e) => {
                     let msg = e.to_string();
                     for (_, _, reply) in batch.drain(..) {
-                        let _ = reply.send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
+                        let _ = reply.send(Err(StoreError::Db(crate::store::DbError::new(msg.clone()))));
                     }
                 }
             }
