@@ -296,31 +296,64 @@ async fn time_gets(addr: std::net::SocketAddr, paths: &[String], rounds: usize) 
 /// Bulk-loads `n` history rows straight into the db plugin's table (loading a million
 /// runs through the scheduler would measure the scheduler, not the history read).
 async fn fill_history(store: &Store, n: usize) -> anyhow::Result<()> {
+    use crate::store::plugin_tables::{PluginStorage, TableLimits, Value as V};
+    // Through the plugins' storage, as the db plugin writes its table (which it made when
+    // it loaded); only the limits are the bench's, to hold a million rows.
+    let storage = PluginStorage::new(store.clone()).await?;
+    let limits = TableLimits {
+        max_tables: 64,
+        max_rows: u64::MAX,
+        max_storage_mib: u64::MAX >> 20,
+        max_read_mib: 64,
+        statement_timeout_ms: 600_000,
+    };
+    let columns: Vec<String> = [
+        "id",
+        "name",
+        "priority",
+        "state",
+        "queued",
+        "start",
+        "end",
+        "params",
+        "tags",
+        "error",
+        "retry_attempt",
+        "rate_limit_attempt",
+        "from_run_id",
+        "root_run_id",
+        "seq",
+    ]
+    .map(String::from)
+    .to_vec();
     let base = now_us() - n as i64 * 1000;
     let states = ["success", "success", "success", "failure", "aborted"];
-    let mut tx = store.write_tx().await?;
-    for chunk_start in (0..n).step_by(400) {
-        let end = (chunk_start + 400).min(n);
-        let mut sql = String::from(
-            "INSERT INTO p_2_db_fluid_tasks (\"id\", \"name\", \"priority\", \"state\", \"queued\", \"start\", \"end\", \"params\", \"tags\", \"error\", \"retry_attempt\", \"rate_limit_attempt\", \"from_run_id\", \"root_run_id\", \"seq\") VALUES ",
-        );
-        let json = if store.backend == Backend::Postgres { "::jsonb" } else { "" };
-        for i in chunk_start..end {
-            let q = base + i as i64 * 1000 / 3; // a third of a millisecond apart: equal times happen
-            let _ = write!(
-                sql,
-                "{}('{:032x}', 'task{}', 'medium', '{}', {q}, {q}, {}, '{{\"i\": {}}}'{json}, '[]'{json}, NULL, 0, 0, '', '', {i})",
-                if i > chunk_start { ", " } else { "" },
-                i,
-                i % 20,
-                states[i % states.len()],
-                q + 500,
-                i % 1000
-            );
-        }
-        crate::store::query_built(sql).execute(&mut tx).await?;
+    let text = |s: &str| V::Text(s.to_string());
+    for chunk_start in (0..n).step_by(10_000) {
+        let rows: Vec<Vec<V>> = (chunk_start..(chunk_start + 10_000).min(n))
+            .map(|i| {
+                let q = base + i as i64 * 1000 / 3; // a third of a millisecond apart: equal times happen
+                vec![
+                    V::Text(format!("{i:032x}")),
+                    V::Text(format!("task{}", i % 20)),
+                    text("medium"),
+                    text(states[i % states.len()]),
+                    V::Int(q),
+                    V::Int(q),
+                    V::Int(q + 500),
+                    V::Json(format!("{{\"i\": {}}}", i % 1000)),
+                    V::Json("[]".into()),
+                    V::Null,
+                    V::Int(0),
+                    V::Int(0),
+                    text(""),
+                    text(""),
+                    V::Int(i as i64),
+                ]
+            })
+            .collect();
+        storage.upsert("db", "fluid_tasks", columns.clone(), rows, None, &limits).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

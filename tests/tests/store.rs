@@ -595,6 +595,82 @@ async fn a_time_limit_stops_a_statement_and_ends_with_it(db: Db) {
     assert_eq!(count(&store).await, 0, "nothing of the stopped write stays");
 }
 
+/// What one scripted scenario of the scheduler cycle gives, runs named by their number:
+/// each step's snapshots as (run, state, error, retry attempts, rate-limit attempts).
+type Trace = Vec<(String, Vec<(usize, TaskState, Option<String>, u32, u32)>)>;
+
+/// One scenario of claims and finishes through `finish_and_claim`, the cycle every host
+/// runs: a task at its concurrency limit (with a rate-limit retry), a disabled task, a
+/// group of tasks with one worker left in its share, and finishes that succeed, fail for
+/// good, fail with a retry, and come with a stale lease.
+async fn cycle_trace(db: Db) -> Trace {
+    use fluid_host::RetryPolicy;
+    use fluid_host::store::runs::ShareRoom;
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.url()).await.expect("store opens");
+    let tasks = ["lim", "lim", "lim", "off", "grp", "grp", "free", "free"];
+    let runs: Vec<TaskRun> = tasks.iter().enumerate().map(|(n, t)| TaskRun { task: t.to_string(), ..queued_run(n) }).collect();
+    store.insert_runs(&runs).await.unwrap();
+    store.set_enabled("off", false).await.unwrap();
+    let minute = RetryPolicy::new(5).wait(Duration::from_secs(60));
+    let rules: BTreeMap<String, ClaimRules> = [
+        ("lim".to_string(), ClaimRules { max_concurrency: 1, rate_limit_retry: Some(minute.clone()), share: None }),
+        ("off".to_string(), ClaimRules::default()),
+        ("grp".to_string(), ClaimRules { share: Some(ShareRoom { group: "g".into(), room: 1 }), ..Default::default() }),
+        ("free".to_string(), ClaimRules::default()),
+    ]
+    .into();
+    let index = |id: &str| runs.iter().position(|r| r.id == id).unwrap_or(usize::MAX);
+    let snap = |r: &TaskRun| (index(&r.id), r.state, r.error.clone(), r.retry_attempt, r.rate_limit_attempt);
+    let mut trace: Trace = vec![];
+    let (_, first) = store.finish_and_claim(&[], "h", 8, &rules).await.unwrap();
+    let mut step: Vec<_> = first.changes().iter().map(snap).collect();
+    step.sort_by_key(|s| s.0);
+    trace.push(("first claim".into(), step));
+    let lease = |id: &str| first.started.iter().find(|r| r.run.id == id).map(|r| r.lease);
+    let finish = |n: usize, outcome: Outcome, retry: Option<Duration>, stale: bool| {
+        let id = runs[n].id.clone();
+        let lease = lease(&id).unwrap_or(1) + if stale { 1 } else { 0 };
+        Finish { id, lease, outcome, retry_after: retry }
+    };
+    let started: Vec<usize> = first.started.iter().map(|r| index(&r.run.id)).collect();
+    let mut finishes = vec![];
+    for (k, n) in started.iter().enumerate() {
+        finishes.push(match k % 4 {
+            0 => finish(*n, Outcome::Success, None, false),
+            1 => finish(*n, Outcome::Failure("for good".into()), None, false),
+            2 => finish(*n, Outcome::Failure("again".into()), Some(Duration::from_secs(60)), false),
+            _ => finish(*n, Outcome::Success, None, true),
+        });
+    }
+    let (results, second) = store.finish_and_claim(&finishes, "h", 8, &rules).await.unwrap();
+    for (f, r) in finishes.iter().zip(&results) {
+        let what = match r {
+            Ok(written) => written.iter().map(snap).collect(),
+            Err(StoreError::Conflict { state, .. }) => {
+                vec![(index(&f.id), TaskState::parse(state).unwrap(), Some("fenced out".into()), 0, 0)]
+            }
+            Err(e) => panic!("{e}"),
+        };
+        trace.push((format!("finish of run {}", index(&f.id)), what));
+    }
+    let mut step: Vec<_> = second.changes().iter().map(snap).collect();
+    step.sort_by_key(|s| s.0);
+    trace.push(("second claim".into(), step));
+    store.close().await;
+    trace
+}
+
+/// The cycle is one thing in two implementations: on SQLite it is Rust, on PostgreSQL a
+/// server-side function. The same scenario must give the same snapshots on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_and_postgresql_cycles_give_the_same_results() {
+    let sqlite = cycle_trace(Db::Sqlite).await;
+    let postgres = cycle_trace(Db::Postgres).await;
+    assert!(sqlite.len() >= 4 && sqlite[0].1.len() >= 4, "the scenario exercises the cycle: {sqlite:#?}");
+    assert_eq!(sqlite, postgres);
+}
+
 crate::backend_tests!(
     a_time_limit_stops_a_statement_and_ends_with_it,
     a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_feed,
