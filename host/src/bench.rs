@@ -160,6 +160,32 @@ struct Throughput {
     p99_ms: f64,
     /// Runs started per scheduler commit (finish-and-claim cycles), read from `/metrics`.
     runs_per_commit: f64,
+    /// What the databases grew by, per run (runs, feed, and history with the db plugin),
+    /// before any pruning.
+    bytes_per_run: f64,
+    /// The host process's resident memory when the runs are done.
+    rss_mib: f64,
+}
+
+/// Bytes the databases take: on SQLite the pages of the queue's file and the plugins' (not
+/// the write-ahead log, which is folded back in and reused), on PostgreSQL the database's
+/// size.
+async fn database_bytes(store: &Store) -> anyhow::Result<u64> {
+    if store.backend == Backend::Postgres {
+        let row = crate::store::query("SELECT pg_database_size(current_database()) AS n").fetch_one(&mut store.read().await?).await?;
+        return Ok(row.try_get::<i64, _>("n")? as u64);
+    }
+    let pages = |s: Store| async move {
+        let row = crate::store::query("SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()")
+            .fetch_one(&mut s.read().await?)
+            .await?;
+        anyhow::Ok(row.try_get::<i64, _>("n")? as u64)
+    };
+    // The plugins' file through a store of its own, closed after.
+    let plugins = store.plugin_store().await?;
+    let total = pages(store.clone()).await? + pages(plugins.clone()).await?;
+    plugins.close().await;
+    Ok(total)
 }
 
 /// How many finish-and-claim commits the host made, as its `/metrics` reports them.
@@ -192,6 +218,7 @@ async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, wi
     }
     let store = host.scheduler.store().clone();
     let runs = new_runs(n);
+    let bytes_before = database_bytes(&store).await?;
     // Count successes from the scheduler's own broadcast: polling the database would
     // compete with the host for it.
     let mut changes = host.scheduler.subscribe();
@@ -217,6 +244,8 @@ async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, wi
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let rss_mib = rss_bytes() as f64 / (1 << 20) as f64;
+    let bytes_per_run = database_bytes(&store).await?.saturating_sub(bytes_before) as f64 / n as f64;
     let commits = cycle_commits(host.scheduler.metrics());
     let rows = crate::store::query("SELECT start_at - queued_at AS lat FROM fluid_runs WHERE task = 'bench'")
         .fetch_all(&mut store.read().await?)
@@ -233,6 +262,8 @@ async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, wi
         p50_ms: percentile(&lat, 0.5),
         p99_ms: percentile(&lat, 0.99),
         runs_per_commit: n as f64 / commits.max(1) as f64,
+        bytes_per_run,
+        rss_mib,
     })
 }
 
@@ -391,8 +422,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
 async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
     r.line(format!("## End-to-end throughput ({n} trivial runs; with the db plugin, until the history caught up)"));
     r.line("");
-    r.line("| backend | workers | no plugin (baseline) runs/s | with db plugin runs/s | ratio | start latency p50 / p99 (ms), with db | runs per commit, baseline / with db |");
-    r.line("|---|---|---|---|---|---|---|");
+    r.line("| backend | workers | no plugin (baseline) runs/s | with db plugin runs/s | ratio | start latency p50 / p99 (ms), with db | runs per commit, baseline / with db | database growth per run, baseline / with db (bytes) | host RSS when done, with db (MiB) |");
+    r.line("|---|---|---|---|---|---|---|---|---|");
     let mut series = Vec::new();
     let on = |b: &str| opts.backends.is_empty() || opts.backends.iter().any(|x| x == b);
     let mut backends = Vec::new();
@@ -414,14 +445,17 @@ async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> an
             let base = throughput(backend, opts.postgres.as_deref(), workers, false, n).await?;
             let db = throughput(backend, opts.postgres.as_deref(), workers, true, n).await?;
             r.line(format!(
-                "| {label} | {workers} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                "| {label} | {workers} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} | {:.0} |",
                 base.runs_per_s,
                 db.runs_per_s,
                 db.runs_per_s / base.runs_per_s,
                 db.p50_ms,
                 db.p99_ms,
                 base.runs_per_commit,
-                db.runs_per_commit
+                db.runs_per_commit,
+                base.bytes_per_run,
+                db.bytes_per_run,
+                db.rss_mib
             ));
             base_pts.push((workers, base.runs_per_s));
             db_pts.push((workers, db.runs_per_s));

@@ -134,6 +134,7 @@ fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
         "## Start-up with 50 plugins",
         "## GET /task-history over",
         "## The cost of observing",
+        "## Queueing over HTTP",
     ] {
         assert!(report.contains(section), "missing {section:?} in {report}");
     }
@@ -148,7 +149,7 @@ fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
                 .find(|l| l.starts_with(&format!("| {backend} | {workers} |")))
                 .unwrap_or_else(|| panic!("no {backend} row for {workers} workers in {report}"));
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-            for (i, what) in [(3, "baseline"), (4, "with db"), (5, "ratio")] {
+            for (i, what) in [(3, "baseline"), (4, "with db"), (5, "ratio"), (9, "host RSS")] {
                 let v: f64 = cells[i].parse().unwrap_or_else(|_| panic!("{what} is not a number in {row}"));
                 assert!(v > 0.0, "{what} in {row}");
             }
