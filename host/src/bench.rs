@@ -35,7 +35,8 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Admin URL of a PostgreSQL server (a fresh database is created and dropped); None skips it.
     pub postgres: Option<String>,
-    /// Only these parts (throughput, events, tasks, startup, history, observe); empty means all.
+    /// Only these parts (throughput, events, tasks, startup, history, observe, enqueue, and
+    /// peer, which runs only when named); empty means all but peer.
     pub only: Vec<String>,
     /// Backends of the throughput part ("sqlite", "postgres"); empty means both.
     pub backends: Vec<String>,
@@ -47,7 +48,7 @@ pub struct BenchOptions {
 
 impl BenchOptions {
     fn wants(&self, part: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|p| p == part)
+        (self.only.is_empty() && part != "peer") || self.only.iter().any(|p| p == part)
     }
 }
 
@@ -413,6 +414,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     if opts.wants("enqueue") {
         enqueue_section(&opts, &mut r, n).await?;
     }
+    if opts.wants("peer") {
+        peer_section(&opts, &mut r, n).await?;
+    }
     r.line("Targets: >= 20,000 runs/s with history on SQLite, >= 5,000 on PostgreSQL; <= 2 µs per event in batches; <= 50 µs per task-component instance; history p99 <= 5 ms at 1,000,000 rows; 50 cached plugins in <= 300 ms.");
     std::fs::write(opts.out.join("results.md"), &r.md)?;
     println!("\nwrote {}", opts.out.join("results.md").display());
@@ -680,6 +684,81 @@ async fn history_section(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     }
     host.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&hdir);
+    r.line("");
+    Ok(())
+}
+
+/// The peer's script and its pinned packages (npm), written out and installed under
+/// `out/peer` when the peer part runs.
+const PEER_FILES: [(&str, &str); 3] = [
+    ("package.json", include_str!("../bench-peer/package.json")),
+    ("package-lock.json", include_str!("../bench-peer/package-lock.json")),
+    ("graphile.mjs", include_str!("../bench-peer/graphile.mjs")),
+];
+
+/// graphile-worker's jobs per second on a fresh database of the server at `admin`: `n`
+/// no-op jobs, concurrency 8, `mode` batched or default.
+async fn graphile_rate(peer: &std::path::Path, admin: &str, n: usize, mode: &str) -> anyhow::Result<f64> {
+    let (name, url) = create_pg(admin).await?;
+    let out = tokio::process::Command::new("node")
+        .arg(peer.join("graphile.mjs"))
+        .args([url.as_str(), &n.to_string(), "8", mode])
+        .current_dir(peer)
+        .output()
+        .await
+        .context("run node (graphile-worker)")?;
+    drop_pg(admin, &name).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text.lines().find_map(|l| l.strip_prefix("jobs/s ")).and_then(|v| v.trim().parse().ok());
+    rate.ok_or_else(|| anyhow::anyhow!("graphile-worker ({mode}) printed no rate: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// fluid beside graphile-worker (npm, the version pinned in `bench-peer/`) on the same
+/// PostgreSQL: three rounds, each system in turn within a round, medians.
+async fn peer_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
+    let admin = opts.postgres.as_deref().context("the peer part needs a PostgreSQL server: --postgres URL")?;
+    let peer = opts.out.join("peer");
+    std::fs::create_dir_all(&peer)?;
+    for (file, text) in PEER_FILES {
+        std::fs::write(peer.join(file), text)?;
+    }
+    if !peer.join("node_modules/graphile-worker").is_dir() {
+        let status = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&peer)
+            .status()
+            .await
+            .context("run npm (install graphile-worker)")?;
+        anyhow::ensure!(status.success(), "npm ci failed in {}", peer.display());
+    }
+    let rounds = 3;
+    let mut rates: Vec<(&str, Vec<f64>)> = vec![
+        ("graphile-worker, batched (local queue, batched completion), PostgreSQL", vec![]),
+        ("graphile-worker, default, PostgreSQL", vec![]),
+        ("fluid, db plugin recording history, PostgreSQL", vec![]),
+        ("fluid, no plugin, PostgreSQL", vec![]),
+        ("fluid, db plugin recording history, SQLite", vec![]),
+    ];
+    for _ in 0..rounds {
+        rates[0].1.push(graphile_rate(&peer, admin, n, "batched").await?);
+        rates[1].1.push(graphile_rate(&peer, admin, n, "default").await?);
+        rates[2].1.push(throughput(Backend::Postgres, Some(admin), 8, true, n).await?.runs_per_s);
+        rates[3].1.push(throughput(Backend::Postgres, Some(admin), 8, false, n).await?.runs_per_s);
+        rates[4].1.push(throughput(Backend::Sqlite, None, 8, true, n).await?.runs_per_s);
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&rates[0].1);
+    r.line(format!("## Beside graphile-worker ({n} no-op runs, concurrency 8, {rounds} rounds interleaved, medians)"));
+    r.line("");
+    r.line("| system | runs/s | against graphile-worker batched |");
+    r.line("|---|---|---|");
+    for (label, v) in &rates {
+        r.line(format!("| {label} | {:.0} | {:.2} |", median(v), median(v) / base));
+    }
     r.line("");
     Ok(())
 }

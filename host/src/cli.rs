@@ -75,7 +75,7 @@ pub enum Command {
         /// PostgreSQL admin URL (a fresh database is created and dropped); "none" skips PostgreSQL.
         #[arg(long, env = "FLUID_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432/test")]
         postgres: String,
-        /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue (repeatable).
+        /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue, and peer (graphile-worker from npm on the same PostgreSQL; only when named) (repeatable).
         #[arg(long)]
         only: Vec<String>,
         /// Throughput only on these backends: sqlite, postgres (repeatable; default both).

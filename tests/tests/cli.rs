@@ -115,6 +115,26 @@ fn plugins_forget_lets_a_removed_plugin_go_and_refuses_a_delivered_one() {
 
 /// `fluid bench` as the README runs it (small workloads): every part measured on both
 /// backends, each figure beside its baseline, the report and the plot written.
+/// `fluid bench --only peer`: graphile-worker installed from npm and run on the same
+/// PostgreSQL as fluid, every system's figure beside it in the same report.
+#[test]
+fn bench_runs_graphile_worker_beside_fluid_on_the_same_postgresql() {
+    let dir = temp();
+    let out = dir.join("bench");
+    let admin = fluid_tests::pg::admin_url();
+    let run = fluid(&dir, &["bench", "--only", "peer", "--runs", "300", "--postgres", &admin, "--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}\n{}", text(&run.stdout), text(&run.stderr));
+    let report = std::fs::read_to_string(out.join("results.md")).expect("results.md written");
+    let rows: Vec<&str> = report.lines().filter(|l| l.starts_with("| graphile-worker") || l.starts_with("| fluid")).collect();
+    assert_eq!(rows.len(), 5, "{report}");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (rate, ratio): (f64, f64) = (cells[2].parse().unwrap(), cells[3].parse().unwrap());
+        assert!(rate > 0.0 && ratio > 0.0, "{row}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
     let dir = temp();
