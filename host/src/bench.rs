@@ -35,12 +35,12 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Admin URL of a PostgreSQL server (a fresh database is created and dropped); None skips it.
     pub postgres: Option<String>,
-    /// Only these parts (throughput, events, tasks, startup, history, observe, enqueue, and
+    /// Only these parts (throughput, events, tasks, startup, history, observe, enqueue, latency, and
     /// peer, which runs only when named); empty means all but peer.
     pub only: Vec<String>,
     /// Backends of the throughput part ("sqlite", "postgres"); empty means both.
     pub backends: Vec<String>,
-    /// Worker counts of the throughput part; empty means 1, 2, 4 and 8.
+    /// Worker counts of the throughput part; empty means 1, 8 and 64.
     pub workers: Vec<usize>,
     /// Runs per throughput measurement; None means 20,000 (1,000 with `quick`).
     pub runs: Option<usize>,
@@ -414,6 +414,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     if opts.wants("enqueue") {
         enqueue_section(&opts, &mut r, n).await?;
     }
+    if opts.wants("latency") {
+        latency_section(&opts, &mut r).await?;
+    }
     if opts.wants("peer") {
         peer_section(&opts, &mut r, n).await?;
     }
@@ -441,7 +444,7 @@ async fn throughput_section(opts: &BenchOptions, r: &mut Report, n: usize) -> an
             None => {}
         }
     }
-    let counts = if opts.workers.is_empty() { vec![1, 2, 4, 8] } else { opts.workers.clone() };
+    let counts = if opts.workers.is_empty() { vec![1, 8, 64] } else { opts.workers.clone() };
     for (backend, label) in backends {
         let mut base_pts = Vec::new();
         let mut db_pts = Vec::new();
@@ -684,6 +687,72 @@ async fn history_section(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     }
     host.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&hdir);
+    r.line("");
+    Ok(())
+}
+
+/// Queue-to-start latency at a steady arrival rate: `rate` runs a second for `secs`, each
+/// queued on its own (as requests and tasks queue them), on a host with 8 workers. The
+/// p50 and p99 of start minus queued, in ms.
+async fn steady_latency(backend: Backend, pg_admin: Option<&str>, rate: u64, secs: u64) -> anyhow::Result<(f64, f64)> {
+    let dir = temp_dir("lat");
+    let pg = match (backend, pg_admin) {
+        (Backend::Postgres, Some(admin)) => Some(create_pg(admin).await?),
+        _ => None,
+    };
+    let mut c = HostConfig::new(&dir);
+    c.database_url = pg.as_ref().map(|(_, url)| url.clone());
+    c.load_plugins = false;
+    c.plugin_scan_interval = None;
+    c.scheduler = SchedulerConfig { workers: 8, run_schedules: false, ..Default::default() };
+    let host = Host::start(c, vec![trivial()]).await?;
+    let n = rate * secs;
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut changes = host.scheduler.subscribe();
+    let mut queued = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        ticker.tick().await;
+        let s = host.scheduler.clone();
+        queued.spawn(async move { s.queue("bench", serde_json::json!({}), Default::default()).await });
+    }
+    while let Some(q) = queued.join_next().await {
+        q??;
+    }
+    let mut done = 0;
+    while done < n {
+        match changes.recv().await {
+            Ok(r) if r.state == TaskState::Success => done += 1,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => done = count_done(host.scheduler.store()).await? as u64,
+            Err(e) => anyhow::bail!("change broadcast closed: {e}"),
+        }
+    }
+    let rows = crate::store::query("SELECT start_at - queued_at AS lat FROM fluid_runs WHERE task = 'bench'")
+        .fetch_all(&mut host.scheduler.store().read().await?)
+        .await?;
+    let mut lat: Vec<f64> = rows.iter().filter_map(|r| r.try_get::<i64, _>("lat").ok()).map(|us| us as f64 / 1000.0).collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    host.shutdown(Duration::from_secs(5)).await;
+    if let (Some((name, _)), Some(admin)) = (&pg, pg_admin) {
+        drop_pg(admin, name).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((percentile(&lat, 0.5), percentile(&lat, 0.99)))
+}
+
+async fn latency_section(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<()> {
+    let (rate, secs) = if opts.quick { (200, 2) } else { (1000, 10) };
+    r.line(format!("## Queue-to-start latency at a steady {rate} runs/s for {secs} s (8 workers, no plugin)"));
+    r.line("");
+    r.line("| backend | p50 ms | p99 ms |");
+    r.line("|---|---|---|");
+    let (p50, p99) = steady_latency(Backend::Sqlite, None, rate, secs).await?;
+    r.line(format!("| SQLite | {p50:.2} | {p99:.2} |"));
+    if let Some(admin) = opts.postgres.as_deref() {
+        let (p50, p99) = steady_latency(Backend::Postgres, Some(admin), rate, secs).await?;
+        r.line(format!("| PostgreSQL | {p50:.2} | {p99:.2} |"));
+    }
     r.line("");
     Ok(())
 }

@@ -75,13 +75,13 @@ pub enum Command {
         /// PostgreSQL admin URL (a fresh database is created and dropped); "none" skips PostgreSQL.
         #[arg(long, env = "FLUID_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432/test")]
         postgres: String,
-        /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue, and peer (graphile-worker from npm on the same PostgreSQL; only when named) (repeatable).
+        /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue, latency, and peer (graphile-worker from npm on the same PostgreSQL; only when named) (repeatable).
         #[arg(long)]
         only: Vec<String>,
         /// Throughput only on these backends: sqlite, postgres (repeatable; default both).
         #[arg(long = "backend", value_parser = ["sqlite", "postgres"])]
         backends: Vec<String>,
-        /// Throughput only for these worker counts (repeatable; default 1, 2, 4 and 8).
+        /// Throughput only for these worker counts (repeatable; default 1, 8 and 64).
         #[arg(long)]
         workers: Vec<usize>,
         /// Trivial runs per throughput measurement (default 20,000; 1,000 with --quick).

@@ -155,6 +155,7 @@ fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
         "## GET /task-history over",
         "## The cost of observing",
         "## Queueing over HTTP",
+        "## Queue-to-start latency at a steady",
     ] {
         assert!(report.contains(section), "missing {section:?} in {report}");
     }
