@@ -198,9 +198,16 @@ fn cycle_commits(metrics: &crate::metrics::Metrics) -> u64 {
     line.and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
-/// One throughput measurement on a fresh database.
-async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, with_db: bool, n: usize) -> anyhow::Result<Throughput> {
-    let dir = temp_dir("tp");
+/// A host for one measurement, on a fresh database: its folder, and on PostgreSQL the
+/// database to drop after (`end_bench_host`).
+async fn bench_host(
+    backend: Backend,
+    pg_admin: Option<&str>,
+    workers: usize,
+    with_db: bool,
+    tag: &str,
+) -> anyhow::Result<(Host, PathBuf, Option<(String, String)>)> {
+    let dir = temp_dir(tag);
     let pg = match (backend, pg_admin) {
         (Backend::Postgres, Some(admin)) => Some(create_pg(admin).await?),
         _ => None,
@@ -211,6 +218,30 @@ async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, wi
     c.plugin_scan_interval = None;
     c.scheduler = SchedulerConfig { workers, run_schedules: false, poll: Duration::from_millis(20), ..Default::default() };
     let host = Host::start(c, vec![trivial()]).await?;
+    Ok((host, dir, pg))
+}
+
+async fn end_bench_host(host: Host, dir: PathBuf, pg: Option<(String, String)>, pg_admin: Option<&str>) {
+    host.shutdown(Duration::from_secs(5)).await;
+    if let (Some((name, _)), Some(admin)) = (&pg, pg_admin) {
+        drop_pg(admin, name).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Start minus queued of every bench run, in ms, sorted.
+async fn start_latencies(store: &Store) -> anyhow::Result<Vec<f64>> {
+    let rows = crate::store::query("SELECT start_at - queued_at AS lat FROM fluid_runs WHERE task = 'bench'")
+        .fetch_all(&mut store.read().await?)
+        .await?;
+    let mut lat: Vec<f64> = rows.iter().filter_map(|r| r.try_get::<i64, _>("lat").ok()).map(|us| us as f64 / 1000.0).collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(lat)
+}
+
+/// One throughput measurement on a fresh database.
+async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, with_db: bool, n: usize) -> anyhow::Result<Throughput> {
+    let (host, dir, pg) = bench_host(backend, pg_admin, workers, with_db, "tp").await?;
     if with_db {
         // Only the db plugin: stats is another workload.
         if let Some(rt) = &host.plugins {
@@ -248,16 +279,8 @@ async fn throughput(backend: Backend, pg_admin: Option<&str>, workers: usize, wi
     let rss_mib = rss_bytes() as f64 / (1 << 20) as f64;
     let bytes_per_run = database_bytes(&store).await?.saturating_sub(bytes_before) as f64 / n as f64;
     let commits = cycle_commits(host.scheduler.metrics());
-    let rows = crate::store::query("SELECT start_at - queued_at AS lat FROM fluid_runs WHERE task = 'bench'")
-        .fetch_all(&mut store.read().await?)
-        .await?;
-    let mut lat: Vec<f64> = rows.iter().filter_map(|r| r.try_get::<i64, _>("lat").ok()).map(|us| us as f64 / 1000.0).collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    host.shutdown(Duration::from_secs(5)).await;
-    if let (Some((name, _)), Some(admin)) = (&pg, pg_admin) {
-        drop_pg(admin, name).await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    let lat = start_latencies(&store).await?;
+    end_bench_host(host, dir, pg, pg_admin).await;
     Ok(Throughput {
         runs_per_s: n as f64 / secs,
         p50_ms: percentile(&lat, 0.5),
@@ -695,17 +718,7 @@ async fn history_section(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
 /// queued on its own (as requests and tasks queue them), on a host with 8 workers. The
 /// p50 and p99 of start minus queued, in ms.
 async fn steady_latency(backend: Backend, pg_admin: Option<&str>, rate: u64, secs: u64) -> anyhow::Result<(f64, f64)> {
-    let dir = temp_dir("lat");
-    let pg = match (backend, pg_admin) {
-        (Backend::Postgres, Some(admin)) => Some(create_pg(admin).await?),
-        _ => None,
-    };
-    let mut c = HostConfig::new(&dir);
-    c.database_url = pg.as_ref().map(|(_, url)| url.clone());
-    c.load_plugins = false;
-    c.plugin_scan_interval = None;
-    c.scheduler = SchedulerConfig { workers: 8, run_schedules: false, ..Default::default() };
-    let host = Host::start(c, vec![trivial()]).await?;
+    let (host, dir, pg) = bench_host(backend, pg_admin, 8, false, "lat").await?;
     let n = rate * secs;
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -728,16 +741,8 @@ async fn steady_latency(backend: Backend, pg_admin: Option<&str>, rate: u64, sec
             Err(e) => anyhow::bail!("change broadcast closed: {e}"),
         }
     }
-    let rows = crate::store::query("SELECT start_at - queued_at AS lat FROM fluid_runs WHERE task = 'bench'")
-        .fetch_all(&mut host.scheduler.store().read().await?)
-        .await?;
-    let mut lat: Vec<f64> = rows.iter().filter_map(|r| r.try_get::<i64, _>("lat").ok()).map(|us| us as f64 / 1000.0).collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    host.shutdown(Duration::from_secs(5)).await;
-    if let (Some((name, _)), Some(admin)) = (&pg, pg_admin) {
-        drop_pg(admin, name).await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    let lat = start_latencies(host.scheduler.store()).await?;
+    end_bench_host(host, dir, pg, pg_admin).await;
     Ok((percentile(&lat, 0.5), percentile(&lat, 0.99)))
 }
 
