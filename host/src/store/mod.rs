@@ -16,6 +16,7 @@
 pub mod api;
 pub mod checkpoints;
 pub mod db;
+pub mod dialect;
 pub mod events;
 pub mod hosts;
 pub mod locks;

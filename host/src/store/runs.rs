@@ -76,7 +76,7 @@ pub(crate) async fn insert(conn: &mut Db, backend: Backend, runs: &[TaskRun]) ->
             .collect();
         format!("INSERT INTO fluid_runs ({COLUMNS}) VALUES {}", values.join(", "))
     };
-    let rows = if backend == Backend::Postgres { 100 } else { 1 };
+    let rows = backend.rows_per_insert(100);
     // Built once: every chunk but the last is full.
     let full = text(rows);
     for chunk in runs.chunks(rows) {
@@ -128,7 +128,7 @@ pub(crate) async fn write_state(conn: &mut Db, run: &TaskRun, owner: Option<&str
 }
 
 pub(crate) async fn get(conn: &mut Db, backend: Backend, id: &str, lock: bool) -> Result<Option<RunRow>, sqlx::Error> {
-    let lock = if lock && backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let lock = if lock { backend.for_update() } else { "" };
     let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE id = $1{lock}");
     let row = query_built(sql).bind(id).fetch_optional(&mut *conn).await?;
     row.as_ref().map(from_row).transpose()
@@ -191,7 +191,7 @@ pub(crate) async fn claim(
     let now = now_us();
     let names: Vec<&String> = rules.keys().collect();
     let placeholders: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 3)).collect();
-    let skip_locked = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let skip_locked = backend.skip_locked();
     let only_sql = if only.is_some() { format!(" AND id = ${}", names.len() + 3) } else { String::new() };
     let sql = format!(
         "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND execute_after <= $1 AND task IN ({}){only_sql} \
@@ -225,7 +225,7 @@ pub(crate) async fn claim(
     limited.dedup();
     let mut in_flight: HashMap<String, u32> = HashMap::new();
     for task in limited {
-        if backend == Backend::Postgres {
+        if backend.takes_advisory_locks() {
             query(super::locks::TASK).bind(task).execute(&mut *conn).await?;
         }
         let n: i64 = query("SELECT COUNT(*) AS n FROM fluid_runs WHERE task = $1 AND state = 'running'")
@@ -429,7 +429,7 @@ pub(crate) async fn clear_queue(
     let mut aborted = Vec::new();
     for &p in priorities {
         // Rows a claim holds are being started right now: not queued any more, skip them.
-        let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let lock = backend.skip_locked();
         let sql = format!("SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND priority = $1{lock}");
         let rows = query_built(sql).bind(p.rank()).fetch_all(&mut *conn).await?;
         let now = to_datetime(now_us());
@@ -459,7 +459,7 @@ pub(crate) async fn queue_lengths(conn: &mut Db) -> Result<BTreeMap<Priority, u6
 
 /// Runs `running` on hosts whose heartbeat is older than `dead_before` (or unknown hosts).
 pub(crate) async fn orphaned(conn: &mut Db, backend: Backend, dead_before: i64) -> Result<Vec<RunRow>, sqlx::Error> {
-    let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let lock = backend.skip_locked();
     let sql = format!(
         "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'running' AND NOT EXISTS \
          (SELECT 1 FROM fluid_hosts h WHERE h.id = fluid_runs.owner AND h.heartbeat_at >= $1){lock}"

@@ -105,12 +105,9 @@ pub async fn migrate_plugin_file(store: &Store) -> anyhow::Result<()> {
 }
 
 pub async fn migrate(store: &Store) -> anyhow::Result<()> {
-    let serial = match store.backend {
-        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
-    };
+    let serial = store.backend.serial_key();
     let mut tx = store.write_tx().await?;
-    if store.backend == Backend::Postgres {
+    if store.backend.takes_advisory_locks() {
         // Two hosts starting at once must not race on CREATE TABLE.
         query(super::locks::SCHEMA).execute(&mut tx).await?;
     }

@@ -230,7 +230,7 @@ impl PluginStorage {
         // The whole transaction, not each index, within the limit: it holds the writer.
         let until = std::time::Instant::now() + limits.statement_timeout();
         let left = || until.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
-        if self.backend() == Backend::Postgres {
+        if self.backend().takes_advisory_locks() {
             query(crate::store::locks::PLUGIN_TABLES).execute(&mut tx).await.map_err(backend_err)?;
         }
         if !exists {
@@ -242,10 +242,7 @@ impl PluginStorage {
         // old one stays), not the old one kept under a reused name. So the indexes a table
         // has, from every definition so far, are counted against the bound.
         let prefix = format!("{phys}_i");
-        let list = match self.backend() {
-            Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1",
-            Backend::Postgres => "SELECT indexname::text AS name FROM pg_indexes WHERE tablename = $1",
-        };
+        let list = self.backend().list_indexes();
         let mut have: Vec<String> = Vec::new();
         for r in query(list).bind(&phys).time_limit(left()).fetch_all(&mut tx).await.map_err(backend_err)? {
             let name: String = r.try_get("name").map_err(backend_err)?;
@@ -289,32 +286,15 @@ impl PluginStorage {
     }
 
     fn sql_type(&self, kind: &str) -> &'static str {
-        match (self.backend(), kind) {
-            (Backend::Sqlite, "int" | "boolean") => "INTEGER",
-            (Backend::Sqlite, "float") => "REAL",
-            (Backend::Sqlite, _) => "TEXT",
-            (Backend::Postgres, "int") => "BIGINT",
-            (Backend::Postgres, "float") => "DOUBLE PRECISION",
-            (Backend::Postgres, "boolean") => "BOOLEAN",
-            (Backend::Postgres, "json") => "JSONB",
-            (Backend::Postgres, _) => "TEXT",
-        }
+        self.backend().column_type(kind)
     }
 
-    /// The placeholder for parameter `n` bound to a column of `kind`.
     fn placeholder(&self, n: usize, kind: &str) -> String {
-        match (self.backend(), kind) {
-            (Backend::Postgres, "json") => format!("${n}::jsonb"),
-            _ => format!("${n}"),
-        }
+        self.backend().placeholder(n, kind)
     }
 
-    /// The column as selected: JSON comes back as text on both backends.
     fn select_expr(&self, c: &Col) -> String {
-        match (self.backend(), c.kind.as_str()) {
-            (Backend::Postgres, "json") => format!("{}::text", quote(&c.name)),
-            _ => quote(&c.name),
-        }
+        self.backend().select_column(&quote(&c.name), &c.kind)
     }
 
     /// Current usage of `plugin`'s tables: the upper bound, measured first when unknown.
@@ -404,7 +384,7 @@ impl PluginStorage {
         // SQLite: one row per statement, the same text every time, so it is parsed once and
         // cached (statements run inline, so many rows per text would only add parsing).
         // PostgreSQL: many rows per statement, one round trip per chunk.
-        let per_statement = if self.backend() == Backend::Sqlite { 1 } else { UPSERT_CHUNK };
+        let per_statement = self.backend().rows_per_insert(UPSERT_CHUNK);
         let statement = |rows: usize| {
             let tuple = |row: usize| {
                 let ps: Vec<String> = cols.iter().enumerate().map(|(i, c)| self.placeholder(row * cols.len() + i + 1, &c.kind)).collect();
