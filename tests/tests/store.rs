@@ -657,12 +657,20 @@ async fn cycle_trace(db: Db) -> Trace {
     let mut step: Vec<_> = second.changes().iter().map(snap).collect();
     step.sort_by_key(|s| s.0);
     trace.push(("second claim".into(), step));
+    // The state machine has one source, `TaskState::can_become`: every change the cycle
+    // wrote to the feed, run by run, is a move it allows.
+    let mut last: std::collections::HashMap<String, TaskState> = std::collections::HashMap::new();
+    for e in store.events_after(0, 100_000, usize::MAX).await.unwrap() {
+        let from = last.insert(e.run.id.clone(), e.run.state).unwrap_or(TaskState::Init);
+        assert!(from.can_become(e.run.state), "run {}: {from} -> {} is not a move the state machine allows", index(&e.run.id), e.run.state);
+    }
     store.close().await;
     trace
 }
 
 /// The cycle is one thing in two implementations: on SQLite it is Rust, on PostgreSQL a
-/// server-side function. The same scenario must give the same snapshots on both.
+/// server-side function. The same scenario must give the same snapshots on both, and
+/// every change either writes must be a move `TaskState::can_become` allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_and_postgresql_cycles_give_the_same_results() {
     let sqlite = cycle_trace(Db::Sqlite).await;
