@@ -27,6 +27,8 @@ pub mod scheduler;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+// The shared types are every layer's vocabulary: each public item says what it is.
+#[deny(missing_docs)]
 pub mod types;
 
 pub use host::{Host, HostConfig};

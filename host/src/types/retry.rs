@@ -8,9 +8,12 @@ use std::time::Duration;
 pub struct RetryPolicy {
     /// Retries after the first attempt; `None` retries forever.
     pub max_attempts: Option<u32>,
+    /// The wait before the first retry.
     #[serde(serialize_with = "secs")]
     pub wait: Duration,
+    /// What each later wait is multiplied by (1.0: a fixed wait).
     pub backoff: f64,
+    /// The longest wait.
     #[serde(serialize_with = "secs")]
     pub max_wait: Duration,
 }
@@ -26,17 +29,21 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// At most `max_attempts` retries, a second apart unless set otherwise.
     pub fn new(max_attempts: u32) -> RetryPolicy {
         RetryPolicy { max_attempts: Some(max_attempts), ..Default::default() }
     }
+    /// Sets the wait before the first retry.
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = wait;
         self
     }
+    /// Sets the factor between consecutive waits.
     pub fn backoff(mut self, backoff: f64) -> Self {
         self.backoff = backoff;
         self
     }
+    /// Sets the longest wait.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self

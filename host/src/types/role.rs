@@ -4,12 +4,16 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Every GET.
     Read,
+    /// Also queue, cancel, enable and disable tasks, re-enable plugins.
     Operate,
+    /// Everything, clearing queues and dropping held events included.
     Admin,
 }
 
 impl Role {
+    /// Its name, as `fluid token create --role` takes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Read => "read",
@@ -18,6 +22,7 @@ impl Role {
         }
     }
 
+    /// The role of that name.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "read" => Some(Role::Read),

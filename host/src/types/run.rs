@@ -14,17 +14,26 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
+    /// Made, not yet stored (never an event).
     Init,
+    /// Waiting in the queue.
     Queued,
+    /// Claimed by a host and executing.
     Running,
+    /// Ended well.
     Success,
+    /// Ended with an error or a timeout (a retry policy may queue it again).
     Failure,
+    /// Cancelled, disabled, or given up on by its task: never retried.
     Aborted,
+    /// Refused at the task's concurrency limit.
     RateLimited,
+    /// Its host was lost or shut down while it ran (a retry policy may queue it again).
     Interrupted,
 }
 
 impl TaskState {
+    /// Every state, in order.
     pub const ALL: [TaskState; 8] = [
         TaskState::Init,
         TaskState::Queued,
@@ -36,6 +45,7 @@ impl TaskState {
         TaskState::Interrupted,
     ];
 
+    /// Its name, as the API and the database write it.
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Init => "init",
@@ -49,6 +59,7 @@ impl TaskState {
         }
     }
 
+    /// The state of that name.
     pub fn parse(s: &str) -> Option<TaskState> {
         TaskState::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -83,10 +94,13 @@ impl fmt::Display for TaskState {
     }
 }
 
+/// A move the state machine does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid state transition {from} -> {to}")]
 pub struct InvalidTransition {
+    /// The state the run was in.
     pub from: TaskState,
+    /// The state asked for.
     pub to: TaskState,
 }
 
@@ -94,13 +108,17 @@ pub struct InvalidTransition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
+    /// Before any other.
     High,
+    /// The default.
     #[default]
     Medium,
+    /// After any other.
     Low,
 }
 
 impl Priority {
+    /// Every priority, highest first.
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
 
     /// Sort key in the queue: lower starts first.
@@ -108,6 +126,7 @@ impl Priority {
         self as i64
     }
 
+    /// The priority of a sort key (`rank`).
     pub fn from_rank(rank: i64) -> Priority {
         match rank {
             0 => Priority::High,
@@ -116,6 +135,7 @@ impl Priority {
         }
     }
 
+    /// Its name, as the API and aio-fluid write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::High => "high",
@@ -124,6 +144,7 @@ impl Priority {
         }
     }
 
+    /// The priority of that name.
     pub fn parse(s: &str) -> Option<Priority> {
         Priority::ALL.into_iter().find(|p| p.as_str() == s)
     }
@@ -181,25 +202,36 @@ pub struct TaskRun {
     /// 32 lowercase hex characters (a uuid without dashes), as in aio-fluid. A v7 uuid:
     /// its first 48 bits are the creation time, so new ids sort after older ones.
     pub id: String,
+    /// The task's name.
     pub task: String,
     /// The task's tags when this snapshot was taken.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Its place in the queue.
     pub priority: Priority,
+    /// Where it stands.
     pub state: TaskState,
+    /// The validated params, a JSON object.
     pub params: serde_json::Value,
+    /// When it was (last) queued.
     #[serde(default, with = "crate::time::rfc3339")]
     pub queued: Option<DateTime<Utc>>,
+    /// When it started running; none if it never ran.
     #[serde(default, with = "crate::time::rfc3339")]
     pub start: Option<DateTime<Utc>>,
+    /// When it reached a finished state.
     #[serde(default, with = "crate::time::rfc3339")]
     pub end: Option<DateTime<Utc>>,
     /// Not claimed before this time (retry and rate-limit back-off).
     #[serde(default, with = "crate::time::rfc3339")]
     pub execute_after: Option<DateTime<Utc>>,
+    /// Retries so far (0 on the first attempt).
     pub retry_attempt: u32,
+    /// Times it was put back at its task's concurrency limit.
     pub rate_limit_attempt: u32,
+    /// The run that queued this one, or "".
     pub from_run_id: String,
+    /// The first run of the chain, or "".
     pub root_run_id: String,
     /// Why the run failed, aborted or was interrupted.
     pub error: Option<String>,
