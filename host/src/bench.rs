@@ -69,6 +69,13 @@ fn temp_dir(tag: &str) -> PathBuf {
     p
 }
 
+/// The middle of `v` (the upper one of an even count).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -820,11 +827,6 @@ async fn peer_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::
         rates[3].1.push(throughput(Backend::Postgres, Some(admin), 8, false, n).await?.runs_per_s);
         rates[4].1.push(throughput(Backend::Sqlite, None, 8, true, n).await?.runs_per_s);
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let base = median(&rates[0].1);
     r.line(format!("## Beside graphile-worker ({n} no-op runs, concurrency 8, {rounds} rounds interleaved, medians)"));
     r.line("");
@@ -889,11 +891,7 @@ async fn enqueue_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyho
     }
     host.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&dir);
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (s, b) = (median(&mut single), median(&mut batched));
+    let (s, b) = (median(&single), median(&batched));
     r.line(format!("## Queueing over HTTP, SQLite ({n} runs a round, {rounds} rounds interleaved, medians)"));
     r.line("");
     r.line("| way | runs queued/s | ratio |");
@@ -1007,11 +1005,6 @@ async fn observe_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyho
         Ok((off, on, bytes.load(std::sync::atomic::Ordering::Relaxed)))
     })
     .await??;
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let runs = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
     r.line(format!("| SQLite, {workers} workers, {n} runs, no plugin | runs/s, median of 3 (each run) | ratio |"));
     r.line("|---|---|---|");

@@ -113,15 +113,25 @@ fn queue_options(q: Option<&str>) -> Result<QueueOptions, ApiError> {
     Ok(opts)
 }
 
+/// What both queueing routes read first: the task exists, the options, the JSON body.
+fn queue_request(
+    st: &AppState,
+    name: &str,
+    q: Option<&str>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(QueueOptions, Value), ApiError> {
+    find(st, name)?;
+    let opts = queue_options(q)?;
+    Ok((opts, json_body(&body?)?))
+}
+
 async fn queue(
     State(st): State<AppState>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    find(&st, &name)?;
-    let opts = queue_options(q.as_deref())?;
-    let params = json_body(&body?)?;
+    let (opts, params) = queue_request(&st, &name, q.as_deref(), body)?;
     let run = st.scheduler.queue(&name, params, opts).await?;
     Ok((axum::http::StatusCode::CREATED, Json(serde_json::to_value(run).unwrap_or_default())))
 }
@@ -134,9 +144,8 @@ async fn queue_batch(
     RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    find(&st, &name)?;
-    let opts = queue_options(q.as_deref())?;
-    let list = match json_body(&body?)? {
+    let (opts, list) = queue_request(&st, &name, q.as_deref(), body)?;
+    let list = match list {
         Value::Array(list) => list,
         _ => return Err(ApiError::unprocessable("the body must be a JSON list of params, one per run")),
     };

@@ -98,13 +98,13 @@ impl Checked {
 }
 
 /// The export that tells a plugin (`task-manager-plugin`) from a task component
-/// (`task-component`), whatever the version, so a component built against another
-/// version is told so instead of "does not fit".
-fn exported_world(engine: &Engine, component: &Component) -> Result<(&'static str, String), Vec<String>> {
+/// (`task-component`), whatever the version (`contract::built_against` judges that), so a
+/// component built against another version is told so instead of "does not fit".
+fn exported_world(engine: &Engine, component: &Component) -> Result<&'static str, Vec<String>> {
     let names: Vec<String> = component.component_type().exports(engine).map(|(n, _)| n.to_string()).collect();
     for (iface, world) in [("fluid:scheduler/task-component", "task"), ("fluid:scheduler/task-manager-plugin", "plugin")] {
-        if let Some(n) = names.iter().find(|n| n.split('@').next() == Some(iface)) {
-            return Ok((world, n.split('@').nth(1).unwrap_or("").to_string()));
+        if names.iter().any(|n| n.split('@').next() == Some(iface)) {
+            return Ok(world);
         }
     }
     Err(names)
@@ -135,7 +135,7 @@ pub fn check_component(
             format!("{file}: not a valid component: {e:#}")
         }
     })?;
-    let (world, _) = exported_world(engine, &component).map_err(|names| {
+    let world = exported_world(engine, &component).map_err(|names| {
         format!("{file}: implements neither {WORLD} (it must export task-manager-plugin) nor {TASK_WORLD} (it must export task-component); it exports {names:?}")
     })?;
     // Every name of the package it imports or exports must be of a version this host
@@ -247,7 +247,7 @@ impl PluginRuntime {
         let world = checked.world();
         match checked {
             Checked::Plugin(pre, _) => {
-                let p = Prepared { world, ..self.prepare(path, pre, &bytes, stamp).await? };
+                let p = self.prepare(path, pre, world, &bytes, stamp).await?;
                 self.unload_tasks(path);
                 Ok(Some(self.install(p).await))
             }
@@ -262,7 +262,14 @@ impl PluginRuntime {
         }
     }
 
-    async fn prepare(&self, path: &Path, pre: PluginPre<PluginState>, bytes: &[u8], stamp: FileStamp) -> Result<Prepared, String> {
+    async fn prepare(
+        &self,
+        path: &Path,
+        pre: PluginPre<PluginState>,
+        world: String,
+        bytes: &[u8],
+        stamp: FileStamp,
+    ) -> Result<Prepared, String> {
         let shared = &self.shared;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
         check_ident("plugin name (the file name)", &name, 24).map_err(|_| {
@@ -317,7 +324,7 @@ impl PluginRuntime {
             subscriptions,
             routes,
             root_routes,
-            world: WORLD.into(),
+            world,
             ctx,
             instance,
         })

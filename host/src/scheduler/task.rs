@@ -146,8 +146,8 @@ impl Task {
     /// Validates and normalises params for a new run of this task.
     pub fn validate_params(&self, params: Value) -> Result<Value, String> {
         if let Some(schema) = &self.schema_check {
-            let object = if params.is_null() { Value::Object(Default::default()) } else { params.clone() };
-            if let Err(e) = schema.validate(&object) {
+            let empty = Value::Object(Default::default());
+            if let Err(e) = schema.validate(if params.is_null() { &empty } else { &params }) {
                 let at = e.instance_path().to_string();
                 return Err(if at.is_empty() { e.to_string() } else { format!("{at}: {e}") });
             }

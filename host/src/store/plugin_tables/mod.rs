@@ -223,7 +223,7 @@ impl PluginStorage {
         let phys = physical(plugin, &def.name);
         let col_sql: Vec<String> = columns
             .iter()
-            .map(|c| format!("{} {}{}", quote(&c.name), self.sql_type(&c.kind), if c.nullable { "" } else { " NOT NULL" }))
+            .map(|c| format!("{} {}{}", quote(&c.name), self.backend().column_type(&c.kind), if c.nullable { "" } else { " NOT NULL" }))
             .collect();
         let pk: Vec<String> = def.primary_key.iter().map(|k| quote(k)).collect();
         let mut tx = self.writer(limits).await?;
@@ -283,14 +283,6 @@ impl PluginStorage {
             .unwrap()
             .insert((plugin.to_string(), def.name.clone()), Meta { physical: phys, columns, primary_key: def.primary_key.clone() });
         Ok(())
-    }
-
-    fn sql_type(&self, kind: &str) -> &'static str {
-        self.backend().column_type(kind)
-    }
-
-    fn placeholder(&self, n: usize, kind: &str) -> String {
-        self.backend().placeholder(n, kind)
     }
 
     fn select_expr(&self, c: &Col) -> String {
@@ -387,7 +379,8 @@ impl PluginStorage {
         let per_statement = self.backend().rows_per_insert(UPSERT_CHUNK);
         let statement = |rows: usize| {
             let tuple = |row: usize| {
-                let ps: Vec<String> = cols.iter().enumerate().map(|(i, c)| self.placeholder(row * cols.len() + i + 1, &c.kind)).collect();
+                let ps: Vec<String> =
+                    cols.iter().enumerate().map(|(i, c)| self.backend().placeholder(row * cols.len() + i + 1, &c.kind)).collect();
                 format!("({})", ps.join(", "))
             };
             let tuples: Vec<String> = (0..rows).map(tuple).collect();
@@ -454,7 +447,7 @@ impl PluginStorage {
                 }
                 binds.push(bind_value(self.backend(), &col, v)?);
                 *n += 1;
-                Ok(format!("{c} {op} {}", self.placeholder(*n, &col.kind)))
+                Ok(format!("{c} {op} {}", self.backend().placeholder(*n, &col.kind)))
             };
             let part = match f.op {
                 FilterOp::Eq(v) => cmp("=", v, binds, n)?,
@@ -476,7 +469,7 @@ impl PluginStorage {
                             }
                             binds.push(bind_value(self.backend(), &col, v)?);
                             *n += 1;
-                            ps.push(self.placeholder(*n, &col.kind));
+                            ps.push(self.backend().placeholder(*n, &col.kind));
                         }
                         // One value as `=`: planners then use an index on (c, order...) in order.
                         if ps.len() == 1 { format!("{c} = {}", ps[0]) } else { format!("{c} IN ({})", ps.join(", ")) }
@@ -504,7 +497,7 @@ impl PluginStorage {
                     };
                     binds.push(bind_value(self.backend(), &col, values[j].clone())?);
                     *n += 1;
-                    ands.push(format!("{} {op} {}", quote(&col.name), self.placeholder(*n, &col.kind)));
+                    ands.push(format!("{} {op} {}", quote(&col.name), self.backend().placeholder(*n, &col.kind)));
                 }
                 ors.push(format!("({})", ands.join(" AND ")));
             }
