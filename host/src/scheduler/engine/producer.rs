@@ -131,3 +131,33 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Fixture;
+    use super::*;
+
+    /// A run written to the store behind the scheduler's back (nothing wakes the producer,
+    /// as on SQLite when another process queues) is still claimed and run: on the next poll.
+    #[tokio::test]
+    async fn claims_what_nothing_announced_on_its_next_poll() {
+        let producer = ProducerConfig { poll: Duration::from_millis(20), ..Default::default() };
+        let f = Fixture::new(SchedulerConfig { producer, ..Default::default() }).await;
+        let s = &f.scheduler;
+        let mut changes = s.subscribe();
+        s.start();
+        let run = s.new_run("t", serde_json::json!({}), &QueueOptions::default()).unwrap();
+        s.store().insert_runs(std::slice::from_ref(&run)).await.unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match changes.recv().await {
+                    Ok(r) if r.id == run.id && r.state == TaskState::Success => return,
+                    Ok(_) => {}
+                    Err(e) => panic!("change broadcast: {e}"),
+                }
+            }
+        });
+        done.await.expect("the run to be claimed and to succeed");
+        s.shutdown(Duration::from_secs(1)).await;
+    }
+}
