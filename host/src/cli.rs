@@ -1,4 +1,6 @@
-//! The `fluid` command line (clap): `serve`, `ls`, `exec`, `enable`, `bench`, `plugins ls|check|enable|forget`.
+//! The host's command line (clap): `serve`, `ls`, `exec`, `enable`, `plugins ls|check|enable|forget`,
+//! tokens, keys and the authoring commands. The `fluid` binary (the `fluid-cli` crate) adds
+//! `bench` beside them; an application embedding the host calls [`main`] with its own tasks.
 //!
 //! Every option has an environment variable (`FLUID_*`), shown by `--help`.
 
@@ -63,30 +65,6 @@ pub enum Command {
         /// Params as a JSON object.
         #[arg(long, default_value = "{}")]
         params: String,
-    },
-    /// Measure this machine: throughput, latency, event delivery, start-up, history reads.
-    Bench {
-        /// Folder for results.md and throughput.svg.
-        #[arg(long, default_value = "bench")]
-        out: PathBuf,
-        /// Smaller workloads (a smoke run, a few seconds).
-        #[arg(long)]
-        quick: bool,
-        /// PostgreSQL admin URL (a fresh database is created and dropped); "none" skips PostgreSQL.
-        #[arg(long, env = "FLUID_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432/test")]
-        postgres: String,
-        /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue, latency, and peer (graphile-worker from npm on the same PostgreSQL; only when named) (repeatable).
-        #[arg(long)]
-        only: Vec<String>,
-        /// Throughput only on these backends: sqlite, postgres (repeatable; default both).
-        #[arg(long = "backend", value_parser = ["sqlite", "postgres"])]
-        backends: Vec<String>,
-        /// Throughput only for these worker counts (repeatable; default 1, 8 and 64).
-        #[arg(long)]
-        workers: Vec<usize>,
-        /// Trivial runs per throughput measurement (default 20,000; 1,000 with --quick).
-        #[arg(long)]
-        runs: Option<usize>,
     },
     /// Enable a task, or disable it with --disable.
     Enable {
@@ -263,14 +241,31 @@ pub fn telemetry_config(g: &Global) -> crate::telemetry::TelemetryConfig {
     }
 }
 
-/// Entry point of a `fluid` binary: parses the command line and runs it with the given
-/// native tasks (plus the examples unless `--no-examples`).
+/// Entry point of a binary of the host's commands: parses the command line and runs it
+/// with the given native tasks (plus the examples unless `--no-examples`).
 pub fn main(tasks: Vec<Task>) -> std::process::ExitCode {
     let cli = Cli::parse();
-    let mut telemetry_config = telemetry_config(&cli.global);
-    if matches!(cli.command, Command::Plugins(PluginsCommand::Check { .. })) && cli.global.log == "info" {
-        // Its report says everything; the scratch host's own log would repeat it with
-        // paths the author never gave.
+    let quiet = is_quiet(&cli.command);
+    let global = cli.global.clone();
+    execute(&global, quiet, run(cli, tasks))
+}
+
+/// Whether `command` speaks for itself, so the host's own log would only repeat it (with
+/// paths the author never gave): `plugins check`, unless `--log` asks for more.
+pub fn is_quiet(command: &Command) -> bool {
+    matches!(command, Command::Plugins(PluginsCommand::Check { .. }))
+}
+
+/// Runs `work` under the logging and tracing `global` asks for (off when `quiet` and
+/// `--log` is left at its default), on a tokio runtime of its own, and prints its error.
+/// A binary that adds commands of its own beside the host's runs each through this.
+pub fn execute(
+    global: &Global,
+    quiet: bool,
+    work: impl std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+) -> std::process::ExitCode {
+    let mut telemetry_config = telemetry_config(global);
+    if quiet && global.log == "info" {
         telemetry_config.log = "off".into();
     }
     let telemetry = match crate::telemetry::init(&telemetry_config) {
@@ -281,7 +276,7 @@ pub fn main(tasks: Vec<Task>) -> std::process::ExitCode {
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let code = match rt.block_on(run(cli, tasks)) {
+    let code = match rt.block_on(work) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -351,8 +346,8 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             c.scheduler.workers = a.workers;
             c.insecure_no_auth = a.insecure_no_auth;
             c.metrics_open = a.metrics_open;
-            c.scheduler.host_timeout = Duration::from_secs_f64(a.host_timeout.max(0.1));
-            c.scheduler.heartbeat = (c.scheduler.host_timeout / 5).min(Duration::from_secs(2));
+            c.scheduler.heartbeat.host_timeout = Duration::from_secs_f64(a.host_timeout.max(0.1));
+            c.scheduler.heartbeat.interval = (c.scheduler.heartbeat.host_timeout / 5).min(Duration::from_secs(2));
             let host = Host::start(c, tasks).await?;
             println!("fluid listening on http://{}", host.addr);
             shutdown_signal().await;
@@ -398,10 +393,6 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             s.store().close().await;
             let ok = run.state == crate::scheduler::TaskState::Success;
             return Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
-        }
-        Command::Bench { out, quick, postgres, only, backends, workers, runs } => {
-            let postgres = (postgres != "none").then_some(postgres);
-            crate::bench::run(crate::bench::BenchOptions { out, quick, postgres, only, backends, workers, runs }).await?;
         }
         Command::Enable { task, disable } => {
             tasks.extend(crate::examples::tasks());

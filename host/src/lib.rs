@@ -10,10 +10,9 @@
 //! - [`plugins`]: WebAssembly components: loading, linking, sandbox, event delivery.
 //! - [`http`]: the axum routes.
 //! - [`metrics`]: Prometheus metrics of runs, plugins and the store.
-//! - [`cli`]: the `fluid` command line.
+//! - [`cli`]: the host's command line (the `fluid` binary, in the `fluid-cli` crate, adds `bench`).
 //! - [`telemetry`]: logs, and traces exported over OpenTelemetry when asked.
 
-pub mod bench;
 pub mod cli;
 pub mod componentize;
 pub mod examples;

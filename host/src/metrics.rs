@@ -217,20 +217,24 @@ impl Metrics {
         self.http_audit.get_or_create(&AuditLabels { role, method, status }).inc();
     }
 
-    pub(crate) fn run_queued(&self, task: &str) {
+    /// Counts a run queued for `task`.
+    pub fn run_queued(&self, task: &str) {
         self.runs_queued.get_or_create(&TaskLabels { task: task.to_string() }).inc();
     }
 
-    pub(crate) fn run_finished(&self, task: &str, state: &str) {
+    /// Counts a run of `task` that ended for good in `state`.
+    pub fn run_finished(&self, task: &str, state: &str) {
         self.runs_finished.get_or_create(&TaskStateLabels { task: task.to_string(), state: state.to_string() }).inc();
     }
 
-    pub(crate) fn run_started(&self, task: &str, waited: Duration) {
+    /// Records a run of `task` started after waiting `waited` since it was due.
+    pub fn run_started(&self, task: &str, waited: Duration) {
         self.start_latency.get_or_create(&TaskLabels { task: task.to_string() }).observe(waited.as_secs_f64());
         self.running.inc();
     }
 
-    pub(crate) fn run_ended(&self, task: &str, took: Duration) {
+    /// Records an execution of `task` that took `took`.
+    pub fn run_ended(&self, task: &str, took: Duration) {
         self.run_duration.get_or_create(&TaskLabels { task: task.to_string() }).observe(took.as_secs_f64());
         self.running.dec();
     }

@@ -468,8 +468,8 @@ async fn a_failing_plugin_keeps_its_delivery_lease_through_its_back_off() {
     std::fs::write(dir.path().join("fluid.toml"), format!("{LIMITS}\n{extra}")).unwrap();
     let mut c = config(dir.path());
     c.load_plugins = true;
-    c.scheduler.host_timeout = Duration::from_secs(1);
-    c.scheduler.heartbeat = Duration::from_millis(200);
+    c.scheduler.heartbeat.host_timeout = Duration::from_secs(1);
+    c.scheduler.heartbeat.interval = Duration::from_millis(200);
     let h = start(c, tasks()).await;
     queue(&h.scheduler, "ok", json!({})).await;
     let store = h.scheduler.store().clone();

@@ -250,7 +250,7 @@ async fn a_schedule_of_a_full_worker_share_skips_its_due_times_instead_of_piling
     let mut cfg = dir.config();
     cfg.scheduler.workers = 4;
     cfg.scheduler.run_schedules = true;
-    cfg.scheduler.schedule_tick = Duration::from_millis(20);
+    cfg.scheduler.schedules.tick = Duration::from_millis(20);
     let host = start(cfg, vec![tick]).await;
     let store = host.scheduler.store().clone();
     poll("the first scheduled run holding the share", WAIT, || async { (flight.total() == 1).then_some(()) }).await;
@@ -560,7 +560,7 @@ async fn every_schedule_fires_repeatedly_and_once_per_due_time_across_hosts(db: 
         for _ in 0..2 {
             let mut c = dir.config();
             c.scheduler.run_schedules = true;
-            c.scheduler.schedule_tick = Duration::from_millis(40);
+            c.scheduler.schedules.tick = Duration::from_millis(40);
             v.push(start(c, vec![ticking()]).await);
         }
         v
@@ -625,7 +625,7 @@ async fn two_hosts_on_one_sqlite_file_share_the_queue_without_errors_or_double_r
     let mut hosts = Vec::new();
     for _ in 0..2 {
         let mut c = dir.config();
-        c.scheduler.heartbeat = Duration::from_millis(50);
+        c.scheduler.heartbeat.interval = Duration::from_millis(50);
         hosts.push(start(c, vec![task()]).await);
     }
     let http = client();
@@ -665,8 +665,8 @@ async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy
         || vec![ok_task("plain"), Task::new("retried").retry(RetryPolicy::new(1).wait(wait)).run(|_ctx: TaskContext| async { Ok(()) })];
     let mut cfg = dir.config();
     cfg.scheduler.consume = false; // only the rescue is under test here
-    cfg.scheduler.heartbeat = Duration::from_millis(50);
-    cfg.scheduler.host_timeout = Duration::from_millis(500);
+    cfg.scheduler.heartbeat.interval = Duration::from_millis(50);
+    cfg.scheduler.heartbeat.host_timeout = Duration::from_millis(500);
     let host = start(cfg, tasks()).await;
 
     // Another "host", that never heartbeats, claims two runs through its own connection.
@@ -716,8 +716,8 @@ async fn late_host_cannot_overwrite_a_rescued_run(db: Db) {
     let dir = TestEnv::new(db).await;
     let mut cfg = dir.config();
     cfg.scheduler.consume = false;
-    cfg.scheduler.heartbeat = Duration::from_millis(50);
-    cfg.scheduler.host_timeout = Duration::from_millis(300);
+    cfg.scheduler.heartbeat.interval = Duration::from_millis(50);
+    cfg.scheduler.heartbeat.host_timeout = Duration::from_millis(300);
     let host = start(cfg, vec![ok_task("plain")]).await;
     let late = Store::connect(&dir.url()).await.unwrap();
     let run = queue(&host.scheduler, "plain", json!({})).await;

@@ -160,7 +160,7 @@ fn queues_json(counts: &std::collections::BTreeMap<Priority, u64>) -> Value {
 async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let sched = &st.scheduler;
     let cfg = sched.config();
-    let alive_after = now_us() - cfg.host_timeout.as_micros() as i64;
+    let alive_after = now_us() - cfg.heartbeat.host_timeout.as_micros() as i64;
     let hosts = sched.store().live_hosts(alive_after).await?;
     let queues = sched.store().queue_lengths().await?;
     let workers: Vec<Value> = hosts

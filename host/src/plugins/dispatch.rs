@@ -278,7 +278,7 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
         store: store.clone(),
         plugin: plugin.name.clone(),
         host: shared.scheduler.config().host_id.clone(),
-        ttl: shared.scheduler.config().host_timeout,
+        ttl: shared.scheduler.config().heartbeat.host_timeout,
         held: false,
         renewed: Instant::now(),
     };

@@ -40,6 +40,7 @@ pub mod inspect;
 pub mod limits;
 pub mod loader;
 pub mod params_schema;
+mod probe;
 pub mod route_roles;
 pub mod routes;
 pub mod runtime;
@@ -53,5 +54,6 @@ pub mod watcher;
 
 pub use config::{FluidConfig, Grants, Limits, Policy};
 pub use loader::{Checked, EnableError, check_component};
+pub use probe::InstanceCost;
 pub use runtime::{PluginInfo, PluginRuntime, PluginSettings};
 pub use supervisor::Health;

@@ -75,6 +75,12 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// The context of `run` on `scheduler`, for calling a task's body outside the
+    /// scheduler ([`Task::call`](super::Task::call)); nothing cancels it.
+    pub fn new(run: TaskRun, scheduler: Scheduler) -> TaskContext {
+        TaskContext { run, scheduler, cancel: CancellationToken::new() }
+    }
+
     pub fn id(&self) -> &str {
         &self.run.id
     }

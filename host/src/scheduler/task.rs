@@ -117,6 +117,12 @@ impl std::fmt::Debug for Task {
 }
 
 impl Task {
+    /// Runs the task's body once with `ctx`, outside the scheduler: no timeout, no retry,
+    /// nothing recorded. What a measurement of the body alone needs.
+    pub fn call(&self, ctx: TaskContext) -> TaskFuture {
+        (self.executor)(ctx)
+    }
+
     /// Starts a task definition. The default options are aio-fluid's: medium priority,
     /// 60 s timeout, no concurrency limit, no retry, no schedule, params any JSON object.
     // A builder on purpose: `Task::new("x").retry(..).run(f)` reads as the definition.

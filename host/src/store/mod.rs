@@ -20,6 +20,7 @@ pub mod dialect;
 pub mod events;
 pub mod hosts;
 pub mod locks;
+mod measure;
 pub mod notify;
 pub mod pg_cycle;
 pub mod plugin_file;

@@ -2,5 +2,5 @@
 //! plus a few tasks whose behaviour the tests control.
 
 fn main() -> std::process::ExitCode {
-    fluid_host::cli::main(fluid_tests::test_tasks())
+    fluid_cli::main(fluid_tests::test_tasks())
 }

@@ -43,7 +43,7 @@ impl Drop for TempDir {
 pub fn config(dir: &Path) -> HostConfig {
     let mut c = HostConfig::new(dir);
     c.load_plugins = false;
-    c.scheduler.poll = Duration::from_millis(25);
+    c.scheduler.producer.poll = Duration::from_millis(25);
     c.scheduler.run_schedules = false;
     c
 }

@@ -3,6 +3,30 @@
 
 use super::*;
 
+/// The completer's config.
+#[derive(Debug, Clone)]
+pub struct CompleterConfig {
+    /// Ends committed in one transaction at most. Default: 256.
+    pub max_batch: usize,
+    /// Ends that may wait for the completer; past it, executions wait to hand theirs in.
+    /// Default: 4,096.
+    pub inbox: usize,
+    /// How many times it yields to executions about to end before it commits the ends it
+    /// has, and for how long at most. On an idle worker a yield costs well under a
+    /// microsecond, but behind busy tasks (a task component computing for a whole epoch
+    /// tick) one yield can wait milliseconds, and the ends in hand must not. Defaults: 8
+    /// yields, 1 ms.
+    pub gather_yields: usize,
+    /// See `gather_yields`.
+    pub gather_for: Duration,
+}
+
+impl Default for CompleterConfig {
+    fn default() -> Self {
+        CompleterConfig { max_batch: 256, inbox: 4096, gather_yields: 8, gather_for: Duration::from_millis(1) }
+    }
+}
+
 impl Scheduler {
     /// Sends a finish to the batching writer; retries while the database is unreachable
     /// so an end is not lost to a passing outage.
@@ -32,10 +56,11 @@ impl Scheduler {
 
     /// Commits finished runs in batches: one transaction for all that are waiting.
     pub(super) async fn finisher_loop(self, mut rx: mpsc::Receiver<FinishRequest>) {
-        let mut batch = Vec::with_capacity(256);
+        let config = self.inner.config.completer.clone();
+        let mut batch = Vec::with_capacity(config.max_batch);
         loop {
             tokio::select! {
-                n = rx.recv_many(&mut batch, 256) => if n == 0 { return },
+                n = rx.recv_many(&mut batch, config.max_batch) => if n == 0 { return },
                 _ = self.inner.stop_background.cancelled() => {
                     if rx.is_empty() { return }
                     continue;
@@ -46,12 +71,12 @@ impl Scheduler {
             // their ends and fills all their slots. Without this, trivial runs settled into
             // two halves taking turns, and 8 workers started 4 runs a commit.
             let gathering = std::time::Instant::now();
-            for _ in 0..GATHER_YIELDS {
-                if batch.len() >= self.running_here() || gathering.elapsed() >= GATHER_FOR {
+            for _ in 0..config.gather_yields {
+                if batch.len() >= self.running_here() || gathering.elapsed() >= config.gather_for {
                     break;
                 }
                 tokio::task::yield_now().await;
-                while batch.len() < 256 {
+                while batch.len() < config.max_batch {
                     match rx.try_recv() {
                         Ok(r) => batch.push(r),
                         Err(_) => break,
@@ -117,5 +142,35 @@ impl Scheduler {
             }
             self.inner.wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Fixture;
+    use super::*;
+
+    /// Ends handed in together are recorded together, at most `max_batch` a transaction,
+    /// each answered with its run as recorded.
+    #[tokio::test]
+    async fn ends_arriving_together_share_commits_of_at_most_max_batch() {
+        let completer = CompleterConfig { max_batch: 4, ..Default::default() };
+        let f = Fixture::new(SchedulerConfig { completer, workers: 16, consume: false, ..Default::default() }).await;
+        let s = &f.scheduler;
+        f.queue(16).await;
+        let claimed = s.store().claim(&s.config().host_id, 16, &s.claim_rules()).await.unwrap().started;
+        assert_eq!(claimed.len(), 16);
+        s.start_finisher_only();
+        let mut set = tokio::task::JoinSet::new();
+        for row in claimed {
+            let s = s.clone();
+            let finish = Finish { id: row.run.id, lease: row.lease, outcome: Outcome::Success, retry_after: None };
+            set.spawn(async move { s.record_finish(finish, None).await.unwrap() });
+        }
+        while let Some(run) = set.join_next().await {
+            assert_eq!(run.unwrap().state, TaskState::Success);
+        }
+        let commits = f.commits("finish_and_claim");
+        assert!((4..16).contains(&commits), "16 ends in {commits} commits: shared, and at most 4 a commit");
     }
 }

@@ -1,15 +1,26 @@
 //! The engine: the scheduler's handle, its registry of tasks, queueing and cancelling,
 //! start and shutdown. Each background role has a module of its own: the producer claims,
 //! the executor runs, the completer records ends (and claims the next runs), and the
-//! maintenance services beat the heartbeat (rescuing runs of lost hosts) and queue
-//! scheduled runs.
+//! maintenance services beat the heartbeat (rescuing runs of lost hosts), prune the change
+//! feed and queue scheduled runs. Each role's module holds its config and defaults, its
+//! loop, a `run_once` step where it has one, and unit tests beside them.
 
 mod completer;
 mod executor;
+mod feed_pruner;
 mod heartbeat;
 mod producer;
 mod queuer;
 mod schedules;
+#[cfg(test)]
+mod testing;
+
+pub use completer::CompleterConfig;
+pub use feed_pruner::FeedPrunerConfig;
+pub use heartbeat::HeartbeatConfig;
+pub use producer::ProducerConfig;
+pub use queuer::QueuerConfig;
+pub use schedules::SchedulesConfig;
 
 use super::context::{PluginDirectory, TaskContext};
 use super::share::Shares;
@@ -28,25 +39,30 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// Tuning of one host's scheduler.
+/// Tuning of one host's scheduler: what it does, and each role's own config (defaults
+/// documented with each).
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// Runs executing at once on this host.
     pub workers: usize,
     /// Identity in `fluid_hosts` and in each run's `owner`.
     pub host_id: String,
-    /// How often the claim loop looks for due runs when nothing wakes it.
-    pub poll: Duration,
-    /// How often this host writes its heartbeat, picks up cancel requests and rescues.
-    pub heartbeat: Duration,
-    /// A host silent this long is dead: its running runs are rescued.
-    pub host_timeout: Duration,
-    /// How often schedules are checked.
-    pub schedule_tick: Duration,
     /// Whether this host fires schedules (every host may; each due time fires once).
     pub run_schedules: bool,
     /// Whether this host claims runs (false: an API-only host).
     pub consume: bool,
+    /// The producer: claims runs.
+    pub producer: ProducerConfig,
+    /// The completer: records ends in batches, and claims the next runs with them.
+    pub completer: CompleterConfig,
+    /// The queuer: group commit of runs queued one at a time.
+    pub queuer: QueuerConfig,
+    /// The heartbeat: this host alive, cancel requests, rescue of lost hosts' runs.
+    pub heartbeat: HeartbeatConfig,
+    /// The feed pruner: drops the change feed every plugin has consumed.
+    pub feed_pruner: FeedPrunerConfig,
+    /// Schedules: queue one run per due time.
+    pub schedules: SchedulesConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -54,31 +70,17 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             workers: 8,
             host_id: format!("host-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-            poll: Duration::from_millis(250),
-            heartbeat: Duration::from_secs(2),
-            host_timeout: Duration::from_secs(15),
-            schedule_tick: Duration::from_millis(200),
             run_schedules: true,
             consume: true,
+            producer: ProducerConfig::default(),
+            completer: CompleterConfig::default(),
+            queuer: QueuerConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            feed_pruner: FeedPrunerConfig::default(),
+            schedules: SchedulesConfig::default(),
         }
     }
 }
-
-/// How often the change feed is pruned, and how many of its latest events are always kept.
-const FEED_PRUNE_EVERY: Duration = Duration::from_secs(60);
-const FEED_KEEP: i64 = 100_000;
-/// How often a host says that a plugin no host delivers to holds the feed.
-const FEED_HOLDER_WARN_EVERY: Duration = Duration::from_secs(3600);
-
-/// How many times the finisher yields to executions about to end before it commits the
-/// ends it has (see `finisher_loop`), and for how long at most: on an idle worker a yield
-/// costs well under a microsecond, but behind busy tasks (a task component computing for
-/// a whole epoch tick) one yield can wait milliseconds, and the ends in hand must not.
-const GATHER_YIELDS: usize = 8;
-const GATHER_FOR: Duration = Duration::from_millis(1);
-
-/// A due time later than this when first seen was missed (the host was down): skipped.
-const MISFIRE_GRACE_US: i64 = 5_000_000;
 
 /// Why a run could not be queued.
 #[derive(Debug, thiserror::Error)]
@@ -464,7 +466,7 @@ impl Scheduler {
 
     /// Starts the background loops: claiming, finishing, heartbeats and schedules.
     pub fn start(&self) {
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::channel(self.inner.config.completer.inbox);
         if self.inner.finisher.set(tx).is_err() {
             return; // already started
         }
@@ -476,6 +478,7 @@ impl Scheduler {
         });
         bg.spawn(self.clone().finisher_loop(rx));
         bg.spawn(self.clone().heartbeat_loop());
+        bg.spawn(self.clone().feed_pruner_loop());
         if self.inner.config.consume {
             *self.inner.claimer.lock().unwrap() = Some(bg.spawn(self.clone().claim_loop()));
         }

@@ -3,6 +3,27 @@
 
 use super::*;
 
+/// The producer's config.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// How often it looks for due runs when nothing wakes it (a run queued here, a commit
+    /// another host announces, a slot freed wake it at once). Default: 250 ms; a retry or
+    /// a delayed run may start this late.
+    pub poll: Duration,
+    /// On a busy queue, how long a claim may wait for half the workers to be free, so one
+    /// transaction starts several runs instead of one each. Default: 2 ms.
+    pub gather_slots_for: Duration,
+    /// The longest wait between attempts while claiming fails (the database is away);
+    /// the wait doubles from 100 ms up to this. Default: 5 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig { poll: Duration::from_millis(250), gather_slots_for: Duration::from_millis(2), max_backoff: Duration::from_secs(5) }
+    }
+}
+
 impl Scheduler {
     pub(super) async fn claim_loop(self) {
         let inner = &self.inner;
@@ -24,7 +45,8 @@ impl Scheduler {
             if last_full && free < half {
                 // A busy queue: wait a moment for more slots to free up, so that one claim
                 // transaction starts several runs instead of one each.
-                if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(2), inner.slots.acquire_many(half as u32)).await {
+                if let Ok(Ok(p)) = tokio::time::timeout(inner.config.producer.gather_slots_for, inner.slots.acquire_many(half as u32)).await
+                {
                     drop(p);
                 }
                 free = inner.slots.available_permits();
@@ -56,7 +78,7 @@ impl Scheduler {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = inner.stop_claiming.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(inner.config.producer.max_backoff);
                     continue;
                 }
             };
@@ -73,7 +95,7 @@ impl Scheduler {
             }
             tokio::select! {
                 _ = inner.wake.notified() => {}
-                _ = tokio::time::sleep(inner.config.poll) => {}
+                _ = tokio::time::sleep(inner.config.producer.poll) => {}
                 _ = inner.stop_claiming.cancelled() => return,
             }
         }
@@ -107,5 +129,35 @@ impl Scheduler {
             let span = tracing::debug_span!(parent: None, "fluid.run", run_id = %row.run.id, task = %row.run.task, attempt = row.run.retry_attempt, state = tracing::field::Empty);
             inner.executions.spawn(this.execute(row, task, Some(permit)).instrument(span));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Fixture;
+    use super::*;
+
+    /// A run written to the store behind the scheduler's back (nothing wakes the producer,
+    /// as on SQLite when another process queues) is still claimed and run: on the next poll.
+    #[tokio::test]
+    async fn claims_what_nothing_announced_on_its_next_poll() {
+        let producer = ProducerConfig { poll: Duration::from_millis(20), ..Default::default() };
+        let f = Fixture::new(SchedulerConfig { producer, ..Default::default() }).await;
+        let s = &f.scheduler;
+        let mut changes = s.subscribe();
+        s.start();
+        let run = s.new_run("t", serde_json::json!({}), &QueueOptions::default()).unwrap();
+        s.store().insert_runs(std::slice::from_ref(&run)).await.unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match changes.recv().await {
+                    Ok(r) if r.id == run.id && r.state == TaskState::Success => return,
+                    Ok(_) => {}
+                    Err(e) => panic!("change broadcast: {e}"),
+                }
+            }
+        });
+        done.await.expect("the run to be claimed and to succeed");
+        s.shutdown(Duration::from_secs(1)).await;
     }
 }

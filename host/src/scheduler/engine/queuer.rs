@@ -8,17 +8,30 @@ use super::*;
 /// A run to write, and where to say whether it was.
 pub(super) type QueueRequest = (TaskRun, oneshot::Sender<Result<(), StoreError>>);
 
-/// Requests that may wait for the queuer; past it, callers wait to send.
-pub(super) const QUEUE_DEPTH: usize = 4096;
+/// The queuer's config.
+#[derive(Debug, Clone)]
+pub struct QueuerConfig {
+    /// Requests that may wait for the queuer; past it, callers wait to send. Default: 4,096.
+    pub depth: usize,
+    /// Runs written in one commit at most. Default: [`MAX_BATCH`], as a batch request.
+    pub max_batch: usize,
+}
+
+impl Default for QueuerConfig {
+    fn default() -> Self {
+        QueuerConfig { depth: 4096, max_batch: MAX_BATCH }
+    }
+}
 
 impl Scheduler {
     /// The queuer's inbox, started on first use. It holds the scheduler weakly, so it ends
     /// with the last handle, or at shutdown once every execution has ended.
     pub(super) fn queuer(&self) -> &mpsc::Sender<QueueRequest> {
         self.inner.queuer.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            let config = &self.inner.config.queuer;
+            let (tx, rx) = mpsc::channel(config.depth.max(1));
             let (weak, stop) = (Arc::downgrade(&self.inner), self.inner.stop_background.clone());
-            self.inner.background.spawn(queuer_loop(weak, stop, rx));
+            self.inner.background.spawn(queuer_loop(weak, stop, rx, config.max_batch.max(1)));
             tx
         })
     }
@@ -34,7 +47,7 @@ impl Scheduler {
     }
 }
 
-async fn queuer_loop(inner: std::sync::Weak<Inner>, stop: CancellationToken, mut rx: mpsc::Receiver<QueueRequest>) {
+async fn queuer_loop(inner: std::sync::Weak<Inner>, stop: CancellationToken, mut rx: mpsc::Receiver<QueueRequest>, max_batch: usize) {
     loop {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -42,7 +55,7 @@ async fn queuer_loop(inner: std::sync::Weak<Inner>, stop: CancellationToken, mut
         };
         let Some(first) = first else { break };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
@@ -70,5 +83,32 @@ async fn queuer_loop(inner: std::sync::Weak<Inner>, stop: CancellationToken, mut
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Fixture;
+    use super::*;
+
+    /// Runs queued one at a time but at once share commits, at most `max_batch` a commit,
+    /// and each caller gets its own run.
+    #[tokio::test]
+    async fn requests_arriving_together_share_commits_of_at_most_max_batch() {
+        let queuer = QueuerConfig { max_batch: 4, ..Default::default() };
+        let f = Fixture::new(SchedulerConfig { queuer, consume: false, ..Default::default() }).await;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let s = f.scheduler.clone();
+            set.spawn(async move { s.queue("t", serde_json::json!({ "i": i }), QueueOptions::default()).await.unwrap() });
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        while let Some(run) = set.join_next().await {
+            ids.insert(run.unwrap().id);
+        }
+        assert_eq!(ids.len(), 20);
+        assert_eq!(f.scheduler.store().count_runs("t", TaskState::Queued).await.unwrap(), 20);
+        let commits = f.commits("insert_runs");
+        assert!((5..20).contains(&commits), "20 runs in {commits} commits: shared, and at most 4 a commit");
     }
 }

@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// The schedules' config.
+#[derive(Debug, Clone)]
+pub struct SchedulesConfig {
+    /// How often due times are checked. Default: 200 ms, the latest a scheduled run starts
+    /// queueing after its due time.
+    pub tick: Duration,
+    /// A due time already this far past when first seen was missed (the host was down):
+    /// it is skipped, not queued late. Default: 5 s.
+    pub misfire_grace: Duration,
+}
+
+impl Default for SchedulesConfig {
+    fn default() -> Self {
+        SchedulesConfig { tick: Duration::from_millis(200), misfire_grace: Duration::from_secs(5) }
+    }
+}
+
 impl Scheduler {
     pub(super) async fn schedule_loop(self) {
         let mut due: HashMap<String, i64> = HashMap::new();
@@ -12,7 +29,7 @@ impl Scheduler {
                 tracing::error!(error = %e, "schedule tick failed");
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.inner.config.schedule_tick) => {}
+                _ = tokio::time::sleep(self.inner.config.schedules.tick) => {}
                 _ = self.inner.stop_claiming.cancelled() => return,
             }
         }
@@ -47,7 +64,7 @@ impl Scheduler {
                 continue;
             }
             let next = schedule.next_due(to_datetime(seen), to_datetime(now)).timestamp_micros();
-            let late = now - seen > MISFIRE_GRACE_US;
+            let late = now - seen > self.inner.config.schedules.misfire_grace.as_micros() as i64;
             let enabled = store.task_statuses().await?.get(&task.name).is_none_or(|s| s.enabled);
             let waiting = match pending.get(&task.name) {
                 Some(id) => store.get_run(id).await?.is_some_and(|r| r.state == TaskState::Queued),
@@ -89,5 +106,30 @@ impl Scheduler {
             due.insert(task.name.clone(), store.schedule_due(&task.name, next).await?);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Fixture;
+    use super::*;
+    use crate::scheduler::Schedule;
+
+    /// A due time found further past than `misfire_grace` (the host was down) is skipped;
+    /// within the grace it queues its run.
+    #[tokio::test]
+    async fn a_due_time_past_the_misfire_grace_is_skipped() {
+        for (grace_s, runs) in [(5, 0), (60, 1)] {
+            let schedules = SchedulesConfig { misfire_grace: Duration::from_secs(grace_s), ..Default::default() };
+            let f = Fixture::new(SchedulerConfig { schedules, consume: false, ..Default::default() }).await;
+            let s = &f.scheduler;
+            s.register(Task::new("every").schedule(Schedule::every(Duration::from_secs(3600))).run(|_| async { Ok(()) })).unwrap();
+            // The stored due time: ten seconds ago, as if this host had been down since.
+            let due = now_us() - 10_000_000;
+            assert_eq!(s.store().schedule_due("every", due).await.unwrap(), due);
+            s.schedule_tick(&mut HashMap::new(), &mut HashMap::new()).await.unwrap();
+            assert_eq!(s.store().count_runs("every", TaskState::Queued).await.unwrap(), runs, "misfire grace {grace_s} s");
+            assert!(s.store().schedule_due("every", 0).await.unwrap() > now_us(), "the next due time is ahead either way");
+        }
     }
 }
