@@ -14,8 +14,8 @@
 //!   over OTLP against traces off, `GET /metrics` against `GET /tasks-status`.
 
 use crate::host::{Host, HostConfig};
-use crate::plugins::bindings::tmp::Event;
-use crate::plugins::dispatch::wit_run;
+use crate::plugins::wit::bindings::tmp::Event;
+use crate::plugins::wit::convert::wit_run;
 use crate::plugins::{PluginRuntime, PluginSettings};
 use crate::scheduler::{Priority, Scheduler, SchedulerConfig, Task, TaskRun, TaskState};
 use crate::store::{Backend, Store};
@@ -591,11 +591,15 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
     // Where a component run's time goes: the store and its WASI context alone, made and
     // dropped as each run does; the rest is instantiation, the call and the slot's reset.
     let policy = std::sync::Arc::new(rt.shared.config.read().unwrap().policy("task_cases")?);
-    let sup = std::sync::Arc::new(crate::plugins::supervisor::Supervisor::new("bench", policy, tokio_util::sync::CancellationToken::new()));
+    let sup = std::sync::Arc::new(crate::plugins::instance::supervisor::Supervisor::new(
+        "bench",
+        policy,
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let store_us = {
         let t = Instant::now();
         for _ in 0..runs {
-            drop(crate::plugins::sandbox::new_store(&rt.shared, &sup).map_err(anyhow::Error::msg)?);
+            drop(rt.shared.stores.new_store(&sup).map_err(anyhow::Error::msg)?);
         }
         t.elapsed().as_secs_f64() * 1e6 / runs as f64
     };
@@ -605,17 +609,17 @@ async fn plugin_sections(opts: &BenchOptions, r: &mut Report) -> anyhow::Result<
         let path = plugins_dir.join("task_cases.wasm");
         let bytes = std::fs::read(&path)?;
         let sh = &rt.shared;
-        let crate::plugins::loader::Checked::Task(pre, _) =
-            crate::plugins::loader::check_component(&sh.engine, &sh.linker, &sh.task_linker, &path, &bytes, None)
+        let crate::plugins::Checked::Task(pre, _) =
+            crate::plugins::check_component(&sh.linkers.engine, &sh.linkers.plugin, &sh.linkers.task, &path, &bytes, None)
                 .map_err(anyhow::Error::msg)?
         else {
             anyhow::bail!("task_cases.wasm is not a task component");
         };
         let t = Instant::now();
         for _ in 0..runs {
-            let mut store = crate::plugins::sandbox::new_store(sh, &sup).map_err(anyhow::Error::msg)?;
+            let mut store = sh.stores.new_store(&sup).map_err(anyhow::Error::msg)?;
             store.set_epoch_deadline(1_000);
-            pre.instantiate_async(&mut store).await.map_err(crate::plugins::runtime::wt)?;
+            pre.instantiate_async(&mut store).await.map_err(crate::plugins::engine::wt)?;
         }
         t.elapsed().as_secs_f64() * 1e6 / runs as f64
     };
