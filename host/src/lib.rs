@@ -20,6 +20,9 @@ pub mod history;
 pub mod host;
 pub mod http;
 pub mod metrics;
+// The plugin runtime's public face is small and re-exported from its root: each item says
+// what it is.
+#[deny(missing_docs)]
 pub mod plugins;
 pub mod scaffold;
 pub mod scheduler;
@@ -37,20 +40,18 @@ pub use scheduler::{Priority, RetryPolicy, Schedule, Task, TaskContext, TaskErro
 /// store knows no scheduler, the scheduler no wasmtime, plugins or HTTP.
 #[cfg(test)]
 mod layers {
+    /// Every line but comments of the `.rs` files under `dir` (a folder or one file) of `src/`.
     fn imports_of(dir: &str) -> Vec<(String, String)> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
         let mut out = vec![];
         let mut stack = vec![root];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    let text = std::fs::read_to_string(&p).unwrap();
-                    for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
-                        out.push((p.display().to_string(), line.to_string()));
-                    }
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                    out.push((p.display().to_string(), line.to_string()));
                 }
             }
         }
@@ -88,6 +89,34 @@ mod layers {
     #[test]
     fn plugins_know_no_http_and_write_no_sql() {
         refuse("plugins", &["crate::http", "axum", "sqlx", "crate::store::query", "query_built"]);
+    }
+
+    /// The layers of `plugins/`, lowest first: each folder may import only the folders
+    /// before it (and `bundled.rs`, which imports none), so no import cycle can form.
+    const PLUGIN_LAYERS: [&str; 6] = ["wit", "engine", "instance", "capabilities", "services", "registry"];
+
+    #[test]
+    fn each_plugins_layer_imports_only_the_layers_below() {
+        for (i, layer) in PLUGIN_LAYERS.iter().enumerate() {
+            let dir = format!("plugins/{layer}");
+            let above: Vec<String> =
+                PLUGIN_LAYERS[i + 1..].iter().flat_map(|l| [format!("crate::plugins::{l}"), format!("super::{l}")]).collect();
+            refuse(&dir, &above.iter().map(String::as_str).collect::<Vec<_>>());
+            // Another layer is named by its full path, never through `super::super::` nor the
+            // re-exports of `plugins/mod.rs` (which would hide an upward import).
+            refuse(&dir, &["super::super::", "crate::plugins::{", "crate::plugins;", "use crate::plugins as"]);
+            let below: Vec<String> = PLUGIN_LAYERS[..=i].iter().chain(&["bundled"]).map(|l| format!("crate::plugins::{l}::")).collect();
+            for (file, line) in imports_of(&dir) {
+                for (at, _) in line.match_indices("crate::plugins::") {
+                    let path = &line[at..];
+                    assert!(
+                        below.iter().any(|b| path.starts_with(b.as_str())),
+                        "{file} reaches above {dir}/ (or around the layers): {line}"
+                    );
+                }
+            }
+        }
+        refuse("plugins/bundled.rs", &["crate::plugins", "super::"]);
     }
 
     #[test]

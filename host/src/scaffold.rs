@@ -87,7 +87,7 @@ pub fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Re
     anyhow::ensure!(
         crate::store::plugin_tables::check_ident("plugin name", name, 24).is_ok(),
         "{name:?} is not a valid name: [a-z][a-z0-9_]*, at most 24 characters (the .wasm file is named after it), e.g. {}",
-        crate::plugins::loader::valid_name(name)
+        crate::plugins::valid_name(name)
     );
     let root = dir.join(name);
     anyhow::ensure!(!root.exists(), "{} exists already", root.display());

@@ -135,7 +135,7 @@ async fn a_replaced_plugin_resumes_from_its_checkpoint_without_losing_or_doublin
     let v2 = event_log_v2();
     std::fs::write(dir.path().join("fluid.toml"), "[plugins.event_log.config]\nversion = \"2\"").unwrap();
     std::fs::write(dir.path().join("plugins/event_log.wasm"), &v2).unwrap();
-    let sha = fluid_host::plugins::cache::sha256(&v2);
+    let sha = fluid_host::plugins::sha256(&v2);
     let swapped = wait_plugin(&h, "event_log", "version 2 to run", |p| p["version"] == "2" && p["sha256"] == sha.as_str()).await;
     assert_eq!(swapped["state"], "active", "{swapped}");
     stop.store(true, Ordering::SeqCst);
@@ -418,7 +418,7 @@ async fn a_tightened_trust_policy_unloads_what_it_no_longer_admits() {
     std::fs::write(dir.path().join("plugins/event_log.wasm"), event_log_wasm()).unwrap();
     let h = host(dir.path()).await;
     assert_eq!(plugin(&h, "event_log").await.unwrap()["state"], "active");
-    let pin = fluid_host::plugins::cache::sha256(b"another file");
+    let pin = fluid_host::plugins::sha256(b"another file");
     std::fs::write(dir.path().join("fluid.toml"), format!("[trust]\npolicy = \"pinned\"\n[trust.pinned]\nevent_log = \"{pin}\"\n"))
         .unwrap();
     let p = wait_plugin(&h, "event_log", "the unpinned plugin to be unloaded", |p| p["state"] == "failed").await;

@@ -453,7 +453,7 @@ async fn only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_rene
 /// equal and null-versioned copies are skipped (not errors, not counted), new keys are
 /// inserted, and a version column outside the columns given or inside the key is refused.
 async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
-    use fluid_host::plugins::config::Limits;
+    use fluid_host::plugins::Limits;
     use fluid_host::store::plugin_tables::{
         Column, ColumnType, PluginStorage, Query, StorageError as SE, TableDef, TableLimits, Value as V,
     };

@@ -15,7 +15,7 @@
 //! a `fluid::audit` log line (token id and role, never the token) and a metric.
 
 use super::AppState;
-use crate::plugins::cache::sha256;
+use crate::plugins::sha256;
 use crate::store::Store;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -204,7 +204,7 @@ pub fn needed(method: &Method, path: &str, query: &str, metrics_open: bool) -> O
         // A plugin's own routes, in its namespace or at its root paths (the host's paths
         // are all known here).
         (_, ["plugins", _, "routes", ..]) => true,
-        (_, [first, ..]) => !crate::plugins::routes::HOST_SEGMENTS.contains(first),
+        (_, [first, ..]) => !crate::plugins::HOST_SEGMENTS.contains(first),
         _ => false,
     };
     Some(if operate { Role::Operate } else { Role::Admin })

@@ -93,7 +93,7 @@ async fn plugin_fallback(
         let mut allowed: Vec<String> = routes
             .routes()
             .into_iter()
-            .filter(|(_, path, _)| crate::plugins::routes::Pattern::parse(path).is_ok_and(|p| p.matches(uri.path()).is_some()))
+            .filter(|(_, path, _)| crate::plugins::Pattern::parse(path).is_ok_and(|p| p.matches(uri.path()).is_some()))
             .map(|(m, _, _)| m)
             .collect();
         if !allowed.is_empty() {

@@ -179,7 +179,7 @@ fn host_paths(metrics_open: bool) -> Value {
     })
 }
 
-/// What a plugin call answers with when it serves a route (see `plugins::routes`).
+/// What a plugin call answers with when it serves a route (see `plugins::services::routes`).
 fn plugin_errors(op: Op) -> Op {
     op.err("404", "not found (the plugin's answer)")
         .err("422", "invalid input (the plugin's answer)")
@@ -216,7 +216,7 @@ fn bundled_route(plugin: &str, method: &str, path: &str) -> Option<Op> {
 /// The plugins whose file is byte for byte the bundled one: their routes are known.
 fn bundled_plugins(st: &AppState) -> Vec<String> {
     use crate::plugins::bundled::BUNDLED;
-    use crate::plugins::cache::sha256;
+    use crate::plugins::sha256;
     static SUMS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
     let sums =
         SUMS.get_or_init(|| BUNDLED.iter().map(|(file, bytes)| (file.trim_end_matches(".wasm").to_string(), sha256(bytes))).collect());
@@ -269,9 +269,8 @@ fn build(st: &AppState) -> Value {
     if let Some(pr) = &st.plugin_routes {
         let bundled = bundled_plugins(st);
         for (method, path, plugin) in pr.routes() {
-            let declared = path
-                .strip_prefix(&crate::plugins::routes::namespace(&plugin))
-                .map_or(path.as_str(), |p| if p.is_empty() { "/" } else { p });
+            let declared =
+                path.strip_prefix(&crate::plugins::namespace(&plugin)).map_or(path.as_str(), |p| if p.is_empty() { "/" } else { p });
             let known = bundled.contains(&plugin).then(|| bundled_route(&plugin, &method, declared)).flatten();
             let op = known.unwrap_or_else(|| {
                 let mut op = Op::new(format!("Served by plugin {plugin}")).ok("200", json!({}));

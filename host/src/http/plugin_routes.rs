@@ -1,10 +1,11 @@
-//! Plugin routes over HTTP: a request a plugin's route serves (see `plugins::routes` for
-//! which one, and the role it needs) becomes a call of its handler with
-//! `{"path", "query", "body"}`; the JSON it returns is the answer, a call error a status.
+//! Plugin routes over HTTP: a request a plugin's route serves (see
+//! `plugins::services::routes` for which one, and the role it needs) becomes a call of its
+//! handler with `{"path", "query", "body"}`; the JSON it returns is the answer, a call error
+//! a status.
 
 use super::{ApiError, PluginRoutes};
-use crate::plugins::runtime::PluginRuntime;
-use crate::scheduler::PluginCallError;
+use crate::plugins::PluginRuntime;
+use crate::scheduler::{PluginCallError, PluginDirectory};
 use crate::types::Role;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -40,7 +41,7 @@ impl PluginRoutes for PluginRuntime {
             };
             let args = serde_json::json!({ "path": route.vars, "query": query, "body": body });
             let plugin = route.plugin;
-            Some(match self.shared.call(&plugin, &route.handler, args.to_string(), Vec::new()).await {
+            Some(match self.call(&plugin, &route.handler, args.to_string()).await {
                 // Checked, not built: a tree of the result would take many times its text.
                 Ok(text) => match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
                     Ok(_) => ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response(),

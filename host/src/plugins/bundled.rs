@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
+/// The `db` plugin: the run history (aio-fluid's `/task-history`).
 pub const DB_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/db.wasm"));
+/// The `stats` plugin: run statistics.
 pub const STATS_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stats.wasm"));
 
 /// Bundled plugins by file name.

@@ -1,59 +1,43 @@
-//! Plugins as WebAssembly components.
+//! Plugins as WebAssembly components, in six layers; each imports only the layers below it
+//! (the `layers` test in `lib.rs` holds this):
 //!
-//! - [`bindings`]: the generated types of the `plugin` and `task` worlds (the only `bindgen!`).
-//! - [`config`]: fluid.toml: limits, capability grants and config per plugin.
-//! - [`runtime`]: the engine, linker and the set of loaded plugins; calls between them.
-//! - [`loader`]: loading, swapping, unloading and re-enabling a plugin from its file.
-//! - [`watcher`]: polls the plugins folder and fluid.toml while the host runs.
-//! - [`cache`]: compiled components on disk, keyed by content and engine.
-//! - [`sandbox`]: a plugin instance's store: memory cap and WASI with only its grants.
-//! - [`guest_pool`]: the threads guest code runs on (never the host's), CPU metering.
-//! - [`limits`]: bounds on what a component's registration or definitions may hold.
-//! - [`trust`]: which files may run at all (`[trust]`: any, pinned SHA-256, ed25519-signed).
-//! - [`actor`]: one task per plugin owns its instance: calls are handled one at a time,
-//!   each under a time limit; a trap discards the instance and the next call gets a
-//!   fresh one.
-//! - [`supervisor`]: counters, failures in a window, quarantine.
-//! - [`dispatch`]: delivers the change feed to each plugin from its checkpoint.
-//! - [`storage`]: the `storage` import, each plugin in its own namespace: its calls on the
-//!   store's plugin tables (`store::plugin_tables`, which owns their SQL and quotas), and
-//!   the conversions between the interface's types and the store's.
-//! - [`route_roles`]: the `route-roles` import: the API role each route of a plugin needs.
-//! - [`host_api`]: the `host` import: log, get-plugin, tasks, queueing.
-//! - [`inspect`]: checking plugin files without running them (the CLI).
-//! - [`routes`]: HTTP routes declared by plugins.
-//! - [`tasks`]: task components: their tasks registered like native ones, a fresh
-//!   instance per run under the task's timeout.
-//! - [`params_schema`]: a task component's params schema, enforced at queue time with its
-//!   cost bounded (the schema is untrusted input).
+//! 1. [`wit`]: the contract: the generated types (the only `bindgen!`), the versions of the
+//!    WIT package this host speaks, and conversions to the scheduler's types.
+//! 2. [`engine`]: where guest code runs: the engine, the sandbox around a store (memory cap,
+//!    WASI with only its grants), the operator's policy, the compile cache, the guest
+//!    threads and the bounds on what a component hands the host.
+//! 3. [`instance`]: an instance's store data and the narrow handle it reaches other plugins
+//!    through, the actor that owns a plugin's instance, and supervision (counters,
+//!    failures, quarantine).
+//! 4. [`capabilities`]: the imports given to components, one per module (`host`,
+//!    `storage`, `route-roles`), and the linkers that put them together.
+//! 5. [`services`]: what components do for the host: event delivery, task components'
+//!    tasks, plugin HTTP routes.
+//! 6. [`registry`]: which components are loaded: loading and swapping, call accounting,
+//!    the folder watch, fluid.toml, trust, and offline inspection.
+//!
+//! [`bundled`] (the components carried in the binary) imports nothing of the layers.
+//!
+//! What the rest of the host and the CLI use is re-exported here.
 
-pub mod actor;
-pub mod bindings;
 pub mod bundled;
-pub mod cache;
-pub mod config;
-pub mod contract;
-pub mod dispatch;
-pub mod guest_pool;
-pub mod host_api;
-pub mod inspect;
-pub mod limits;
-pub mod loader;
-pub mod params_schema;
-mod probe;
-pub mod route_roles;
-pub mod routes;
-pub mod runtime;
-pub mod sandbox;
-mod stderr;
-pub mod storage;
-pub mod supervisor;
-pub mod tasks;
-pub mod trust;
-pub mod watcher;
+pub(crate) mod capabilities;
+pub(crate) mod engine;
+pub(crate) mod instance;
+pub(crate) mod registry;
+pub(crate) mod services;
+pub(crate) mod wit;
 
-pub use config::{FluidConfig, Grants, Limits, Policy};
-pub use loader::{Checked, EnableError, check_component};
-pub use probe::InstanceCost;
-pub use runtime::{PluginInfo, PluginRuntime, PluginSettings};
-pub use supervisor::Health;
+pub use engine::cache::sha256;
+pub use engine::policy::{DirGrant, FeedStart, Grants, Limits, Policy};
+pub use instance::state::PluginState;
+pub use instance::supervisor::Health;
+pub use registry::config::FluidConfig;
+pub use registry::loaded::Loaded;
+pub use registry::loader::{Checked, EnableError, check_component, valid_name};
+pub use registry::probe::InstanceCost;
+pub use registry::{PluginInfo, PluginRuntime, PluginSettings, inspect, trust};
+pub use services::routes::{Pattern, PluginRoute, RouteMatch, namespace};
+
+pub(crate) use services::routes::HOST_SEGMENTS;
+pub use wit::contract;

@@ -5,55 +5,50 @@
 //! the reason is shown); then the old actor and delivery loop are stopped and awaited, so
 //! its last batch is either acknowledged (checkpoint moved) or not, and only then does the
 //! new version's delivery loop start, from the stored checkpoint.
+//!
+//! It owns the admin lock and the files being loaded ([`Admin`]); what it loads goes into
+//! the loaded set (`loaded`).
 
-use super::actor::{self, Actor, ActorCtx};
-use super::bindings::PluginPre;
-use super::bindings::task_world::TaskPre;
-use super::cache;
 use super::config::FluidConfig;
-use super::contract;
-use super::dispatch;
-use super::runtime::{Loaded, PluginRuntime, TASK_WORLD, WORLD};
-use super::sandbox::PluginState;
-use super::supervisor::Supervisor;
+use super::loaded::{Failed, FileStamp, Loaded};
+use super::runtime::PluginRuntime;
+use crate::plugins::engine::{cache, guest_pool, limits};
+use crate::plugins::instance::actor::{self, Actor, ActorCtx};
+use crate::plugins::instance::state::PluginState;
+use crate::plugins::instance::supervisor::Supervisor;
+use crate::plugins::services::dispatch::{self, Subscriber};
+use crate::plugins::services::routes::{self, PluginRoute};
+use crate::plugins::wit::bindings::PluginPre;
+use crate::plugins::wit::bindings::task_world::TaskPre;
+use crate::plugins::wit::contract::{self, TASK_WORLD, WORLD};
+use crate::plugins::wit::convert::host_state;
 use crate::scheduler::TaskState;
 use crate::store::plugin_tables::check_ident;
 use anyhow::Context;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-/// Size and modification time of a file: how the watcher tells a file changed, and that a
-/// file being written has settled (the same stamp on two scans in a row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    pub len: u64,
-    pub modified: Option<SystemTime>,
-}
-
-impl FileStamp {
-    pub fn of(path: &Path) -> Option<FileStamp> {
-        let m = std::fs::metadata(path).ok()?;
-        m.is_file().then(|| FileStamp { len: m.len(), modified: m.modified().ok() })
-    }
-}
-
-/// A file that failed to load, and the stamp it had then (not retried until it changes).
-#[derive(Debug, Clone)]
-pub struct Failed {
-    pub reason: String,
-    pub stamp: Option<FileStamp>,
+/// One load, swap, unload or re-enable at a time, and the files the watcher is loading now
+/// (each on its own task).
+#[derive(Default)]
+pub(crate) struct Admin {
+    pub(crate) lock: tokio::sync::Mutex<()>,
+    pub(crate) loading: Mutex<BTreeSet<PathBuf>>,
 }
 
 /// Why `enable` did nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum EnableError {
+    /// No plugin, loaded or failed, has that name.
     #[error("plugin {0:?} not found")]
     NotFound(String),
+    /// It runs: there is nothing to re-enable.
     #[error("plugin {0:?} is not quarantined")]
     NotQuarantined(String),
+    /// Reading fluid.toml, moving the checkpoint or loading failed.
     #[error("{0}")]
     Failed(String),
 }
@@ -73,7 +68,7 @@ struct Prepared {
     sha256: String,
     stamp: FileStamp,
     subscriptions: Vec<(TaskState, String)>,
-    routes: Vec<super::routes::PluginRoute>,
+    routes: Vec<PluginRoute>,
     root_routes: bool,
     world: String,
     ctx: ActorCtx,
@@ -83,7 +78,9 @@ struct Prepared {
 /// A component that fits one of fluid's worlds, ready to instantiate, with the contract
 /// version it was built against.
 pub enum Checked {
+    /// A plugin (`task-manager-plugin` exported).
     Plugin(PluginPre<PluginState>, &'static str),
+    /// A task component (`task-component` exported).
     Task(TaskPre<PluginState>, &'static str),
 }
 
@@ -176,7 +173,7 @@ impl PluginRuntime {
     pub async fn load_file(&self, path: &Path) -> Result<Option<Arc<Loaded>>, String> {
         // Compiled before taking the admin lock: a slow file never holds up the others.
         let compiled = self.compile(path).await;
-        let _admin = self.shared.admin.lock().await;
+        let _admin = self.shared.admin.lock.lock().await;
         self.load_compiled(path, compiled).await
     }
 
@@ -201,14 +198,14 @@ impl PluginRuntime {
         let (shared2, path2) = (shared.clone(), path.to_path_buf());
         let trust = shared.config.read().unwrap().trust().clone();
         let name2 = name.to_string();
-        let work = super::guest_pool::off_host("fluid-compile", move || {
+        let work = guest_pool::off_host("fluid-compile", move || {
             let bytes = std::fs::read(&path2).map_err(|e| format!("{}: cannot read: {e}", path2.display()))?;
             // Before it is compiled: an untrusted file costs nothing but this check.
             trust.admits(&name2, &path2, &bytes)?;
             let checked = check_component(
-                &shared2.engine,
-                &shared2.linker,
-                &shared2.task_linker,
+                &shared2.linkers.engine,
+                &shared2.linkers.plugin,
+                &shared2.linkers.task,
                 &path2,
                 &bytes,
                 shared2.settings.cache_dir.as_deref(),
@@ -228,12 +225,12 @@ impl PluginRuntime {
         let stamp = FileStamp::of(path);
         match async { self.load_checked(path, compiled?).await }.await {
             Ok(loaded) => {
-                self.shared.failed.write().unwrap().remove(path);
+                self.shared.loaded.failed.write().unwrap().remove(path);
                 Ok(loaded)
             }
             Err(reason) => {
                 tracing::error!(file = %path.display(), error = %reason, "plugin not loaded");
-                self.shared.failed.write().unwrap().insert(path.to_path_buf(), Failed { reason: reason.clone(), stamp });
+                self.shared.loaded.failed.write().unwrap().insert(path.to_path_buf(), Failed { reason: reason.clone(), stamp });
                 Err(reason)
             }
         }
@@ -253,7 +250,7 @@ impl PluginRuntime {
             }
             Checked::Task(pre, _) => {
                 self.install_tasks(path, pre, &bytes, stamp, world).await?;
-                let name = shared.plugins.read().unwrap().values().find(|p| p.file == path).map(|p| p.name.clone());
+                let name = shared.loaded.plugins.read().unwrap().values().find(|p| p.file == path).map(|p| p.name.clone());
                 if let Some(name) = name {
                     self.unload_locked(&name).await;
                 }
@@ -293,7 +290,7 @@ impl PluginRuntime {
             None => legacy_config(path)?,
         };
         let sup = Arc::new(Supervisor::new(&name, Arc::new(policy), shared.stop.child_token()));
-        let ctx = ActorCtx { config_json, shared: shared.clone(), pre, sup };
+        let ctx = ActorCtx { config_json, stores: shared.stores.clone(), pre, sup };
         let (mut instance, reg) = actor::instantiate_off_host(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
         if reg.name != name {
             let hint = if check_ident("plugin name", &reg.name, 24).is_ok() {
@@ -304,16 +301,17 @@ impl PluginRuntime {
             return Err(format!("{}: the component registers as {:?}; {hint}", path.display(), reg.name));
         }
         let root_routes = ctx.sup.policy.grants.root_routes(&name);
-        let others: Vec<Arc<Loaded>> = shared.plugins.read().unwrap().values().cloned().collect();
+        let others = shared.loaded.plugins();
+        let root_owners: Vec<(&str, &[PluginRoute])> =
+            others.iter().filter(|o| o.root_routes).map(|o| (o.name.as_str(), o.routes.as_slice())).collect();
         let declared = reg.routes.iter().map(|r| (r.method.as_str(), r.path.as_str(), r.handler.as_str()));
         let mut routes =
-            super::routes::check_routes(&name, root_routes, declared, &others).map_err(|e| format!("{}: {e}", path.display()))?;
+            routes::check_routes(&name, root_routes, declared, &root_owners).map_err(|e| format!("{}: {e}", path.display()))?;
         let state = instance.0.data_mut();
         let (roles, overflow) = (std::mem::take(&mut state.route_roles), state.route_roles_overflow);
-        super::route_roles::apply(&mut routes, roles, overflow).map_err(|e| format!("{}: {e}", path.display()))?;
-        ctx.sup.host_bytes.store(super::limits::registration_bytes(&reg), std::sync::atomic::Ordering::Relaxed);
-        let subscriptions: Vec<(TaskState, String)> =
-            reg.subscriptions.iter().map(|s| (dispatch::host_state(s.state), s.tag.clone())).collect();
+        routes::apply(&mut routes, roles, overflow).map_err(|e| format!("{}: {e}", path.display()))?;
+        ctx.sup.host_bytes.store(limits::registration_bytes(&reg), std::sync::atomic::Ordering::Relaxed);
+        let subscriptions: Vec<(TaskState, String)> = reg.subscriptions.iter().map(|s| (host_state(s.state), s.tag.clone())).collect();
         let file = path.to_path_buf();
         Ok(Prepared {
             name,
@@ -337,7 +335,7 @@ impl PluginRuntime {
         }
         let sup = p.ctx.sup.clone();
         // Shown at once by `/plugins` (the delivery loop reads it again, retrying on errors).
-        if let Ok(cp) = super::dispatch::first_checkpoint(self.shared.scheduler.store(), &p.name, sup.policy.start).await {
+        if let Ok(cp) = dispatch::first_checkpoint(self.shared.scheduler.store(), &p.name, sup.policy.start).await {
             sup.update(|h| h.checkpoint = cp);
         }
         let actor = Actor::spawn(p.ctx, p.instance, sup.stop.clone());
@@ -357,8 +355,14 @@ impl PluginRuntime {
             sup,
             delivery: Mutex::new(None),
         });
-        self.shared.plugins.write().unwrap().insert(loaded.name.clone(), loaded.clone());
-        *loaded.delivery.lock().unwrap() = Some(tokio::spawn(dispatch::deliver(self.shared.clone(), loaded.clone())));
+        self.shared.loaded.plugins.write().unwrap().insert(loaded.name.clone(), loaded.clone());
+        let subscriber = Subscriber {
+            name: loaded.name.clone(),
+            subscriptions: loaded.subscriptions.clone(),
+            actor: loaded.actor.clone(),
+            sup: loaded.sup.clone(),
+        };
+        *loaded.delivery.lock().unwrap() = Some(tokio::spawn(dispatch::deliver(self.shared.feed(), subscriber)));
         tracing::info!(plugin = %loaded.name, version = %loaded.version, file = %loaded.file.display(), sha256 = %loaded.sha256,
             subscriptions = loaded.subscriptions.len(), routes = loaded.routes.len(), "plugin loaded");
         loaded
@@ -366,12 +370,12 @@ impl PluginRuntime {
 
     /// Unloads a plugin: no more calls or deliveries; its checkpoint and tables stay.
     pub async fn unload(&self, name: &str) -> bool {
-        let _admin = self.shared.admin.lock().await;
+        let _admin = self.shared.admin.lock.lock().await;
         self.unload_locked(name).await
     }
 
     async fn unload_locked(&self, name: &str) -> bool {
-        let Some(p) = self.shared.plugins.write().unwrap().remove(name) else { return false };
+        let Some(p) = self.shared.loaded.plugins.write().unwrap().remove(name) else { return false };
         stop_and_wait(&p).await;
         // Its delivery loop has ended: give the lease up, so another host that has the
         // plugin goes on at once, and `fluid plugins forget` sees it is no longer loaded here.
@@ -387,14 +391,14 @@ impl PluginRuntime {
     /// with fluid.toml read again. Its held events are then delivered, or skipped when
     /// `skip_events` (its checkpoint moves to the head of the feed first).
     pub async fn enable(&self, name: &str, skip_events: bool) -> Result<Arc<Loaded>, EnableError> {
-        let _admin = self.shared.admin.lock().await;
+        let _admin = self.shared.admin.lock.lock().await;
         self.reload_config().map_err(|e| EnableError::Failed(format!("{e:#}")))?;
         let loaded = self.shared.plugin(name);
         let path = match &loaded {
             Some(p) if !p.sup.quarantined() => return Err(EnableError::NotQuarantined(name.into())),
             Some(p) => p.file.clone(),
             None => {
-                let failed = self.shared.failed.read().unwrap();
+                let failed = self.shared.loaded.failed.read().unwrap();
                 failed
                     .keys()
                     .find(|f| f.file_stem().and_then(|s| s.to_str()) == Some(name))

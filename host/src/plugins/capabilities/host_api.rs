@@ -1,44 +1,18 @@
 //! The `host` import: logging, `get-plugin` and its `plugin` resource, the task list and
-//! queueing runs.
+//! queueing runs. Other plugins are reached through the instance's `Peers` handle, tasks and
+//! the queue through the scheduler; each plugin's allowances are its supervisor's.
 
-use super::bindings::host_if::{self, LogLevel, QueueRequest};
-use super::bindings::types::{CallError, TaskInfo, TaskRun as WitRun};
-use super::sandbox::PluginState;
-use crate::scheduler::{PluginCallError, QueueError, QueueOptions};
+use crate::plugins::instance::state::{Peers, PluginState};
+use crate::plugins::instance::supervisor::Supervisor;
+use crate::plugins::wit::bindings::PluginRef;
+use crate::plugins::wit::bindings::host_if::{self, LogLevel, QueueRequest};
+use crate::plugins::wit::bindings::types::{CallError, TaskInfo, TaskRun as WitRun};
+use crate::plugins::wit::convert::{call_error, host_priority, wit_priority, wit_run};
+use crate::scheduler::{QueueError, QueueOptions, Scheduler};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
-/// Host side of the `plugin` resource: just the target's name.
-pub struct PluginRef {
-    pub name: String,
-}
-
 const MAX_LOG_LINE: usize = 8 * 1024;
-
-pub fn call_error(e: PluginCallError) -> CallError {
-    match e {
-        PluginCallError::NoSuchPlugin(m) => CallError::NoSuchPlugin(m),
-        PluginCallError::UnknownMethod(m) => CallError::UnknownMethod(m),
-        PluginCallError::InvalidInput(m) => CallError::InvalidInput(m),
-        PluginCallError::NotFound(m) => CallError::NotFound(m),
-        PluginCallError::Failed(m) => CallError::Failed(m),
-        PluginCallError::Unavailable(m) => CallError::Unavailable(m),
-    }
-}
-
-/// A plugin's own error, with its text cut to [`crate::scheduler::MAX_ERROR_BYTES`]: it
-/// travels to callers and into `/plugins`.
-pub fn from_call_error(e: CallError) -> PluginCallError {
-    let cut = |m: String| crate::scheduler::cut_text(m, crate::scheduler::MAX_ERROR_BYTES);
-    match e {
-        CallError::NoSuchPlugin(m) => PluginCallError::NoSuchPlugin(cut(m)),
-        CallError::UnknownMethod(m) => PluginCallError::UnknownMethod(cut(m)),
-        CallError::InvalidInput(m) => PluginCallError::InvalidInput(cut(m)),
-        CallError::NotFound(m) => PluginCallError::NotFound(cut(m)),
-        CallError::Failed(m) => PluginCallError::Failed(cut(m)),
-        CallError::Unavailable(m) => PluginCallError::Unavailable(cut(m)),
-    }
-}
 
 /// A guest's log message as one line: a line break in it could forge what looks like a
 /// line of the host's own log.
@@ -53,18 +27,8 @@ const RECOUNT_EVERY: u64 = 256;
 /// A task component (supervised by `sup`) queueing one of its own tasks: refused once
 /// `max_queued` of them wait in the queue. Counted in the database near the bound and every
 /// [`RECOUNT_EVERY`] runs; in between, counted up from the last count.
-async fn within_max_queued(
-    shared: Arc<super::runtime::Shared>,
-    sup: Arc<super::supervisor::Supervisor>,
-    task: String,
-) -> Result<(), String> {
-    let tasks: Vec<String> = {
-        let files = shared.task_files.read().unwrap();
-        match files.values().find(|c| Arc::ptr_eq(&c.sup, &sup)) {
-            Some(c) if c.tasks.contains(&task) => c.tasks.clone(),
-            _ => return Ok(()),
-        }
-    };
+async fn within_max_queued(peers: Arc<dyn Peers>, scheduler: Scheduler, sup: Arc<Supervisor>, task: String) -> Result<(), String> {
+    let Some(tasks) = peers.component_tasks(&sup, &task) else { return Ok(()) };
     let max = sup.policy.limits.max_queued;
     {
         let mut estimate = sup.queued_estimate.lock().unwrap();
@@ -75,7 +39,7 @@ async fn within_max_queued(
         }
     }
     // The database unreachable: no count, and the queueing itself will say so.
-    let Ok(now) = shared.scheduler.store().queued_runs_of(&tasks, max).await else { return Ok(()) };
+    let Ok(now) = scheduler.store().queued_runs_of(&tasks, max).await else { return Ok(()) };
     *sup.queued_estimate.lock().unwrap() = (now, 1);
     if now >= max {
         let msg = format!("queue-run refused: {now} runs of this component's tasks wait in the queue, the limit (max_queued)");
@@ -113,22 +77,22 @@ impl host_if::Host for PluginState {
     }
 
     async fn get_plugin(&mut self, name: String) -> wasmtime::Result<Option<Resource<PluginRef>>> {
-        if !self.shared.has_plugin(&name) {
+        if !self.peers.has_plugin(&name) {
             return Ok(None);
         }
-        Ok(Some(self.table.push(PluginRef { name })?))
+        Ok(Some(self.sandbox.table.push(PluginRef { name })?))
     }
 
     async fn list_tasks(&mut self) -> wasmtime::Result<Vec<TaskInfo>> {
-        let scheduler = self.shared.scheduler();
-        Ok(scheduler
+        Ok(self
+            .scheduler
             .tasks()
             .iter()
             .map(|t| TaskInfo {
                 name: t.name.clone(),
                 description: t.description.clone(),
                 schedule: t.schedule.as_ref().map(|s| s.to_string()),
-                priority: super::dispatch::wit_priority(t.priority),
+                priority: wit_priority(t.priority),
                 timeout_ms: t.timeout.as_millis() as u64,
                 max_concurrency: t.max_concurrency,
                 tags: t.tags.iter().cloned().collect(),
@@ -157,15 +121,15 @@ impl host_if::Host for PluginState {
             let max = crate::scheduler::MAX_PARAMS_BYTES;
             return Ok(Err(CallError::InvalidInput(format!("params of {} bytes, over the limit of {max} bytes", req.params_json.len()))));
         }
-        let scheduler = self.shared.scheduler();
+        let scheduler: Scheduler = self.scheduler.clone();
         if let Err(msg) = self.sup.take_queue_token(req.params_json.len()) {
-            self.shared.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
+            self.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
             return Ok(Err(CallError::Unavailable(msg)));
         }
         if self.run_id.is_some()
-            && let Err(msg) = within_max_queued(self.shared.clone(), self.sup.clone(), req.task.clone()).await
+            && let Err(msg) = within_max_queued(self.peers.clone(), self.scheduler.clone(), self.sup.clone(), req.task.clone()).await
         {
-            self.shared.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
+            self.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
             return Ok(Err(CallError::Unavailable(msg)));
         }
         let params: serde_json::Value = match serde_json::from_str(&req.params_json) {
@@ -183,9 +147,9 @@ impl host_if::Host for PluginState {
             },
             None => None,
         };
-        let opts = QueueOptions { priority: req.priority.map(super::dispatch::host_priority), parent, delay: None };
+        let opts = QueueOptions { priority: req.priority.map(host_priority), parent, delay: None };
         Ok(match scheduler.queue(&req.task, params, opts).await {
-            Ok(run) => Ok(super::dispatch::wit_run(&run)),
+            Ok(run) => Ok(wit_run(&run)),
             Err(QueueError::UnknownTask(t)) => Err(CallError::NotFound(format!("task {t:?} not found"))),
             Err(e @ QueueError::InvalidParams { .. }) => Err(CallError::InvalidInput(e.to_string())),
             Err(QueueError::Store(e)) => {
@@ -198,55 +162,22 @@ impl host_if::Host for PluginState {
 
 impl host_if::HostPlugin for PluginState {
     async fn name(&mut self, this: Resource<PluginRef>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&this)?.name.clone())
+        Ok(self.sandbox.table.get(&this)?.name.clone())
     }
 
     async fn call(&mut self, this: Resource<PluginRef>, method: String, args_json: String) -> wasmtime::Result<Result<String, CallError>> {
-        let target = self.table.get(&this)?.name.clone();
+        let target = self.sandbox.table.get(&this)?.name.clone();
         let mut chain = self.chain.clone();
         // Its supervisor's name: a plugin's own, or one for all runs of a task component,
         // which then share one fair share of each plugin they call.
         chain.push(self.sup.name.clone());
-        let shared = self.shared.clone();
-        Ok(shared.call(&target, &method, args_json, chain).await.map_err(call_error))
+        let peers = self.peers.clone();
+        Ok(peers.call(&target, &method, args_json, chain).await.map_err(call_error))
     }
 
     async fn drop(&mut self, this: Resource<PluginRef>) -> wasmtime::Result<()> {
-        self.table.delete(this)?;
+        self.sandbox.table.delete(this)?;
         Ok(())
-    }
-}
-
-/// A token bucket for plugin log lines: a flood is dropped, not fatal.
-pub struct LogBudget {
-    tokens: f64,
-    last: std::time::Instant,
-    dropped: u64,
-}
-
-impl Default for LogBudget {
-    fn default() -> Self {
-        LogBudget { tokens: 200.0, last: std::time::Instant::now(), dropped: 0 }
-    }
-}
-
-impl LogBudget {
-    /// 100 lines per second, bursts of 200.
-    pub fn take(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * 100.0).min(200.0);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            if self.dropped > 0 {
-                tracing::warn!(target: "fluid::plugin", dropped = self.dropped, "plugin log lines dropped (over 100/s)");
-                self.dropped = 0;
-            }
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.dropped += 1;
-            false
-        }
     }
 }
 

@@ -16,22 +16,30 @@ pub const PACKAGE: &str = "fluid:scheduler";
 /// against.
 pub const NEWEST: &str = "0.1.1";
 
+/// The world every plugin implements, in the newest contract version.
+pub const WORLD: &str = "fluid:scheduler/plugin@0.1.1";
+
+/// The world every task component implements, in the newest contract version.
+pub const TASK_WORLD: &str = "fluid:scheduler/task@0.1.1";
+
 /// One released version of the contract and its files.
 pub struct Version {
+    /// Its number, `0.1.1`.
     pub version: &'static str,
+    /// Its WIT files: name and text.
     pub files: &'static [(&'static str, &'static str)],
 }
 
 macro_rules! wit_files {
     ($dir:literal $(, $extra:literal)*) => {
         &[
-            ("types.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/types.wit"))),
-            ("host.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/host.wit"))),
-            ("storage.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/storage.wit"))),
-            ("task-manager-plugin.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/task-manager-plugin.wit"))),
-            ("task.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/task.wit"))),
-            ("worlds.wit", include_str!(concat!("../../../guest-sdk/", $dir, "/worlds.wit"))),
-            $(($extra, include_str!(concat!("../../../guest-sdk/", $dir, "/", $extra))),)*
+            ("types.wit", include_str!(concat!("../../../../guest-sdk/", $dir, "/types.wit"))),
+            ("host.wit", include_str!(concat!("../../../../guest-sdk/", $dir, "/host.wit"))),
+            ("storage.wit", include_str!(concat!("../../../../guest-sdk/", $dir, "/storage.wit"))),
+            ("task-manager-plugin.wit", include_str!(concat!("../../../../guest-sdk/", $dir, "/task-manager-plugin.wit"))),
+            ("task.wit", include_str!(concat!("../../../../guest-sdk/", $dir, "/task.wit"))),
+            ("worlds.wit", include_str!(concat!("../../../../guest-sdk/", $dir, "/worlds.wit"))),
+            $(($extra, include_str!(concat!("../../../../guest-sdk/", $dir, "/", $extra))),)*
         ]
     };
 }
@@ -195,8 +203,8 @@ mod tests {
 
     #[test]
     fn the_world_names_are_of_the_newest_version() {
-        assert_eq!(super::super::runtime::WORLD, format!("{PACKAGE}/plugin@{NEWEST}"));
-        assert_eq!(super::super::runtime::TASK_WORLD, format!("{PACKAGE}/task@{NEWEST}"));
+        assert_eq!(WORLD, format!("{PACKAGE}/plugin@{NEWEST}"));
+        assert_eq!(TASK_WORLD, format!("{PACKAGE}/task@{NEWEST}"));
     }
 
     #[test]

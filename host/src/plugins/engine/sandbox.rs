@@ -1,5 +1,6 @@
-//! The store of one plugin instance: the memory cap, and WASI with only what fluid.toml
-//! grants that plugin by name.
+//! The sandbox around one instance: the store's memory cap and copy bound, and WASI with
+//! only what fluid.toml grants that plugin by name. The rest of an instance's store data
+//! (what its capabilities need) is `instance::state`'s.
 //!
 //! Nothing is ambient. Without grants a plugin has no preopened folder (opening any path
 //! fails with an error the guest sees), an empty environment, no sockets (TCP, UDP and
@@ -9,46 +10,38 @@
 //! granted addresses may be connected to (TCP) or sent to (UDP). Stdout goes nowhere;
 //! the tail of stderr is kept to explain a trap ([`StderrTail`]).
 
-use super::config::Policy;
-use super::runtime::Shared;
+use super::policy::{Limits, Policy};
 use super::stderr::StderrTail;
-use super::supervisor::Supervisor;
-use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::sockets::SocketAddrUse;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-/// The data of one plugin instance's store.
-pub struct PluginState {
-    pub name: String,
+/// The sandbox part of one instance's store data: WASI with only its grants, its resource
+/// table, its memory cap and the tail of its stderr.
+pub(crate) struct Sandbox {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: MemoryCap,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) sup: Arc<Supervisor>,
-    /// Plugins on the call stack above this call (to refuse re-entry instead of deadlocking).
-    pub(crate) chain: Vec<String>,
-    /// The run a task component's instance executes (its children name it as parent).
-    pub(crate) run_id: Option<String>,
-    /// The runs of the events a plugin is being delivered: the only runs it may name as
-    /// the parent of a run it queues (a follow-up of a run it was told about).
-    pub(crate) delivering: std::collections::HashSet<String>,
+    limits: MemoryCap,
     /// The end of what this instance wrote to stderr (a panic message, say).
     pub(crate) stderr: StderrTail,
-    /// A storage call of the current job failed because of the database (busy with other
-    /// plugins, unreachable), not the plugin: a failed delivery then does not count.
-    pub(crate) not_its_fault: bool,
-    /// While `register` runs: the roles it declares for its routes (`route_roles`).
-    pub(crate) in_register: bool,
-    pub(crate) route_roles: Vec<super::route_roles::Declared>,
-    pub(crate) route_roles_overflow: bool,
 }
 
-impl WasiView for PluginState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+impl Sandbox {
+    /// The sandbox `policy` gives one instance: its grants, its memory cap, a bounded
+    /// resource table. An unusable grant refuses the instance (see [`wasi_ctx`]).
+    pub(crate) fn new(policy: &Policy) -> Result<Sandbox, String> {
+        let limits = MemoryCap::new(policy.limits.memory_bytes());
+        let stderr = StderrTail::default();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        Ok(Sandbox { wasi: wasi_ctx(policy, &stderr)?, stderr, table, limits })
     }
+}
+
+/// Store data with a sandbox in it: what [`new_store`] needs to bound the store.
+pub(crate) trait Sandboxed: Send + 'static {
+    fn sandbox(&mut self) -> &mut Sandbox;
 }
 
 /// WASI for a plugin: only its grants. An unusable grant (a folder that does not exist)
@@ -98,6 +91,7 @@ pub struct MemoryCap {
 }
 
 impl MemoryCap {
+    /// A cap of `cap` bytes across the instance's memories.
     pub fn new(cap: usize) -> MemoryCap {
         MemoryCap { cap, used: 0, table_elements: 0 }
     }
@@ -140,37 +134,16 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// A fresh store for an instance of the plugin `sup` supervises: its grants, its memory
-/// cap, a bounded resource table, a bounded copy per call; the caller sets the per-call
-/// deadline.
-pub(crate) fn new_store(shared: &Arc<Shared>, sup: &Arc<Supervisor>) -> Result<Store<PluginState>, String> {
-    let limits = MemoryCap::new(sup.policy.limits.memory_bytes());
-    let stderr = StderrTail::default();
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(MAX_RESOURCES);
-    let state = PluginState {
-        name: sup.name.clone(),
-        wasi: wasi_ctx(&sup.policy, &stderr)?,
-        stderr,
-        not_its_fault: false,
-        table,
-        limits,
-        shared: shared.clone(),
-        sup: sup.clone(),
-        chain: Vec::new(),
-        run_id: None,
-        delivering: Default::default(),
-        in_register: false,
-        route_roles: Vec::new(),
-        route_roles_overflow: false,
-    };
-    let mut store = Store::new(&shared.engine, state);
-    store.limiter(|s| &mut s.limits);
+/// A fresh store around `data`: the memory cap of its sandbox, a bounded copy per call (by
+/// `limits`); the caller sets the per-call deadline.
+pub(crate) fn new_store<T: Sandboxed>(engine: &Engine, limits: &Limits, data: T) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.limiter(|s| &mut s.sandbox().limits);
     // What one call may make the host copy out of the guest (arguments of an import, the
     // result of an export), counted by the host bytes each string and element becomes.
     // Entries of a list may all point at the same bytes, so without this bound a 64 MiB
     // guest could have the host copy terabytes; data that is really there fits its memory.
-    store.set_hostcall_fuel(sup.policy.limits.memory_bytes());
+    store.set_hostcall_fuel(limits.memory_bytes());
     store.epoch_deadline_trap();
-    Ok(store)
+    store
 }

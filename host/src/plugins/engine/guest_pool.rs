@@ -137,6 +137,7 @@ pub struct Metered<'a, F> {
 }
 
 impl<'a, F: Future> Metered<'a, F> {
+    /// `fut`, its CPU time added to `into` on every poll.
     pub fn new(fut: F, into: &'a AtomicU64) -> Self {
         Metered { fut: Box::pin(fut), into }
     }

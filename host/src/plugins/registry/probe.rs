@@ -4,12 +4,12 @@
 //! what the host does, without a queue or the feed around them, so a figure is the
 //! plugin's own cost.
 
-use super::bindings::tmp::Event;
-use super::dispatch::wit_run;
 use super::loader::{Checked, check_component};
-use super::runtime::{PluginRuntime, wt};
-use super::sandbox::new_store;
-use super::supervisor::Supervisor;
+use super::runtime::PluginRuntime;
+use crate::plugins::engine::wt;
+use crate::plugins::instance::supervisor::Supervisor;
+use crate::plugins::wit::bindings::tmp::Event;
+use crate::plugins::wit::convert::wit_run;
 use crate::types::TaskRun;
 use std::path::Path;
 use std::sync::Arc;
@@ -49,19 +49,19 @@ impl PluginRuntime {
         let sup = Arc::new(Supervisor::new(name, policy, CancellationToken::new()));
         let bytes = std::fs::read(file)?;
         let Checked::Task(pre, _) =
-            check_component(&sh.engine, &sh.linker, &sh.task_linker, file, &bytes, None).map_err(anyhow::Error::msg)?
+            check_component(&sh.linkers.engine, &sh.linkers.plugin, &sh.linkers.task, file, &bytes, None).map_err(anyhow::Error::msg)?
         else {
             anyhow::bail!("{} is not a task component", file.display());
         };
         let n = n.max(1);
         let t = Instant::now();
         for _ in 0..n {
-            drop(new_store(sh, &sup).map_err(anyhow::Error::msg)?);
+            drop(sh.stores.new_store(&sup).map_err(anyhow::Error::msg)?);
         }
         let sandbox = t.elapsed() / n as u32;
         let t = Instant::now();
         for _ in 0..n {
-            let mut store = new_store(sh, &sup).map_err(anyhow::Error::msg)?;
+            let mut store = sh.stores.new_store(&sup).map_err(anyhow::Error::msg)?;
             store.set_epoch_deadline(1_000);
             pre.instantiate_async(&mut store).await.map_err(wt)?;
         }

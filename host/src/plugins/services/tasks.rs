@@ -15,37 +15,27 @@
 //! What a component declares is bounded (`limits`: at most 256 tasks, short texts) and
 //! registered in one step, linear in the number of tasks; a schedule more frequent than
 //! `min_schedule_ms` refuses the component.
+//!
+//! This module defines and registers a component's tasks; which components are loaded,
+//! from which file, is the registry's (`registry::task_components`).
 
-use super::actor::describe_trap;
-use super::bindings::task_world::TaskPre;
-use super::bindings::task_world::tc::{Context, TaskDef, TaskError as WitTaskError};
-use super::cache;
-use super::config::{Limits, SKIP_HISTORY_TAG};
-use super::dispatch::{host_priority, wit_run};
-use super::guest_pool::{self, Metered};
-use super::loader::FileStamp;
-use super::runtime::{PluginInfo, PluginRuntime, Shared};
-use super::sandbox::{PluginState, new_store};
-use super::supervisor::Supervisor;
-use crate::scheduler::{RetryPolicy, Schedule, Task, TaskBuilder, TaskContext, TaskError};
+use super::params_schema;
+use crate::plugins::engine::guest_pool::{self, Metered};
+use crate::plugins::engine::limits;
+use crate::plugins::engine::policy::{Limits, SKIP_HISTORY_TAG};
+use crate::plugins::instance::actor::{self, describe_trap};
+use crate::plugins::instance::state::{PluginState, StoreMaker};
+use crate::plugins::instance::supervisor::Supervisor;
+use crate::plugins::wit::bindings::task_world::TaskPre;
+use crate::plugins::wit::bindings::task_world::tc::{Context, TaskDef, TaskError as WitTaskError};
+use crate::plugins::wit::convert::{host_priority, wit_run};
+use crate::scheduler::{RetryPolicy, Schedule, Scheduler, Task, TaskBuilder, TaskContext, TaskError};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use wasmtime::UpdateDeadline;
-
-/// A loaded task component: its file and the tasks it registered.
-pub struct TaskComponent {
-    pub file: PathBuf,
-    pub sha256: String,
-    pub(crate) stamp: FileStamp,
-    pub tasks: Vec<String>,
-    /// The world and contract version it was built against.
-    pub world: String,
-    /// Its counters (CPU time, limits hit), shared by all its runs.
-    pub(crate) sup: Arc<Supervisor>,
-}
 
 /// Retries a task component may make without waiting at least `min_schedule_ms` each.
 const MAX_QUICK_RETRIES: u32 = 10;
@@ -133,7 +123,7 @@ fn options(def: &TaskDef, component: &str, limits: &Limits, schema_budget: &mut 
         });
     }
     if let Some(text) = &def.params_schema {
-        let (schema, check) = super::params_schema::validator_within(text, schema_budget)?;
+        let (schema, check) = params_schema::validator_within(text, schema_budget)?;
         b = b.validator(check).params_schema_of_validator(schema);
     }
     Ok(b)
@@ -143,16 +133,16 @@ fn options(def: &TaskDef, component: &str, limits: &Limits, schema_budget: &mut 
 fn task_of(
     def: &TaskDef,
     component: &str,
-    shared: &Arc<Shared>,
+    stores: &StoreMaker,
     pre: &TaskPre<PluginState>,
     sup: &Arc<Supervisor>,
     schema_budget: &mut u64,
 ) -> Result<Task, String> {
     let b = options(def, component, &sup.policy.limits, schema_budget)?;
-    let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
-    let meters = shared.scheduler.metrics().plugin(&sup.name);
+    let (stores, pre, sup) = (stores.clone(), pre.clone(), sup.clone());
+    let meters = stores.scheduler.metrics().plugin(&sup.name);
     let task = b.executor(Arc::new(move |ctx: TaskContext| {
-        let (shared, pre, sup, meters) = (shared.clone(), pre.clone(), sup.clone(), meters.clone());
+        let (stores, pre, sup, meters) = (stores.clone(), pre.clone(), sup.clone(), meters.clone());
         Box::pin(guest_pool::run(async move {
             // A component whose runs spent its CPU budget in this window runs no more
             // until the window ends: its runs fail at once and free their workers.
@@ -161,7 +151,7 @@ fn task_of(
                 return Err(TaskError::Failed(why));
             }
             let before = sup.cpu_ns.load(Ordering::Relaxed);
-            let out = Metered::new(run_once(&shared, &pre, &sup, ctx), &sup.cpu_ns).await;
+            let out = Metered::new(run_once(&stores, &pre, &sup, ctx), &sup.cpu_ns).await;
             let spent = sup.cpu_ns.load(Ordering::Relaxed).saturating_sub(before);
             sup.own_cpu_ns.fetch_add(spent, Ordering::Relaxed);
             meters.cpu_seconds.inc_by(spent as f64 / 1e9);
@@ -173,9 +163,9 @@ fn task_of(
 }
 
 /// One run on a fresh instance, under the task's timeout counted inside wasm.
-async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>, ctx: TaskContext) -> Result<(), TaskError> {
-    let timeout = shared.scheduler.task(&ctx.run.task).map(|t| t.timeout).unwrap_or(Duration::from_secs(60));
-    let mut store = new_store(shared, sup).map_err(TaskError::Failed)?;
+async fn run_once(stores: &StoreMaker, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>, ctx: TaskContext) -> Result<(), TaskError> {
+    let timeout = stores.scheduler.task(&ctx.run.task).map(|t| t.timeout).unwrap_or(Duration::from_secs(60));
+    let mut store = stores.new_store(sup).map_err(TaskError::Failed)?;
     // Never a plugin's name, so a task may call any plugin without tripping re-entry.
     store.data_mut().name = format!("task {}", ctx.run.task);
     store.data_mut().run_id = Some(ctx.run.id.clone());
@@ -191,7 +181,7 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
     };
     // A guest parked in a host call (a WASI sleep) cannot be interrupted by the epoch: the
     // wall clock ends it, a little after the epoch would have.
-    let limit = timeout + super::actor::BACKSTOP;
+    let limit = timeout + actor::BACKSTOP;
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         let context = Context { run: wit_run(&ctx.run) };
@@ -206,7 +196,7 @@ async fn run_once(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Su
         Ok(Err(WitTaskError::Aborted(m))) => Err(TaskError::Aborted(m)),
         Err(e) => {
             let e = match trap(e) {
-                TaskError::Failed(m) => TaskError::Failed(store.data().stderr.explain(m)),
+                TaskError::Failed(m) => TaskError::Failed(store.data().sandbox.stderr.explain(m)),
                 e => e,
             };
             tracing::warn!(task = %ctx.run.task, run = %ctx.run.id, error = %e, "task component trapped; the run fails");
@@ -236,18 +226,18 @@ fn check_schedule_rate(tasks: &[Task], limits: &Limits) -> Result<(), String> {
 }
 
 /// `definitions` of a throwaway instance.
-async fn definitions(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Vec<TaskDef>, String> {
-    let (shared, pre, sup) = (shared.clone(), pre.clone(), sup.clone());
+async fn definitions(stores: &StoreMaker, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Vec<TaskDef>, String> {
+    let (stores, pre, sup) = (stores.clone(), pre.clone(), sup.clone());
     guest_pool::run(async move {
         let cpu = sup.clone();
-        Metered::new(definitions_here(&shared, &pre, &sup), &cpu.cpu_ns).await
+        Metered::new(definitions_here(&stores, &pre, &sup), &cpu.cpu_ns).await
     })
     .await
 }
 
-async fn definitions_here(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Vec<TaskDef>, String> {
-    let mut store = new_store(shared, sup)?;
-    super::actor::arm(&mut store, DEFINITIONS_TIMEOUT);
+async fn definitions_here(stores: &StoreMaker, pre: &TaskPre<PluginState>, sup: &Arc<Supervisor>) -> Result<Vec<TaskDef>, String> {
+    let mut store = stores.new_store(sup)?;
+    actor::arm(&mut store, DEFINITIONS_TIMEOUT);
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.fluid_scheduler_task_component().call_definitions(&mut store).await
@@ -259,94 +249,62 @@ async fn definitions_here(shared: &Arc<Shared>, pre: &TaskPre<PluginState>, sup:
     }
 }
 
-impl PluginRuntime {
-    /// Registers the tasks of the task component at `path` (replacing those its previous
-    /// version registered), or refuses the whole file with the first invalid definition.
-    pub(crate) async fn install_tasks(
-        &self,
-        path: &Path,
-        pre: TaskPre<PluginState>,
-        bytes: &[u8],
-        stamp: FileStamp,
-        world: String,
-    ) -> Result<(), String> {
-        let shared = &self.shared;
-        let file = path.display();
-        let component = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-        let policy = shared
-            .config
-            .read()
-            .unwrap()
-            .policy(&component)
-            .map_err(|e| format!("{}: fluid.toml: {e:#}", shared.settings.config_path.display()))?;
-        let sup = Arc::new(Supervisor::new(&format!("task component {component}"), Arc::new(policy), shared.stop.child_token()));
-        let defs = definitions(shared, &pre, &sup).await.map_err(|e| format!("{file}: {e}"))?;
-        super::limits::check_definitions(&defs).map_err(|e| format!("{file}: {e}"))?;
-        let previous: Vec<String> = shared.task_files.read().unwrap().get(path).map(|c| c.tasks.clone()).unwrap_or_default();
-        let mut seen = BTreeSet::new();
-        let mut tasks = Vec::new();
-        let mut schema_budget = super::params_schema::MAX_COMPONENT_SCHEMA_BYTES;
-        for def in &defs {
-            let name = super::limits::truncated(&def.name);
-            if def.tags.iter().any(|t| t == SKIP_HISTORY_TAG) && !sup.policy.grants.skip_history {
-                return Err(format!(
-                    "{file}: task {name:?} refused: its tag {SKIP_HISTORY_TAG:?} would keep its runs out of the history; only the operator may allow that ([plugins.{component}.grants] skip_history = true)"
-                ));
-            }
-            let task = task_of(def, &component, shared, &pre, &sup, &mut schema_budget)
-                .map_err(|e| format!("{file}: task {name:?} refused: {e}"))?;
-            if !seen.insert(def.name.clone()) {
-                return Err(format!("{file}: task {name:?} refused: defined twice in this component"));
-            }
-            tasks.push(task);
-        }
-        check_schedule_rate(&tasks, &sup.policy.limits).map_err(|e| format!("{file}: {e}"))?;
-        let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
-        // A name is its first component's, on every host sharing the database.
-        let taken = shared.scheduler.store().claim_task_owners(&component, &names).await.map_err(|e| format!("{file}: {e}"))?;
-        if let Some((name, owner)) = taken.first() {
+/// The tasks the task component `component` (the file at `path`) defines: `definitions`
+/// called on a throwaway instance, every definition checked, each task running on fresh
+/// instances of `pre`. The first invalid definition refuses the whole file.
+pub(crate) async fn define(
+    path: &Path,
+    component: &str,
+    stores: &StoreMaker,
+    pre: &TaskPre<PluginState>,
+    sup: &Arc<Supervisor>,
+) -> Result<Vec<Task>, String> {
+    let file = path.display();
+    let defs = definitions(stores, pre, sup).await.map_err(|e| format!("{file}: {e}"))?;
+    limits::check_definitions(&defs).map_err(|e| format!("{file}: {e}"))?;
+    let mut seen = BTreeSet::new();
+    let mut tasks = Vec::new();
+    let mut schema_budget = params_schema::MAX_COMPONENT_SCHEMA_BYTES;
+    for def in &defs {
+        let name = limits::truncated(&def.name);
+        if def.tags.iter().any(|t| t == SKIP_HISTORY_TAG) && !sup.policy.grants.skip_history {
             return Err(format!(
-                "{file}: task {name:?} refused: it belongs to the task component {owner:?} (on this or another host sharing the database); `fluid plugins forget {owner}` releases its names"
+                "{file}: task {name:?} refused: its tag {SKIP_HISTORY_TAG:?} would keep its runs out of the history; only the operator may allow that ([plugins.{component}.grants] skip_history = true)"
             ));
         }
-        shared.scheduler.replace_tasks(&previous, tasks).map_err(|e| format!("{file}: {e}"))?;
-        tracing::info!(file = %file, tasks = ?names, "task component loaded");
-        let tc = TaskComponent { file: path.to_path_buf(), sha256: cache::sha256(bytes), stamp, tasks: names, world, sup };
-        shared.task_files.write().unwrap().insert(path.to_path_buf(), Arc::new(tc));
-        Ok(())
-    }
-
-    /// Unregisters the tasks of the task component loaded from `path`, if any. Their
-    /// queued runs wait for a host that knows them.
-    pub(crate) fn unload_tasks(&self, path: &Path) -> bool {
-        let Some(tc) = self.shared.task_files.write().unwrap().remove(path) else { return false };
-        for name in &tc.tasks {
-            self.shared.scheduler.unregister(name);
+        let task =
+            task_of(def, component, stores, pre, sup, &mut schema_budget).map_err(|e| format!("{file}: task {name:?} refused: {e}"))?;
+        if !seen.insert(def.name.clone()) {
+            return Err(format!("{file}: task {name:?} refused: defined twice in this component"));
         }
-        tracing::info!(file = %path.display(), tasks = ?tc.tasks, "task component unloaded");
-        true
+        tasks.push(task);
     }
+    check_schedule_rate(&tasks, &sup.policy.limits).map_err(|e| format!("{file}: {e}"))?;
+    Ok(tasks)
+}
 
-    /// Loaded task components, as `/plugins` shows them.
-    pub(crate) fn task_components(&self) -> Vec<PluginInfo> {
-        self.shared
-            .task_files
-            .read()
-            .unwrap()
-            .values()
-            .map(|tc| PluginInfo {
-                name: tc.file.file_stem().and_then(|s| s.to_str()).unwrap_or("").into(),
-                file: tc.file.display().to_string(),
-                sha256: Some(tc.sha256.clone()),
-                world: tc.world.clone(),
-                tasks: tc.tasks.clone(),
-                state: "active".into(),
-                health: serde_json::to_value(tc.sup.health()).ok(),
-                limits: serde_json::to_value(&tc.sup.policy.limits).ok(),
-                ..Default::default()
-            })
-            .collect()
+/// Registers `tasks` of the task component `component` (the file at `path`) with the
+/// scheduler in place of the `previous` tasks of that file; returns their names. A name
+/// is its first component's, on every host sharing the database: one another component
+/// holds refuses the file.
+pub(crate) async fn register(
+    scheduler: &Scheduler,
+    path: &Path,
+    component: &str,
+    previous: &[String],
+    tasks: Vec<Task>,
+) -> Result<Vec<String>, String> {
+    let file = path.display();
+    let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let taken = scheduler.store().claim_task_owners(component, &names).await.map_err(|e| format!("{file}: {e}"))?;
+    if let Some((name, owner)) = taken.first() {
+        return Err(format!(
+            "{file}: task {name:?} refused: it belongs to the task component {owner:?} (on this or another host sharing the database); `fluid plugins forget {owner}` releases its names"
+        ));
     }
+    scheduler.replace_tasks(previous, tasks).map_err(|e| format!("{file}: {e}"))?;
+    tracing::info!(file = %file, tasks = ?names, "task component loaded");
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -369,7 +327,7 @@ mod tests {
             name: name.into(),
             description: String::new(),
             schedule: None,
-            priority: crate::plugins::bindings::types::TaskPriority::Medium,
+            priority: crate::plugins::wit::bindings::types::TaskPriority::Medium,
             timeout_ms: 1000,
             max_concurrency: 0,
             retry: None,
@@ -388,7 +346,7 @@ mod tests {
         assert!(checked(&TaskDef { schedule: Some("every 5s".into()), ..def("ok") }).is_ok());
         let fast = checked(&TaskDef { schedule: Some("every 999ms".into()), ..def("t") }).unwrap_err();
         assert!(fast.contains("min_schedule_ms"), "{fast}");
-        let retry = |max_attempts, wait_ms| crate::plugins::bindings::task_world::tc::RetryPolicy {
+        let retry = |max_attempts, wait_ms| crate::plugins::wit::bindings::task_world::tc::RetryPolicy {
             max_attempts,
             wait_ms,
             backoff: 1.0,
@@ -400,7 +358,7 @@ mod tests {
         assert!(checked(&TaskDef { retry: Some(retry(Some(u32::MAX), 10)), ..def("t") }).unwrap_err().contains("min_schedule_ms"));
         assert!(checked(&TaskDef { retry: Some(retry(None, 1000)), ..def("t") }).is_ok());
         let capped =
-            crate::plugins::bindings::task_world::tc::RetryPolicy { max_attempts: None, wait_ms: 5000, backoff: 1.0, max_wait_ms: 0 };
+            crate::plugins::wit::bindings::task_world::tc::RetryPolicy { max_attempts: None, wait_ms: 5000, backoff: 1.0, max_wait_ms: 0 };
         assert!(
             checked(&TaskDef { retry: Some(capped), ..def("t") }).unwrap_err().contains("min_schedule_ms"),
             "max-wait-ms 0 means no wait"

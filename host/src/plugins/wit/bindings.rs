@@ -10,9 +10,17 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     exports: { default: async },
     with: {
-        "fluid:scheduler/host.plugin": super::host_api::PluginRef,
+        "fluid:scheduler/host.plugin": PluginRef,
     },
 });
+
+/// Host side of the `plugin` resource (what `get-plugin` returns): just the target's name.
+/// Defined with the bindings, so the resource's type is the contract's, not the `host`
+/// capability's.
+pub struct PluginRef {
+    /// The plugin it names.
+    pub name: String,
+}
 
 pub use exports::fluid::scheduler::task_manager_plugin as tmp;
 pub use fluid::scheduler::host as host_if;

@@ -2,9 +2,12 @@
 //! of loading it) and `fluid plugins ls` (offline: compiled and linked against the world
 //! each file exports, `plugin` or `task`, never instantiated).
 
-use super::config::{FluidConfig, Limits};
+use super::config::FluidConfig;
 use super::loader::{check_component, wasm_files};
-use super::runtime::{PluginInfo, PluginRuntime, PluginSettings, engine, linker, task_linker};
+use super::runtime::{PluginInfo, PluginRuntime, PluginSettings};
+use super::trust;
+use crate::plugins::capabilities::Linkers;
+use crate::plugins::engine::{cache, engine, policy::Limits};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::Store;
 use serde::Serialize;
@@ -14,17 +17,25 @@ use std::time::Instant;
 /// What `fluid plugins check` found: the file loaded as a host would load it, or why not.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
+    /// The file checked, as given.
     pub file: String,
     /// Why the host would refuse it, in the words the host would use; None: it loads.
     pub error: Option<String>,
+    /// Its plugin name (the stem of the file).
     pub name: String,
+    /// The world and contract version it implements.
     pub world: String,
+    /// The version its `register` returned.
     pub version: Option<String>,
+    /// `STATE.TAG` of each subscription.
     pub subscriptions: Vec<String>,
+    /// `METHOD PATH` of each route it would serve.
     pub routes: Vec<String>,
+    /// The tasks a task component defines.
     pub tasks: Vec<String>,
     /// The interfaces it imports (what it may use of the host and WASI).
     pub imports: Vec<String>,
+    /// The file's size.
     pub size_bytes: u64,
     /// Compiling (or reading from the compile cache), instantiating and `register` or
     /// `definitions`.
@@ -59,9 +70,9 @@ async fn dry_run_in(
     if beside.is_file() {
         std::fs::copy(&beside, copy.with_extension("json"))?;
     }
-    let signature = super::trust::signature_path(path);
+    let signature = trust::signature_path(path);
     if signature.is_file() {
-        std::fs::copy(&signature, super::trust::signature_path(&copy))?;
+        std::fs::copy(&signature, trust::signature_path(&copy))?;
     }
     let store = Store::open_sqlite(scratch).await?;
     let scheduler = Scheduler::new(store, SchedulerConfig::default());
@@ -111,10 +122,11 @@ async fn dry_run_in(
 /// The interfaces the component at `path` imports (from the compile cache: no new work).
 fn imports_of(rt: &PluginRuntime, path: &Path) -> Vec<String> {
     let shared = &rt.shared;
+    let engine = &shared.linkers.engine;
     let Ok(bytes) = std::fs::read(path) else { return vec![] };
-    let sha = super::cache::sha256(&bytes);
-    match super::cache::component(&shared.engine, &bytes, &sha, shared.settings.cache_dir.as_deref()) {
-        Ok(c) => c.component_type().imports(&shared.engine).map(|(n, _)| n.to_string()).collect(),
+    let sha = cache::sha256(&bytes);
+    match cache::component(engine, &bytes, &sha, shared.settings.cache_dir.as_deref()) {
+        Ok(c) => c.component_type().imports(engine).map(|(n, _)| n.to_string()).collect(),
         Err(_) => vec![],
     }
 }
@@ -122,26 +134,22 @@ fn imports_of(rt: &PluginRuntime, path: &Path) -> Vec<String> {
 /// The world (with its version) the component at `path` implements, plugin or task; the
 /// error says what does not fit.
 pub fn check_file(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<Result<String, String>> {
-    let engine = engine()?;
-    let linker = linker(&engine)?;
-    let task_linker = task_linker(&engine)?;
+    let l = Linkers::new(engine()?)?;
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => return Ok(Err(format!("{}: cannot read: {e}", path.display()))),
     };
-    Ok(check_component(&engine, &linker, &task_linker, path, &bytes, cache_dir).map(|c| c.world()))
+    Ok(check_component(&l.engine, &l.plugin, &l.task, path, &bytes, cache_dir).map(|c| c.world()))
 }
 
 /// Every `*.wasm` of `dir` with whether it fits, and the limits and grants `config` gives it.
 pub fn inspect_dir(dir: &Path, config: &FluidConfig, cache_dir: Option<&Path>) -> anyhow::Result<Vec<PluginInfo>> {
-    let engine = engine()?;
-    let linker = linker(&engine)?;
-    let task_linker = task_linker(&engine)?;
+    let l = Linkers::new(engine()?)?;
     let mut out = Vec::new();
     for file in wasm_files(dir)? {
         let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
         let bytes = std::fs::read(&file)?;
-        let fits = check_component(&engine, &linker, &task_linker, &file, &bytes, cache_dir);
+        let fits = check_component(&l.engine, &l.plugin, &l.task, &file, &bytes, cache_dir);
         let policy = config.policy(&name);
         let error = match (&fits, &policy) {
             (Err(e), _) => Some(e.clone()),
@@ -152,7 +160,7 @@ pub fn inspect_dir(dir: &Path, config: &FluidConfig, cache_dir: Option<&Path>) -
             name,
             version: None,
             file: file.display().to_string(),
-            sha256: Some(super::cache::sha256(&bytes)),
+            sha256: Some(cache::sha256(&bytes)),
             world: fits.as_ref().map(|c| c.world()).unwrap_or_default(),
             tasks: vec![],
             state: if error.is_none() { "loadable".into() } else { "failed".into() },

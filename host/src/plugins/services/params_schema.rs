@@ -38,6 +38,7 @@ pub const MAX_KEY_BYTES: usize = 128;
 /// Most bytes of node locations one schema may compile to (see [`Expansion`]); a task
 /// component's schemas together get [`MAX_COMPONENT_SCHEMA_BYTES`].
 pub const MAX_COMPILED_BYTES: u64 = 1 << 20;
+/// What all the params schemas of one task component may compile to, together.
 pub const MAX_COMPONENT_SCHEMA_BYTES: u64 = 8 << 20;
 /// What each compiled node costs besides its location.
 const NODE_BYTES: u64 = 64;
@@ -47,13 +48,8 @@ const MAX_REASON_CHARS: usize = 400;
 /// Keywords that name or reach schemas by something other than a JSON pointer into this one.
 const REFUSED_KEYWORDS: &[&str] = &["$anchor", "$dynamicAnchor", "$dynamicRef", "$recursiveRef", "$recursiveAnchor"];
 
-/// Reads a component's params schema and builds the check its tasks' params go through.
-pub fn validator(text: &str) -> Result<(Value, ParamsValidator), String> {
-    validator_within(text, &mut { MAX_COMPILED_BYTES })
-}
-
-/// [`validator`], drawing what the schema compiles to from `budget` (a component's
-/// schemas share one).
+/// Reads a component's params schema and builds the check its tasks' params go through,
+/// drawing what the schema compiles to from `budget` (a component's schemas share one).
 pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsValidator), String> {
     if text.len() > MAX_SCHEMA_BYTES {
         return Err(format!("params-schema is {} bytes, over the {MAX_SCHEMA_BYTES} allowed", text.len()));
@@ -206,6 +202,11 @@ impl Expansion<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One schema alone, with the budget of one.
+    fn validator(text: &str) -> Result<(Value, ParamsValidator), String> {
+        validator_within(text, &mut { MAX_COMPILED_BYTES })
+    }
     use serde_json::json;
 
     fn build(schema: Value) -> Result<ParamsValidator, String> {

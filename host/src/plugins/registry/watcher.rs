@@ -13,8 +13,10 @@
 //! - a changed fluid.toml is read again, and every running plugin whose limits, grants
 //!   or config changed is swapped to pick them up (a quarantined one waits for `enable`).
 
-use super::loader::{FileStamp, wasm_files};
+use super::loaded::{Failed, FileStamp};
+use super::loader::wasm_files;
 use super::runtime::PluginRuntime;
+use super::trust::Trust;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -57,43 +59,43 @@ impl PluginRuntime {
             }
         };
         let mut loaded: BTreeMap<PathBuf, (Option<String>, FileStamp)> =
-            self.shared.plugins.read().unwrap().values().map(|p| (p.file.clone(), (Some(p.name.clone()), p.stamp))).collect();
-        loaded.extend(self.shared.task_files.read().unwrap().values().map(|t| (t.file.clone(), (None, t.stamp))));
+            self.shared.loaded.plugins.read().unwrap().values().map(|p| (p.file.clone(), (Some(p.name.clone()), p.stamp))).collect();
+        loaded.extend(self.shared.loaded.task_components.read().unwrap().values().map(|t| (t.file.clone(), (None, t.stamp))));
         for (file, stamp) in &now {
             if prev.get(file) != Some(stamp) {
                 continue; // new or still changing: look again next scan
             }
-            let failed_same = self.shared.failed.read().unwrap().get(file).is_some_and(|f| f.stamp == Some(*stamp));
+            let failed_same = self.shared.loaded.failed.read().unwrap().get(file).is_some_and(|f| f.stamp == Some(*stamp));
             let current = loaded.get(file).is_some_and(|(_, s)| s == stamp);
-            if !current && !failed_same && self.shared.loading.lock().unwrap().insert(file.clone()) {
+            if !current && !failed_same && self.shared.admin.loading.lock().unwrap().insert(file.clone()) {
                 // Each file loads on its own task: a slow compilation holds up no other file
                 // (the next scans skip this one until it is done).
                 tracing::info!(file = %file.display(), "plugin file added or changed; loading it");
                 let (rt, file) = (self.clone(), file.clone());
                 tokio::spawn(async move {
                     rt.replace(&file).await;
-                    rt.shared.loading.lock().unwrap().remove(&file);
+                    rt.shared.admin.loading.lock().unwrap().remove(&file);
                 });
             }
         }
         for (file, (name, _)) in &loaded {
-            if !now.contains_key(file) && !prev.contains_key(file) && !self.shared.loading.lock().unwrap().contains(file) {
+            if !now.contains_key(file) && !prev.contains_key(file) && !self.shared.admin.loading.lock().unwrap().contains(file) {
                 match name {
                     Some(name) => drop(self.unload(name).await),
                     None => drop(self.unload_tasks(file)),
                 }
             }
         }
-        self.shared.failed.write().unwrap().retain(|f, _| now.contains_key(f) || prev.contains_key(f));
+        self.shared.loaded.failed.write().unwrap().retain(|f, _| now.contains_key(f) || prev.contains_key(f));
         now
     }
 
     /// A tightened trust policy applies to what runs now too: every loaded plugin and task
     /// component whose file it no longer admits is unloaded, with the reason in `/plugins`.
-    async fn enforce_trust(&self, trust: &super::trust::Trust) {
+    async fn enforce_trust(&self, trust: &Trust) {
         let plugins: Vec<(String, std::path::PathBuf)> =
-            self.shared.plugins.read().unwrap().values().map(|p| (p.name.clone(), p.file.clone())).collect();
-        let components: Vec<std::path::PathBuf> = self.shared.task_files.read().unwrap().keys().cloned().collect();
+            self.shared.loaded.plugins.read().unwrap().values().map(|p| (p.name.clone(), p.file.clone())).collect();
+        let components: Vec<std::path::PathBuf> = self.shared.loaded.task_components.read().unwrap().keys().cloned().collect();
         let files = plugins.iter().map(|(name, file)| (Some(name.clone()), file.clone())).chain(components.into_iter().map(|f| (None, f)));
         for (plugin, file) in files {
             let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
@@ -104,8 +106,8 @@ impl PluginRuntime {
                 Some(name) => drop(self.unload(&name).await),
                 None => drop(self.unload_tasks(&file)),
             }
-            let stamp = super::loader::FileStamp::of(&file);
-            self.shared.failed.write().unwrap().insert(file, super::loader::Failed { reason, stamp });
+            let stamp = FileStamp::of(&file);
+            self.shared.loaded.failed.write().unwrap().insert(file, Failed { reason, stamp });
         }
     }
 
@@ -118,12 +120,12 @@ impl PluginRuntime {
         }
         tracing::info!(file = %self.shared.settings.config_path.display(), "fluid.toml read again");
         // Files refused before (a missing granted folder, say) get another chance.
-        self.shared.failed.write().unwrap().values_mut().for_each(|f| f.stamp = None);
+        self.shared.loaded.failed.write().unwrap().values_mut().for_each(|f| f.stamp = None);
         let trust = self.shared.config.read().unwrap().trust().clone();
         if trust != trust_before {
             self.enforce_trust(&trust).await;
         }
-        let plugins: Vec<_> = self.shared.plugins.read().unwrap().values().cloned().collect();
+        let plugins: Vec<_> = self.shared.loaded.plugins();
         for p in plugins {
             let fresh = self.shared.config.read().unwrap().policy(&p.name).ok();
             if !p.sup.quarantined() && fresh.as_ref() != Some(p.policy()) {

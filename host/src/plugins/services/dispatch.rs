@@ -17,75 +17,40 @@
 //! Without this, a busy queue fed the db plugin batches of one or two events, three commits
 //! each (lease, plugin storage, checkpoint), and history halved SQLite's throughput.
 
-use super::actor::DeliveryError;
-use super::bindings::tmp::Event;
-use super::bindings::types::{TaskPriority as WitPriority, TaskRun as WitRun, TaskState as WitState};
-use super::config::FeedStart;
-use super::runtime::{Loaded, Shared};
-use crate::scheduler::{Priority, TaskRun, TaskState};
+use crate::plugins::engine::policy::FeedStart;
+use crate::plugins::instance::actor::{self, Actor, DeliveryError};
+use crate::plugins::instance::supervisor::Supervisor;
+use crate::plugins::wit::bindings::tmp::Event;
+use crate::plugins::wit::convert::wit_run;
+use crate::scheduler::{Scheduler, TaskState};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub fn wit_state(s: TaskState) -> WitState {
-    match s {
-        TaskState::Init => WitState::Init,
-        TaskState::Queued => WitState::Queued,
-        TaskState::Running => WitState::Running,
-        TaskState::Success => WitState::Success,
-        TaskState::Failure => WitState::Failure,
-        TaskState::Aborted => WitState::Aborted,
-        TaskState::RateLimited => WitState::RateLimited,
-        TaskState::Interrupted => WitState::Interrupted,
-    }
+/// What delivery needs of the host, the same for every plugin: the scheduler (its store and
+/// change feed), the events read per round, and the runtime's stop (on shutdown the runtime
+/// gives every lease up itself).
+#[derive(Clone)]
+pub(crate) struct Feed {
+    pub(crate) scheduler: Scheduler,
+    pub(crate) batch: usize,
+    pub(crate) shutdown: CancellationToken,
 }
 
-pub fn host_state(s: WitState) -> TaskState {
-    match s {
-        WitState::Init => TaskState::Init,
-        WitState::Queued => TaskState::Queued,
-        WitState::Running => TaskState::Running,
-        WitState::Success => TaskState::Success,
-        WitState::Failure => TaskState::Failure,
-        WitState::Aborted => TaskState::Aborted,
-        WitState::RateLimited => TaskState::RateLimited,
-        WitState::Interrupted => TaskState::Interrupted,
-    }
+/// What delivery needs of one loaded plugin: its name, what it subscribed to, the actor
+/// that owns its instance and its supervisor.
+pub(crate) struct Subscriber {
+    pub(crate) name: String,
+    pub(crate) subscriptions: Vec<(TaskState, String)>,
+    pub(crate) actor: Actor,
+    pub(crate) sup: Arc<Supervisor>,
 }
 
-pub fn wit_priority(p: Priority) -> WitPriority {
-    match p {
-        Priority::High => WitPriority::High,
-        Priority::Medium => WitPriority::Medium,
-        Priority::Low => WitPriority::Low,
-    }
-}
-
-pub fn host_priority(p: WitPriority) -> Priority {
-    match p {
-        WitPriority::High => Priority::High,
-        WitPriority::Medium => Priority::Medium,
-        WitPriority::Low => Priority::Low,
-    }
-}
-
-pub fn wit_run(r: &TaskRun) -> WitRun {
-    WitRun {
-        id: r.id.clone(),
-        task: r.task.clone(),
-        tags: r.tags.clone(),
-        priority: wit_priority(r.priority),
-        state: wit_state(r.state),
-        params_json: r.params.to_string(),
-        queued: r.queued.map(|t| t.timestamp_micros()),
-        start: r.start.map(|t| t.timestamp_micros()),
-        end: r.end.map(|t| t.timestamp_micros()),
-        retry_attempt: r.retry_attempt,
-        rate_limit_attempt: r.rate_limit_attempt,
-        from_run_id: r.from_run_id.clone(),
-        root_run_id: r.root_run_id.clone(),
-        error: r.error.clone(),
+impl Subscriber {
+    fn subscribed(&self, state: TaskState) -> bool {
+        self.subscriptions.iter().any(|(s, _)| *s == state)
     }
 }
 
@@ -97,7 +62,7 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 pub const LINGER: Duration = Duration::from_millis(10);
 
 /// Waits `pause`; true if the plugin is being stopped meanwhile (then the loop returns).
-async fn stopped_during(pause: Duration, stop: &tokio_util::sync::CancellationToken) -> bool {
+async fn stopped_during(pause: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(pause) => false,
         _ = stop.cancelled() => true,
@@ -129,7 +94,7 @@ fn slimmed(mut ev: Event) -> Event {
 /// longest prefix that fits in `max_bytes`, and the seq the checkpoint moves to once the
 /// plugin has them. A first subscribed event over the limit on its own goes alone,
 /// [`slimmed`].
-fn next_batch(plugin: &Loaded, events: &[crate::store::events::Event], max_bytes: usize) -> (Vec<Event>, i64) {
+fn next_batch(plugin: &Subscriber, events: &[crate::store::events::Event], max_bytes: usize) -> (Vec<Event>, i64) {
     let (mut batch, mut bytes, mut last) = (Vec::new(), 0, 0);
     for e in events {
         if plugin.subscribed(e.run.state) {
@@ -211,7 +176,7 @@ impl Lease {
 
     /// Waits `pause` without letting a held lease lapse; true if the plugin is being
     /// stopped meanwhile.
-    async fn wait_holding(&mut self, pause: Duration, stop: &tokio_util::sync::CancellationToken) -> bool {
+    async fn wait_holding(&mut self, pause: Duration, stop: &CancellationToken) -> bool {
         let until = Instant::now() + pause;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -236,11 +201,11 @@ impl Lease {
 /// up at once, so a host where it is not quarantined takes its delivery over without
 /// waiting for the lease to run out. (Not on a swap: the new version goes on under the
 /// same lease. Not on shutdown: the runtime releases every lease once all loops ended.)
-pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
-    deliver_until_stopped(&shared, &plugin).await;
-    if plugin.sup.quarantined() && !shared.stop.is_cancelled() {
-        let host = &shared.scheduler.config().host_id;
-        if let Err(e) = shared.scheduler.store().release_delivery(&plugin.name, host).await {
+pub(crate) async fn deliver(feed: Feed, plugin: Subscriber) {
+    deliver_until_stopped(&feed, &plugin).await;
+    if plugin.sup.quarantined() && !feed.shutdown.is_cancelled() {
+        let host = &feed.scheduler.config().host_id;
+        if let Err(e) = feed.scheduler.store().release_delivery(&plugin.name, host).await {
             tracing::warn!(plugin = %plugin.name, error = %e, "cannot release the delivery lease of a quarantined plugin");
         }
     }
@@ -248,7 +213,7 @@ pub(crate) async fn deliver(shared: Arc<Shared>, plugin: Arc<Loaded>) {
 
 /// The plugin's checkpoint; for a plugin seen for the first time, where `start` says
 /// (the head of the feed now, or before its oldest retained event).
-pub(super) async fn first_checkpoint(store: &Store, plugin: &str, start: FeedStart) -> Result<i64, StoreError> {
+pub(crate) async fn first_checkpoint(store: &Store, plugin: &str, start: FeedStart) -> Result<i64, StoreError> {
     let seq = match start {
         FeedStart::Now => store.feed_head().await?,
         FeedStart::Oldest => 0,
@@ -256,9 +221,9 @@ pub(super) async fn first_checkpoint(store: &Store, plugin: &str, start: FeedSta
     store.checkpoint(plugin, seq).await
 }
 
-async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
-    let store = shared.scheduler.store().clone();
-    let mut signal = shared.scheduler.feed_signal();
+async fn deliver_until_stopped(feed: &Feed, plugin: &Subscriber) {
+    let store = feed.scheduler.store().clone();
+    let mut signal = feed.scheduler.feed_signal();
     let sup = plugin.sup.clone();
     let stop = sup.stop.clone();
     let mut backoff = Duration::from_millis(200);
@@ -277,12 +242,12 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
     let mut lease = Lease {
         store: store.clone(),
         plugin: plugin.name.clone(),
-        host: shared.scheduler.config().host_id.clone(),
-        ttl: shared.scheduler.config().heartbeat.host_timeout,
+        host: feed.scheduler.config().host_id.clone(),
+        ttl: feed.scheduler.config().heartbeat.host_timeout,
         held: false,
         renewed: Instant::now(),
     };
-    let call_budget = sup.policy.limits.call_timeout() + super::actor::BACKSTOP;
+    let call_budget = sup.policy.limits.call_timeout() + actor::BACKSTOP;
     loop {
         if stop.is_cancelled() {
             return;
@@ -327,7 +292,7 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
             continue;
         }
         // Read by bytes too: the plugin takes at most max_args_kib a batch anyway.
-        let events = match store.events_after(checkpoint, shared.settings.batch as i64, sup.policy.limits.max_args_bytes()).await {
+        let events = match store.events_after(checkpoint, feed.batch as i64, sup.policy.limits.max_args_bytes()).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(plugin = %plugin.name, error = %e, "cannot read the change feed; retrying");
@@ -391,7 +356,7 @@ async fn deliver_until_stopped(shared: &Arc<Shared>, plugin: &Arc<Loaded>) {
                         h.state = "active".into();
                     }
                 });
-                if read < shared.settings.batch && stopped_during(LINGER, &stop).await {
+                if read < feed.batch && stopped_during(LINGER, &stop).await {
                     return;
                 }
             }

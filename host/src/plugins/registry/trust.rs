@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Which files may run at all.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrustPolicy {
@@ -31,9 +32,11 @@ pub enum TrustPolicy {
     Signed,
 }
 
+/// The `[trust]` section of fluid.toml.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trust {
+    /// Which files may run.
     #[serde(default)]
     pub policy: TrustPolicy,
     /// Plugin (or task component) name -> SHA-256 of its file, hex.
@@ -63,14 +66,14 @@ impl Trust {
     /// Whether the file at `path` (its bytes `bytes`, plugin name `name`) may run; the
     /// reason when not.
     pub fn admits(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<(), String> {
-        if self.policy == TrustPolicy::Any || super::bundled::is_bundled(name, bytes) {
+        if self.policy == TrustPolicy::Any || crate::plugins::bundled::is_bundled(name, bytes) {
             return Ok(());
         }
         let file = path.display();
         match self.policy {
             TrustPolicy::Any => Ok(()),
             TrustPolicy::Pinned => {
-                let sha = super::cache::sha256(bytes);
+                let sha = crate::plugins::engine::cache::sha256(bytes);
                 match self.pinned.get(name) {
                     Some(p) if p.eq_ignore_ascii_case(&sha) => Ok(()),
                     Some(_) => Err(format!(
@@ -123,7 +126,7 @@ pub fn keygen() -> (String, String) {
 /// What a signature covers: the component's name (its file's stem, which decides its
 /// grants) and its bytes' SHA-256, so a signed file renamed is not signed.
 fn signed_message(name: &str, bytes: &[u8]) -> Vec<u8> {
-    format!("fluid-component-v1\0{name}\0{}", super::cache::sha256(bytes)).into_bytes()
+    format!("fluid-component-v1\0{name}\0{}", crate::plugins::engine::cache::sha256(bytes)).into_bytes()
 }
 
 /// The hex signature, by the secret key `secret_hex`, of the component `name` made of `bytes`.
@@ -174,7 +177,7 @@ mod tests {
         assert!(trust.admits("p", &file, b"other bytes").is_err(), "a changed file needs a new signature");
         let pinned = Trust {
             policy: TrustPolicy::Pinned,
-            pinned: [("p".into(), crate::plugins::cache::sha256(b"bytes"))].into(),
+            pinned: [("p".into(), crate::plugins::engine::cache::sha256(b"bytes"))].into(),
             ..Default::default()
         };
         assert_eq!(pinned.admits("p", &file, b"bytes"), Ok(()));

@@ -1,13 +1,15 @@
 //! The `storage` import: a plugin's calls, in its own namespace, on the store's plugin
-//! tables (`store::plugin_tables`), and every conversion between the interface's types and
-//! the store's.
+//! tables (`store::plugin_tables`, which owns their SQL and quotas), and every conversion
+//! between the interface's types and the store's.
 
-use super::bindings::storage_if as wit;
-use super::bindings::storage_if::{Filter, Query, StorageError, TableDef, Value};
+use crate::plugins::engine::policy::Limits;
+use crate::plugins::instance::state::PluginState;
+use crate::plugins::wit::bindings::storage_if as wit;
+use crate::plugins::wit::bindings::storage_if::{Filter, Query, StorageError, TableDef, Value};
 use crate::store::plugin_tables as tables;
 
-impl From<&super::config::Limits> for tables::TableLimits {
-    fn from(l: &super::config::Limits) -> tables::TableLimits {
+impl From<&Limits> for tables::TableLimits {
+    fn from(l: &Limits) -> tables::TableLimits {
         tables::TableLimits {
             max_tables: l.max_tables,
             max_rows: l.max_rows,
@@ -109,14 +111,14 @@ fn error_out(e: tables::StorageError) -> StorageError {
     }
 }
 
-impl super::bindings::storage_if::Host for super::sandbox::PluginState {
+impl wit::Host for PluginState {
     async fn ensure_table(&mut self, def: TableDef) -> wasmtime::Result<Result<(), StorageError>> {
-        let out = self.shared.storage.ensure_table(&self.name, table_def_in(def), &self.table_limits()).await;
+        let out = self.storage.ensure_table(&self.name, table_def_in(def), &self.table_limits()).await;
         Ok(self.noted(out))
     }
 
     async fn upsert(&mut self, table: String, columns: Vec<String>, rows: Vec<Vec<Value>>) -> wasmtime::Result<Result<u64, StorageError>> {
-        let out = self.shared.storage.upsert(&self.name, &table, columns, rows_in(rows), None, &self.table_limits()).await;
+        let out = self.storage.upsert(&self.name, &table, columns, rows_in(rows), None, &self.table_limits()).await;
         Ok(self.noted(out))
     }
 
@@ -127,12 +129,12 @@ impl super::bindings::storage_if::Host for super::sandbox::PluginState {
         rows: Vec<Vec<Value>>,
         version: String,
     ) -> wasmtime::Result<Result<u64, StorageError>> {
-        let out = self.shared.storage.upsert(&self.name, &table, columns, rows_in(rows), Some(&version), &self.table_limits()).await;
+        let out = self.storage.upsert(&self.name, &table, columns, rows_in(rows), Some(&version), &self.table_limits()).await;
         Ok(self.noted(out))
     }
 
     async fn select(&mut self, table: String, q: Query) -> wasmtime::Result<Result<Vec<Vec<Value>>, StorageError>> {
-        let out = self.shared.storage.select(&self.name, &table, query_in(q), &self.table_limits()).await;
+        let out = self.storage.select(&self.name, &table, query_in(q), &self.table_limits()).await;
         if let Err(tables::StorageError::InvalidValue(m)) = &out
             && m.contains("max_read_mib")
         {
@@ -142,17 +144,17 @@ impl super::bindings::storage_if::Host for super::sandbox::PluginState {
     }
 
     async fn delete(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
-        let out = self.shared.storage.delete(&self.name, &table, filters_in(filters), &self.table_limits()).await;
+        let out = self.storage.delete(&self.name, &table, filters_in(filters), &self.table_limits()).await;
         Ok(self.noted(out))
     }
 
     async fn count(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
-        let out = self.shared.storage.count(&self.name, &table, filters_in(filters), &self.table_limits()).await;
+        let out = self.storage.count(&self.name, &table, filters_in(filters), &self.table_limits()).await;
         Ok(self.noted(out))
     }
 }
 
-impl super::sandbox::PluginState {
+impl PluginState {
     fn table_limits(&self) -> tables::TableLimits {
         (&self.sup.policy.limits).into()
     }

@@ -14,8 +14,13 @@
 //!   `/throughput`, `/openapi.json`) nor a root route of another plugin: overlap is judged
 //!   by what the patterns match (a `{param}` segment matches any one segment; a trailing
 //!   slash matches as without), and the newcomer is refused at load naming both owners.
+//!
+//! Which loaded plugin serves a request is the registry's lookup (`registry::route_table`);
+//! this module owns the patterns, the checks at load and the roles of routes.
 
-use super::runtime::{Loaded, PluginRuntime};
+use crate::plugins::capabilities::route_roles::MAX_DECLARATIONS;
+use crate::plugins::engine::limits::truncated;
+use crate::plugins::instance::state::Declared;
 use crate::types::Role;
 use std::collections::BTreeMap;
 
@@ -41,7 +46,7 @@ impl Pattern {
     /// `[A-Za-z0-9._~-]` or a whole `{name}`; no empty segment (a trailing slash is
     /// dropped); at most 16 segments.
     pub fn parse(path: &str) -> Result<Pattern, String> {
-        let rest = path.strip_prefix('/').ok_or_else(|| format!("route path {:?} must start with /", super::limits::truncated(path)))?;
+        let rest = path.strip_prefix('/').ok_or_else(|| format!("route path {:?} must start with /", truncated(path)))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() {
             return Ok(Pattern(vec![Seg::Lit(String::new())]));
@@ -112,9 +117,13 @@ impl Pattern {
 /// One declared route of a loaded plugin.
 #[derive(Debug, Clone)]
 pub struct PluginRoute {
+    /// The HTTP method, upper case.
     pub method: String,
+    /// The path as declared, `/a/{x}`.
     pub path: String,
+    /// The method of its `call` a request goes to.
     pub handler: String,
+    /// The path, parsed.
     pub pattern: Pattern,
     /// What a request to it needs once the API wants tokens (see `route_roles`).
     pub role: Role,
@@ -126,12 +135,13 @@ pub fn namespace(plugin: &str) -> String {
 }
 
 /// Checks the routes a plugin declares against the host's paths and the root routes of
-/// the other loaded plugins: the refusal names both owners.
-pub fn check_routes<'a>(
+/// the other loaded plugins (`root_owners`: each plugin served at its declared paths, with
+/// its routes): the refusal names both owners.
+pub(crate) fn check_routes<'a>(
     plugin: &str,
     root: bool,
     declared: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
-    others: &[std::sync::Arc<Loaded>],
+    root_owners: &[(&str, &[PluginRoute])],
 ) -> Result<Vec<PluginRoute>, String> {
     let mut out = Vec::new();
     for (method, path, handler) in declared {
@@ -143,13 +153,13 @@ pub fn check_routes<'a>(
                     "route {method} {path} overlaps paths the host serves (it may be served in its namespace without root_routes)"
                 ));
             }
-            for o in others.iter().filter(|o| o.name != plugin && o.root_routes) {
-                if let Some(r) = o.routes.iter().find(|r| r.method == method && r.pattern.overlaps(&pattern)) {
-                    return Err(format!("route {method} {path} overlaps route {} {} of plugin {}", r.method, r.path, o.name));
+            for (owner, routes) in root_owners.iter().filter(|(owner, _)| *owner != plugin) {
+                if let Some(r) = routes.iter().find(|r| r.method == method && r.pattern.overlaps(&pattern)) {
+                    return Err(format!("route {method} {path} overlaps route {} {} of plugin {owner}", r.method, r.path));
                 }
             }
         }
-        let role = super::route_roles::default_role(&method);
+        let role = default_role(&method);
         out.push(PluginRoute { method, path: path.to_string(), handler: handler.to_string(), pattern, role });
     }
     Ok(out)
@@ -157,53 +167,39 @@ pub fn check_routes<'a>(
 
 /// The route serving a request, found by `PluginRuntime::route_for`.
 pub struct RouteMatch {
+    /// The plugin that serves it.
     pub plugin: String,
+    /// The method of its `call` the request goes to.
     pub handler: String,
     /// The path's `{x}` values.
     pub vars: BTreeMap<String, String>,
+    /// What the request needs once the API wants tokens.
     pub role: Role,
 }
 
-impl PluginRuntime {
-    /// The route serving `method path`: in a plugin's namespace, or at a root route.
-    pub fn route_for(&self, method: &str, path: &str) -> Option<RouteMatch> {
-        let plugins = self.shared.plugins.read().unwrap();
-        let find = |p: &Loaded, path: &str| {
-            p.routes.iter().find_map(|r| {
-                (r.method == method).then(|| r.pattern.matches(path)).flatten().map(|vars| RouteMatch {
-                    plugin: p.name.clone(),
-                    handler: r.handler.clone(),
-                    vars,
-                    role: r.role,
-                })
-            })
+/// The role each of `routes` needs: the declared one, else `read` for GET and `operate`
+/// for any other method. An error names a declaration that fits no route, or a route
+/// declared twice.
+pub(crate) fn apply(routes: &mut [PluginRoute], declared: Vec<Declared>, overflow: bool) -> Result<(), String> {
+    if overflow {
+        return Err(format!("route-roles: more than {MAX_DECLARATIONS} declarations"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (method, path, role) in declared {
+        let Some(route) = routes.iter_mut().find(|r| r.method == method && r.path == path) else {
+            return Err(format!("route-roles: a role for {method} {path}, which register does not return"));
         };
-        if let Some(rest) = path.strip_prefix("/plugins/") {
-            let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
-            let p = plugins.get(name)?;
-            let tail = tail.strip_prefix("routes")?;
-            let tail = if tail.is_empty() { "/" } else { tail };
-            return tail.starts_with('/').then(|| find(p, tail)).flatten();
+        if !seen.insert((method.clone(), path.clone())) {
+            return Err(format!("route-roles: {method} {path} declared twice"));
         }
-        plugins.values().filter(|p| p.root_routes).find_map(|p| find(p, path))
+        route.role = role;
     }
+    Ok(())
+}
 
-    /// Every route served, as `(method, path, plugin)`: in its namespace, and at its own
-    /// path when the plugin has root routes.
-    pub fn route_list(&self) -> Vec<(String, String, String)> {
-        let plugins = self.shared.plugins.read().unwrap();
-        let mut out = Vec::new();
-        for p in plugins.values() {
-            for r in &p.routes {
-                let ns = format!("{}{}", namespace(&p.name), if r.path == "/" { "" } else { r.path.as_str() });
-                out.push((r.method.clone(), ns, p.name.clone()));
-                if p.root_routes {
-                    out.push((r.method.clone(), r.path.clone(), p.name.clone()));
-                }
-            }
-        }
-        out
-    }
+/// What a route needs when its plugin declares nothing for it.
+pub(crate) fn default_role(method: &str) -> Role {
+    if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") { Role::Read } else { Role::Operate }
 }
 
 #[cfg(test)]
@@ -257,5 +253,25 @@ mod tests {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
         assert!(Pattern::parse(&"/a".repeat(17)).is_err());
+    }
+
+    #[test]
+    fn declared_roles_apply_and_others_follow_the_method() {
+        let declared = [("GET", "/open", "h"), ("POST", "/poke", "h"), ("POST", "/purge", "h"), ("GET", "/secret", "h")];
+        let mut routes = check_routes("p", false, declared, &[]).unwrap();
+        apply(&mut routes, vec![("POST".into(), "/purge".into(), Role::Admin), ("GET".into(), "/secret".into(), Role::Operate)], false)
+            .unwrap();
+        let roles: Vec<Role> = routes.iter().map(|r| r.role).collect();
+        assert_eq!(roles, [Role::Read, Role::Operate, Role::Admin, Role::Operate]);
+    }
+
+    #[test]
+    fn a_declaration_for_no_route_or_twice_is_refused() {
+        let mut routes = check_routes("p", false, [("GET", "/a", "h")], &[]).unwrap();
+        let e = apply(&mut routes, vec![("POST".into(), "/a".into(), Role::Admin)], false).unwrap_err();
+        assert!(e.contains("POST /a, which register does not return"), "{e}");
+        let twice = vec![("GET".into(), "/a".into(), Role::Admin), ("GET".into(), "/a".into(), Role::Read)];
+        assert!(apply(&mut routes, twice, false).unwrap_err().contains("declared twice"));
+        assert!(apply(&mut routes, vec![], true).unwrap_err().contains("more than"));
     }
 }

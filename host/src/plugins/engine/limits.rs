@@ -3,8 +3,8 @@
 //! shows them in `/plugins`, so their size must not be the component's choice. Over a
 //! bound, the component is refused at load with the bound named.
 
-use super::bindings::task_world::tc::TaskDef;
-use super::bindings::tmp::Registration;
+use crate::plugins::wit::bindings::task_world::tc::TaskDef;
+use crate::plugins::wit::bindings::tmp::Registration;
 
 /// Routes one plugin may declare.
 pub const MAX_ROUTES: usize = 64;
@@ -92,8 +92,8 @@ pub fn truncated(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::bindings::tmp::{Route, Subscription};
-    use crate::plugins::bindings::types::TaskState;
+    use crate::plugins::wit::bindings::tmp::{Route, Subscription};
+    use crate::plugins::wit::bindings::types::TaskState;
 
     fn reg() -> Registration {
         Registration { name: "p".into(), version: "1".into(), subscriptions: vec![], routes: vec![] }

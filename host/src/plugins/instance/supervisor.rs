@@ -7,7 +7,7 @@
 //! (or skips them). One bad plugin thus costs the host a bounded amount of work, not a
 //! retry loop forever.
 
-use super::config::Policy;
+use crate::plugins::engine::policy::Policy;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,11 +20,17 @@ const DURATIONS: usize = 256;
 /// Counters and health of one plugin, shown by `/plugins`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Health {
+    /// Calls into its `call` export.
     pub calls: u64,
+    /// Failed calls and deliveries, traps included.
     pub errors: u64,
+    /// Times its instance trapped (and was discarded).
     pub traps: u64,
+    /// Events it acknowledged.
     pub events_delivered: u64,
+    /// The feed position its deliveries have reached.
     pub checkpoint: i64,
+    /// What went wrong last.
     pub last_error: Option<String>,
     /// `active`, `failing` while deliveries fail and are retried, or `quarantined`.
     pub state: String,
@@ -34,6 +40,7 @@ pub struct Health {
     pub log_lines_dropped: u64,
     /// Over the last 256 calls into the plugin (`call` and `on-events`).
     pub mean_call_ms: f64,
+    /// Over the same calls.
     pub p99_call_ms: f64,
     /// CPU time its guest code (and the host calls it made) has used since it was loaded.
     pub cpu_ms: u64,
@@ -42,6 +49,7 @@ pub struct Health {
     pub host_bytes: u64,
     /// The last limit it ran into (`limit: what happened`), and how many times it did.
     pub last_limit: Option<String>,
+    /// How many times it ran into a limit.
     pub limits_hit: u64,
     /// Calls it made that failed in the plugin called (counted against it, not the callee).
     pub calls_failed_downstream: u64,
@@ -58,7 +66,9 @@ struct Inner {
 
 /// Shared by a plugin's entry, its actor and its delivery loop.
 pub struct Supervisor {
+    /// The plugin's name (`task component NAME` for a task component).
     pub name: String,
+    /// What it was loaded with.
     pub policy: Arc<Policy>,
     /// Cancelled when the plugin is unloaded, replaced or quarantined.
     pub stop: CancellationToken,
@@ -80,7 +90,7 @@ pub struct Supervisor {
     pub(crate) queued_estimate: Mutex<(u64, u64)>,
     /// Its log lines' allowance, shared by its instances (a task component's runs, a
     /// plugin's fresh instances after traps), so a new instance is no fresh budget.
-    pub(crate) log_budget: Mutex<super::host_api::LogBudget>,
+    pub(crate) log_budget: Mutex<LogBudget>,
     inner: Mutex<Inner>,
 }
 
@@ -106,6 +116,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// Full: `burst` tokens (at least one).
     pub fn new(rate: u64, burst: u64) -> TokenBucket {
         let burst = burst.max(1) as f64;
         TokenBucket { rate: rate as f64, burst, tokens: burst, last: Instant::now() }
@@ -131,6 +142,7 @@ impl TokenBucket {
 }
 
 impl Supervisor {
+    /// An `active` plugin with no counts yet; `stop` is cancelled by a quarantine.
     pub fn new(name: &str, policy: Arc<Policy>, stop: CancellationToken) -> Supervisor {
         let health = Health { state: "active".into(), ..Default::default() };
         Supervisor {
@@ -151,6 +163,7 @@ impl Supervisor {
         }
     }
 
+    /// A snapshot of its counters and state.
     pub fn health(&self) -> Health {
         let g = self.inner.lock().unwrap();
         let mut h = g.health.clone();
@@ -166,6 +179,7 @@ impl Supervisor {
         h
     }
 
+    /// Whether it is quarantined.
     pub fn quarantined(&self) -> bool {
         self.inner.lock().unwrap().health.state == "quarantined"
     }
@@ -183,10 +197,12 @@ impl Supervisor {
         })
     }
 
+    /// Changes its health under the lock.
     pub fn update(&self, f: impl FnOnce(&mut Health)) {
         f(&mut self.inner.lock().unwrap().health)
     }
 
+    /// Keeps a call's duration for the mean and p99.
     pub fn record_duration(&self, d: Duration) {
         let mut g = self.inner.lock().unwrap();
         if g.durations.len() == DURATIONS {
@@ -332,10 +348,43 @@ impl Supervisor {
     }
 }
 
+/// A token bucket for plugin log lines: a flood is dropped, not fatal.
+pub struct LogBudget {
+    tokens: f64,
+    last: std::time::Instant,
+    dropped: u64,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget { tokens: 200.0, last: std::time::Instant::now(), dropped: 0 }
+    }
+}
+
+impl LogBudget {
+    /// 100 lines per second, bursts of 200.
+    pub fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * 100.0).min(200.0);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            if self.dropped > 0 {
+                tracing::warn!(target: "fluid::plugin", dropped = self.dropped, "plugin log lines dropped (over 100/s)");
+                self.dropped = 0;
+            }
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::config::{FeedStart, Limits};
+    use crate::plugins::engine::policy::{FeedStart, Limits};
 
     fn sup(after: u32) -> Supervisor {
         let limits = Limits { quarantine_after: after, quarantine_window_s: 60, ..Limits::default() };

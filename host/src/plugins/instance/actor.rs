@@ -9,14 +9,13 @@
 //! but never the plugin's health, since whoever chose the arguments could otherwise get
 //! it quarantined. Deliveries go before queued calls, so a flood of calls cannot starve
 //! the change feed.
-use super::bindings::tmp::{Event, Registration};
-use super::bindings::{Plugin, PluginPre};
-use super::guest_pool::{self, Metered};
-use super::host_api::from_call_error;
-use super::runtime::Shared;
-use super::sandbox::{PluginState, new_store};
+use super::state::{PluginState, StoreMaker};
 use super::supervisor::Supervisor;
 use crate::metrics::PluginMeters;
+use crate::plugins::engine::guest_pool::{self, Metered};
+use crate::plugins::wit::bindings::tmp::{Event, Registration};
+use crate::plugins::wit::bindings::{Plugin, PluginPre};
+use crate::plugins::wit::convert::from_call_error;
 use crate::scheduler::PluginCallError;
 use std::future::Future;
 use std::sync::Arc;
@@ -37,7 +36,7 @@ const CALL_QUEUE: usize = 16;
 #[derive(Clone)]
 pub(crate) struct ActorCtx {
     pub config_json: String,
-    pub shared: Arc<Shared>,
+    pub stores: StoreMaker,
     pub pre: PluginPre<PluginState>,
     pub sup: Arc<Supervisor>,
 }
@@ -128,17 +127,17 @@ pub(crate) async fn instantiate(ctx: &ActorCtx, own: bool) -> Result<(Instance, 
         ctx.sup.own_cpu_ns.fetch_add(spent, Ordering::Relaxed);
     }
     let out = out?;
-    super::limits::check_registration(&out.1)?;
+    crate::plugins::engine::limits::check_registration(&out.1)?;
     Ok(out)
 }
 
 async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration), String> {
-    let mut store = new_store(&ctx.shared, &ctx.sup)?;
+    let mut store = ctx.stores.new_store(&ctx.sup)?;
     let timeout = ctx.sup.policy.limits.call_timeout();
     arm(&mut store, timeout);
     let limit = timeout + BACKSTOP;
     let plugin = match tokio::time::timeout(limit, ctx.pre.instantiate_async(&mut store)).await {
-        Ok(r) => r.map_err(|e| format!("cannot instantiate: {}", store.data().stderr.explain(describe_trap(&e))))?,
+        Ok(r) => r.map_err(|e| format!("cannot instantiate: {}", store.data().sandbox.stderr.explain(describe_trap(&e))))?,
         Err(_) => return Err("cannot instantiate: took longer than the time limit".into()),
     };
     arm(&mut store, timeout);
@@ -148,7 +147,7 @@ async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration
     store.data_mut().in_register = false;
     let reg = match reg {
         Ok(r) => r
-            .map_err(|e| format!("register {}", store.data().stderr.explain(describe_trap(&e))))?
+            .map_err(|e| format!("register {}", store.data().sandbox.stderr.explain(describe_trap(&e))))?
             .map_err(|e| format!("register refused: {e}"))?,
         Err(_) => return Err("register trapped: call took longer than its time limit (blocked in a host call)".into()),
     };
@@ -204,7 +203,7 @@ async fn run(
     stop: CancellationToken,
 ) {
     let sup = ctx.sup.clone();
-    let meters = ctx.shared.scheduler.metrics().plugin(&sup.name);
+    let meters = ctx.stores.scheduler.metrics().plugin(&sup.name);
     let mut lost_to_call = false;
     loop {
         let job = tokio::select! {
@@ -245,7 +244,7 @@ async fn run(
         }
         let (store, plugin) = instance.as_mut().expect("instance present");
         arm(store, sup.policy.limits.call_timeout());
-        store.data().stderr.clear();
+        store.data().sandbox.stderr.clear();
         store.data_mut().not_its_fault = false;
         let api = plugin.fluid_scheduler_task_manager_plugin();
         let started = Instant::now();
@@ -254,7 +253,7 @@ async fn run(
                 store.data_mut().chain.clear();
                 store.data_mut().delivering = events.iter().map(|e| e.run.id.clone()).collect();
                 let fut = api.call_on_events(&mut *store, &events);
-                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| store.data().stderr.explain(msg));
+                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| store.data().sandbox.stderr.explain(msg));
                 meters.event_calls.inc();
                 meters.event_duration.observe(started.elapsed().as_secs_f64());
                 let database = store.data().not_its_fault;
@@ -287,7 +286,7 @@ async fn run(
                 store.data_mut().chain = chain;
                 store.data_mut().delivering.clear();
                 let fut = api.call_call(&mut *store, &method, &args);
-                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| store.data().stderr.explain(msg));
+                let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| store.data().sandbox.stderr.explain(msg));
                 sup.update(|h| h.calls += 1);
                 meters.calls.inc();
                 meters.call_duration.observe(started.elapsed().as_secs_f64());
