@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use fluid_host::store::runs::{ClaimRules, Finish, Outcome};
+use fluid_host::store::{ClaimRules, Finish, Outcome};
 use fluid_host::store::{Backend, Store, StoreError, query, query_built};
 use fluid_host::time::{now_us, to_datetime};
 use fluid_host::{Priority, TaskRun, TaskState};
@@ -532,7 +532,7 @@ async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
 /// checkpoint again, so a plugin still loaded somewhere goes on holding the feed. The
 /// warning names the plugin no host delivers to that holds the most, with what is kept.
 async fn a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_feed(db: Db) {
-    use fluid_host::store::checkpoints::Forget;
+    use fluid_host::store::Forget;
     let env = TestEnv::new(db).await;
     let store = Store::connect(&env.url()).await.expect("store opens");
     let ttl = Duration::from_secs(60);
@@ -605,7 +605,7 @@ type Trace = Vec<(String, Vec<(usize, TaskState, Option<String>, u32, u32)>)>;
 /// good, fail with a retry, and come with a stale lease.
 async fn cycle_trace(db: Db) -> Trace {
     use fluid_host::RetryPolicy;
-    use fluid_host::store::runs::ShareRoom;
+    use fluid_host::store::ShareRoom;
     let env = TestEnv::new(db).await;
     let store = Store::connect(&env.url()).await.expect("store opens");
     let tasks = ["lim", "lim", "lim", "off", "grp", "grp", "free", "free"];
