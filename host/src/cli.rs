@@ -523,7 +523,7 @@ async fn plugins_command(g: &Global, cmd: PluginsCommand) -> anyhow::Result<std:
             println!("{name}: {state}, delivering from checkpoint {checkpoint}");
         }
         PluginsCommand::Forget { name } => {
-            use crate::store::checkpoints::Forget;
+            use crate::store::Forget;
             let store = c.open_store().await?;
             let done = store.forget_checkpoint(&name).await;
             // A task component's task names go with it (a plugin has none).

@@ -461,7 +461,7 @@ async fn a_plugin_that_keeps_trapping_is_quarantined_and_callers_get_unavailable
 /// delivery over and `fluid plugins forget` is refused, since it is still loaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_plugin_keeps_its_delivery_lease_through_its_back_off() {
-    use fluid_host::store::checkpoints::Forget;
+    use fluid_host::store::Forget;
     let dir = TempDir::new();
     install(dir.path(), "event-log");
     let extra = "[plugins.event_log.limits]\nquarantine_after = 0\n[plugins.event_log.config]\nfail = true";

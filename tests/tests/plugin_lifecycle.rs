@@ -89,7 +89,7 @@ async fn a_plugin_dropped_into_the_folder_is_loaded_and_a_removed_one_unloaded()
     assert_eq!(plugin(&h, "db").await.unwrap()["state"], "active");
     // Unloaded, it gave its delivery lease up: removed for good, it can be forgotten at once.
     let forgot = h.scheduler.store().forget_checkpoint("event_log").await.unwrap();
-    assert!(matches!(forgot, fluid_host::store::checkpoints::Forget::Forgotten { .. }), "{forgot:?}");
+    assert!(matches!(forgot, fluid_host::store::Forget::Forgotten { .. }), "{forgot:?}");
     h.shutdown(Duration::ZERO).await;
 }
 

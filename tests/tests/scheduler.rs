@@ -658,7 +658,7 @@ async fn two_hosts_on_one_sqlite_file_share_the_queue_without_errors_or_double_r
 }
 
 async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy(db: Db) {
-    use fluid_host::store::runs::ClaimRules;
+    use fluid_host::store::ClaimRules;
     let dir = TestEnv::new(db).await;
     let wait = Duration::from_millis(200);
     let tasks =
@@ -712,7 +712,7 @@ async fn runs_of_a_dead_host_are_rescued_as_interrupted_then_requeued_per_policy
 /// lease; the store refuses, and the newer state stays.
 async fn late_host_cannot_overwrite_a_rescued_run(db: Db) {
     use fluid_host::store::StoreError;
-    use fluid_host::store::runs::{ClaimRules, Finish, Outcome};
+    use fluid_host::store::{ClaimRules, Finish, Outcome};
     let dir = TestEnv::new(db).await;
     let mut cfg = dir.config();
     cfg.scheduler.consume = false;

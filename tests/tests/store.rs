@@ -1,11 +1,13 @@
-//! The store's query layer (`fluid_host::store::db`) on both drivers: sqlx for PostgreSQL,
-//! rusqlite inline for SQLite. One SQL text, the same answers, the same guarantees.
+//! The store's query layer (`fluid_host::store::query`) on both drivers: sqlx for
+//! PostgreSQL, rusqlite inline for SQLite. One SQL text, the same answers, the same
+//! guarantees. Also SQLite's files, and the scheduler cycle's two implementations held to
+//! one result. The store's own operations have their suite: `store_conformance`.
 
 mod common;
 
 use common::*;
-use fluid_host::store::runs::{ClaimRules, Finish, Outcome};
 use fluid_host::store::{Backend, Store, StoreError, query, query_built};
+use fluid_host::store::{ClaimRules, Finish, Outcome};
 use fluid_host::time::{now_us, to_datetime};
 use fluid_host::{Priority, TaskRun, TaskState};
 use serde_json::json;
@@ -345,226 +347,6 @@ fn queued_run(n: usize) -> TaskRun {
     }
 }
 
-/// Every state a scheduler cycle writes reaches the change feed exactly as the cycle
-/// returned it, in the order written: starts, ends, a retried run queued again, the runs
-/// claimed in the same cycle. On PostgreSQL the cycle is a server-side function that
-/// builds each snapshot's JSON itself; this holds it to the Rust one, field by field
-/// (texts with quotes and accents, nested params, big integers, microseconds).
-async fn the_feed_holds_exactly_the_snapshots_a_cycle_wrote(db: Db) {
-    let env = TestEnv::new(db).await;
-    let store = Store::connect(&env.url()).await.expect("store opens");
-    let mut runs: Vec<TaskRun> = (0..4).map(queued_run).collect();
-    runs[0].tags = vec!["a".into(), "ü \"quoted\" \\ tab\t".into()];
-    runs[0].params = json!({"n": 1.5, "big": 9_007_199_254_740_993i64, "nested": {"z": [1, null, "é\n"]}, "yes": true});
-    runs[1].from_run_id = "f".repeat(32);
-    runs[1].root_run_id = "e".repeat(32);
-    runs[3].priority = Priority::High;
-    store.insert_runs(&runs).await.unwrap();
-    let head = store.feed_head().await.unwrap();
-    let rules: BTreeMap<String, ClaimRules> = [("cycle".to_string(), ClaimRules::default())].into();
-
-    let first = store.claim("host-a", 3, &rules).await.unwrap();
-    let started: Vec<&str> = first.started.iter().map(|r| r.run.id.as_str()).collect();
-    assert_eq!(started, [&runs[3].id, &runs[0].id, &runs[1].id], "highest priority first, then FIFO");
-    assert!(first.started.iter().all(|r| r.run.state == TaskState::Running && r.owner.as_deref() == Some("host-a")));
-    let lease = |i: usize| first.started.iter().find(|r| r.run.id == runs[i].id).unwrap().lease;
-
-    let finishes = [
-        Finish { id: runs[3].id.clone(), lease: lease(3), outcome: Outcome::Success, retry_after: None },
-        Finish {
-            id: runs[0].id.clone(),
-            lease: lease(0),
-            outcome: Outcome::Failure("boom: \"✗\"".into()),
-            retry_after: Some(Duration::from_millis(60_000)),
-        },
-        Finish { id: runs[1].id.clone(), lease: lease(1) + 1, outcome: Outcome::Success, retry_after: None },
-        Finish { id: "no-such-run".into(), lease: 1, outcome: Outcome::Success, retry_after: None },
-    ];
-    let (results, second) = store.finish_and_claim(&finishes, "host-a", 2, &rules).await.unwrap();
-    assert_eq!(results.len(), 4, "one result per finish");
-    let ended = results[0].as_ref().expect("the current lease ends its run");
-    assert_eq!((ended.len(), ended[0].state), (1, TaskState::Success));
-    let retried = results[1].as_ref().expect("a failure with a retry policy");
-    assert_eq!(retried.iter().map(|r| r.state).collect::<Vec<_>>(), [TaskState::Failure, TaskState::Queued]);
-    assert_eq!(retried[0].error.as_deref(), Some("boom: \"✗\""));
-    assert_eq!((retried[1].retry_attempt, retried[1].start, retried[1].end), (1, None, None));
-    assert_eq!(retried[1].execute_after.unwrap() - retried[0].end.unwrap(), chrono::Duration::seconds(60), "queued again after the delay");
-    assert!(matches!(&results[2], Err(StoreError::Conflict { state, .. }) if state == "running"), "a stale lease is fenced out");
-    assert!(matches!(&results[3], Err(StoreError::RunNotFound(_))), "an unknown run is reported as such");
-    let started: Vec<&str> = second.started.iter().map(|r| r.run.id.as_str()).collect();
-    assert_eq!(started, [&runs[2].id], "the retried run is not due yet: only the last queued one starts");
-
-    let mut written = first.changes();
-    written.extend(results.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned());
-    written.extend(second.changes());
-    let feed: Vec<TaskRun> = store.events_after(head, 100, usize::MAX).await.unwrap().into_iter().map(|e| e.run).collect();
-    assert_eq!(feed, written, "the feed is what the cycles wrote, in order");
-    // Read by bytes: a budget smaller than one snapshot still gives the first event, and
-    // a page is cut where the bytes run out, in order.
-    let one = store.events_after(head, 100, 1).await.unwrap();
-    assert_eq!(one.iter().map(|e| &e.run).collect::<Vec<_>>(), [&written[0]]);
-    let some = store.events_after(head, 100, 1500).await.unwrap();
-    assert!(!some.is_empty() && some.len() < written.len(), "{} of {}", some.len(), written.len());
-    assert_eq!(some.iter().map(|e| e.run.clone()).collect::<Vec<_>>(), written[..some.len()]);
-    for id in [&runs[0].id, &runs[2].id, &runs[3].id] {
-        let last = written.iter().rev().find(|r| &r.id == id).unwrap();
-        assert_eq!(store.get_run(id).await.unwrap().as_ref(), Some(last), "the row is its last snapshot");
-    }
-    store.close().await;
-}
-
-/// The delivery lease: one host at a time moves a plugin's checkpoint. Each advance renews
-/// the lease (a busy host makes no separate renewal commit), so another host cannot take
-/// it while the holder keeps advancing; a host without the lease cannot move the
-/// checkpoint; an expired lease is taken over, and the old holder is fenced out.
-async fn only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it(db: Db) {
-    let env = TestEnv::new(db).await;
-    let store = Store::connect(&env.url()).await.expect("store opens");
-    let ttl = Duration::from_secs(3);
-    assert_eq!(store.checkpoint("p", 0).await.unwrap(), 0);
-    assert!(store.hold_delivery("p", "a", ttl).await.unwrap(), "a free lease is taken");
-    assert!(!store.hold_delivery("p", "b", ttl).await.unwrap(), "a held lease is not");
-    assert!(!store.advance_checkpoint_as("p", "b", 5, ttl).await.unwrap(), "only the holder advances");
-    // Advance for longer than the lease lasts: each advance keeps it.
-    let started = std::time::Instant::now();
-    let mut seq = 0;
-    while started.elapsed() < ttl + Duration::from_millis(500) {
-        seq += 1;
-        assert!(store.advance_checkpoint_as("p", "a", seq, ttl).await.unwrap(), "the holder advances");
-        assert!(!store.hold_delivery("p", "b", ttl).await.unwrap(), "a lease renewed by advancing is not taken over");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(store.checkpoint("p", 0).await.unwrap(), seq);
-    assert!(!store.advance_checkpoint_as("p", "a", seq, ttl).await.unwrap(), "a checkpoint never moves back or stays");
-    // The holder stops: once the lease runs out another host takes it, and the old holder
-    // can no longer advance.
-    let deadline = std::time::Instant::now() + ttl * 10;
-    while !store.hold_delivery("p", "b", ttl).await.unwrap() {
-        assert!(std::time::Instant::now() < deadline, "an expired lease is taken over");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(!store.advance_checkpoint_as("p", "a", seq + 1, ttl).await.unwrap(), "the old holder is fenced out");
-    assert!(store.advance_checkpoint_as("p", "b", seq + 1, ttl).await.unwrap());
-    assert_eq!(store.checkpoint("p", 0).await.unwrap(), seq + 1);
-    store.close().await;
-}
-
-/// `upsert-newer`: a stored row is replaced only by a copy with a greater version; older,
-/// equal and null-versioned copies are skipped (not errors, not counted), new keys are
-/// inserted, and a version column outside the columns given or inside the key is refused.
-async fn upsert_newer_never_lets_an_older_copy_replace_a_newer_row(db: Db) {
-    use fluid_host::plugins::Limits;
-    use fluid_host::store::plugin_tables::{
-        Column, ColumnType, PluginStorage, Query, StorageError as SE, TableDef, TableLimits, Value as V,
-    };
-    let env = TestEnv::new(db).await;
-    let store = Store::connect(&env.url()).await.expect("store opens");
-    let storage = PluginStorage::new(store.plugin_store().await.unwrap()).await.unwrap();
-    let limits = TableLimits::from(&Limits::default());
-    let col = |name: &str, kind| Column { name: name.into(), kind, nullable: name == "v" };
-    let def = TableDef {
-        name: "docs".into(),
-        columns: vec![col("id", ColumnType::Text), col("body", ColumnType::Text), col("v", ColumnType::Int)],
-        primary_key: vec!["id".into()],
-        indexes: vec![],
-    };
-    storage.ensure_table("p", def, &limits).await.unwrap();
-    let cols = || vec!["id".to_string(), "body".to_string(), "v".to_string()];
-    let row = |id: &str, body: &str, v: Option<i64>| vec![V::Text(id.into()), V::Text(body.into()), v.map_or(V::Null, V::Int)];
-    let put = |rows: Vec<Vec<V>>| storage.upsert("p", "docs", cols(), rows, Some("v"), &limits);
-
-    assert_eq!(
-        put(vec![row("a", "a5", Some(5)), row("b", "b5", Some(5)), row("n", "n-null", None)]).await.unwrap(),
-        3,
-        "new keys are inserted"
-    );
-    let written = put(vec![
-        row("a", "a4", Some(4)), // older: skipped
-        row("b", "b6", Some(6)), // newer: replaces
-        row("c", "c1", Some(1)), // new key: inserted
-        row("n", "n7", Some(7)), // the stored version is null: kept
-    ])
-    .await
-    .unwrap();
-    assert_eq!(written, 2, "only the newer copy and the new key are counted");
-    assert_eq!(put(vec![row("b", "b6-again", Some(6))]).await.unwrap(), 0, "an equal version is a replay: skipped");
-    assert_eq!(put(vec![row("a", "a-null", None)]).await.unwrap(), 0, "a null version never replaces");
-
-    let q = Query { columns: vec!["id".into(), "body".into()], filters: vec![], order: vec![], after: None, limit: None };
-    let mut stored: Vec<(String, String)> = storage
-        .select("p", "docs", q.clone(), &limits)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| match (&r[0], &r[1]) {
-            (V::Text(id), V::Text(body)) => (id.clone(), body.clone()),
-            other => panic!("unexpected row {other:?}"),
-        })
-        .collect();
-    stored.sort();
-    let expect = [("a", "a5"), ("b", "b6"), ("c", "c1"), ("n", "n-null")];
-    assert_eq!(stored, expect.map(|(a, b)| (a.to_string(), b.to_string())));
-    // A read that would pass max_read_mib is refused while it is read, before it is held.
-    let tiny = TableLimits { max_read_mib: 0, ..limits };
-    let refused = storage.select("p", "docs", q, &tiny).await;
-    assert!(matches!(&refused, Err(SE::InvalidValue(m)) if m.contains("max_read_mib")), "{refused:?}");
-
-    let many: Vec<Vec<V>> = (0..10_001).map(|i| row(&format!("k{i}"), "x", Some(1))).collect();
-    let refused = storage.upsert("p", "docs", cols(), many, None, &limits).await;
-    assert!(matches!(&refused, Err(SE::InvalidValue(m)) if m.contains("at most 10000 rows")), "one upsert holds the writer: bounded");
-    let refused = storage.upsert("p", "docs", vec!["id".into(), "body".into()], vec![], Some("v"), &limits).await;
-    assert!(matches!(refused, Err(SE::InvalidValue(m)) if m.contains("one of the columns")), "the version must be given");
-    let refused = storage.upsert("p", "docs", cols(), vec![], Some("id"), &limits).await;
-    assert!(matches!(refused, Err(SE::InvalidValue(m)) if m.contains("primary key")), "the version cannot be the key");
-    let refused = storage.upsert("p", "docs", cols(), vec![], Some("nope"), &limits).await;
-    assert!(matches!(refused, Err(SE::InvalidName(_))), "the version must be a column");
-    let refused = storage.upsert("p", "docs", cols(), vec![], Some("body"), &limits).await;
-    assert!(
-        matches!(refused, Err(SE::InvalidValue(m)) if m.contains("int or float")),
-        "a text version would order differently per backend"
-    );
-    storage.close().await;
-    store.close().await;
-}
-
-/// A plugin removed for good keeps its checkpoint, and so the feed: `forget` lets it go,
-/// but only when no host holds its delivery lease, and a lease taken later makes the
-/// checkpoint again, so a plugin still loaded somewhere goes on holding the feed. The
-/// warning names the plugin no host delivers to that holds the most, with what is kept.
-async fn a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_feed(db: Db) {
-    use fluid_host::store::checkpoints::Forget;
-    let env = TestEnv::new(db).await;
-    let store = Store::connect(&env.url()).await.expect("store opens");
-    let ttl = Duration::from_secs(60);
-    store.insert_runs(&(0..10).map(queued_run).collect::<Vec<_>>()).await.unwrap();
-    let head = store.feed_head().await.unwrap();
-    store.checkpoint("gone", head - 8).await.unwrap();
-    store.checkpoint("slow", head - 9).await.unwrap();
-    assert!(store.hold_delivery("slow", "host-1", ttl).await.unwrap());
-    assert_eq!(store.idle_feed_holder().await.unwrap(), Some(("gone".into(), 8)), "the plugin no host delivers to, not the slow one");
-    assert_eq!(store.prune_feed(0).await.unwrap(), 1, "pruned only up to the furthest checkpoint");
-
-    assert_eq!(store.forget_checkpoint("slow").await.unwrap(), Forget::Delivering { host: "host-1".into() }, "a delivered plugin is kept");
-    assert_eq!(store.forget_checkpoint("nope").await.unwrap(), Forget::Unknown);
-    assert_eq!(store.forget_checkpoint("gone").await.unwrap(), Forget::Forgotten { seq: head - 8, held: 8 });
-    assert_eq!(store.forget_checkpoint("gone").await.unwrap(), Forget::Unknown, "forgotten once");
-    assert_eq!(store.idle_feed_holder().await.unwrap(), None);
-    assert!(store.advance_checkpoint_as("slow", "host-1", head, ttl).await.unwrap());
-    assert_eq!(store.prune_feed(0).await.unwrap(), 9, "the rest is pruned");
-
-    // Forgotten while still loaded on some host: its next lease makes the checkpoint again,
-    // at the start of the feed, and it holds the feed again.
-    store.insert_runs(&(10..13).map(queued_run).collect::<Vec<_>>()).await.unwrap();
-    let head = store.feed_head().await.unwrap();
-    assert!(store.hold_delivery("gone", "host-2", ttl).await.unwrap());
-    assert_eq!(store.checkpoint("gone", head).await.unwrap(), 0, "made again at the start of the feed");
-    assert_eq!(store.prune_feed(0).await.unwrap(), 0, "and it holds the feed again");
-    // Released, it counts only the events the feed still keeps (3), not every seq since 0.
-    store.release_delivery("gone", "host-2").await.unwrap();
-    assert_eq!(store.idle_feed_holder().await.unwrap(), Some(("gone".into(), 3)));
-    store.close().await;
-}
-
 /// A statement given a time limit (plugin storage's `statement_timeout_ms`) is stopped past
 /// it on both backends, read or write, and the limit ends with the statement: it is never
 /// left on a pooled connection for the host's own statements.
@@ -605,7 +387,7 @@ type Trace = Vec<(String, Vec<(usize, TaskState, Option<String>, u32, u32)>)>;
 /// good, fail with a retry, and come with a stale lease.
 async fn cycle_trace(db: Db) -> Trace {
     use fluid_host::RetryPolicy;
-    use fluid_host::store::runs::ShareRoom;
+    use fluid_host::store::ShareRoom;
     let env = TestEnv::new(db).await;
     let store = Store::connect(&env.url()).await.expect("store opens");
     let tasks = ["lim", "lim", "lim", "off", "grp", "grp", "free", "free"];
@@ -681,14 +463,10 @@ async fn the_sqlite_and_postgresql_cycles_give_the_same_results() {
 
 crate::backend_tests!(
     a_time_limit_stops_a_statement_and_ends_with_it,
-    a_plugin_no_host_delivers_to_can_be_forgotten_and_stops_holding_the_feed,
-    upsert_newer_never_lets_an_older_copy_replace_a_newer_row,
-    only_the_delivery_lease_holder_moves_a_checkpoint_and_each_advance_renews_it,
     a_closed_store_refuses_new_transactions,
     numbered_parameters_bind_by_number_wherever_they_appear,
     a_dropped_write_transaction_leaves_nothing_and_the_next_one_begins,
     concurrent_write_transactions_all_commit,
     a_unique_violation_is_reported_as_such_and_the_writer_stays_usable,
     values_round_trip_with_their_types,
-    the_feed_holds_exactly_the_snapshots_a_cycle_wrote,
 );

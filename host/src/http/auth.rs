@@ -152,11 +152,11 @@ impl Auth {
 }
 
 /// A new token: what to give its holder, and what to store.
-pub fn mint(role: Role, name: &str) -> (String, crate::store::tokens::TokenRow) {
+pub fn mint(role: Role, name: &str) -> (String, crate::store::TokenRow) {
     let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let token = format!("fluid_{secret}");
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-    let row = crate::store::tokens::TokenRow {
+    let row = crate::store::TokenRow {
         id,
         name: name.to_string(),
         role: role.as_str().to_string(),

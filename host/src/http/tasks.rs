@@ -2,7 +2,7 @@
 
 use super::{ApiError, AppState, json_body, parse_query};
 use crate::scheduler::{Priority, QueueOptions, Task};
-use crate::store::tasks::TaskStatus;
+use crate::store::TaskStatus;
 use crate::time::{now_us, to_datetime};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};

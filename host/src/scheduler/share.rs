@@ -8,7 +8,7 @@
 //! host's: it rises when a claim starts a run of the group and falls when the execution
 //! ends, before its end is committed, so the commit that records it may start the next.
 
-use crate::store::runs::{ClaimRules, RunRow, ShareRoom};
+use crate::store::{ClaimRules, RunRow, ShareRoom};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

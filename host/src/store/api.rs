@@ -1,6 +1,7 @@
 //! The store's transactions, as the scheduler and plugins use them. Each method is one
 //! transaction; the per-table SQL lives in the sibling modules.
 
+use super::checkpoints::Forget;
 use super::events::Event;
 use super::hosts::HostRow;
 use super::runs::{self, Cancel, ClaimRules, Claimed, Finish};
@@ -12,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 impl Store {
+    /// Stores new queued runs and their `queued` events, all in one transaction.
     pub async fn insert_runs(&self, new_runs: &[TaskRun]) -> Result<(), StoreError> {
         self.metrics
             .timed("insert_runs", async {
@@ -24,7 +26,7 @@ impl Store {
             .await
     }
 
-    /// Claims due runs for `host` (see [`runs::claim`]).
+    /// Claims due runs for `host` (see `runs::claim`).
     pub async fn claim(&self, host: &str, limit: usize, rules: &BTreeMap<String, ClaimRules>) -> Result<Claimed, StoreError> {
         self.metrics
             .timed("claim", async {
@@ -56,7 +58,7 @@ impl Store {
     /// Records many finished executions in one transaction; each gets its own result
     /// (a fenced-out one fails alone): the snapshots it wrote, in order (the end state,
     /// then `queued` again when retried). In the same transaction, claims up to `limit`
-    /// due runs for `host` (see [`runs::claim`]; none when 0): the slots those executions
+    /// due runs for `host` (see `runs::claim`; none when 0): the slots those executions
     /// free are filled in the commit that frees them, one transaction per cycle, not two.
     pub async fn finish_and_claim(
         &self,
@@ -82,6 +84,7 @@ impl Store {
             .await
     }
 
+    /// The run as stored now.
     pub async fn get_run(&self, id: &str) -> Result<Option<TaskRun>, StoreError> {
         self.metrics
             .timed("get_run", async {
@@ -91,6 +94,8 @@ impl Store {
             .await
     }
 
+    /// Cancels a run: a queued one is aborted at once, a running one is asked to stop (its
+    /// owner sees the request at its next heartbeat).
     pub async fn cancel(&self, id: &str) -> Result<Cancel, StoreError> {
         self.metrics
             .timed("cancel", async {
@@ -128,6 +133,7 @@ impl Store {
             .await
     }
 
+    /// Queued runs per priority (every priority listed, 0 when empty).
     pub async fn queue_lengths(&self) -> Result<BTreeMap<Priority, u64>, StoreError> {
         self.metrics
             .timed("queue_lengths", async {
@@ -137,6 +143,7 @@ impl Store {
             .await
     }
 
+    /// Every task's switch and last-run summary, by name (tasks never seen are missing).
     pub async fn task_statuses(&self) -> Result<HashMap<String, TaskStatus>, StoreError> {
         self.metrics
             .timed("task_statuses", async {
@@ -146,6 +153,7 @@ impl Store {
             .await
     }
 
+    /// Enables or disables a task on every host sharing the database.
     pub async fn set_enabled(&self, task: &str, enabled: bool) -> Result<(), StoreError> {
         self.metrics
             .timed("set_enabled", async {
@@ -188,6 +196,8 @@ impl Store {
             .await
     }
 
+    /// Records that `host` is alive now, with `workers` slots: its runs are not rescued
+    /// while it keeps beating.
     pub async fn heartbeat(&self, host: &str, started_at: i64, workers: usize) -> Result<(), StoreError> {
         self.metrics
             .timed("heartbeat", async {
@@ -199,6 +209,8 @@ impl Store {
             .await
     }
 
+    /// Forgets `host` (a clean shutdown): runs it still holds are rescued by the next
+    /// [`Store::rescue`], whatever its last heartbeat.
     pub async fn remove_host(&self, host: &str) -> Result<(), StoreError> {
         self.metrics
             .timed("remove_host", async {
@@ -210,6 +222,7 @@ impl Store {
             .await
     }
 
+    /// The hosts whose last heartbeat is at or after `alive_after`, oldest first.
     pub async fn live_hosts(&self, alive_after: i64) -> Result<Vec<HostRow>, StoreError> {
         self.metrics
             .timed("live_hosts", async {
@@ -247,6 +260,7 @@ impl Store {
             .await
     }
 
+    /// Ids of `host`'s running runs someone asked to cancel.
     pub async fn cancel_requests(&self, host: &str) -> Result<Vec<String>, StoreError> {
         self.metrics
             .timed("cancel_requests", async {
@@ -256,6 +270,8 @@ impl Store {
             .await
     }
 
+    /// Up to `limit` events of the change feed after `seq`, in order, and no more than
+    /// `max_bytes` of snapshots (but always the first).
     pub async fn events_after(&self, seq: i64, limit: i64, max_bytes: usize) -> Result<Vec<Event>, StoreError> {
         self.metrics
             .timed("events_after", async {
@@ -265,6 +281,7 @@ impl Store {
             .await
     }
 
+    /// The last `seq` of the change feed (0 when empty).
     pub async fn feed_head(&self) -> Result<i64, StoreError> {
         self.metrics
             .timed("feed_head", async {
@@ -378,7 +395,7 @@ impl Store {
 
     /// Deletes the checkpoint of a plugin no host delivers to now (`fluid plugins forget`),
     /// so the feed is no longer kept for it.
-    pub async fn forget_checkpoint(&self, plugin: &str) -> Result<checkpoints::Forget, StoreError> {
+    pub async fn forget_checkpoint(&self, plugin: &str) -> Result<Forget, StoreError> {
         self.metrics
             .timed("forget_checkpoint", async {
                 let mut tx = self.write_tx().await?;
@@ -446,6 +463,8 @@ impl Store {
             .await
     }
 
+    /// Gives up `host`'s delivery lease of `plugin` (shutdown, quarantine, unload), so
+    /// another host takes over at once.
     pub async fn release_delivery(&self, plugin: &str, host: &str) -> Result<(), StoreError> {
         self.metrics
             .timed("release_delivery", async {

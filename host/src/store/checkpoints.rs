@@ -76,9 +76,17 @@ pub(crate) async fn furthest_behind_idle(conn: &mut Db, now: i64) -> Result<Opti
 pub enum Forget {
     /// The checkpoint is gone; it stood at `seq`, with `held` events of the feed kept for
     /// it that it had not handled.
-    Forgotten { seq: i64, held: i64 },
+    Forgotten {
+        /// Where the checkpoint stood.
+        seq: i64,
+        /// Events the feed kept after it.
+        held: i64,
+    },
     /// A host holds the plugin's delivery lease now: it is loaded there, nothing changed.
-    Delivering { host: String },
+    Delivering {
+        /// The host delivering to it.
+        host: String,
+    },
     /// The plugin has no checkpoint.
     Unknown,
 }

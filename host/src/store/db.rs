@@ -189,6 +189,8 @@ pub struct Row {
 }
 
 impl Row {
+    /// The value of `column` (a name or a position) as `T`; an error when there is no such
+    /// column or its value is not a `T` (an int is never read as text).
     pub fn try_get<T: FromCell, C: ColumnRef>(&self, column: C) -> Result<T, sqlx::Error> {
         let i = column.position(&self.names).ok_or_else(|| sqlx::Error::ColumnNotFound(column.to_string()))?;
         T::from_cell(&self.cells[i]).ok_or_else(|| sqlx::Error::ColumnDecode {
@@ -220,11 +222,13 @@ pub fn query_built(sql: String) -> Query {
 }
 
 impl Query {
+    /// Binds the next parameter (`$1`, `$2`, … in order).
     pub fn bind(mut self, v: impl Into<Arg>) -> Query {
         self.args.push(v.into());
         self
     }
 
+    /// Binds the next parameter, in place (a statement built in a loop).
     pub fn push(&mut self, v: Arg) {
         self.args.push(v);
     }
@@ -247,6 +251,7 @@ impl Query {
         self
     }
 
+    /// Runs the statement; how many rows it changed.
     pub async fn execute(self, db: &mut Db) -> Result<u64, sqlx::Error> {
         match db {
             Db::Lite(tx) => inline(self.heavy, self.time_limit, || tx.conn.execute(&self.sql, &self.args)).map_err(lite_err),
@@ -270,6 +275,7 @@ impl Query {
         }
     }
 
+    /// Runs the statement; every row it returns.
     pub async fn fetch_all(self, db: &mut Db) -> Result<Vec<Row>, sqlx::Error> {
         match db {
             Db::Lite(tx) => inline(self.heavy, self.time_limit, || tx.conn.rows(&self.sql, &self.args)).map_err(lite_err),
@@ -335,10 +341,12 @@ impl Query {
         }
     }
 
+    /// Runs the statement; its first row, if any.
     pub async fn fetch_optional(self, db: &mut Db) -> Result<Option<Row>, sqlx::Error> {
         Ok(self.fetch_all(db).await?.into_iter().next())
     }
 
+    /// Runs the statement; its first row, or `RowNotFound`.
     pub async fn fetch_one(self, db: &mut Db) -> Result<Row, sqlx::Error> {
         self.fetch_optional(db).await?.ok_or(sqlx::Error::RowNotFound)
     }
@@ -449,13 +457,18 @@ fn any_cell(v: AnyValueRef<'_>, r: &sqlx::any::AnyRow, i: usize) -> Result<Cell,
 /// A connection to run queries on: a pooled read connection, a sqlx transaction, a SQLite
 /// read connection, or a SQLite write transaction on the inline connection.
 pub enum Db {
+    /// PostgreSQL: a pooled connection, each statement its own transaction.
     Pooled(PoolConnection<Any>),
+    /// PostgreSQL: a transaction.
     Tx(sqlx::Transaction<'static, Any>),
+    /// SQLite: a read connection, each statement its own transaction.
     LiteRead(OwnedMutexGuard<LiteConn>),
+    /// SQLite: the write transaction on the one write connection.
     Lite(LiteTx),
 }
 
 impl Db {
+    /// Commits a transaction (nothing to do on a connection without one).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Db::Lite(tx) => tx.commit().map_err(lite_err),
@@ -464,6 +477,7 @@ impl Db {
         }
     }
 
+    /// Rolls a transaction back (nothing to do on a connection without one).
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self {
             Db::Lite(tx) => tx.rollback().map_err(lite_err),

@@ -28,6 +28,34 @@ impl Backend {
         self == Backend::Postgres
     }
 
+    /// The statement an append to the change feed starts with, so commits append in `seq`
+    /// order (see `events`): PostgreSQL's lock of the feed. SQLite has one writer: none.
+    pub fn feed_order_lock(self) -> Option<&'static str> {
+        match self {
+            Backend::Postgres => Some(super::locks::FEED),
+            Backend::Sqlite => None,
+        }
+    }
+
+    /// The statement an append to the change feed ends with, to wake the other hosts
+    /// (delivered at commit on [`Backend::change_channel`]). SQLite: every writer is in
+    /// this process, which wakes itself.
+    pub fn announce_change(self) -> Option<&'static str> {
+        match self {
+            Backend::Postgres => Some("SELECT pg_notify('fluid', '')"),
+            Backend::Sqlite => None,
+        }
+    }
+
+    /// The channel a host listens on for the feed's changes made by other hosts (the one
+    /// [`Backend::announce_change`] notifies). None where there are no other hosts' writers.
+    pub fn change_channel(self) -> Option<&'static str> {
+        match self {
+            Backend::Postgres => Some("fluid"),
+            Backend::Sqlite => None,
+        }
+    }
+
     /// Rows one `INSERT` carries. SQLite runs statements inline: one cached statement per
     /// row costs less than parsing a many-row text. PostgreSQL: many rows per round trip.
     pub fn rows_per_insert(self, many: usize) -> usize {

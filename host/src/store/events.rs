@@ -13,42 +13,41 @@ use crate::types::TaskRun;
 /// One entry of the feed.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// Its place in the feed: later commits have greater ones.
     pub seq: i64,
+    /// The run as that change left it.
     pub run: TaskRun,
 }
 
+/// Appends one event per snapshot, in order. Each backend's practice is its dialect's:
+/// the ordering lock first, rows per statement, and the wake-up of other hosts last.
 pub(crate) async fn append(conn: &mut Db, backend: Backend, runs: &[TaskRun]) -> Result<(), sqlx::Error> {
     if runs.is_empty() {
         return Ok(());
     }
-    if backend == Backend::Sqlite {
-        // Statements run inline on SQLite: one cached statement per row costs less than
-        // parsing a many-row text.
-        for run in runs {
-            let snapshot = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            query("INSERT INTO fluid_events (run_id, state, snapshot) VALUES ($1, $2, $3)")
-                .bind(&run.id)
-                .bind(run.state.as_str())
-                .bind(snapshot)
-                .execute(&mut *conn)
-                .await?;
-        }
-        return Ok(());
+    if let Some(lock) = backend.feed_order_lock() {
+        query(lock).execute(&mut *conn).await?;
     }
-    query(super::locks::FEED).execute(&mut *conn).await?;
-    // PostgreSQL: many rows per statement, one round trip per 100 events, not per event.
-    for chunk in runs.chunks(100) {
-        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
-        let sql = format!("INSERT INTO fluid_events (run_id, state, snapshot) VALUES {}", values.join(", "));
-        let mut q = query_built(sql);
+    let text = |n: usize| {
+        let values: Vec<String> = (0..n).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+        format!("INSERT INTO fluid_events (run_id, state, snapshot) VALUES {}", values.join(", "))
+    };
+    let per_statement = backend.rows_per_insert(100);
+    // Built once: every chunk but the last is full.
+    let full_rows = per_statement.min(runs.len());
+    let full = text(full_rows);
+    for chunk in runs.chunks(per_statement) {
+        let mut q = query_built(if chunk.len() == full_rows { full.clone() } else { text(chunk.len()) });
         for run in chunk {
             let snapshot = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            q = q.bind(run.id.clone()).bind(run.state.as_str()).bind(snapshot);
+            q = q.bind(&run.id).bind(run.state.as_str()).bind(snapshot);
         }
         q.execute(&mut *conn).await?;
     }
     // Delivered at commit to every host listening (see `super::notify`).
-    query("SELECT pg_notify('fluid', '')").execute(&mut *conn).await?;
+    if let Some(announce) = backend.announce_change() {
+        query(announce).execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

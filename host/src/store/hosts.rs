@@ -2,11 +2,16 @@
 
 use super::{Db, query};
 
+/// A host sharing the database, as its last heartbeat left it (times in µs since the epoch).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostRow {
+    /// The host's id.
     pub id: String,
+    /// When it started.
     pub started_at: i64,
+    /// Its last heartbeat: a host silent for long is taken for dead and its runs rescued.
     pub heartbeat_at: i64,
+    /// How many runs it executes at once.
     pub workers: i64,
 }
 

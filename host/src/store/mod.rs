@@ -3,48 +3,67 @@
 //!
 //! One schema and one state machine serve both backends through sqlx's `Any` driver; the
 //! few places where SQL differs (DDL types, `FOR UPDATE SKIP LOCKED`, advisory locks, JSON
-//! containment) branch on [`Backend`]. SQL lives per table: [`runs`], [`events`],
-//! [`tasks`], [`schedules`], [`hosts`], [`checkpoints`]. One exception: on PostgreSQL
-//! the scheduler's cycle runs server-side, in one round trip ([`pg_cycle`] says why).
+//! containment, waking other hosts) are methods of [`Backend`], in `dialect`. SQL lives per
+//! table: `runs`, `events`, `tasks`, `schedules`, `hosts`, `checkpoints`. One exception:
+//! on PostgreSQL the scheduler's cycle runs server-side, in one round trip (`pg_cycle` says
+//! why).
+//!
+//! The modules are private: callers see [`Store`] (one method per transaction), the types
+//! those methods take and give, the query layer ([`query`], [`Db`], [`Row`]) and plugins'
+//! tables ([`plugin_tables`]). The tests' `store_conformance` suite holds every backend to
+//! the same results through this face.
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL` (no fsync per commit; a power cut can
 //! lose the last commits, never corrupt the file). All SQLite writes go through one
-//! connection, driven inline by rusqlite ([`db`] says why), so write transactions queue
+//! connection, driven inline by rusqlite (`db` says why), so write transactions queue
 //! instead of failing with SQLITE_BUSY, while reads use four connections of their own.
-//! Plugins' tables are in a second file with its own writer ([`plugin_file`] says why).
+//! Plugins' tables are in a second file with its own writer (`plugin_file` says why).
 
-pub mod api;
-pub mod checkpoints;
-pub mod db;
-pub mod dialect;
-pub mod events;
-pub mod hosts;
-pub mod locks;
+mod api;
+mod checkpoints;
+mod db;
+mod dialect;
+mod events;
+mod hosts;
+mod locks;
 mod measure;
-pub mod notify;
-pub mod pg_cycle;
-pub mod plugin_file;
+mod notify;
+mod pg_cycle;
+mod plugin_file;
 pub mod plugin_tables;
-pub mod runs;
-pub mod schedules;
-pub mod schema;
-pub mod tasks;
-pub mod tokens;
+mod runs;
+mod schedules;
+mod schema;
+mod tasks;
+mod tokens;
 
 use anyhow::Context;
-pub use db::{Db, Row, query, query_built};
+// The public face: the handle and its errors, the types its transactions take and give,
+// and the query layer (tests hold both drivers to it; tools read the database with it).
+pub use checkpoints::Forget;
+pub use db::{Db, Query, Row, query, query_built};
+pub use events::Event;
+pub use hosts::HostRow;
+pub use runs::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow, ShareRoom};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use std::path::Path;
 use std::time::Duration;
+pub use tasks::TaskStatus;
+pub use tokens::TokenRow;
 
+/// Which database holds the queue: the SQL that differs between the two is theirs
+/// (`dialect`), the rest of the store is written once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// One file, one host, one writer: the embedded default.
     Sqlite,
+    /// One server shared by many hosts.
     Postgres,
 }
 
 impl Backend {
+    /// Its name, as configuration and reports write it.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
@@ -56,6 +75,7 @@ impl Backend {
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// The database behind it: callers that report or benchmark per backend read it.
     pub backend: Backend,
     /// Every write transaction.
     writer: Writer,
@@ -144,7 +164,7 @@ impl Store {
     }
 
     /// Begins a write transaction (on SQLite it takes the write lock at once, see
-    /// [`db::LiteWriter::begin`]). Dropped without `commit`, it rolls back.
+    /// `LiteWriter::begin`). Dropped without `commit`, it rolls back.
     pub async fn write_tx(&self) -> Result<Db, sqlx::Error> {
         self.open_or_closed()?;
         match &self.writer {
@@ -166,6 +186,8 @@ impl Store {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) { Err(sqlx::Error::PoolClosed) } else { Ok(()) }
     }
 
+    /// Refuses new transactions from now on and, on PostgreSQL, closes the pool (a host
+    /// stopping: what is still running finishes, nothing new starts).
     pub async fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::Release);
         if let Writer::Pool(p) = &self.writer {
@@ -233,12 +255,24 @@ pub fn redact(url: &str) -> String {
 /// Errors the store reports to callers in words they can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No run has this id.
     #[error("run {0} not found")]
     RunNotFound(String),
+    /// The run is not in a state that allows the change (a fenced-out finish, a cancel of
+    /// a finished run): nothing was written.
     #[error("run {id} is {state}: {why}")]
-    Conflict { id: String, state: String, why: String },
+    Conflict {
+        /// The run.
+        id: String,
+        /// Its state as stored.
+        state: String,
+        /// Why the change was refused.
+        why: String,
+    },
+    /// The database failed; the operation may be retried.
     #[error("the database failed: {0}")]
     Db(DbError),
+    /// Anything else (a migration, a file that cannot be opened).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -249,6 +283,7 @@ pub enum StoreError {
 pub struct DbError(String);
 
 impl DbError {
+    /// The failure in the database's words (a caller relaying one it saw elsewhere).
     pub fn new(message: impl Into<String>) -> DbError {
         DbError(message.into())
     }

@@ -3,25 +3,26 @@
 //! notification, wakes its claim loop and its plugin deliveries. Polling stays as the
 //! fallback (a lost connection, a missed notification), so a wake-up is only ever early.
 
-use super::{Backend, Store};
+use super::Store;
 use sqlx::postgres::PgListener;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 impl Store {
     /// Calls `on_change` whenever another transaction (on any host) changed the feed.
-    /// Does nothing on SQLite, where every writer is in this process.
+    /// Does nothing where the dialect has no such channel (SQLite, where every writer is in
+    /// this process).
     pub fn listen(&self, stop: CancellationToken, on_change: impl Fn() + Send + 'static) {
-        if self.backend != Backend::Postgres {
+        let Some(channel) = self.backend.change_channel() else {
             return;
-        }
+        };
         let url = self.url.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
                 let connected = async {
                     let mut l = PgListener::connect(&url).await?;
-                    l.listen("fluid").await?;
+                    l.listen(channel).await?;
                     Ok::<_, sqlx::Error>(l)
                 };
                 let mut listener = tokio::select! {

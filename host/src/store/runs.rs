@@ -20,9 +20,13 @@ pub(crate) const COLUMNS: &str = "id, task, tags, priority, state, params, queue
 /// A run row: the public snapshot plus the claim bookkeeping.
 #[derive(Debug, Clone)]
 pub struct RunRow {
+    /// The run, as the API shows it.
     pub run: TaskRun,
+    /// The host running it, while it runs.
     pub owner: Option<String>,
+    /// Incremented at each claim: only the current one may finish the run (fencing).
     pub lease: i64,
+    /// Someone asked to cancel it while it ran: its owner stops it.
     pub cancel_requested: bool,
 }
 
@@ -137,7 +141,10 @@ pub(crate) async fn get(conn: &mut Db, backend: Backend, id: &str, lock: bool) -
 /// What the claimer needs to know about each task it may start.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimRules {
+    /// Most runs of the task running at once across every host (0: no limit).
     pub max_concurrency: u32,
+    /// At the limit, the run waits this policy's delay, queued and silent; without one (or
+    /// once it allows no more), the run ends `rate_limited`.
     pub rate_limit_retry: Option<RetryPolicy>,
     /// The task's group and the runs of that group this claim may still start (the room
     /// left in its share of this host's workers). A full group's tasks are left out of the
@@ -148,7 +155,9 @@ pub struct ClaimRules {
 /// Room left in a group's share of this host's workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareRoom {
+    /// The group's name.
     pub group: String,
+    /// Runs of the group this claim may still start.
     pub room: u32,
 }
 
@@ -161,7 +170,9 @@ fn share_rooms(rules: &BTreeMap<String, ClaimRules>) -> HashMap<String, u32> {
 /// door (disabled task, concurrency limit reached).
 #[derive(Debug, Default)]
 pub struct Claimed {
+    /// Runs now `running` on this host, each with its new lease.
     pub started: Vec<RunRow>,
+    /// Runs that ended at the door (`aborted`, `rate_limited`).
     pub ended: Vec<TaskRun>,
 }
 
@@ -299,17 +310,24 @@ pub(crate) async fn claim(
 /// How an execution ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// Ended well: `success`.
     Success,
+    /// Failed with this error: `failure` (a retry may queue it again).
     Failure(String),
+    /// Given up on (cancelled, refused): `aborted`, never retried.
     Aborted(String),
+    /// Stopped by its host (a shutdown): `interrupted`.
     Interrupted(String),
 }
 
 /// One finished execution to record.
 #[derive(Debug, Clone)]
 pub struct Finish {
+    /// The run.
     pub id: String,
+    /// The lease it was claimed with: a stale one is fenced out.
     pub lease: i64,
+    /// How the execution ended.
     pub outcome: Outcome,
     /// Re-queue the same run after this delay (the retry policy said so).
     pub retry_after: Option<Duration>,
@@ -391,7 +409,12 @@ pub enum Cancel {
     /// It was queued: it is now aborted.
     Aborted(TaskRun),
     /// It is running on `owner`: the request is recorded; the owner stops it.
-    Requested { run: TaskRun, owner: String },
+    Requested {
+        /// The run, still running.
+        run: TaskRun,
+        /// The host that stops it.
+        owner: String,
+    },
 }
 
 pub(crate) async fn cancel(conn: &mut Db, backend: Backend, id: &str) -> Result<Cancel, StoreError> {

@@ -7,9 +7,13 @@ use std::collections::HashMap;
 /// What aio-fluid calls `TaskInfoUpdate`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskStatus {
+    /// Whether its runs may start (a disabled task's runs are aborted at the door).
     pub enabled: bool,
+    /// When its last run ended (µs since the epoch).
     pub last_run_end: Option<i64>,
+    /// How long its last run ran.
     pub last_run_duration_us: Option<i64>,
+    /// How its last run ended.
     pub last_run_state: Option<String>,
 }
 

@@ -5,12 +5,17 @@ use super::{Db, query};
 /// A token as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRow {
+    /// Its id, which names it in listings and revocations.
     pub id: String,
+    /// What its holder called it.
     pub name: String,
+    /// The role it grants.
     pub role: String,
     /// SHA-256 of the token, hex.
     pub hash: String,
+    /// When it was made (µs since the epoch).
     pub created_at: i64,
+    /// When it was revoked, if it was: it no longer grants anything.
     pub revoked_at: Option<i64>,
 }
 

@@ -94,7 +94,7 @@ fn slimmed(mut ev: Event) -> Event {
 /// longest prefix that fits in `max_bytes`, and the seq the checkpoint moves to once the
 /// plugin has them. A first subscribed event over the limit on its own goes alone,
 /// [`slimmed`].
-fn next_batch(plugin: &Subscriber, events: &[crate::store::events::Event], max_bytes: usize) -> (Vec<Event>, i64) {
+fn next_batch(plugin: &Subscriber, events: &[crate::store::Event], max_bytes: usize) -> (Vec<Event>, i64) {
     let (mut batch, mut bytes, mut last) = (Vec::new(), 0, 0);
     for e in events {
         if plugin.subscribed(e.run.state) {

@@ -26,7 +26,7 @@ use super::context::{PluginDirectory, TaskContext};
 use super::share::Shares;
 use super::task::{Task, TaskError};
 use crate::metrics::Metrics;
-use crate::store::runs::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow, ShareRoom};
+use crate::store::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow, ShareRoom};
 use crate::store::{Store, StoreError};
 use crate::time::{now_us, to_datetime};
 use crate::types::{MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, TaskRun, TaskState, cut_text};

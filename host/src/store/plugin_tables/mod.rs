@@ -183,6 +183,9 @@ impl PluginStorage {
         Ok(meta)
     }
 
+    /// Creates `plugin`'s table `def.name` with its indexes, or checks that the one there
+    /// has the same columns and key (indexes new to `def` are added); within the plugin's
+    /// table quota.
     pub async fn ensure_table(&self, plugin: &str, def: TableDef, limits: &TableLimits) -> Result<(), StorageError> {
         check_ident("table", &def.name, 24)?;
         if def.columns.is_empty() || def.columns.len() > 64 {
@@ -567,6 +570,8 @@ impl PluginStorage {
         Ok(format!("({})", parts.join(" AND ")))
     }
 
+    /// The rows of `plugin`'s `table` that `q` asks for, within `limits` (rows read,
+    /// bytes read, statement time).
     pub async fn select(&self, plugin: &str, table: &str, q: Query, limits: &TableLimits) -> Result<Vec<Vec<Value>>, StorageError> {
         if q.order.len() > MAX_ORDER {
             return Err(StorageError::InvalidValue(format!("{} order-by columns, over the limit of {MAX_ORDER}", q.order.len())));
@@ -608,6 +613,7 @@ impl PluginStorage {
         rows.iter().map(|r| read_row(self.backend(), r, &cols)).collect()
     }
 
+    /// Deletes the rows of `plugin`'s `table` that match every filter; how many.
     pub async fn delete(&self, plugin: &str, table: &str, filters: Vec<Filter>, limits: &TableLimits) -> Result<u64, StorageError> {
         let meta = self.meta(plugin, table).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
@@ -623,6 +629,7 @@ impl PluginStorage {
         Ok(n)
     }
 
+    /// How many rows of `plugin`'s `table` match every filter.
     pub async fn count(&self, plugin: &str, table: &str, filters: Vec<Filter>, limits: &TableLimits) -> Result<u64, StorageError> {
         let meta = self.meta(plugin, table).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
