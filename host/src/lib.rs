@@ -22,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod plugins;
 pub mod scaffold;
+#[deny(missing_docs)]
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;
