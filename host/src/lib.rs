@@ -18,6 +18,7 @@ pub mod componentize;
 pub mod examples;
 pub mod history;
 pub mod host;
+#[deny(missing_docs)]
 pub mod http;
 pub mod metrics;
 pub mod plugins;
