@@ -8,25 +8,34 @@
 //!   It knows nothing of wasmtime.
 //! - [`store`]: the durable queue, runs, change feed and plugin storage on SQLite or PostgreSQL.
 //! - [`plugins`]: WebAssembly components: loading, linking, sandbox, event delivery.
-//! - [`http`]: the axum routes.
+//! - [`http`]: the HTTP API (axum), served by [`Host`]; public here is the minting of API tokens.
 //! - [`metrics`]: Prometheus metrics of runs, plugins and the store.
 //! - [`cli`]: the host's command line (the `fluid` binary, in the `fluid-cli` crate, adds `bench`).
 //! - [`telemetry`]: logs, and traces exported over OpenTelemetry when asked.
 
+#[deny(missing_docs)]
 pub mod cli;
+#[deny(missing_docs)]
 pub mod componentize;
+#[deny(missing_docs)]
 pub mod examples;
+#[deny(missing_docs)]
 pub mod history;
-pub mod host;
+#[deny(missing_docs)]
+mod host;
 #[deny(missing_docs)]
 pub mod http;
+#[deny(missing_docs)]
 pub mod metrics;
 pub mod plugins;
+#[deny(missing_docs)]
 pub mod scaffold;
 #[deny(missing_docs)]
 pub mod scheduler;
 pub mod store;
+#[deny(missing_docs)]
 pub mod telemetry;
+#[deny(missing_docs)]
 pub mod time;
 // The shared types are every layer's vocabulary: each public item says what it is.
 #[deny(missing_docs)]
