@@ -23,9 +23,6 @@ pub(crate) struct Throughput {
     rss_mib: f64,
 }
 
-/// Bytes the databases take: on SQLite the pages of the queue's file and the plugins' (not
-/// the write-ahead log, which is folded back in and reused), on PostgreSQL the database's
-
 /// One throughput measurement on a fresh database.
 pub(crate) async fn throughput(
     backend: Backend,
