@@ -21,6 +21,8 @@
 //! [`harness`] holds what the parts share: fresh hosts and databases, runs, percentiles,
 //! and the machine's description.
 
+#![deny(missing_docs)]
+
 mod enqueue;
 mod harness;
 mod history;

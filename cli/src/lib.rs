@@ -3,6 +3,8 @@
 //! lives in a crate of its own. A binary with native tasks of its own calls [`main`] with
 //! them.
 
+#![deny(missing_docs)]
+
 use clap::{Parser, Subcommand};
 use fluid_host::Task;
 use fluid_host::cli::{self as host_cli, Global};

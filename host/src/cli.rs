@@ -12,15 +12,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The host's whole command line: the global options and one command. [`run`] runs it.
 #[derive(Parser, Debug)]
 #[command(name = "fluid", version, about = "A task scheduler whose plugins are sandboxed WebAssembly components")]
 pub struct Cli {
+    /// Options every command takes.
     #[command(flatten)]
     pub global: Global,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Options every command takes: where the data is, and how to log. A binary with commands
+/// of its own flattens it into its parser and hands it to [`execute`].
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Data folder: the SQLite database, the plugins folder and the compile cache.
@@ -43,12 +48,17 @@ pub struct Global {
     pub otlp_endpoint: Option<String>,
 }
 
+/// `--log-format`.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Plain,
+    /// One JSON object per line.
     Json,
 }
 
+/// The host's commands. A binary with commands of its own flattens this enum into its own
+/// and passes these to [`run`].
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the host: scheduler, plugins and HTTP API.
@@ -61,6 +71,7 @@ pub enum Command {
     },
     /// Run one task in this process and print the run.
     Exec {
+        /// The task's name.
         task: String,
         /// Params as a JSON object.
         #[arg(long, default_value = "{}")]
@@ -68,7 +79,9 @@ pub enum Command {
     },
     /// Enable a task, or disable it with --disable.
     Enable {
+        /// The task's name.
         task: String,
+        /// Disable it instead: its queued runs are aborted when claimed, and its schedule pauses.
         #[arg(long)]
         disable: bool,
     },
@@ -128,6 +141,7 @@ pub enum Command {
     },
 }
 
+/// `fluid token`: API tokens.
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Create a token and print it (once: the database keeps only its hash). Once a token
@@ -144,9 +158,13 @@ pub enum TokenCommand {
     /// List tokens: id, name, role, created, revoked.
     Ls,
     /// Revoke a token by id (within a few seconds on every host).
-    Revoke { id: String },
+    Revoke {
+        /// The token's id, as `fluid token ls` shows it.
+        id: String,
+    },
 }
 
+/// `fluid plugins`: inspect, check and manage plugins.
 #[derive(Subcommand, Debug)]
 pub enum PluginsCommand {
     /// List plugins. With --url: a running host's plugins, with state and counters.
@@ -168,6 +186,7 @@ pub enum PluginsCommand {
     /// `definitions` called with its config; prints what it declares.
     /// Its limits, grants and config come from `--config` (default: DATA/fluid.toml).
     Check {
+        /// The component file (`.wasm`).
         file: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -176,6 +195,7 @@ pub enum PluginsCommand {
     /// Re-enable a quarantined plugin on a running host (its held events are delivered;
     /// --skip-events drops them). Exit 1 if the host refuses, with its reason.
     Enable {
+        /// The plugin's name.
         name: String,
         /// The running host, e.g. http://127.0.0.1:8080.
         #[arg(long, env = "FLUID_URL", default_value = "http://127.0.0.1:8080")]
@@ -187,6 +207,7 @@ pub enum PluginsCommand {
     /// Sign a component file with a key from `fluid keygen`: writes FILE.sig beside it
     /// (what `[trust] policy = "signed"` wants).
     Sign {
+        /// The component file to sign.
         file: PathBuf,
         /// The secret key file.
         #[arg(long, default_value = "fluid-signing.key")]
@@ -196,9 +217,13 @@ pub enum PluginsCommand {
     /// no longer kept for it. Refused (exit 1) while a host delivers its events. Its tables
     /// stay; loaded again, it starts where its `start` setting says (the head of the feed
     /// by default).
-    Forget { name: String },
+    Forget {
+        /// The plugin's name.
+        name: String,
+    },
 }
 
+/// `fluid serve`'s options.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address for the HTTP API.
@@ -229,7 +254,7 @@ pub struct ServeArgs {
 }
 
 /// What `--log`, `--log-format` and `--otlp-endpoint` ask for.
-pub fn telemetry_config(g: &Global) -> crate::telemetry::TelemetryConfig {
+pub(crate) fn telemetry_config(g: &Global) -> crate::telemetry::TelemetryConfig {
     crate::telemetry::TelemetryConfig {
         log: g.log.clone(),
         style: match g.log_format {
@@ -303,6 +328,9 @@ async fn scheduler_for(g: &Global, tasks: Vec<Task>) -> anyhow::Result<Scheduler
     Ok(s)
 }
 
+/// Runs one parsed command line with `tasks` as the native tasks, beside the built-in
+/// examples (`serve --no-examples` leaves those out), and returns the process's exit code.
+/// Run it through [`execute`], which sets up logging and the tokio runtime.
 pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process::ExitCode> {
     let g = &cli.global;
     match cli.command {

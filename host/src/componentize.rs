@@ -2,6 +2,9 @@
 //! whose compiler makes a `wasm32-wasi` core module): bindings generated from the contract
 //! this binary speaks, and the step that wraps a core module into a component. So a C
 //! author needs a C compiler with wasi-libc and `fluid`, nothing else.
+//!
+//! `fluid new --lang c` and `fluid componentize` are its callers; what is public is
+//! [`World`], the argument those commands take.
 
 use crate::plugins::contract;
 use anyhow::{Context, anyhow};
@@ -17,6 +20,7 @@ pub enum World {
 }
 
 impl World {
+    /// The world's name in the WIT contract (`plugin` or `task`).
     pub fn name(self) -> &'static str {
         match self {
             World::Plugin => "plugin",
@@ -41,7 +45,7 @@ fn resolve(world: World) -> anyhow::Result<(Resolve, WorldId)> {
 /// C bindings of `world` (wit-bindgen's C generator): `(file name, text)` pairs, a `.h`
 /// and a `.c`. The component type is not compiled in (no object file): `componentize`
 /// embeds it, so the bindings are plain C any compiler takes.
-pub fn c_bindings(world: World) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn c_bindings(world: World) -> anyhow::Result<Vec<(String, String)>> {
     let (mut resolve, id) = resolve(world)?;
     let mut files = wit_bindgen_core::Files::default();
     let opts = wit_bindgen_c::Opts { no_object_file: true, ..Default::default() };
@@ -67,7 +71,7 @@ fn without_object_file_link(text: String) -> String {
 /// `c_bindings` names them, into a component of the newest contract: the world's type is
 /// embedded, and WASI preview 1 calls are adapted to preview 2 with wasmtime's reactor
 /// adapter. The result is validated.
-pub fn componentize(core: &[u8], world: World) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn componentize(core: &[u8], world: World) -> anyhow::Result<Vec<u8>> {
     if core.get(..8) != Some(b"\0asm\x01\0\0\0") {
         return Err(anyhow!("not a core WebAssembly module (it must be what a wasm32-wasi compiler writes)"));
     }

@@ -6,16 +6,16 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct AddParams {
-    pub a: i64,
-    pub b: i64,
+struct AddParams {
+    a: i64,
+    b: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct SlowParams {
+struct SlowParams {
     /// How long to work, in seconds.
     #[serde(default = "default_slow")]
-    pub seconds: f64,
+    seconds: f64,
 }
 
 fn default_slow() -> f64 {
@@ -23,16 +23,19 @@ fn default_slow() -> f64 {
 }
 
 #[derive(Debug, Serialize, Deserialize, Default)]
-pub struct FlakyParams {
+struct FlakyParams {
     /// Attempts that fail before one succeeds.
     #[serde(default = "default_failures")]
-    pub failures: u32,
+    failures: u32,
 }
 
 fn default_failures() -> u32 {
     2
 }
 
+/// The example tasks: `ping` (scheduled), `add` (typed params with a schema), `flaky`
+/// (fails, then succeeds on a retry) and `slow` (cancellable). `fluid serve` registers them
+/// unless `--no-examples`; they are also handy fixtures for an application's own tests.
 pub fn tasks() -> Vec<Task> {
     vec![
         Task::new("ping")

@@ -14,7 +14,8 @@
 use crate::scheduler::{PluginCallError, PluginHandle, TaskContext};
 pub use fluid_history::{HistoryQuery, TaskRunHistory, TaskRunHistoryPage};
 
-/// Typed handle to the db plugin.
+/// Typed handle to the bundled db plugin, which keeps the run history in its own tables
+/// (fed by the change feed) and answers queries on it.
 pub struct DbPlugin(PluginHandle);
 
 /// The db plugin, when loaded.
@@ -23,14 +24,18 @@ pub fn get_db_plugin(ctx: &TaskContext) -> Option<DbPlugin> {
 }
 
 impl DbPlugin {
+    /// Wraps a handle to a plugin that speaks the db plugin's methods (normally
+    /// `get_plugin("db")`; [`get_db_plugin`] does both).
     pub fn new(handle: PluginHandle) -> DbPlugin {
         DbPlugin(handle)
     }
 
+    /// One page of run history matching `q`, newest first, with what the next page needs.
     pub async fn get_history(&self, q: &HistoryQuery) -> Result<TaskRunHistoryPage, PluginCallError> {
         self.0.call("get_history", q).await
     }
 
+    /// One run as the history holds it; a [`PluginCallError::NotFound`] when it has none.
     pub async fn get_run(&self, id: &str) -> Result<TaskRunHistory, PluginCallError> {
         self.0.call("get_run", &serde_json::json!({ "id": id })).await
     }

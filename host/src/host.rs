@@ -36,6 +36,8 @@ pub struct HostConfig {
     pub plugin_limits: Limits,
     /// How often the plugins folder and fluid.toml are polled for changes; None: never.
     pub plugin_scan_interval: Option<Duration>,
+    /// The scheduler's tuning: workers, host id, whether this host claims runs and fires
+    /// schedules, and each background role's timing.
     pub scheduler: SchedulerConfig,
     /// Serve the API without tokens on an address others can reach (refused otherwise).
     pub insecure_no_auth: bool,
@@ -44,6 +46,9 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// The defaults around `data_dir`: SQLite there, HTTP on a free loopback port, the
+    /// bundled plugins seeded and loaded, the plugins folder watched, no tokens required
+    /// on loopback. Set fields to change any of it.
     pub fn new(data_dir: impl Into<PathBuf>) -> HostConfig {
         HostConfig {
             data_dir: data_dir.into(),
@@ -62,10 +67,14 @@ impl HostConfig {
         }
     }
 
+    /// The plugins folder in use: [`plugins_dir`](Self::plugins_dir) if set, else
+    /// `data_dir/plugins`.
     pub fn plugins_dir(&self) -> PathBuf {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
+    /// The fluid.toml in use: [`config_file`](Self::config_file) if set, else
+    /// `data_dir/fluid.toml`.
     pub fn config_file(&self) -> PathBuf {
         self.config_file.clone().unwrap_or_else(|| self.data_dir.join("fluid.toml"))
     }
@@ -80,6 +89,9 @@ impl HostConfig {
         s
     }
 
+    /// Opens the store this config names (PostgreSQL at `database_url`, else SQLite in
+    /// `data_dir`) and brings its schema up to date. [`Host::start`] calls it; commands that
+    /// only read or write the database use it alone.
     pub async fn open_store(&self) -> anyhow::Result<Store> {
         match &self.database_url {
             Some(url) => Store::connect(url).await,
@@ -88,9 +100,12 @@ impl HostConfig {
     }
 }
 
-/// A running host.
+/// A running host: scheduler, plugins and HTTP API, from [`Host::start`] until
+/// [`Host::shutdown`].
 pub struct Host {
+    /// The scheduler, to queue runs, read them and watch their changes in-process.
     pub scheduler: Scheduler,
+    /// The plugin runtime; None when the config said not to load plugins.
     pub plugins: Option<PluginRuntime>,
     /// The address HTTP listens on.
     pub addr: SocketAddr,

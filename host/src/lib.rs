@@ -1,6 +1,6 @@
 //! fluid: a task scheduler host whose plugins are sandboxed WebAssembly components.
 //!
-//! The crate is both the `fluid` binary and a library: applications register native
+//! The library behind the `fluid` binary (crate `fluid-cli`): applications register native
 //! async Rust tasks with [`scheduler::Task`] and start the host through [`cli::main`] or
 //! [`Host`]. Each concern has its own module with a small public face:
 //!
@@ -8,31 +8,29 @@
 //!   It knows nothing of wasmtime.
 //! - [`store`]: the durable queue, runs, change feed and plugin storage on SQLite or PostgreSQL.
 //! - [`plugins`]: WebAssembly components: loading, linking, sandbox, event delivery.
-//! - [`http`]: the axum routes.
+//! - [`http`]: the HTTP API (axum), served by [`Host`]; public here is the minting of API tokens.
 //! - [`metrics`]: Prometheus metrics of runs, plugins and the store.
 //! - [`cli`]: the host's command line (the `fluid` binary, in the `fluid-cli` crate, adds `bench`).
 //! - [`telemetry`]: logs, and traces exported over OpenTelemetry when asked.
+//! - [`types`]: the vocabulary every layer shares (runs, states, priorities, retry, roles).
+//!
+//! Every public item says what it is: the crate denies `missing_docs`.
+
+#![deny(missing_docs)]
 
 pub mod cli;
 pub mod componentize;
 pub mod examples;
 pub mod history;
-pub mod host;
+mod host;
 pub mod http;
 pub mod metrics;
-// The plugin runtime's public face is small and re-exported from its root: each item says
-// what it is.
-#[deny(missing_docs)]
 pub mod plugins;
 pub mod scaffold;
 pub mod scheduler;
-// The store's public face is small and re-exported from `store/`: each item says what it is.
-#[deny(missing_docs)]
 pub mod store;
 pub mod telemetry;
 pub mod time;
-// The shared types are every layer's vocabulary: each public item says what it is.
-#[deny(missing_docs)]
 pub mod types;
 
 pub use host::{Host, HostConfig};

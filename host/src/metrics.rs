@@ -8,7 +8,7 @@
 //!   (`Scheduler::committed`), which counts runs queued and runs ended by final state;
 //!   the executor observes run duration and enqueue-to-start latency;
 //! - plugins: each plugin's actor holds its own counter and histogram handles
-//!   ([`PluginMeters`]), resolved once, so a call records without a label lookup;
+//!   (`PluginMeters`), resolved once, so a call records without a label lookup;
 //! - the store: each transaction of `store::api` is timed by operation ([`StoreMetrics`]).
 //!
 //! Gauges that describe shared state (queue depth by priority, how far each plugin's
@@ -30,45 +30,45 @@ use std::time::{Duration, Instant};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskLabels {
-    pub task: String,
+struct TaskLabels {
+    task: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskStateLabels {
-    pub task: String,
-    pub state: String,
+struct TaskStateLabels {
+    task: String,
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PriorityLabels {
-    pub priority: String,
+struct PriorityLabels {
+    priority: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PluginLabels {
-    pub plugin: String,
+struct PluginLabels {
+    plugin: String,
 }
 
 /// `export` is the plugin function called: `on-events` or `call`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PluginExportLabels {
-    pub plugin: String,
-    pub export: String,
+struct PluginExportLabels {
+    plugin: String,
+    export: String,
 }
 
 /// A state-changing HTTP request: the role of its token (`none` without one), its method
 /// and the status it was answered with.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AuditLabels {
-    pub role: &'static str,
-    pub method: String,
-    pub status: u16,
+struct AuditLabels {
+    role: &'static str,
+    method: String,
+    status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpLabels {
-    pub op: &'static str,
+struct OpLabels {
+    op: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -83,7 +83,8 @@ fn store_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 2.0, 21))
 }
 
-/// Timing of the store's transactions; owned by the store, registered by [`Metrics`].
+/// Timing of the store's transactions; owned by the store (so it can time them before any
+/// scheduler exists), registered by [`Metrics::new`]. Its `Default` is an empty set.
 #[derive(Clone)]
 pub struct StoreMetrics {
     duration: HistogramFamily<OpLabels>,
@@ -98,7 +99,7 @@ impl Default for StoreMetrics {
 
 impl StoreMetrics {
     /// Runs `op`, recording how long it took and whether it failed.
-    pub async fn timed<T, E>(&self, op: &'static str, f: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    pub(crate) async fn timed<T, E>(&self, op: &'static str, f: impl Future<Output = Result<T, E>>) -> Result<T, E> {
         let started = Instant::now();
         let out = f.await;
         let labels = OpLabels { op };
@@ -131,6 +132,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// A registry of every metric, all at zero, with the store's timings registered beside
+    /// them. The scheduler makes one per host; measurements can make their own.
     pub fn new(store: &StoreMetrics) -> Metrics {
         let mut registry = Registry::with_prefix("fluid");
         let m = Metrics {

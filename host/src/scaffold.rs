@@ -5,6 +5,8 @@
 //! its bindings from, written under the project's `vendor/` and used as a path
 //! dependency. So a project builds offline from crates.io's usual crates alone, and
 //! against exactly the contract of the `fluid` that made it.
+//!
+//! What is public is [`Kind`] and [`Lang`], the arguments `fluid new` takes.
 
 use std::path::{Path, PathBuf};
 
@@ -41,7 +43,7 @@ pub enum Lang {
 }
 
 /// The guest SDK (the history types included), as the project's `vendor/` holds it.
-pub const VENDORED: &[(&str, &str)] = &[
+pub(crate) const VENDORED: &[(&str, &str)] = &[
     ("guest-sdk/Cargo.toml", include_str!("../../guest-sdk/Cargo.toml")),
     ("guest-sdk/src/lib.rs", include_str!("../../guest-sdk/src/lib.rs")),
     ("guest-sdk/src/history.rs", include_str!("../../guest-sdk/src/history.rs")),
@@ -82,7 +84,7 @@ mod c {
 /// Writes the project `name` of `kind` in `lang` to `dir/name`; returns its folder. Refused
 /// when the name is not a valid plugin name (the file name is the name) or the folder
 /// exists.
-pub fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Result<PathBuf> {
     // The host's own rule for a plugin name (the file name).
     anyhow::ensure!(
         crate::store::plugin_tables::check_ident("plugin name", name, 24).is_ok(),
@@ -179,7 +181,7 @@ pub fn new_project(kind: Kind, name: &str, lang: Lang, dir: &Path) -> anyhow::Re
 }
 
 /// The command that builds a project written by [`new_project`], run in its folder.
-pub fn build_command(lang: Lang) -> &'static str {
+pub(crate) fn build_command(lang: Lang) -> &'static str {
     match lang {
         Lang::Rust => "cargo build --release",
         Lang::Python | Lang::Js | Lang::C => "./build.sh",

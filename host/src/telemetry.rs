@@ -28,7 +28,9 @@ use tracing_subscriber::{Layer, Registry};
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogStyle {
+    /// Human-readable lines, one per event.
     Plain,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
@@ -37,6 +39,7 @@ pub enum LogStyle {
 pub struct TelemetryConfig {
     /// `EnvFilter` directives for logs, e.g. `info` or `fluid_host=debug`.
     pub log: String,
+    /// The format of log lines.
     pub style: LogStyle,
     /// OTLP/HTTP collector base URL (`http://127.0.0.1:4318`); None: traces off.
     pub otlp_endpoint: Option<String>,
@@ -64,7 +67,7 @@ impl Telemetry {
 }
 
 /// The OTLP traces URL for a collector base URL.
-pub fn traces_url(base: &str) -> String {
+fn traces_url(base: &str) -> String {
     let base = base.trim_end_matches('/');
     if base.ends_with("/v1/traces") { base.to_string() } else { format!("{base}/v1/traces") }
 }

@@ -22,10 +22,13 @@ pub fn now_us() -> i64 {
     }
 }
 
+/// The instant `us` microseconds after the epoch, as the store's integers are read back;
+/// out of chrono's range (never written by the host) reads as the epoch.
 pub fn to_datetime(us: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(us).single().unwrap_or_default()
 }
 
+/// `t` as microseconds since the epoch, the encoding the store writes.
 pub fn from_datetime(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -36,7 +39,7 @@ pub fn from_datetime(t: DateTime<Utc>) -> i64 {
 /// The text is exactly chrono's own (`to_rfc3339_opts(SecondsFormat::AutoSi, true)`, which
 /// its serde uses); anything the fast paths do not cover (years outside 0..=9999, leap
 /// seconds, offsets other than `Z`) goes through chrono.
-pub mod rfc3339 {
+pub(crate) mod rfc3339 {
     use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, SecondsFormat, Timelike, Utc};
     use serde::de::Visitor;
     use serde::{Deserializer, Serializer};

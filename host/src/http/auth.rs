@@ -11,7 +11,7 @@
 //!
 //! Tokens are enforced as soon as one exists. A host on a loopback address may run
 //! without any; on any other address it refuses to start without one unless told
-//! `--insecure-no-auth` (see [`check_exposure`]). Every state-changing request is audited:
+//! `--insecure-no-auth` (see `check_exposure`). Every state-changing request is audited:
 //! a `fluid::audit` log line (token id and role, never the token) and a metric.
 
 use super::AppState;
@@ -37,7 +37,7 @@ struct Known {
 }
 
 /// The tokens this host accepts, read from the database.
-pub struct Auth {
+pub(crate) struct Auth {
     store: Store,
     /// Whether `/metrics` answers without a token.
     metrics_open: bool,
@@ -55,7 +55,7 @@ pub struct Auth {
 
 impl Auth {
     /// The tokens of `store`, read now and again every [`REFRESH`].
-    pub async fn load(store: Store, metrics_open: bool) -> anyhow::Result<Arc<Auth>> {
+    pub(crate) async fn load(store: Store, metrics_open: bool) -> anyhow::Result<Arc<Auth>> {
         let auth = Arc::new(Auth {
             store,
             metrics_open,
@@ -107,12 +107,12 @@ impl Auth {
     }
 
     /// Whether `/metrics` answers without a token (`--metrics-open`).
-    pub fn metrics_open(&self) -> bool {
+    pub(crate) fn metrics_open(&self) -> bool {
         self.metrics_open
     }
 
     /// Whether requests need a token: once one exists (and from then on).
-    pub fn enforced(&self) -> bool {
+    pub(crate) fn enforced(&self) -> bool {
         self.sticky.load(std::sync::atomic::Ordering::Relaxed) || !self.known.read().unwrap().0.is_empty()
     }
 
@@ -151,7 +151,10 @@ impl Auth {
     }
 }
 
-/// A new token: what to give its holder, and what to store.
+/// A new API token of `role`, named `name` (a label for listings and the audit log):
+/// the secret to hand its holder once, and the row to store with
+/// [`Store::add_token`](crate::store::Store::add_token), which holds only its hash. What
+/// `fluid token create` does, for applications that provision tokens themselves.
 pub fn mint(role: Role, name: &str) -> (String, crate::store::TokenRow) {
     let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let token = format!("fluid_{secret}");
@@ -168,7 +171,7 @@ pub fn mint(role: Role, name: &str) -> (String, crate::store::TokenRow) {
 }
 
 /// Refuses to serve on an address others can reach without tokens, unless told to.
-pub fn check_exposure(bind: std::net::SocketAddr, auth: &Auth, insecure_no_auth: bool) -> anyhow::Result<()> {
+pub(crate) fn check_exposure(bind: std::net::SocketAddr, auth: &Auth, insecure_no_auth: bool) -> anyhow::Result<()> {
     if bind.ip().is_loopback() {
         return Ok(());
     }
@@ -188,7 +191,7 @@ pub fn check_exposure(bind: std::net::SocketAddr, auth: &Auth, insecure_no_auth:
 }
 
 /// The role a request needs; None: open (the dashboard's static files).
-pub fn needed(method: &Method, path: &str, query: &str, metrics_open: bool) -> Option<Role> {
+pub(crate) fn needed(method: &Method, path: &str, query: &str, metrics_open: bool) -> Option<Role> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if path == "/" || segments[0] == "ui" || (segments[0] == "metrics" && metrics_open) {
         return None;
@@ -212,7 +215,7 @@ pub fn needed(method: &Method, path: &str, query: &str, metrics_open: bool) -> O
 
 /// The middleware: lets a request through when its token's role suffices, and audits
 /// every state-changing request.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let auth = state.auth.clone();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -270,7 +273,8 @@ struct Caller {
     who: Option<(String, Role)>,
 }
 
-pub fn routes() -> axum::Router<AppState> {
+/// The auth routes: `GET /token`.
+pub(crate) fn routes() -> axum::Router<AppState> {
     axum::Router::new().route("/token", axum::routing::get(whoami))
 }
 

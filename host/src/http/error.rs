@@ -7,13 +7,18 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+/// An error answer: `status` with `{"detail": detail}`. Handlers return it with `?`; the
+/// `From` impls below map each layer's errors to their status.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status; 4xx for the caller's mistakes, 5xx only for the host's.
     pub status: StatusCode,
+    /// The message, shown to the caller as is.
     pub detail: String,
 }
 
 impl ApiError {
+    /// An error with any status.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
         ApiError { status, detail: detail.into() }
     }

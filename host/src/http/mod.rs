@@ -5,7 +5,11 @@
 //! Every error is JSON `{"detail": "..."}` with a 4xx status for bad input (unknown name:
 //! 404, malformed JSON: 400, invalid params: 422, body over the limit: 413); 5xx only
 //! when the host itself fails (for instance the database is unreachable: 503).
+//!
+//! [`Host`](crate::Host) builds and serves the router; applications reach the API over
+//! HTTP. What is public here is what provisions access to it: [`auth::mint`].
 
+/// API tokens and roles; [`auth::mint`] makes a token for an application to store.
 pub mod auth;
 mod dashboard;
 mod error;
@@ -16,7 +20,7 @@ mod plugins;
 mod runs;
 mod tasks;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 use crate::scheduler::Scheduler;
 use axum::Router;
@@ -25,11 +29,12 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// Largest request body accepted (params of one run, a plugin request).
-pub const BODY_LIMIT: usize = 1 << 20;
+pub(crate) const BODY_LIMIT: usize = 1 << 20;
 
 /// What every handler can reach.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
+    /// The scheduler the API queues on and reads from.
     pub scheduler: Scheduler,
     /// Routes declared by plugins, served by forwarding to the plugin.
     pub plugin_routes: Option<Arc<dyn PluginRoutes>>,
@@ -40,7 +45,7 @@ pub struct AppState {
 }
 
 /// The plugin runtime's side of HTTP: serve a request a plugin declared a route for.
-pub trait PluginRoutes: Send + Sync {
+pub(crate) trait PluginRoutes: Send + Sync {
     /// Returns None when no plugin declared a route matching `method` and `path`.
     fn serve<'a>(
         &'a self,
@@ -55,7 +60,9 @@ pub trait PluginRoutes: Send + Sync {
     fn routes(&self) -> Vec<(String, String, String)>;
 }
 
-pub fn router(state: AppState) -> Router {
+/// The whole API over `state`: the host's routes, the plugins' routes as the fallback, the
+/// token guard, JSON errors and the body limit.
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .merge(tasks::routes())
         .merge(runs::routes())
@@ -115,7 +122,7 @@ async fn plugin_fallback(
 }
 
 /// Parses a JSON body, telling malformed JSON (400) from an empty body (null).
-pub fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn json_body(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
@@ -123,6 +130,6 @@ pub fn json_body(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// `a=1&b=2&b=3` as ordered pairs (repeated keys kept).
-pub fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
     form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }

@@ -15,14 +15,19 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
 pub enum PluginCallError {
+    /// No plugin of that name is loaded on this host (the payload is the name).
     #[error("no plugin named {0:?} is loaded")]
     NoSuchPlugin(String),
+    /// The plugin is loaded but does not answer that method.
     #[error("unknown method: {0}")]
     UnknownMethod(String),
+    /// The arguments were rejected: not serialisable, or refused by the plugin.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The plugin understood the call but what it was asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The plugin returned an error, or a result the caller could not deserialise.
     #[error("plugin failed: {0}")]
     Failed(String),
     /// The plugin is quarantined, still loading, trapped or timed out.
@@ -30,6 +35,8 @@ pub enum PluginCallError {
     Unavailable(String),
 }
 
+/// The future a [`PluginDirectory::call`] returns: the plugin's JSON result text, or why
+/// there is none. Boxed so the trait stays object safe.
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<String, PluginCallError>> + Send + 'a>>;
 
 /// The plugin side as the scheduler sees it. Implemented by the component runtime; the
@@ -49,6 +56,7 @@ pub struct PluginHandle {
 }
 
 impl PluginHandle {
+    /// The plugin's name, as passed to `get_plugin`.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -69,6 +77,7 @@ impl PluginHandle {
 /// The context a task runs with.
 #[derive(Clone)]
 pub struct TaskContext {
+    /// The run being executed, as claimed: its id, task, params, attempt and lineage.
     pub run: TaskRun,
     pub(crate) scheduler: Scheduler,
     pub(crate) cancel: CancellationToken,
@@ -81,6 +90,7 @@ impl TaskContext {
         TaskContext { run, scheduler, cancel: CancellationToken::new() }
     }
 
+    /// The id of the run being executed.
     pub fn id(&self) -> &str {
         &self.run.id
     }
@@ -90,6 +100,7 @@ impl TaskContext {
         serde_json::from_value(self.run.params.clone()).map_err(|e| TaskError::Failed(format!("bad params: {e}")))
     }
 
+    /// The run's params as raw JSON, for tasks that read them without a typed struct.
     pub fn params_json(&self) -> &Value {
         &self.run.params
     }
@@ -104,6 +115,8 @@ impl TaskContext {
         self.cancel.cancelled().await
     }
 
+    /// Whether the run has been cancelled or the host is shutting down; for polling
+    /// between steps where [`cancelled`](Self::cancelled) cannot be awaited.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
@@ -118,6 +131,8 @@ impl TaskContext {
         self.scheduler.get_plugin(name)
     }
 
+    /// The scheduler running this task, for what the context has no shortcut for
+    /// (queueing with options, looking up other runs).
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
     }

@@ -21,7 +21,10 @@ mod task;
 
 pub use crate::types::{InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, RetryPolicy, TaskRun, TaskState, cut_text};
 pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, TaskContext};
-pub use engine::{Cancelled, MAX_BATCH, QueueError, QueueOptions, Scheduler, SchedulerConfig};
+pub use engine::{
+    Cancelled, CompleterConfig, FeedPrunerConfig, HeartbeatConfig, MAX_BATCH, ProducerConfig, QueueError, QueueOptions, QueuerConfig,
+    Scheduler, SchedulerConfig, SchedulesConfig,
+};
 pub use schedule::{Cron, CronError, Every, Schedule};
 pub(crate) use task::any_object;
 pub use task::{Executor, ParamsValidator, Task, TaskBuilder, TaskError, TaskFuture, WorkerShare};

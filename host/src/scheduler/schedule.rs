@@ -16,9 +16,13 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration as StdDuration;
 
+/// When a task queues itself: attached to a [`Task`](super::Task), the host queues one run
+/// per due time, once across every host sharing the database.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
+    /// Due at every minute matching a five-field crontab, in UTC.
     Cron(Cron),
+    /// Due at a fixed period, optionally delayed and jittered.
     Every(Every),
 }
 
@@ -98,15 +102,22 @@ fn to_chrono(d: StdDuration) -> Duration {
 /// schedule is first seen; each fire may start up to `jitter` later (drawn per fire).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Every {
+    /// Time between two due times; periods under a millisecond count as one millisecond.
     pub period: StdDuration,
+    /// How long after the schedule is first seen the first run is due.
     pub delay: StdDuration,
+    /// Upper bound of the random extra delay of each fire, so many hosts or tasks on the
+    /// same period do not all start at once. It never moves the grid.
     pub jitter: StdDuration,
 }
 
+/// A cron expression that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid cron expression {expr:?}: {reason}")]
 pub struct CronError {
+    /// The expression as given.
     pub expr: String,
+    /// What is wrong with it, naming the offending field.
     pub reason: String,
 }
 

@@ -43,6 +43,8 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// A [`Failed`](TaskError::Failed) error from anything displayable:
+    /// `.map_err(TaskError::failed)?`.
     pub fn failed(msg: impl std::fmt::Display) -> TaskError {
         TaskError::Failed(msg.to_string())
     }
@@ -60,7 +62,11 @@ impl From<serde_json::Error> for TaskError {
     }
 }
 
+/// What a task's body returns: a boxed future of its outcome, `Ok` for success.
 pub type TaskFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
+/// A task's body, boxed: called once per run with the run's context. [`TaskBuilder::run`]
+/// builds one from a closure; [`TaskBuilder::executor`] takes one ready-made (what task
+/// components use).
 pub type Executor = Arc<dyn Fn(TaskContext) -> TaskFuture + Send + Sync>;
 /// Turns the JSON a caller sent into the params stored with the run, or says why not.
 pub type ParamsValidator = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
@@ -87,15 +93,24 @@ impl WorkerShare {
 /// A task: a name, its options and the code that runs it.
 #[derive(Clone)]
 pub struct Task {
+    /// Unique name the task is queued by: 1 to 64 letters, digits, `-`, `_` or `.`.
     pub name: String,
+    /// Free text shown by `GET /tasks`, the CLI and the dashboard.
     pub description: String,
+    /// When the host queues runs of the task by itself, if ever.
     pub schedule: Option<Schedule>,
+    /// Default priority of its runs; a caller may set another when queueing.
     pub priority: Priority,
+    /// How long one run may execute before it ends as `failure` (then it may be retried).
     pub timeout: Duration,
     /// In-flight runs allowed at once across all hosts; 0 means no limit.
     pub max_concurrency: u32,
+    /// How a run that ends in `failure` or `interrupted` is queued again; None: never.
     pub retry: Option<RetryPolicy>,
+    /// How a run refused at [`max_concurrency`](Self::max_concurrency) waits and tries
+    /// again (it stays queued, with a later due time); None: it ends as `rate_limited`.
     pub rate_limit_retry: Option<RetryPolicy>,
+    /// Labels copied onto each run, for filtering tasks and runs in the API and CLI.
     pub tags: BTreeSet<String>,
     /// JSON schema of the params, when known (shown in /tasks and the OpenAPI document).
     pub params_schema: Option<Value>,
@@ -206,27 +221,35 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// A task being defined, from [`Task::new`]: set options, then finish with
+/// [`run`](Self::run) (or [`executor`](Self::executor)), which returns the [`Task`].
 pub struct TaskBuilder {
     task: Task,
 }
 
 impl TaskBuilder {
+    /// Sets the description shown in the API, the CLI and the dashboard.
     pub fn description(mut self, d: impl Into<String>) -> Self {
         self.task.description = d.into();
         self
     }
+    /// Makes the host queue a run (with no params) at each due time of `s`.
     pub fn schedule(mut self, s: Schedule) -> Self {
         self.task.schedule = Some(s);
         self
     }
+    /// Sets the default priority of its runs.
     pub fn priority(mut self, p: Priority) -> Self {
         self.task.priority = p;
         self
     }
+    /// Sets how long one run may execute; it must be positive.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.task.timeout = t;
         self
     }
+    /// Limits the runs in flight at once across all hosts (0: no limit). Past it a run is
+    /// rate limited: see [`rate_limit_retry`](Self::rate_limit_retry).
     pub fn max_concurrency(mut self, n: u32) -> Self {
         self.task.max_concurrency = n;
         self
@@ -237,22 +260,28 @@ impl TaskBuilder {
         self.task.workers = Some(WorkerShare { group: group.into(), max });
         self
     }
+    /// Queues a run that failed or was interrupted again, as `r` allows.
     pub fn retry(mut self, r: RetryPolicy) -> Self {
         self.task.retry = Some(r);
         self
     }
+    /// Keeps a run refused at the concurrency limit queued and retries its claim later, as
+    /// `r` allows, instead of ending it as `rate_limited`.
     pub fn rate_limit_retry(mut self, r: RetryPolicy) -> Self {
         self.task.rate_limit_retry = Some(r);
         self
     }
+    /// Adds one tag.
     pub fn tag(mut self, t: impl Into<String>) -> Self {
         self.task.tags.insert(t.into());
         self
     }
+    /// Adds several tags.
     pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
         self.task.tags.extend(tags.into_iter().map(Into::into));
         self
     }
+    /// Says where the task comes from (default `native`); task components set their file.
     pub fn module(mut self, m: impl Into<String>) -> Self {
         self.task.module = m.into();
         self

@@ -55,7 +55,7 @@ impl Scheduler {
 
     /// One pruning: drops the events every plugin's checkpoint has passed, but for the
     /// latest `keep`. Returns how many were dropped.
-    pub async fn prune_feed_once(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn prune_feed_once(&self) -> Result<u64, StoreError> {
         self.inner.store.prune_feed(self.inner.config.feed_pruner.keep).await
     }
 }

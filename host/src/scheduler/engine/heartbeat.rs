@@ -36,7 +36,7 @@ impl Scheduler {
 
     /// One heartbeat: mark this host alive, act on cancel requests made through other
     /// hosts, rescue runs of dead hosts. Returns the runs rescued.
-    pub async fn heartbeat_once(&self) -> Result<Vec<TaskRun>, StoreError> {
+    pub(crate) async fn heartbeat_once(&self) -> Result<Vec<TaskRun>, StoreError> {
         let inner = &self.inner;
         inner.store.heartbeat(&inner.config.host_id, inner.started_at, inner.config.workers).await?;
         for id in inner.store.cancel_requests(&inner.config.host_id).await? {

@@ -85,10 +85,18 @@ impl Default for SchedulerConfig {
 /// Why a run could not be queued.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// No task of that name is registered on this host (the payload is the name).
     #[error("task {0:?} not found")]
     UnknownTask(String),
+    /// The task's validator refused the params; nothing was stored.
     #[error("invalid params for task {task}: {message}")]
-    InvalidParams { task: String, message: String },
+    InvalidParams {
+        /// The task the run was for.
+        task: String,
+        /// Why the params were refused (with the batch index, for `queue_many`).
+        message: String,
+    },
+    /// The store failed to write the run (for instance the database is unreachable).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -168,6 +176,8 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A scheduler over `store`, with no tasks and nothing running yet: register tasks,
+    /// then [`start`](Self::start) it. [`Host`](crate::Host) does all of this for you.
     pub fn new(store: Store, config: SchedulerConfig) -> Scheduler {
         let workers = config.workers.max(1);
         let metrics = Arc::new(Metrics::new(&store.metrics));
@@ -199,10 +209,12 @@ impl Scheduler {
         }
     }
 
+    /// The durable store the scheduler runs on.
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
 
+    /// The config it was built with (`workers` at least one).
     pub fn config(&self) -> &SchedulerConfig {
         &self.inner.config
     }
@@ -290,10 +302,12 @@ impl Scheduler {
         self.inner.shares.rules_now(base)
     }
 
+    /// The registered task of that name, if any.
     pub fn task(&self, name: &str) -> Option<Arc<Task>> {
         self.inner.registry.read().unwrap().get(name).cloned()
     }
 
+    /// Every registered task, in name order.
     pub fn tasks(&self) -> Vec<Arc<Task>> {
         self.inner.registry.read().unwrap().values().cloned().collect()
     }
@@ -313,7 +327,7 @@ impl Scheduler {
     }
 
     /// Bumped after every commit that appended to the change feed (wakes the dispatcher).
-    pub fn feed_signal(&self) -> watch::Receiver<u64> {
+    pub(crate) fn feed_signal(&self) -> watch::Receiver<u64> {
         self.inner.feed.subscribe()
     }
 
@@ -413,6 +427,7 @@ impl Scheduler {
         .await
     }
 
+    /// The run of that id as stored now, whichever host queued or ran it.
     pub async fn get_run(&self, id: &str) -> Result<Option<TaskRun>, StoreError> {
         self.inner.store.get_run(id).await
     }
@@ -442,6 +457,8 @@ impl Scheduler {
         }
     }
 
+    /// Enables or disables a task for every host on the store. While disabled, its queued
+    /// runs are aborted when claimed and its schedule skips its due times.
     pub async fn set_enabled(&self, task: &str, enabled: bool) -> Result<(), StoreError> {
         self.inner.store.set_enabled(task, enabled).await
     }
