@@ -221,8 +221,8 @@ pub(crate) async fn guard(State(state): State<AppState>, req: Request, next: Nex
     let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let query = req.uri().query().unwrap_or("").to_string();
     // A plugin's route needs what its plugin declared (by default, by its method).
-    let plugin_role = state.plugin_routes.as_ref().and_then(|r| r.role(method.as_str(), &path));
-    let need = plugin_role.or_else(|| needed(&method, &path, &query, auth.metrics_open));
+    let plugin_route = state.plugin_routes.as_ref().and_then(|r| r.find(method.as_str(), &path));
+    let need = plugin_route.as_ref().map(|r| r.role).or_else(|| needed(&method, &path, &query, auth.metrics_open));
     // Without tokens (a loopback host), only requests that name a loopback host: a web
     // page the operator visits cannot drive the API (a cross-site request, DNS rebinding).
     if need.is_some() && !auth.enforced_now().await && !auth.open_to_all.load(std::sync::atomic::Ordering::Relaxed) && !from_loopback(&req)
@@ -261,6 +261,9 @@ pub(crate) async fn guard(State(state): State<AppState>, req: Request, next: Nex
     };
     let mut req = req;
     req.extensions_mut().insert(Caller { enforced, who: who.clone() });
+    if let Some(route) = plugin_route {
+        req.extensions_mut().insert(route);
+    }
     let resp = next.run(req).await;
     audit(&state, changes, who.as_ref().map(|(id, role)| (id.as_str(), *role)), &method, &path, resp.status());
     resp

@@ -22,6 +22,7 @@ mod tasks;
 
 pub(crate) use error::ApiError;
 
+use crate::plugins::RouteMatch;
 use crate::scheduler::Scheduler;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -46,16 +47,18 @@ pub(crate) struct AppState {
 
 /// The plugin runtime's side of HTTP: serve a request a plugin declared a route for.
 pub(crate) trait PluginRoutes: Send + Sync {
-    /// Returns None when no plugin declared a route matching `method` and `path`.
+    /// The route serving `method path`, if a plugin declared one. Looked up once per
+    /// request, by the token guard, which checks the role the route needs and hands the
+    /// route itself on to the fallback (in the request's extensions): the route served is
+    /// the route whose role was checked, even when a plugin is swapped in between.
+    fn find(&self, method: &str, path: &str) -> Option<RouteMatch>;
+    /// Serves a request on `route`, found by [`find`](Self::find).
     fn serve<'a>(
         &'a self,
-        method: &'a str,
-        path: &'a str,
+        route: RouteMatch,
         query: Vec<(String, String)>,
         body: Vec<u8>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<axum::response::Response>> + Send + 'a>>;
-    /// The role a request to the route serving `method path` needs, if a plugin serves it.
-    fn role(&self, method: &str, path: &str) -> Option<auth::Role>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = axum::response::Response> + Send + 'a>>;
     /// Declared routes, for the OpenAPI document: (method, path, plugin).
     fn routes(&self) -> Vec<(String, String, String)>;
 }
@@ -83,6 +86,7 @@ async fn plugin_fallback(
     axum::extract::State(state): axum::extract::State<AppState>,
     method: axum::http::Method,
     uri: axum::http::Uri,
+    route: Option<axum::Extension<RouteMatch>>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -92,8 +96,8 @@ async fn plugin_fallback(
     };
     let query = parse_query(uri.query());
     if let Some(routes) = &state.plugin_routes {
-        if let Some(resp) = routes.serve(method.as_str(), uri.path(), query, body.to_vec()).await {
-            return resp;
+        if let Some(axum::Extension(route)) = route {
+            return routes.serve(route, query, body.to_vec()).await;
         }
         // A plugin's path asked with a method it does not declare there: 405, as the
         // host's own paths answer.

@@ -5,8 +5,8 @@
 
 use super::{ApiError, PluginRoutes};
 use crate::plugins::PluginRuntime;
+use crate::plugins::RouteMatch;
 use crate::scheduler::{PluginCallError, PluginDirectory};
-use crate::types::Role;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -26,34 +26,32 @@ pub fn error_response(e: PluginCallError) -> Response {
 }
 
 impl PluginRoutes for PluginRuntime {
+    fn find(&self, method: &str, path: &str) -> Option<RouteMatch> {
+        self.route_for(method, path)
+    }
+
     fn serve<'a>(
         &'a self,
-        method: &'a str,
-        path: &'a str,
+        route: RouteMatch,
         query: Vec<(String, String)>,
         body: Vec<u8>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Response>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send + 'a>> {
         Box::pin(async move {
-            let route = self.route_for(method, path)?;
             let body = match super::json_body(&body) {
                 Ok(v) => v,
-                Err(e) => return Some(e.into_response()),
+                Err(e) => return e.into_response(),
             };
             let args = serde_json::json!({ "path": route.vars, "query": query, "body": body });
             let plugin = route.plugin;
-            Some(match self.call(&plugin, &route.handler, args.to_string()).await {
+            match self.call(&plugin, &route.handler, args.to_string()).await {
                 // Checked, not built: a tree of the result would take many times its text.
                 Ok(text) => match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
                     Ok(_) => ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response(),
                     Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, format!("plugin {plugin} returned invalid JSON: {e}")).into_response(),
                 },
                 Err(e) => error_response(e),
-            })
+            }
         })
-    }
-
-    fn role(&self, method: &str, path: &str) -> Option<Role> {
-        self.route_for(method, path).map(|r| r.role)
     }
 
     fn routes(&self) -> Vec<(String, String, String)> {

@@ -166,6 +166,7 @@ pub(crate) fn check_routes<'a>(
 }
 
 /// The route serving a request, found by `PluginRuntime::route_for`.
+#[derive(Debug, Clone)]
 pub struct RouteMatch {
     /// The plugin that serves it.
     pub plugin: String,

@@ -9,7 +9,7 @@
 //! interruption, and a trap or a timeout ends that run as `failure` without touching the
 //! other runs or the host. Runs and `definitions` execute on the guest pool
 //! (`guest_pool`), never on the host's threads; a spinning guest yields there on every
-//! epoch tick, so a cancel (`DELETE /task-runs/{id}`) or the scheduler's own timeout still
+//! epoch tick, so a cancel (`POST /task-runs/{id}/cancel`) or the scheduler's own timeout still
 //! reaches it, and its CPU time is charged to its component.
 //!
 //! What a component declares is bounded (`limits`: at most 256 tasks, short texts) and
