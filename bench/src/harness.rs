@@ -5,7 +5,7 @@ use anyhow::Context;
 use fluid_host::scheduler::SchedulerConfig;
 use fluid_host::store::{Backend, Store};
 use fluid_host::time::{now_us, to_datetime};
-use fluid_host::{Host, HostConfig, Priority, Task, TaskRun, TaskState};
+use fluid_host::{Host, HostConfig, Task, TaskRun, TaskState};
 use sqlx::AssertSqlSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -82,23 +82,7 @@ pub(crate) fn new_runs(n: usize) -> Vec<TaskRun> {
     (0..n)
         .map(|_| {
             let t = to_datetime(now_us());
-            TaskRun {
-                id: TaskRun::new_id(),
-                task: "bench".into(),
-                tags: vec![],
-                priority: Priority::Medium,
-                state: TaskState::Queued,
-                params: serde_json::json!({}),
-                queued: Some(t),
-                start: None,
-                end: None,
-                execute_after: Some(t),
-                retry_attempt: 0,
-                rate_limit_attempt: 0,
-                from_run_id: String::new(),
-                root_run_id: String::new(),
-                error: None,
-            }
+            TaskRun::queued(TaskRun::new_id(), "bench", t)
         })
         .collect()
 }

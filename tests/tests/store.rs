@@ -9,8 +9,7 @@ use common::*;
 use fluid_host::store::{Backend, Store, StoreError, query, query_built};
 use fluid_host::store::{ClaimRules, Finish, Outcome};
 use fluid_host::time::{now_us, to_datetime};
-use fluid_host::{Priority, TaskRun, TaskState};
-use serde_json::json;
+use fluid_host::{TaskRun, TaskState};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -328,23 +327,7 @@ fn tempdir() -> std::path::PathBuf {
 
 fn queued_run(n: usize) -> TaskRun {
     let t = to_datetime(now_us() - 1_000_000 + n as i64);
-    TaskRun {
-        id: format!("{n:032x}"),
-        task: "cycle".into(),
-        tags: vec![],
-        priority: Priority::Medium,
-        state: TaskState::Queued,
-        params: json!({}),
-        queued: Some(t),
-        start: None,
-        end: None,
-        execute_after: Some(t),
-        retry_attempt: 0,
-        rate_limit_attempt: 0,
-        from_run_id: String::new(),
-        root_run_id: String::new(),
-        error: None,
-    }
+    TaskRun::queued(format!("{n:032x}"), "cycle", t)
 }
 
 /// A statement given a time limit (plugin storage's `statement_timeout_ms`) is stopped past

@@ -247,6 +247,29 @@ impl TaskRun {
         uuid::Uuid::now_v7().simple().to_string()
     }
 
+    /// A run `id` of `task`, queued at `at` and due then: medium priority, params `{}`, a
+    /// first attempt with no lineage. For code that writes runs to the store itself (the
+    /// scheduler builds its runs from the task's options instead).
+    pub fn queued(id: String, task: impl Into<String>, at: DateTime<Utc>) -> TaskRun {
+        TaskRun {
+            id,
+            task: task.into(),
+            tags: vec![],
+            priority: Priority::Medium,
+            state: TaskState::Queued,
+            params: serde_json::json!({}),
+            queued: Some(at),
+            start: None,
+            end: None,
+            execute_after: Some(at),
+            retry_attempt: 0,
+            rate_limit_attempt: 0,
+            from_run_id: String::new(),
+            root_run_id: String::new(),
+            error: None,
+        }
+    }
+
     /// Run time, when it has both a start and an end.
     pub fn duration(&self) -> Option<chrono::Duration> {
         Some(self.end? - self.start?)

@@ -4,7 +4,7 @@
 use crate::common::{Db, TestEnv};
 use fluid_host::store::{ClaimRules, Store};
 use fluid_host::time::{now_us, to_datetime};
-use fluid_host::{Priority, TaskRun, TaskState};
+use fluid_host::{TaskRun, TaskState};
 use std::collections::{BTreeMap, HashMap};
 
 /// A backend under test: it makes empty stores of its own kind.
@@ -45,23 +45,7 @@ impl Fresh {
 /// the order of `n`); its id spells `n`.
 pub fn queued(n: usize, task: &str) -> TaskRun {
     let t = to_datetime(now_us() - 1_000_000 + n as i64);
-    TaskRun {
-        id: format!("{n:032x}"),
-        task: task.into(),
-        tags: vec![],
-        priority: Priority::Medium,
-        state: TaskState::Queued,
-        params: serde_json::json!({}),
-        queued: Some(t),
-        start: None,
-        end: None,
-        execute_after: Some(t),
-        retry_attempt: 0,
-        rate_limit_attempt: 0,
-        from_run_id: String::new(),
-        root_run_id: String::new(),
-        error: None,
-    }
+    TaskRun::queued(format!("{n:032x}"), task, t)
 }
 
 /// The number a run of [`queued`] was made with.
