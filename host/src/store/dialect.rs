@@ -110,4 +110,35 @@ impl Backend {
             Backend::Postgres => "SELECT indexname::text AS name FROM pg_indexes WHERE tablename = $1",
         }
     }
+
+    /// The bytes a column's value takes (`quoted` is its quoted name), 0 for NULL: what a
+    /// plugin's storage quota counts.
+    pub fn stored_bytes(self, quoted: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("COALESCE(LENGTH({quoted}), 0)"),
+            Backend::Postgres => format!("COALESCE(OCTET_LENGTH({quoted}::text), 0)"),
+        }
+    }
+
+    /// Whether the plugins' tables live in a database of their own: SQLite gives them a
+    /// file beside the queue's, so their writes never wait on the queue's one writer;
+    /// PostgreSQL's many writers need no such thing.
+    pub fn plugin_tables_apart(self) -> bool {
+        self == Backend::Sqlite
+    }
+
+    /// Whether booleans are a type of their own; SQLite stores them as 0 and 1.
+    pub fn has_booleans(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// The size in bytes of the database a connection is on, as `n`: PostgreSQL's
+    /// database, or SQLite's file (its pages; the write-ahead log is folded back in and
+    /// reused, so it is left out).
+    pub fn database_size(self) -> &'static str {
+        match self {
+            Backend::Postgres => "SELECT pg_database_size(current_database()) AS n",
+            Backend::Sqlite => "SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()",
+        }
+    }
 }

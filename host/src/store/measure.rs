@@ -2,7 +2,7 @@
 //! of a task waited to start. `fluid bench` reads them after a workload; an operator's
 //! tooling can too. Each is one read, outside any write transaction.
 
-use super::{Backend, Store, StoreError, query};
+use super::{Store, StoreError, query};
 use crate::types::TaskState;
 
 impl Store {
@@ -10,19 +10,17 @@ impl Store {
     /// plugins' file (not the write-ahead log, which is folded back in and reused), on
     /// PostgreSQL the size of the database.
     pub async fn database_bytes(&self) -> Result<u64, StoreError> {
-        if self.backend == Backend::Postgres {
-            let row = query("SELECT pg_database_size(current_database()) AS n").fetch_one(&mut self.read().await?).await?;
-            return Ok(row.try_get::<i64, _>("n")? as u64);
-        }
-        async fn pages(s: &Store) -> Result<u64, StoreError> {
-            let row = query("SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()")
-                .fetch_one(&mut s.read().await?)
-                .await?;
+        async fn size(s: &Store) -> Result<u64, StoreError> {
+            let row = query(s.backend.database_size()).fetch_one(&mut s.read().await?).await?;
             Ok(row.try_get::<i64, _>("n")? as u64)
+        }
+        let own = size(self).await?;
+        if !self.backend.plugin_tables_apart() {
+            return Ok(own);
         }
         // The plugins' file through a store of its own, closed after.
         let plugins = self.plugin_store().await?;
-        let total = pages(self).await? + pages(&plugins).await?;
+        let total = own + size(&plugins).await?;
         plugins.close().await;
         Ok(total)
     }

@@ -18,7 +18,7 @@
 //! since the move) is never dropped: it is renamed `..._unmoved_<unix time>` in the queue's
 //! file, and a warning names it.
 
-use super::{Backend, Store, schema, sqlite_path};
+use super::{Store, schema, sqlite_path};
 use anyhow::Context;
 
 /// The plugins' file beside the queue's: `x.db` → `x.plugins.db`, else `x` → `x.plugins.db`.
@@ -33,7 +33,7 @@ impl Store {
     /// The store of the plugins' tables: this one on PostgreSQL; on SQLite, the file beside
     /// this one's, created if missing, with tables left in the queue's file moved to it.
     pub async fn plugin_store(&self) -> anyhow::Result<Store> {
-        if self.backend == Backend::Postgres {
+        if !self.backend.plugin_tables_apart() {
             return Ok(self.clone());
         }
         let (queue_file, _) = sqlite_path(&self.url)?;

@@ -140,7 +140,7 @@ impl PluginStorage {
 
     /// Closes the plugins' SQLite file (on PostgreSQL it is the queue's, closed by the host).
     pub async fn close(&self) {
-        if self.backend() == Backend::Sqlite {
+        if self.backend().plugin_tables_apart() {
             self.store.close().await;
         }
     }
@@ -676,11 +676,11 @@ fn bind_value(backend: Backend, col: &Col, v: Value) -> Result<Bound, StorageErr
             Value::Text(s) => Bound::Text(Some(s)),
             other => return Err(mismatch(&other)),
         },
-        "boolean" => match (v, backend) {
-            (Value::Null, Backend::Postgres) => Bound::Bool(None),
-            (Value::Null, Backend::Sqlite) => Bound::Int(None),
-            (Value::Boolean(b), Backend::Postgres) => Bound::Bool(Some(b)),
-            (Value::Boolean(b), Backend::Sqlite) => Bound::Int(Some(b as i64)),
+        "boolean" => match (v, backend.has_booleans()) {
+            (Value::Null, true) => Bound::Bool(None),
+            (Value::Null, false) => Bound::Int(None),
+            (Value::Boolean(b), true) => Bound::Bool(Some(b)),
+            (Value::Boolean(b), false) => Bound::Int(Some(b as i64)),
             (other, _) => return Err(mismatch(&other)),
         },
         _ => match v {
@@ -703,7 +703,7 @@ fn read_row(backend: Backend, r: &Row, cols: &[Col]) -> Result<Vec<Value>, Stora
                 "int" => r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Int),
                 "float" => r.try_get::<Option<f64>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Float),
                 "text" => r.try_get::<Option<String>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Text),
-                "boolean" if backend == Backend::Sqlite => {
+                "boolean" if !backend.has_booleans() => {
                     r.try_get::<Option<i64>, _>(i).map_err(backend_err)?.map_or(Value::Null, |b| Value::Boolean(b != 0))
                 }
                 "boolean" => r.try_get::<Option<bool>, _>(i).map_err(backend_err)?.map_or(Value::Null, Value::Boolean),

@@ -93,10 +93,7 @@ pub async fn measure(conn: &mut Db, backend: Backend, plugin: &str, limit: Optio
         let lengths: Vec<String> = names
             .iter()
             .filter_map(|c| c.get("name").and_then(|n| n.as_str()))
-            .map(|n| match backend {
-                Backend::Sqlite => format!("COALESCE(LENGTH(\"{n}\"), 0)"),
-                Backend::Postgres => format!("COALESCE(OCTET_LENGTH(\"{n}\"::text), 0)"),
-            })
+            .map(|n| backend.stored_bytes(&format!("\"{n}\"")))
             .collect();
         // Names come from fluid_plugin_tables, checked as identifiers when the table was made.
         let sql = format!("SELECT COUNT(*) AS n, COALESCE(SUM({}), 0) AS b FROM {physical}", lengths.join(" + "));
