@@ -115,6 +115,18 @@ pub(crate) async fn bench_host(
     with_db: bool,
     tag: &str,
 ) -> anyhow::Result<(Host, PathBuf, Option<(String, String)>)> {
+    bench_host_with_batch(backend, pg_admin, workers, with_db, tag, fluid_host::plugins::DEFAULT_EVENT_BATCH).await
+}
+
+/// [`bench_host`], delivering `event_batch` events a round to its plugins.
+pub(crate) async fn bench_host_with_batch(
+    backend: Backend,
+    pg_admin: Option<&str>,
+    workers: usize,
+    with_db: bool,
+    tag: &str,
+    event_batch: usize,
+) -> anyhow::Result<(Host, PathBuf, Option<(String, String)>)> {
     let dir = temp_dir(tag);
     let pg = match (backend, pg_admin) {
         (Backend::Postgres, Some(admin)) => Some(create_pg(admin).await?),
@@ -124,6 +136,7 @@ pub(crate) async fn bench_host(
     c.database_url = pg.as_ref().map(|(_, url)| url.clone());
     c.load_plugins = with_db;
     c.plugin_scan_interval = None;
+    c.event_batch = event_batch;
     c.scheduler = SchedulerConfig { workers, run_schedules: false, ..Default::default() };
     c.scheduler.producer.poll = Duration::from_millis(20);
     let host = Host::start(c, vec![trivial()]).await?;

@@ -16,6 +16,8 @@
 //! - [`enqueue`]: queueing over HTTP, single requests from many clients and the batch route.
 //! - [`observe`]: metrics and disabled spans per run, throughput with traces exported over
 //!   OTLP against traces off, `GET /metrics` against `GET /tasks-status`.
+//! - [`throughput`] also sizes the change feed's delivery round (`--only delivery`): the
+//!   db plugin's throughput at several numbers of events a round, beside the default.
 //! - [`peer`]: graphile-worker (npm) beside fluid on the same PostgreSQL, only when named.
 //!
 //! [`harness`] holds what the parts share: fresh hosts and databases, runs, percentiles,
@@ -47,7 +49,7 @@ pub struct BenchArgs {
     /// PostgreSQL admin URL (a fresh database is created and dropped); "none" skips PostgreSQL.
     #[arg(long, env = "FLUID_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pub postgres: String,
-    /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue, latency, and peer (graphile-worker from npm on the same PostgreSQL; only when named) (repeatable).
+    /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue, latency, and, only when named, delivery (events per delivery round, sized by measurement) and peer (graphile-worker from npm on the same PostgreSQL) (repeatable).
     #[arg(long)]
     pub only: Vec<String>,
     /// Throughput only on these backends: sqlite, postgres (repeatable; default both).
@@ -59,6 +61,10 @@ pub struct BenchArgs {
     /// Trivial runs per throughput measurement (default 20,000; 1,000 with --quick).
     #[arg(long)]
     pub runs: Option<usize>,
+    /// The delivery part: events read from the feed per delivery round to try (repeatable;
+    /// default 64, 256 and 1,024; the default size is always measured).
+    #[arg(long = "event-batch")]
+    pub event_batches: Vec<usize>,
 }
 
 /// What to measure and where to write it: the options, PostgreSQL's "none" read as absent.
@@ -69,8 +75,8 @@ struct BenchOptions {
     quick: bool,
     /// Admin URL of a PostgreSQL server (a fresh database is created and dropped); None skips it.
     postgres: Option<String>,
-    /// Only these parts (throughput, events, tasks, startup, history, observe, enqueue, latency, and
-    /// peer, which runs only when named); empty means all but peer.
+    /// Only these parts (throughput, events, tasks, startup, history, observe, enqueue, latency,
+    /// and delivery and peer, which run only when named); empty means all but those two.
     only: Vec<String>,
     /// Backends of the throughput part ("sqlite", "postgres"); empty means both.
     backends: Vec<String>,
@@ -78,12 +84,15 @@ struct BenchOptions {
     workers: Vec<usize>,
     /// Runs per throughput measurement; None means 20,000 (1,000 with `quick`).
     runs: Option<usize>,
+    /// Events per delivery round the delivery part tries; empty means its defaults.
+    event_batches: Vec<usize>,
 }
 
 impl BenchOptions {
-    /// Whether `part` is to run: every part but the peer unless `--only` names some.
+    /// Whether `part` is to run: every part but the peer and delivery (both long) unless
+    /// `--only` names some.
     fn wants(&self, part: &str) -> bool {
-        (self.only.is_empty() && part != "peer") || self.only.iter().any(|p| p == part)
+        (self.only.is_empty() && !["peer", "delivery"].contains(&part)) || self.only.iter().any(|p| p == part)
     }
 }
 
@@ -101,9 +110,9 @@ impl Report {
 
 /// Runs every benchmark and writes the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs { out, quick, postgres, only, backends, workers, runs } = args;
+    let BenchArgs { out, quick, postgres, only, backends, workers, runs, event_batches } = args;
     let postgres = (postgres != "none").then_some(postgres);
-    let opts = BenchOptions { out, quick, postgres, only, backends, workers, runs };
+    let opts = BenchOptions { out, quick, postgres, only, backends, workers, runs, event_batches };
     std::fs::create_dir_all(&opts.out)?;
     let mut r = Report { md: String::new() };
     r.line("# fluid bench");
@@ -129,6 +138,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if opts.wants("latency") {
         throughput::latency_section(&opts, &mut r).await?;
+    }
+    if opts.wants("delivery") {
+        throughput::delivery_section(&opts, &mut r, n).await?;
     }
     if opts.wants("peer") {
         peer::section(&opts, &mut r, n).await?;

@@ -31,7 +31,19 @@ pub(crate) async fn throughput(
     with_db: bool,
     n: usize,
 ) -> anyhow::Result<Throughput> {
-    let (host, dir, pg) = bench_host(backend, pg_admin, workers, with_db, "tp").await?;
+    throughput_with_batch(backend, pg_admin, workers, with_db, n, fluid_host::plugins::DEFAULT_EVENT_BATCH).await
+}
+
+/// [`throughput`], delivering `event_batch` events a round to the db plugin.
+async fn throughput_with_batch(
+    backend: Backend,
+    pg_admin: Option<&str>,
+    workers: usize,
+    with_db: bool,
+    n: usize,
+    event_batch: usize,
+) -> anyhow::Result<Throughput> {
+    let (host, dir, pg) = bench_host_with_batch(backend, pg_admin, workers, with_db, "tp", event_batch).await?;
     if with_db {
         // Only the db plugin: stats is another workload.
         if let Some(rt) = &host.plugins {
@@ -115,13 +127,8 @@ fn svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
     s
 }
 
-/// Every backend at every worker count, with and without the db plugin; the plot.
-pub(crate) async fn section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
-    r.line(format!("## End-to-end throughput ({n} trivial runs; with the db plugin, until the history caught up)"));
-    r.line("");
-    r.line("| backend | workers | no plugin (baseline) runs/s | with db plugin runs/s | ratio | start latency p50 / p99 (ms), with db | runs per commit, baseline / with db | database growth per run, baseline / with db (bytes) | host RSS when done, with db (MiB) |");
-    r.line("|---|---|---|---|---|---|---|---|---|");
-    let mut series = Vec::new();
+/// The backends `--backend` asks for (both by default; PostgreSQL only with a server).
+fn backends(opts: &BenchOptions) -> anyhow::Result<Vec<(Backend, &'static str)>> {
     let on = |b: &str| opts.backends.is_empty() || opts.backends.iter().any(|x| x == b);
     let mut backends = Vec::new();
     if on("sqlite") {
@@ -134,8 +141,18 @@ pub(crate) async fn section(opts: &BenchOptions, r: &mut Report, n: usize) -> an
             None => {}
         }
     }
+    Ok(backends)
+}
+
+/// Every backend at every worker count, with and without the db plugin; the plot.
+pub(crate) async fn section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
+    r.line(format!("## End-to-end throughput ({n} trivial runs; with the db plugin, until the history caught up)"));
+    r.line("");
+    r.line("| backend | workers | no plugin (baseline) runs/s | with db plugin runs/s | ratio | start latency p50 / p99 (ms), with db | runs per commit, baseline / with db | database growth per run, baseline / with db (bytes) | host RSS when done, with db (MiB) |");
+    r.line("|---|---|---|---|---|---|---|---|---|");
+    let mut series = Vec::new();
     let counts = if opts.workers.is_empty() { vec![1, 8, 64] } else { opts.workers.clone() };
-    for (backend, label) in backends {
+    for (backend, label) in backends(opts)? {
         let mut base_pts = Vec::new();
         let mut db_pts = Vec::new();
         for &workers in &counts {
@@ -208,6 +225,45 @@ pub(crate) async fn latency_section(opts: &BenchOptions, r: &mut Report) -> anyh
     if let Some(admin) = opts.postgres.as_deref() {
         let (p50, p99) = steady_latency(Backend::Postgres, Some(admin), rate, secs).await?;
         r.line(format!("| PostgreSQL | {p50:.2} | {p99:.2} |"));
+    }
+    r.line("");
+    Ok(())
+}
+
+/// The change feed's delivery round sized by measurement: throughput with the db plugin
+/// recording history (8 workers) for each number of events read a round, on each backend,
+/// in rounds that rotate the order, medians; each beside the default.
+pub(crate) async fn delivery_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
+    let default = fluid_host::plugins::DEFAULT_EVENT_BATCH;
+    let mut sizes = if opts.event_batches.is_empty() { vec![64, default, 1024] } else { opts.event_batches.clone() };
+    if !sizes.contains(&default) {
+        sizes.push(default);
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    let rounds = 3;
+    r.line(format!(
+        "## Events per delivery round ({n} trivial runs, 8 workers, db plugin recording history, {rounds} rounds rotating the order, medians)"
+    ));
+    r.line("");
+    r.line(format!("| backend | events a round | runs/s with db plugin | against {default} (the default) | runs per commit |"));
+    r.line("|---|---|---|---|---|");
+    for (backend, label) in backends(opts)? {
+        let mut rates: Vec<Vec<f64>> = vec![vec![]; sizes.len()];
+        let mut commits: Vec<Vec<f64>> = vec![vec![]; sizes.len()];
+        for round in 0..rounds {
+            for k in 0..sizes.len() {
+                let i = (k + round) % sizes.len();
+                let t = throughput_with_batch(backend, opts.postgres.as_deref(), 8, true, n, sizes[i]).await?;
+                rates[i].push(t.runs_per_s);
+                commits[i].push(t.runs_per_commit);
+            }
+        }
+        let base = median(&rates[sizes.iter().position(|&s| s == default).unwrap_or(0)]);
+        for (i, size) in sizes.iter().enumerate() {
+            let m = median(&rates[i]);
+            r.line(format!("| {label} | {size} | {m:.0} | {:.2} | {:.1} |", m / base, median(&commits[i])));
+        }
     }
     r.line("");
     Ok(())

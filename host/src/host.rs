@@ -43,6 +43,9 @@ pub struct HostConfig {
     pub insecure_no_auth: bool,
     /// Let `/metrics` answer without a token when tokens are in force.
     pub metrics_open: bool,
+    /// Events read from the change feed per delivery round to a plugin (fewer when they
+    /// exceed its `max_args_kib`).
+    pub event_batch: usize,
 }
 
 impl HostConfig {
@@ -64,6 +67,7 @@ impl HostConfig {
             scheduler: SchedulerConfig::default(),
             insecure_no_auth: false,
             metrics_open: false,
+            event_batch: crate::plugins::DEFAULT_EVENT_BATCH,
         }
     }
 
@@ -86,6 +90,7 @@ impl HostConfig {
         s.cache_dir = Some(self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache")));
         s.limits = self.plugin_limits.clone();
         s.scan_interval = self.plugin_scan_interval;
+        s.batch = self.event_batch.max(1);
         s
     }
 

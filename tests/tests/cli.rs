@@ -135,6 +135,36 @@ fn bench_runs_graphile_worker_beside_fluid_on_the_same_postgresql() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `fluid bench --only delivery`: the db plugin's throughput at each number of events a
+/// delivery round reads, on both backends, the default size always among them and the
+/// ratio to it 1 on its own row.
+#[test]
+fn bench_sizes_the_delivery_round_by_measurement_on_both_backends() {
+    let dir = temp();
+    let out = dir.join("bench");
+    let admin = fluid_tests::pg::admin_url();
+    let args =
+        ["bench", "--only", "delivery", "--runs", "300", "--event-batch", "16", "--postgres", &admin, "--out", out.to_str().unwrap()];
+    let run = fluid(&dir, &args);
+    assert!(run.status.success(), "{}\n{}", text(&run.stdout), text(&run.stderr));
+    let report = std::fs::read_to_string(out.join("results.md")).expect("results.md written");
+    let default = fluid_host::plugins::DEFAULT_EVENT_BATCH.to_string();
+    for backend in ["SQLite", "PostgreSQL"] {
+        let rows: Vec<Vec<&str>> =
+            report.lines().filter(|l| l.starts_with(&format!("| {backend} |"))).map(|l| l.split('|').map(str::trim).collect()).collect();
+        let sizes: Vec<&str> = rows.iter().map(|c| c[2]).collect();
+        assert_eq!(sizes, ["16", default.as_str()], "{report}");
+        for c in &rows {
+            let (rate, ratio): (f64, f64) = (c[3].parse().unwrap(), c[4].parse().unwrap());
+            assert!(rate > 0.0 && ratio > 0.0, "{report}");
+            if c[2] == default {
+                assert_eq!(c[4], "1.00", "{report}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
     let dir = temp();

@@ -46,6 +46,10 @@ pub struct PluginSettings {
     pub scan_interval: Option<Duration>,
 }
 
+/// Events read from the feed per delivery round unless told otherwise (`fluid bench --only
+/// delivery` measures the choice).
+pub const DEFAULT_EVENT_BATCH: usize = 256;
+
 impl PluginSettings {
     /// The defaults for the plugins folder `dir`, its fluid.toml in it.
     pub fn new(dir: impl Into<PathBuf>) -> PluginSettings {
@@ -55,7 +59,7 @@ impl PluginSettings {
             dir,
             cache_dir: None,
             limits: Limits::default(),
-            batch: 256,
+            batch: DEFAULT_EVENT_BATCH,
             scan_interval: Some(Duration::from_millis(500)),
         }
     }
