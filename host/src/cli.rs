@@ -104,7 +104,7 @@ pub enum Command {
         /// What to make.
         #[arg(value_enum)]
         kind: crate::scaffold::Kind,
-        /// Its name: [a-z][a-z0-9_]*, at most 24 characters (the .wasm is named after it).
+        /// Its name: a lowercase letter, then lowercase letters, digits or `_`; at most 24 characters (the .wasm is named after it).
         name: String,
         /// The language.
         #[arg(long, value_enum, default_value = "rust")]

@@ -1,19 +1,19 @@
 //! Plugins as WebAssembly components, in six layers; each imports only the layers below it
 //! (the `layers` test in `lib.rs` holds this):
 //!
-//! 1. [`wit`]: the contract: the generated types (the only `bindgen!`), the versions of the
+//! 1. `wit`: the contract: the generated types (the only `bindgen!`), the versions of the
 //!    WIT package this host speaks, and conversions to the scheduler's types.
-//! 2. [`engine`]: where guest code runs: the engine, the sandbox around a store (memory cap,
+//! 2. `engine`: where guest code runs: the engine, the sandbox around a store (memory cap,
 //!    WASI with only its grants), the operator's policy, the compile cache, the guest
 //!    threads and the bounds on what a component hands the host.
-//! 3. [`instance`]: an instance's store data and the narrow handle it reaches other plugins
+//! 3. `instance`: an instance's store data and the narrow handle it reaches other plugins
 //!    through, the actor that owns a plugin's instance, and supervision (counters,
 //!    failures, quarantine).
-//! 4. [`capabilities`]: the imports given to components, one per module (`host`,
+//! 4. `capabilities`: the imports given to components, one per module (`host`,
 //!    `storage`, `route-roles`), and the linkers that put them together.
-//! 5. [`services`]: what components do for the host: event delivery, task components'
+//! 5. `services`: what components do for the host: event delivery, task components'
 //!    tasks, plugin HTTP routes.
-//! 6. [`registry`]: which components are loaded: loading and swapping, call accounting,
+//! 6. `registry`: which components are loaded: loading and swapping, call accounting,
 //!    the folder watch, fluid.toml, trust, and offline inspection.
 //!
 //! [`bundled`] (the components carried in the binary) imports nothing of the layers.

@@ -71,7 +71,7 @@ pub(crate) async fn furthest_behind_idle(conn: &mut Db, now: i64) -> Result<Opti
     row.map(|r| Ok((r.try_get("plugin")?, r.try_get("seq")?))).transpose()
 }
 
-/// What [`forget`] did.
+/// What forgetting a plugin's checkpoint did ([`Store::forget_checkpoint`](super::Store::forget_checkpoint)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Forget {
     /// The checkpoint is gone; it stood at `seq`, with `held` events of the feed kept for

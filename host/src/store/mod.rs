@@ -83,7 +83,7 @@ pub struct Store {
     reader: Reader,
     /// The connection URL (PostgreSQL's LISTEN needs a connection of its own).
     pub(crate) url: String,
-    /// How long each transaction of [`api`] takes, by operation.
+    /// How long each of its transactions takes, by operation.
     pub metrics: crate::metrics::StoreMetrics,
     /// Set by [`Store::close`]: SQLite's connections live as long as any clone, so new
     /// transactions are refused here instead, as sqlx refuses them on a closed pool.
