@@ -97,3 +97,44 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Fixture;
+    use super::*;
+
+    /// How an execution ends is the state recorded: success, a failure, an abort, a panic
+    /// caught as a failure of that run only, and a timeout that stops the task.
+    #[tokio::test]
+    async fn an_executions_end_is_the_state_recorded() {
+        let f = Fixture::new(SchedulerConfig { consume: false, ..Default::default() }).await;
+        let s = &f.scheduler;
+        s.register(Task::new("fails").run(|_| async { Err(TaskError::Failed("it broke".into())) })).unwrap();
+        s.register(Task::new("aborts").run(|_| async { Err(TaskError::Aborted("not today".into())) })).unwrap();
+        s.register(Task::new("panics").run(|_| async {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            Ok(())
+        }))
+        .unwrap();
+        s.register(Task::new("slow").timeout(Duration::from_millis(50)).run(|_| async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(())
+        }))
+        .unwrap();
+        let ended = |task: &'static str| async move { s.execute_now(task, serde_json::json!({})).await.unwrap() };
+        let run = ended("t").await;
+        assert_eq!((run.state, run.error), (TaskState::Success, None));
+        let run = ended("fails").await;
+        assert_eq!((run.state, run.error.as_deref()), (TaskState::Failure, Some("it broke")));
+        let run = ended("aborts").await;
+        assert_eq!((run.state, run.error.as_deref()), (TaskState::Aborted, Some("not today")));
+        let run = ended("panics").await;
+        assert_eq!(run.state, TaskState::Failure);
+        assert!(run.error.as_deref().is_some_and(|e| e.contains("task panicked") && e.contains("boom")), "{:?}", run.error);
+        let run = ended("slow").await;
+        assert_eq!(run.state, TaskState::Failure);
+        assert!(run.error.as_deref().is_some_and(|e| e.starts_with("timeout after")), "{:?}", run.error);
+    }
+}
