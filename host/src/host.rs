@@ -46,6 +46,8 @@ pub struct HostConfig {
     /// Events read from the change feed per delivery round to a plugin (fewer when they
     /// exceed its `max_args_kib`).
     pub event_batch: usize,
+    /// Plugin files compiled at once (see [`plugins::DEFAULT_COMPILE_SLOTS`](crate::plugins::DEFAULT_COMPILE_SLOTS)).
+    pub compile_slots: usize,
 }
 
 impl HostConfig {
@@ -68,6 +70,7 @@ impl HostConfig {
             insecure_no_auth: false,
             metrics_open: false,
             event_batch: crate::plugins::DEFAULT_EVENT_BATCH,
+            compile_slots: crate::plugins::DEFAULT_COMPILE_SLOTS,
         }
     }
 
@@ -91,6 +94,7 @@ impl HostConfig {
         s.limits = self.plugin_limits.clone();
         s.scan_interval = self.plugin_scan_interval;
         s.batch = self.event_batch.max(1);
+        s.compile_slots = self.compile_slots.max(1);
         s
     }
 

@@ -286,6 +286,53 @@ async fn compiling_never_blocks_the_api_or_other_files_and_too_big_or_slow_files
     h.shutdown(Duration::ZERO).await;
 }
 
+/// Compiling costs memory that grows with the component and cannot be stopped once begun,
+/// so files dropped together compile within the host's compile slots: with one slot, of two
+/// slow files one compiles (and is abandoned at its limit, keeping the slot until its
+/// thread ends) and the other is refused for want of a slot within its own limit; a file
+/// dropped after them, with time to wait, compiles once the abandoned compilation ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_dropped_together_compile_within_the_compile_slots() {
+    let dir = TempDir::new();
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/polyglot/out/pytasks.wasm");
+    assert!(python.exists(), "{} missing: run plugins/polyglot/build.sh first (the README's test command does)", python.display());
+    // The Python component takes seconds to compile; 2 s refuses it and leaves the other
+    // slow file no slot within its own 2 s.
+    let toml = "[plugins.slow_a.limits]\ncompile_timeout_s = 2\n[plugins.slow_b.limits]\ncompile_timeout_s = 2\n[plugins.zlate.config]\nname = \"zlate\"\n";
+    std::fs::write(dir.path().join("fluid.toml"), format!("{BASE}\n{toml}")).unwrap();
+    let mut c = config(dir.path());
+    c.load_plugins = true;
+    c.compile_slots = 1;
+    let h = start(c, tasks()).await;
+    let plugins = dir.path().join("plugins");
+    let drop_in = |src: &Path, name: &str| {
+        std::fs::copy(src, plugins.join(format!("{name}.tmp"))).unwrap();
+        std::fs::rename(plugins.join(format!("{name}.tmp")), plugins.join(format!("{name}.wasm"))).unwrap();
+    };
+    drop_in(&python, "slow_a");
+    drop_in(&python, "slow_b");
+    let list = poll("both slow files to be refused", WAIT, || async {
+        let (_, list) = get_json(&h, "/plugins").await;
+        let refused = list.as_array()?.iter().filter(|p| p["name"] == "slow_a" || p["name"] == "slow_b").count();
+        (refused == 2).then_some(list)
+    })
+    .await;
+    let mut reasons = [failed_reason(&list, "slow_a"), failed_reason(&list, "slow_b")];
+    reasons.sort_by_key(|r| r.contains("no compile slot"));
+    assert!(reasons[0].contains("took longer") && reasons[0].contains("compile_timeout_s"), "{list}");
+    assert!(reasons[1].contains("no compile slot"), "{list}");
+    // A small file dropped now waits for the slot the abandoned compilation holds (its
+    // limit is the default) and loads once that compilation has ended.
+    drop_in(&guest_wasm_dir().join("fluid_test_attacker.wasm"), "zlate");
+    poll("zlate to load after the abandoned compilation", Duration::from_secs(180), || async {
+        let (_, list) = get_json(&h, "/plugins").await;
+        list.as_array()?.iter().any(|p| p["name"] == "zlate" && p["state"] == "active").then_some(())
+    })
+    .await;
+    unharmed(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// Classes 2 and 3: what a component hands the host to keep is bounded, and over a bound
 /// it is refused at load with the bound named: 20,000 task definitions, a schedule every
 /// millisecond, 65 routes, a huge version, a task tagged to keep its runs out of history.

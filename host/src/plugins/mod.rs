@@ -36,7 +36,7 @@ pub use registry::config::FluidConfig;
 pub use registry::loaded::Loaded;
 pub use registry::loader::{Checked, EnableError, check_component, valid_name};
 pub use registry::probe::InstanceCost;
-pub use registry::{DEFAULT_EVENT_BATCH, PluginInfo, PluginRuntime, PluginSettings, inspect, trust};
+pub use registry::{DEFAULT_COMPILE_SLOTS, DEFAULT_EVENT_BATCH, PluginInfo, PluginRuntime, PluginSettings, inspect, trust};
 pub use services::routes::{Pattern, PluginRoute, RouteMatch, namespace};
 
 pub(crate) use services::routes::HOST_SEGMENTS;

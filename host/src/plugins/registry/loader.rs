@@ -31,12 +31,27 @@ use std::sync::{Arc, Mutex};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-/// One load, swap, unload or re-enable at a time, and the files the watcher is loading now
-/// (each on its own task).
-#[derive(Default)]
+/// One load, swap, unload or re-enable at a time, the files the watcher is loading now
+/// (each on its own task), and the compile slots.
 pub(crate) struct Admin {
     pub(crate) lock: tokio::sync::Mutex<()>,
     pub(crate) loading: Mutex<BTreeSet<PathBuf>>,
+    /// Compilations at once. A compile's memory grows with the component (a large one
+    /// takes hundreds of MiB) and cannot be stopped once begun: a compile abandoned after
+    /// its `compile_timeout_s` keeps its slot until its thread ends. So files dropped
+    /// together, or slow ones dropped again and again, never compile side by side past
+    /// these slots.
+    pub(crate) compile_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Admin {
+    pub(crate) fn new(compile_slots: usize) -> Admin {
+        Admin {
+            lock: tokio::sync::Mutex::default(),
+            loading: Mutex::default(),
+            compile_slots: Arc::new(tokio::sync::Semaphore::new(compile_slots.max(1))),
+        }
+    }
 }
 
 /// Why `enable` did nothing.
@@ -198,7 +213,21 @@ impl PluginRuntime {
         let (shared2, path2) = (shared.clone(), path.to_path_buf());
         let trust = shared.config.read().unwrap().trust().clone();
         let name2 = name.to_string();
+        let limit = limits.compile_timeout();
+        // The wait for a slot counts against the file's time limit, so a file never waits
+        // for ever behind slow ones; the slot goes with the thread, held until it ends.
+        let slot = match tokio::time::timeout(limit, shared.admin.compile_slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(format!("{file}: the host is stopping")),
+            Err(_) => {
+                return Err(format!(
+                    "{file}: no compile slot within {limit:?} (compile_timeout_s): every slot is held by a slower file's \
+                     compilation, or by one abandoned after its own limit; refused until the file changes"
+                ));
+            }
+        };
         let work = guest_pool::off_host("fluid-compile", move || {
+            let _slot = slot;
             let bytes = std::fs::read(&path2).map_err(|e| format!("{}: cannot read: {e}", path2.display()))?;
             // Before it is compiled: an untrusted file costs nothing but this check.
             trust.admits(&name2, &path2, &bytes)?;
@@ -212,7 +241,6 @@ impl PluginRuntime {
             )?;
             Ok::<_, String>((checked, bytes))
         });
-        let limit = limits.compile_timeout();
         match tokio::time::timeout(limit, work).await {
             Ok(Ok(Ok((checked, bytes)))) => Ok(Compiled { checked, bytes, stamp }),
             Ok(Ok(Err(e))) => Err(e),

@@ -28,4 +28,4 @@ pub(crate) mod task_components;
 pub mod trust;
 pub(crate) mod watcher;
 
-pub use runtime::{DEFAULT_EVENT_BATCH, PluginInfo, PluginRuntime, PluginSettings};
+pub use runtime::{DEFAULT_COMPILE_SLOTS, DEFAULT_EVENT_BATCH, PluginInfo, PluginRuntime, PluginSettings};

@@ -42,6 +42,9 @@ pub struct PluginSettings {
     pub limits: Limits,
     /// Events read from the feed per delivery round (fewer when they exceed `max_args_kib`).
     pub batch: usize,
+    /// Compilations at once: each holds memory that grows with its component, and one
+    /// abandoned after its `compile_timeout_s` holds its slot until it ends.
+    pub compile_slots: usize,
     /// How often the plugins folder and fluid.toml are looked at; None: never after start.
     pub scan_interval: Option<Duration>,
 }
@@ -49,6 +52,11 @@ pub struct PluginSettings {
 /// Events read from the feed per delivery round unless told otherwise (`fluid bench --only
 /// delivery` measures the choice).
 pub const DEFAULT_EVENT_BATCH: usize = 256;
+
+/// Compilations at once unless told otherwise: two, so one slow file never holds up the
+/// others alone, while what compiles at once (each holding memory that grows with its
+/// component) stays bounded.
+pub const DEFAULT_COMPILE_SLOTS: usize = 2;
 
 impl PluginSettings {
     /// The defaults for the plugins folder `dir`, its fluid.toml in it.
@@ -60,6 +68,7 @@ impl PluginSettings {
             cache_dir: None,
             limits: Limits::default(),
             batch: DEFAULT_EVENT_BATCH,
+            compile_slots: DEFAULT_COMPILE_SLOTS,
             scan_interval: Some(Duration::from_millis(500)),
         }
     }
@@ -134,6 +143,7 @@ impl PluginRuntime {
     /// runtime to the scheduler. Load plugins with `load_dir`, then `watch` the folder.
     pub async fn new(scheduler: Scheduler, settings: PluginSettings) -> anyhow::Result<PluginRuntime> {
         let config = FluidConfig::load(&settings.config_path, settings.limits.clone())?;
+        let compile_slots = settings.compile_slots;
         let linkers = Linkers::new(engine::engine()?)?;
         let storage = PluginStorage::new(scheduler.store().plugin_store().await?).await?;
         if let Some(dir) = settings.cache_dir.clone() {
@@ -157,7 +167,7 @@ impl PluginRuntime {
             config: RwLock::new(config),
             loaded,
             calls,
-            admin: Admin::default(),
+            admin: Admin::new(compile_slots),
             stop,
         });
         let rt = PluginRuntime { shared };
