@@ -92,11 +92,6 @@ pub(crate) async fn count_done(store: &Store) -> anyhow::Result<u64> {
     Ok(store.count_runs("bench", TaskState::Success).await?)
 }
 
-/// Bytes the databases take (see `Store::database_bytes`).
-pub(crate) async fn database_bytes(store: &Store) -> anyhow::Result<u64> {
-    Ok(store.database_bytes().await?)
-}
-
 /// How many finish-and-claim commits the host made, as its `/metrics` reports them.
 pub(crate) fn cycle_commits(metrics: &fluid_host::metrics::Metrics) -> u64 {
     let line = metrics

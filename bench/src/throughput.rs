@@ -52,7 +52,7 @@ async fn throughput_with_batch(
     }
     let store = host.scheduler.store().clone();
     let runs = new_runs(n);
-    let bytes_before = database_bytes(&store).await?;
+    let bytes_before = store.database_bytes().await?;
     // Count successes from the scheduler's own broadcast: polling the database would
     // compete with the host for it.
     let mut changes = host.scheduler.subscribe();
@@ -79,7 +79,7 @@ async fn throughput_with_batch(
     }
     let secs = t0.elapsed().as_secs_f64();
     let rss_mib = rss_bytes() as f64 / (1 << 20) as f64;
-    let bytes_per_run = database_bytes(&store).await?.saturating_sub(bytes_before) as f64 / n as f64;
+    let bytes_per_run = store.database_bytes().await?.saturating_sub(bytes_before) as f64 / n as f64;
     let commits = cycle_commits(host.scheduler.metrics());
     let lat = start_latencies(&store).await?;
     end_bench_host(host, dir, pg, pg_admin).await;

@@ -214,8 +214,9 @@ impl PluginRuntime {
         let trust = shared.config.read().unwrap().trust().clone();
         let name2 = name.to_string();
         let limit = limits.compile_timeout();
-        // The wait for a slot counts against the file's time limit, so a file never waits
-        // for ever behind slow ones; the slot goes with the thread, held until it ends.
+        // A file waits for a slot at most its time limit (never for ever behind slow ones),
+        // then has its time limit to compile; the slot goes with the thread, held until it
+        // ends, abandoned or not.
         let slot = match tokio::time::timeout(limit, shared.admin.compile_slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) => return Err(format!("{file}: the host is stopping")),
