@@ -2,11 +2,12 @@
 //! transaction; the per-table SQL lives in the sibling modules.
 
 use super::checkpoints::Forget;
+use super::cycle::{self, Cycle, CycleOutcome};
 use super::events::Event;
 use super::hosts::HostRow;
 use super::runs::{self, Cancel, ClaimRules, Claimed, Finish};
 use super::tasks::TaskStatus;
-use super::{Backend, Db, Store, StoreError, checkpoints, events, hosts, pg_cycle, query, schedules, tasks, tokens};
+use super::{Backend, Store, StoreError, checkpoints, events, hosts, pg_cycle, query, schedules, tasks, tokens};
 use crate::time::now_us;
 use crate::types::{Priority, TaskRun};
 use std::collections::{BTreeMap, HashMap};
@@ -31,10 +32,11 @@ impl Store {
         self.metrics
             .timed("claim", async {
                 if self.backend == Backend::Postgres {
-                    return Ok(pg_cycle::finish_and_claim(&mut self.read().await?, &[], host, limit, rules).await?.1);
+                    let c = Cycle { host, begins: &[], finishes: &[], limit, ahead: 0, rules };
+                    return Ok(pg_cycle::run(&mut self.read().await?, &c).await?.claimed);
                 }
                 let mut tx = self.write_tx().await?;
-                let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
+                let claimed = runs::claim(&mut tx, self.backend, host, limit, 0, rules, None).await?;
                 events::append(&mut tx, self.backend, &claimed.changes()).await?;
                 tx.commit().await?;
                 Ok(claimed)
@@ -47,7 +49,7 @@ impl Store {
         self.metrics
             .timed("claim_one", async {
                 let mut tx = self.write_tx().await?;
-                let claimed = runs::claim(&mut tx, self.backend, host, 1, rules, Some(id)).await?;
+                let claimed = runs::claim(&mut tx, self.backend, host, 1, 0, rules, Some(id)).await?;
                 events::append(&mut tx, self.backend, &claimed.changes()).await?;
                 tx.commit().await?;
                 Ok(claimed)
@@ -60,6 +62,7 @@ impl Store {
     /// then `queued` again when retried). In the same transaction, claims up to `limit`
     /// due runs for `host` (see `runs::claim`; none when 0): the slots those executions
     /// free are filled in the commit that frees them, one transaction per cycle, not two.
+    /// A [`cycle`](Self::cycle) that starts no reserved runs and reserves none.
     pub async fn finish_and_claim(
         &self,
         finishes: &[Finish],
@@ -67,19 +70,49 @@ impl Store {
         limit: usize,
         rules: &BTreeMap<String, ClaimRules>,
     ) -> Result<(Vec<Result<Vec<TaskRun>, StoreError>>, Claimed), StoreError> {
+        let done = self.cycle(&Cycle { host, begins: &[], finishes, limit, ahead: 0, rules }).await?;
+        Ok((done.finished, done.claimed))
+    }
+
+    /// One scheduler cycle of a host, in one transaction (see [`Cycle`]): the starts of
+    /// runs it reserved, the ends of runs it finished, then runs claimed into the slots
+    /// they free and reserved beyond them, every change appended to the feed in order.
+    pub async fn cycle(&self, c: &Cycle<'_>) -> Result<CycleOutcome, StoreError> {
         self.metrics
             .timed("finish_and_claim", async {
                 if self.backend == Backend::Postgres {
-                    return pg_cycle::finish_and_claim(&mut self.read().await?, finishes, host, limit, rules).await;
+                    return pg_cycle::run(&mut self.read().await?, c).await;
                 }
                 let mut tx = self.write_tx().await?;
-                let (out, mut written) = finish_in(&mut tx, self.backend, finishes).await?;
-                let claimed = runs::claim(&mut tx, self.backend, host, limit, rules, None).await?;
-                // Ends first, then starts: the feed's order is the order things happened.
-                written.extend(claimed.changes());
-                events::append(&mut tx, self.backend, &written).await?;
+                let done = cycle::run_in(&mut tx, self.backend, c).await?;
                 tx.commit().await?;
-                Ok((out, claimed))
+                Ok(done)
+            })
+            .await
+    }
+
+    /// Gives back reservations `host` will not start (each is `(id, lease)`): the runs are
+    /// claimable again, unless they moved on since. Returns how many were released.
+    pub async fn release(&self, host: &str, reserved: &[(String, i64)]) -> Result<u64, StoreError> {
+        self.metrics
+            .timed("release", async {
+                let mut tx = self.write_tx().await?;
+                let n = runs::release(&mut tx, host, reserved).await?;
+                tx.commit().await?;
+                Ok(n)
+            })
+            .await
+    }
+
+    /// Gives back every reservation of `host`: when it stops, and when it starts (under an
+    /// id a previous process may have used).
+    pub async fn release_all(&self, host: &str) -> Result<u64, StoreError> {
+        self.metrics
+            .timed("release", async {
+                let mut tx = self.write_tx().await?;
+                let n = runs::release_all(&mut tx, host).await?;
+                tx.commit().await?;
+                Ok(n)
             })
             .await
     }
@@ -233,12 +266,16 @@ impl Store {
     }
 
     /// Rescues runs left `running` by hosts silent since `dead_before`: each becomes
-    /// `interrupted`, then `queued` again when `retry` gives a delay for it. Returns every
+    /// `interrupted`, then `queued` again when `retry` gives a delay for it. Their
+    /// reservations are released. Returns every
     /// snapshot written, in order (so a retried run appears twice: interrupted, queued).
     pub async fn rescue(&self, dead_before: i64, retry: impl Fn(&TaskRun) -> Option<Duration>) -> Result<Vec<TaskRun>, StoreError> {
         self.metrics
             .timed("rescue", async {
                 let mut tx = self.write_tx().await?;
+                // Their reservations never showed as started: they go back to the queue as
+                // they were, with no event.
+                runs::orphaned_reservations(&mut tx, dead_before).await?;
                 let orphans = runs::orphaned(&mut tx, self.backend, dead_before).await?;
                 let mut out = Vec::new();
                 for mut row in orphans {
@@ -475,31 +512,4 @@ impl Store {
             })
             .await
     }
-}
-
-/// The finishes of one batch inside `tx`: each one's result, and every snapshot written (for
-/// the feed, which the caller appends last).
-async fn finish_in(
-    tx: &mut Db,
-    backend: super::Backend,
-    finishes: &[Finish],
-) -> Result<(Vec<Result<Vec<TaskRun>, StoreError>>, Vec<TaskRun>), StoreError> {
-    let mut out = Vec::with_capacity(finishes.len());
-    for f in finishes {
-        match runs::finish(tx, backend, f).await {
-            Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
-            r => out.push(r),
-        }
-    }
-    let written: Vec<TaskRun> = out.iter().filter_map(|r| r.as_ref().ok()).flatten().cloned().collect();
-    // Each task's last run once per batch, not once per run (in name order: PostgreSQL
-    // transactions of several hosts lock these rows in one order, so never in a cycle).
-    let mut last: BTreeMap<&str, &TaskRun> = BTreeMap::new();
-    for end in out.iter().filter_map(|r| r.as_ref().ok().and_then(|w| w.first())) {
-        last.insert(&end.task, end);
-    }
-    for end in last.into_values() {
-        tasks::record_last_run(tx, end).await?;
-    }
-    Ok((out, written))
 }

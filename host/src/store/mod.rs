@@ -21,6 +21,7 @@
 
 mod api;
 mod checkpoints;
+mod cycle;
 mod db;
 mod dialect;
 mod events;
@@ -41,10 +42,11 @@ use anyhow::Context;
 // The public face: the handle and its errors, the types its transactions take and give,
 // and the query layer (tests hold both drivers to it; tools read the database with it).
 pub use checkpoints::Forget;
+pub use cycle::{Cycle, CycleOutcome};
 pub use db::{Db, Query, Row, query, query_built};
 pub use events::Event;
 pub use hosts::HostRow;
-pub use runs::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow, ShareRoom};
+pub use runs::{Begin, Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow, ShareRoom};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use std::path::Path;

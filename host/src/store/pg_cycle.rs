@@ -23,28 +23,31 @@
 //! migrations create it only where it is missing, so a host connecting as another role
 //! than the function's owner still starts); a change is a new suffix.
 
+use super::cycle::{Cycle, CycleOutcome};
 use super::locks::{feed_lock, task_lock};
-use super::runs::{ClaimRules, Claimed, Finish, end_state, fenced_out_of, from_row};
+use super::runs::{end_state, fenced_out_of, from_row};
 use super::{Db, StoreError, query};
 use crate::time::now_us;
-use crate::types::TaskRun;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 
 /// The function's name, for the migrations: they install it where it is missing.
-pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v3";
+pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v4";
 
-/// The cycle. `p_finishes`: [{idx, id, lease, state, error, retry_in_us}]; `p_tasks`: the
-/// task names this host runs; `p_limited`: {task: {max, retry, attempts, wait_s, backoff,
-/// max_wait_s}} for tasks with a concurrency limit; `p_groups`: {task: group} for tasks
-/// sharing a cap on this host's workers, `p_rooms`: {group: runs it may still start}
-/// (`v2` added these two; `v3` takes the locks of `locks`). Returns, in the order written: `end`
-/// and `requeued` rows (idx = the finish), `conflict` (a fenced-out finish, with the row as
-/// it stands) or `missing` (no such run), `ended` (claimed and ended at the door), `started`.
+/// The cycle. `p_begins`: [{idx, id, lease, at}], reserved runs this host started;
+/// `p_finishes`: [{idx, id, lease, state, error, retry_in_us}]; `p_limit` runs to start and
+/// `p_ahead` to reserve beyond them; `p_tasks`: the task names this host runs; `p_limited`:
+/// {task: {max, retry, attempts, wait_s, backoff, max_wait_s}} for tasks with a
+/// concurrency limit; `p_groups`: {task: group} for tasks sharing a cap on this host's
+/// workers, `p_rooms`: {group: runs it may still start} (`v2` added these two; `v3` takes
+/// the locks of `locks`; `v4` added begins and reservations). Returns, in the order
+/// written: `begun` (idx = the begin), `begin_refused` (its task is disabled: aborted),
+/// `begin_conflict` or `begin_missing`; `end` and `requeued` rows (idx = the finish),
+/// `conflict` (a fenced-out finish, with the row as it stands) or `missing` (no such run);
+/// `ended` (claimed and ended at the door), `started`, `reserved`.
 pub(crate) const FUNCTION: &str = concat!(
-    r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v3(
-        p_finishes TEXT, p_now BIGINT, p_host TEXT, p_limit BIGINT, p_tasks TEXT, p_limited TEXT,
-        p_groups TEXT, p_rooms TEXT
+    r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v4(
+        p_begins TEXT, p_finishes TEXT, p_now BIGINT, p_host TEXT, p_limit BIGINT, p_ahead BIGINT,
+        p_tasks TEXT, p_limited TEXT, p_groups TEXT, p_rooms TEXT
     ) RETURNS TABLE (o_kind TEXT, o_idx BIGINT, o_run fluid_runs)
     LANGUAGE plpgsql
     -- Every lookup here has its index. Until the first ANALYZE the planner takes a busy
@@ -55,6 +58,7 @@ pub(crate) const FUNCTION: &str = concat!(
     SET enable_sort = off SET enable_bitmapscan = off SET jit = off
     AS $fn$
     DECLARE
+        b RECORD;
         f RECORD;
         r fluid_runs;
         c fluid_runs;
@@ -73,7 +77,34 @@ pub(crate) const FUNCTION: &str = concat!(
         n BIGINT;
         attempt BIGINT;
         d FLOAT8;
+        nstarted BIGINT := 0;
+        nreserved BIGINT := 0;
     BEGIN
+        -- Starts of runs this host reserved, fenced: only the owner of the current
+        -- reservation of a queued run may start it.
+        IF p_begins <> '[]' THEN
+            disabled := ARRAY(SELECT name FROM fluid_task_state WHERE enabled = 0);
+            FOR b IN SELECT * FROM json_to_recordset(p_begins::json) AS x(idx BIGINT, id TEXT, lease BIGINT, at BIGINT) LOOP
+                UPDATE fluid_runs SET state = 'running', start_at = b.at
+                    WHERE id = b.id AND lease = b.lease AND owner = p_host AND state = 'queued' RETURNING * INTO r;
+                IF NOT FOUND THEN
+                    SELECT * INTO r FROM fluid_runs WHERE id = b.id;
+                    IF FOUND THEN o_kind := 'begin_conflict'; o_run := r; ELSE o_kind := 'begin_missing'; o_run := NULL; END IF;
+                    o_idx := b.idx; RETURN NEXT;
+                    CONTINUE;
+                END IF;
+                IF r.task = ANY(disabled) THEN
+                    UPDATE fluid_runs SET state = 'aborted', end_at = p_now, error = 'task disabled', owner = NULL,
+                        cancel_requested = 0 WHERE id = b.id RETURNING * INTO r;
+                    o_kind := 'begin_refused'; o_idx := b.idx; o_run := r; RETURN NEXT;
+                    evs := array_append(evs, r);
+                    CONTINUE;
+                END IF;
+                o_kind := 'begun'; o_idx := b.idx; o_run := r; RETURN NEXT;
+                evs := array_append(evs, r);
+            END LOOP;
+        END IF;
+
         -- Ends, fenced: only the current lease of a running run may end it.
         FOR f IN SELECT * FROM json_to_recordset(p_finishes::json)
                  AS x(idx BIGINT, id TEXT, lease BIGINT, state TEXT, error TEXT, retry_in_us BIGINT) LOOP
@@ -107,12 +138,13 @@ pub(crate) const FUNCTION: &str = concat!(
             ON CONFLICT (name) DO UPDATE SET last_run_end = excluded.last_run_end,
                 last_run_duration_us = excluded.last_run_duration_us, last_run_state = excluded.last_run_state;
 
-        -- Claim: due runs of known tasks, highest priority first, FIFO within one.
-        IF p_limit > 0 THEN
+        -- Claim: due runs of known tasks, highest priority first, FIFO within one; the
+        -- first p_limit start, the next p_ahead are reserved.
+        IF p_limit + p_ahead > 0 THEN
             FOR c IN SELECT * FROM fluid_runs
-                     WHERE state = 'queued' AND execute_after <= p_now
+                     WHERE state = 'queued' AND owner IS NULL AND execute_after <= p_now
                        AND task = ANY(ARRAY(SELECT json_array_elements_text(p_tasks::json)))
-                     ORDER BY priority, execute_after, id LIMIT p_limit FOR UPDATE SKIP LOCKED LOOP
+                     ORDER BY priority, execute_after, id LIMIT p_limit + p_ahead FOR UPDATE SKIP LOCKED LOOP
                 cands := array_append(cands, c);
             END LOOP;
         END IF;
@@ -133,6 +165,16 @@ pub(crate) const FUNCTION: &str = concat!(
                         cancel_requested = 0 WHERE id = c.id RETURNING * INTO r;
                     o_kind := 'ended'; o_idx := 0; o_run := r; RETURN NEXT;
                     evs := array_append(evs, r);
+                    CONTINUE;
+                END IF;
+                -- Past the claim: reserve, where neither limit is at stake (no event).
+                IF nstarted >= p_limit THEN
+                    IF groups ->> c.task IS NOT NULL OR limited -> c.task IS NOT NULL OR nreserved >= p_ahead THEN
+                        CONTINUE;
+                    END IF;
+                    UPDATE fluid_runs SET owner = p_host, lease = lease + 1 WHERE id = c.id RETURNING * INTO r;
+                    o_kind := 'reserved'; o_idx := 0; o_run := r; RETURN NEXT;
+                    nreserved := nreserved + 1;
                     CONTINUE;
                 END IF;
                 -- No room left in its group's share: it stays queued, untouched.
@@ -180,6 +222,7 @@ pub(crate) const FUNCTION: &str = concat!(
                     WHERE id = c.id RETURNING * INTO r;
                 o_kind := 'started'; o_idx := 0; o_run := r; RETURN NEXT;
                 starts := array_append(starts, r);
+                nstarted := nstarted + 1;
             END LOOP;
             -- On the feed, runs ended at the door come before the runs started, as the
             -- Rust path writes them and as the host broadcasts them.
@@ -212,19 +255,12 @@ pub(crate) const FUNCTION: &str = concat!(
     $fn$"#
 );
 
-/// What [`super::Store::finish_and_claim`] returns: per finish, the snapshots written or
-/// why not; and the claim.
-pub(crate) type Cycle = (Vec<Result<Vec<TaskRun>, StoreError>>, Claimed);
-
 /// The cycle as one statement on a pooled connection (autocommit: one transaction).
-pub(crate) async fn finish_and_claim(
-    conn: &mut Db,
-    finishes: &[Finish],
-    host: &str,
-    limit: usize,
-    rules: &BTreeMap<String, ClaimRules>,
-) -> Result<Cycle, StoreError> {
-    let batch: Vec<Value> = finishes
+pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, StoreError> {
+    let begins: Vec<Value> =
+        c.begins.iter().enumerate().map(|(idx, b)| json!({"idx": idx, "id": b.id, "lease": b.lease, "at": b.at_us})).collect();
+    let batch: Vec<Value> = c
+        .finishes
         .iter()
         .enumerate()
         .map(|(idx, f)| {
@@ -235,6 +271,7 @@ pub(crate) async fn finish_and_claim(
             })
         })
         .collect();
+    let rules = c.rules;
     let tasks: Vec<&String> = rules.keys().collect();
     let limited: serde_json::Map<String, Value> = rules
         .iter()
@@ -257,36 +294,60 @@ pub(crate) async fn finish_and_claim(
         rules.iter().filter_map(|(name, r)| r.share.as_ref().map(|s| (name.clone(), json!(s.group)))).collect();
     let rooms: serde_json::Map<String, Value> =
         rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), json!(s.room))).collect();
-    let rows =
-        query("SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v3($1, $2, $3, $4, $5, $6, $7, $8) AS c")
-            .bind(Value::Array(batch).to_string())
-            .bind(now_us())
-            .bind(host)
-            .bind(if rules.is_empty() { 0 } else { limit as i64 })
-            .bind(serde_json::to_string(&tasks).unwrap_or_default())
-            .bind(Value::Object(limited).to_string())
-            .bind(Value::Object(groups).to_string())
-            .bind(Value::Object(rooms).to_string())
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows = query(
+        "SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v4($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS c",
+    )
+    .bind(Value::Array(begins).to_string())
+    .bind(Value::Array(batch).to_string())
+    .bind(now_us())
+    .bind(c.host)
+    .bind(if rules.is_empty() { 0 } else { c.limit as i64 })
+    .bind(if rules.is_empty() { 0 } else { c.ahead as i64 })
+    .bind(serde_json::to_string(&tasks).unwrap_or_default())
+    .bind(Value::Object(limited).to_string())
+    .bind(Value::Object(groups).to_string())
+    .bind(Value::Object(rooms).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
 
-    let mut results: Vec<Result<Vec<TaskRun>, StoreError>> = (0..finishes.len()).map(|_| Ok(Vec::new())).collect();
-    let mut claimed = Claimed::default();
+    let mut out = CycleOutcome {
+        begun: (0..c.begins.len()).map(|_| Err(StoreError::Other(anyhow::anyhow!("no answer")))).collect(),
+        finished: (0..c.finishes.len()).map(|_| Ok(Vec::new())).collect(),
+        ..Default::default()
+    };
     for row in &rows {
         let kind: String = row.try_get("kind")?;
         let idx = row.try_get::<i64, _>("idx")? as usize;
         match kind.as_str() {
+            "begun" => {
+                let run = from_row(row)?.run;
+                out.written.push(run.clone());
+                out.begun[idx] = Ok(run);
+            }
+            "begin_refused" => {
+                let run = from_row(row)?.run;
+                let why = run.error.clone().unwrap_or_default();
+                out.begun[idx] = Err(StoreError::Conflict { id: run.id.clone(), state: run.state.to_string(), why });
+                out.written.push(run);
+            }
+            "begin_conflict" => out.begun[idx] = Err(fenced_out_of(&c.begins[idx].id, c.begins[idx].lease, Some(from_row(row)?))),
+            "begin_missing" => out.begun[idx] = Err(fenced_out_of(&c.begins[idx].id, c.begins[idx].lease, None)),
             "end" | "requeued" => {
-                if let Some(Ok(written)) = results.get_mut(idx) {
-                    written.push(from_row(row)?.run);
+                let run = from_row(row)?.run;
+                out.written.push(run.clone());
+                if let Some(Ok(written)) = out.finished.get_mut(idx) {
+                    written.push(run);
                 }
             }
-            "conflict" => results[idx] = Err(fenced_out_of(&finishes[idx], Some(from_row(row)?))),
-            "missing" => results[idx] = Err(fenced_out_of(&finishes[idx], None)),
-            "ended" => claimed.ended.push(from_row(row)?.run),
-            "started" => claimed.started.push(from_row(row)?),
-            other => return Err(StoreError::Other(anyhow::anyhow!("fluid_finish_and_claim_v3 returned kind {other:?}"))),
+            "conflict" => out.finished[idx] = Err(fenced_out_of(&c.finishes[idx].id, c.finishes[idx].lease, Some(from_row(row)?))),
+            "missing" => out.finished[idx] = Err(fenced_out_of(&c.finishes[idx].id, c.finishes[idx].lease, None)),
+            "ended" => out.claimed.ended.push(from_row(row)?.run),
+            "started" => out.claimed.started.push(from_row(row)?),
+            "reserved" => out.claimed.reserved.push(from_row(row)?),
+            other => return Err(StoreError::Other(anyhow::anyhow!("{FUNCTION_NAME} returned kind {other:?}"))),
         }
     }
-    Ok((results, claimed))
+    // Runs ended at the door before the runs started, as the function appends them.
+    out.written.extend(out.claimed.changes());
+    Ok(out)
 }

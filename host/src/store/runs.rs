@@ -166,12 +166,16 @@ fn share_rooms(rules: &BTreeMap<String, ClaimRules>) -> HashMap<String, u32> {
     rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), s.room)).collect()
 }
 
-/// The result of one claim: runs now `running` on this host, and runs that ended at the
-/// door (disabled task, concurrency limit reached).
+/// The result of one claim: runs now `running` on this host, runs reserved for it, and
+/// runs that ended at the door (disabled task, concurrency limit reached).
 #[derive(Debug, Default)]
 pub struct Claimed {
     /// Runs now `running` on this host, each with its new lease.
     pub started: Vec<RunRow>,
+    /// Runs reserved for this host (claimed ahead, see [`claim`]): still `queued` on the
+    /// feed and in the API, but no other host claims them. Each carries its new lease,
+    /// which [`Begin`] presents when the host starts it.
+    pub reserved: Vec<RunRow>,
     /// Runs that ended at the door (`aborted`, `rate_limited`).
     pub ended: Vec<TaskRun>,
 }
@@ -187,16 +191,26 @@ impl Claimed {
 /// tasks this host knows. `max_concurrency` is enforced inside the same transaction:
 /// serialised by the single writer on SQLite, by a per-task advisory lock on PostgreSQL
 /// (rows are picked with `FOR UPDATE SKIP LOCKED`, so hosts never claim the same run).
+///
+/// Then reserves up to `ahead` more, the next in the same order: a reservation is a
+/// queued run with an owner and a new lease. It stays `queued` (no event, no start), so
+/// it never looks running, but no other host claims it: its owner may start it at once,
+/// when a worker frees, and records the start later ([`Begin`]). Only runs of tasks
+/// without a concurrency limit or a share of workers are reserved, so both limits stay
+/// exact: they count `running` runs only. A disabled task's run ends at the door as in a
+/// claim. Runs a host reserves and will not start it releases ([`release`]); those of a
+/// host that stopped are released by the rescue ([`orphaned_reservations`]).
 pub(crate) async fn claim(
     conn: &mut Db,
     backend: Backend,
     host: &str,
     limit: usize,
+    ahead: usize,
     rules: &BTreeMap<String, ClaimRules>,
     only: Option<&str>,
 ) -> Result<Claimed, sqlx::Error> {
     let mut out = Claimed::default();
-    if limit == 0 || rules.is_empty() {
+    if limit + ahead == 0 || rules.is_empty() {
         return Ok(out);
     }
     let now = now_us();
@@ -205,11 +219,11 @@ pub(crate) async fn claim(
     let skip_locked = backend.skip_locked();
     let only_sql = if only.is_some() { format!(" AND id = ${}", names.len() + 3) } else { String::new() };
     let sql = format!(
-        "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND execute_after <= $1 AND task IN ({}){only_sql} \
-         ORDER BY priority, execute_after, id LIMIT $2{skip_locked}",
+        "SELECT {COLUMNS} FROM fluid_runs WHERE state = 'queued' AND owner IS NULL AND execute_after <= $1 \
+         AND task IN ({}){only_sql} ORDER BY priority, execute_after, id LIMIT $2{skip_locked}",
         placeholders.join(", ")
     );
-    let mut q = query_built(sql).bind(now).bind(limit as i64);
+    let mut q = query_built(sql).bind(now).bind((limit + ahead) as i64);
     for n in &names {
         q = q.bind(n.as_str());
     }
@@ -222,12 +236,7 @@ pub(crate) async fn claim(
     }
     let candidates: Vec<RunRow> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
 
-    let disabled: HashSet<String> = query("SELECT name FROM fluid_task_state WHERE enabled = 0")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>("name"))
-        .collect::<Result<_, _>>()?;
+    let disabled = disabled_tasks(conn).await?;
 
     // In-flight counts of the limited tasks among the candidates, taken under their locks.
     let mut limited: Vec<&str> =
@@ -257,6 +266,22 @@ pub(crate) async fn claim(
             c.run.error = Some("task disabled".into());
             write_state(conn, &c.run, None, c.lease).await?;
             out.ended.push(c.run);
+            continue;
+        }
+        if out.started.len() >= limit {
+            // Past the claim: reserve, where neither limit is at stake.
+            if rule.max_concurrency > 0 || rule.share.is_some() || out.reserved.len() >= ahead {
+                continue;
+            }
+            c.lease += 1;
+            c.owner = Some(host.to_string());
+            query("UPDATE fluid_runs SET owner = $2, lease = $3 WHERE id = $1")
+                .bind(&c.run.id)
+                .bind(host)
+                .bind(c.lease)
+                .execute(&mut *conn)
+                .await?;
+            out.reserved.push(c);
             continue;
         }
         // No room left in its group's share: it stays queued, untouched, for a later claim.
@@ -307,6 +332,103 @@ pub(crate) async fn claim(
     Ok(out)
 }
 
+/// A reserved run its owner has started: recorded as `running` from `at_us`, fenced like
+/// a finish (only the owner of the current reservation may start it).
+#[derive(Debug, Clone)]
+pub struct Begin {
+    /// The run.
+    pub id: String,
+    /// The lease it was reserved with.
+    pub lease: i64,
+    /// When the host started it (microseconds since the epoch): the run's `start`.
+    pub at_us: i64,
+}
+
+/// Records the starts of reserved runs, in order. Each is the run now `running`, or why
+/// not: cancelled, released and claimed elsewhere, or gone (the owner stops its
+/// execution). A run of a task disabled since it was reserved ends `aborted` here, as it
+/// would have at a claim. The second half of the answer is every snapshot written, for
+/// the feed.
+pub(crate) async fn begin(
+    conn: &mut Db,
+    backend: Backend,
+    host: &str,
+    begins: &[Begin],
+) -> Result<(Vec<Result<TaskRun, StoreError>>, Vec<TaskRun>), StoreError> {
+    let mut out = Vec::with_capacity(begins.len());
+    let mut written = Vec::new();
+    if begins.is_empty() {
+        return Ok((out, written));
+    }
+    let disabled = disabled_tasks(conn).await?;
+    let sql = format!(
+        "UPDATE fluid_runs SET state = 'running', start_at = $4 \
+         WHERE id = $1 AND lease = $2 AND owner = $3 AND state = 'queued' RETURNING {COLUMNS}"
+    );
+    for b in begins {
+        let Some(row) = query_built(sql.clone()).bind(&b.id).bind(b.lease).bind(host).bind(b.at_us).fetch_optional(&mut *conn).await?
+        else {
+            out.push(Err(fenced_out(conn, backend, &b.id, b.lease).await?));
+            continue;
+        };
+        let mut row = from_row(&row)?;
+        if disabled.contains(&row.run.task) {
+            row.run.state = TaskState::Aborted;
+            row.run.end = Some(to_datetime(now_us()));
+            row.run.error = Some("task disabled".into());
+            write_state(conn, &row.run, None, row.lease).await?;
+            out.push(Err(StoreError::Conflict { id: b.id.clone(), state: row.run.state.to_string(), why: "task disabled".into() }));
+            written.push(row.run);
+            continue;
+        }
+        written.push(row.run.clone());
+        out.push(Ok(row.run));
+    }
+    Ok((out, written))
+}
+
+/// Gives back reservations `host` will not start: each run is claimable again (unless
+/// it moved on since: started, cancelled).
+pub(crate) async fn release(conn: &mut Db, host: &str, reserved: &[(String, i64)]) -> Result<u64, sqlx::Error> {
+    let mut n = 0;
+    for (id, lease) in reserved {
+        n += query("UPDATE fluid_runs SET owner = NULL WHERE id = $1 AND lease = $2 AND owner = $3 AND state = 'queued'")
+            .bind(id)
+            .bind(*lease)
+            .bind(host)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(n)
+}
+
+/// Gives back every reservation of `host` (it stops, or starts afresh under an id it had).
+pub(crate) async fn release_all(conn: &mut Db, host: &str) -> Result<u64, sqlx::Error> {
+    query("UPDATE fluid_runs SET owner = NULL WHERE state = 'queued' AND owner = $1").bind(host).execute(&mut *conn).await
+}
+
+/// Releases the reservations of hosts whose heartbeat is older than `dead_before` (or
+/// unknown hosts): their runs are claimable again, still `queued`, with no event (a
+/// reservation never showed on the feed). Returns how many.
+pub(crate) async fn orphaned_reservations(conn: &mut Db, dead_before: i64) -> Result<u64, sqlx::Error> {
+    query(
+        "UPDATE fluid_runs SET owner = NULL WHERE state = 'queued' AND owner IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM fluid_hosts h WHERE h.id = fluid_runs.owner AND h.heartbeat_at >= $1)",
+    )
+    .bind(dead_before)
+    .execute(&mut *conn)
+    .await
+}
+
+async fn disabled_tasks(conn: &mut Db) -> Result<HashSet<String>, sqlx::Error> {
+    query("SELECT name FROM fluid_task_state WHERE enabled = 0")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("name"))
+        .collect()
+}
+
 /// How an execution ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -351,7 +473,7 @@ pub(crate) async fn finish(conn: &mut Db, backend: Backend, f: &Finish) -> Resul
     );
     let written = query_built(sql).bind(&f.id).bind(f.lease).bind(state.as_str()).bind(now).bind(error).fetch_optional(&mut *conn).await?;
     let Some(row) = written else {
-        return Err(fenced_out(conn, backend, f).await?);
+        return Err(fenced_out(conn, backend, &f.id, f.lease).await?);
     };
     let mut row = from_row(&row)?;
     let run = &mut row.run;
@@ -374,20 +496,20 @@ pub(crate) fn end_state(outcome: &Outcome) -> (TaskState, Option<String>) {
     }
 }
 
-/// Why a finish changed nothing: the run is gone, or it moved on (another lease, or no
-/// longer running).
-pub(crate) async fn fenced_out(conn: &mut Db, backend: Backend, f: &Finish) -> Result<StoreError, sqlx::Error> {
-    Ok(fenced_out_of(f, get(conn, backend, &f.id, false).await?))
+/// Why a write fenced by `lease` (a finish, a start) changed nothing: the run is gone, or
+/// it moved on (another lease, another state).
+pub(crate) async fn fenced_out(conn: &mut Db, backend: Backend, id: &str, lease: i64) -> Result<StoreError, sqlx::Error> {
+    Ok(fenced_out_of(id, lease, get(conn, backend, id, false).await?))
 }
 
 /// [`fenced_out`], given the row as it stands (`None`: there is no such run).
-pub(crate) fn fenced_out_of(f: &Finish, row: Option<RunRow>) -> StoreError {
+pub(crate) fn fenced_out_of(id: &str, lease: i64, row: Option<RunRow>) -> StoreError {
     match row {
-        None => StoreError::RunNotFound(f.id.clone()),
+        None => StoreError::RunNotFound(id.to_string()),
         Some(row) => StoreError::Conflict {
-            id: f.id.clone(),
+            id: id.to_string(),
             state: row.run.state.to_string(),
-            why: format!("lease {} is stale (current {})", f.lease, row.lease),
+            why: format!("lease {lease} is stale (current {})", row.lease),
         },
     }
 }

@@ -4,7 +4,8 @@
 //! HTTP), holding that backend to exact results: so every backend gives the same ones.
 //!
 //! The suite covers the claim/finish cycle and its fencing ([`cycle`]), the limits a claim
-//! enforces ([`limits`]), the rescue of runs whose host stopped beating ([`rescue`]), the
+//! enforces ([`limits`]), the rescue of runs whose host stopped beating ([`rescue`]), runs
+//! claimed ahead ([`reservations`]), the
 //! change feed's plugin checkpoints ([`checkpoints`]) and plugins' tables
 //! ([`plugin_tables`]). The entries at the end run all of it once per backend: a new
 //! backend is one more entry.
@@ -18,6 +19,7 @@ mod harness;
 mod limits;
 mod plugin_tables;
 mod rescue;
+mod reservations;
 
 /// Every suite function, once, as a test of the backend `$db`.
 macro_rules! suite {
@@ -34,6 +36,10 @@ macro_rules! suite {
             limits::a_group_starts_no_more_runs_than_its_room,
             rescue::runs_of_a_host_whose_heartbeat_lapsed_are_interrupted_and_retried_by_policy,
             rescue::a_removed_host_s_runs_are_rescued_whatever_its_last_heartbeat,
+            reservations::a_cycle_reserves_the_next_runs_which_stay_queued_until_their_start_is_recorded,
+            reservations::a_start_is_refused_unless_its_host_still_holds_the_reservation,
+            reservations::runs_of_limited_tasks_are_never_reserved,
+            reservations::the_rescue_and_release_all_return_reservations_to_the_queue,
             checkpoints::a_checkpoint_starts_where_asked_once_then_keeps_its_place,
             checkpoints::a_checkpoint_moves_only_forward_and_only_for_its_lease_holder,
             checkpoints::an_expired_or_released_lease_is_taken_over_and_its_old_holder_fenced_out,

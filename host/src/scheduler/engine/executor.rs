@@ -68,6 +68,9 @@ impl Scheduler {
         let finish = Finish { id: id.clone(), lease: row.lease, outcome, retry_after };
         // Its group's room frees now, so the commit recording this end may fill it.
         self.inner.shares.release(&id);
+        // The next reserved run starts in this slot at once; else the slot goes with the end,
+        // for the commit that records it to fill.
+        let slot = slot.and_then(|s| self.start_reserved(s));
         let result = self.record_finish(finish, slot).await;
         {
             // Only this execution's entry: a retry with no wait may already be running again
@@ -81,6 +84,11 @@ impl Scheduler {
             Ok(run) => {
                 tracing::Span::current().record("state", run.state.as_str());
                 Some(run)
+            }
+            // A reserved run cancelled (or its task disabled) before its start was recorded.
+            Err(e @ StoreError::Conflict { .. }) => {
+                tracing::info!(run = %id, error = %e, "the run moved on before its end was recorded");
+                None
             }
             Err(e) => {
                 tracing::error!(run = %id, error = %e, "could not record the end of a run");

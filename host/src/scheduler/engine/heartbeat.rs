@@ -39,6 +39,7 @@ impl Scheduler {
     pub(crate) async fn heartbeat_once(&self) -> Result<Vec<TaskRun>, StoreError> {
         let inner = &self.inner;
         inner.store.heartbeat(&inner.config.host_id, inner.started_at, inner.config.workers).await?;
+        self.release_stale().await;
         for id in inner.store.cancel_requests(&inner.config.host_id).await? {
             self.stop_local(&id, Outcome::Aborted("cancelled".into()));
         }

@@ -11,6 +11,7 @@ mod feed_pruner;
 mod heartbeat;
 mod producer;
 mod queuer;
+mod reserved;
 mod schedules;
 #[cfg(test)]
 mod testing;
@@ -26,7 +27,7 @@ use super::context::{PluginDirectory, TaskContext};
 use super::share::Shares;
 use super::task::{Task, TaskError};
 use crate::metrics::Metrics;
-use crate::store::{Cancel, ClaimRules, Claimed, Finish, Outcome, RunRow, ShareRoom};
+use crate::store::{Begin, Cancel, ClaimRules, Claimed, Cycle, Finish, Outcome, RunRow, ShareRoom};
 use crate::store::{Store, StoreError};
 use crate::time::{now_us, to_datetime};
 use crate::types::{MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, TaskRun, TaskState, cut_text};
@@ -125,6 +126,13 @@ pub enum Cancelled {
 /// finisher may hand it to a run it claims in the same transaction), and where to answer.
 type FinishRequest = (Finish, Option<OwnedSemaphorePermit>, oneshot::Sender<Result<TaskRun, StoreError>>);
 
+/// What executions hand the completer: an end, or the start of a reserved run (recorded in
+/// its next commit; refused when the run moved on, and the execution is then stopped).
+enum Request {
+    Finish(FinishRequest),
+    Begin(Begin),
+}
+
 struct Running {
     cancel: CancellationToken,
     /// Set before `cancel` fires: how the run ends.
@@ -151,7 +159,9 @@ struct Inner {
     background: TaskTracker,
     /// The claim loop, joined at shutdown before waiting for executions.
     claimer: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    finisher: OnceLock<mpsc::Sender<FinishRequest>>,
+    finisher: OnceLock<mpsc::Sender<Request>>,
+    /// Runs claimed ahead for this host's next free workers (`reserved`).
+    reserved: Mutex<reserved::Reserved>,
     /// Runs queued one at a time, written together when they arrive together (`queuer`).
     queuer: OnceLock<mpsc::Sender<queuer::QueueRequest>>,
     changes: broadcast::Sender<TaskRun>,
@@ -198,6 +208,7 @@ impl Scheduler {
                 background: TaskTracker::new(),
                 claimer: Mutex::default(),
                 finisher: OnceLock::new(),
+                reserved: Mutex::default(),
                 queuer: OnceLock::new(),
                 changes: broadcast::channel(16_384).0,
                 publish: tokio::sync::RwLock::new(()),
@@ -439,6 +450,7 @@ impl Scheduler {
         match self.inner.store.cancel(id).await? {
             Cancel::Aborted(run) => {
                 self.committed([run.clone()]);
+                self.forget_reserved(id);
                 Ok(Cancelled::Aborted(run))
             }
             Cancel::Requested { run, owner } => {
@@ -448,6 +460,13 @@ impl Scheduler {
                 Ok(Cancelled::Stopping(run))
             }
         }
+    }
+
+    /// A run this host may have reserved was aborted in the store: never start it, and stop
+    /// it if it started (its start is not recorded yet, so the store could not say).
+    fn forget_reserved(&self, id: &str) {
+        self.inner.reserved.lock().unwrap().forget(id);
+        self.stop_local(id, Outcome::Aborted("cancelled".into()));
     }
 
     fn stop_local(&self, id: &str, outcome: Outcome) {
@@ -467,6 +486,9 @@ impl Scheduler {
     pub async fn clear_queue(&self, priorities: &[Priority]) -> Result<BTreeMap<Priority, u64>, StoreError> {
         let _publish = self.inner.publish.write().await;
         let (counts, aborted) = self.inner.store.clear_queue(priorities).await?;
+        for run in &aborted {
+            self.forget_reserved(&run.id);
+        }
         self.committed(aborted);
         Ok(counts)
     }
@@ -522,6 +544,11 @@ impl Scheduler {
             // shutdown began may still start runs, and those must not be waited for.
             self.inner.stop_running.cancel();
             self.inner.executions.wait().await;
+        }
+        // Reservations not started go back to the queue for other hosts.
+        self.inner.reserved.lock().unwrap().take_stale(Duration::ZERO);
+        if let Err(e) = self.inner.store.release_all(&self.inner.config.host_id).await {
+            tracing::warn!(error = %e, "could not release this host's reservations; the rescue will");
         }
         self.inner.stop_background.cancel();
         self.inner.background.close();

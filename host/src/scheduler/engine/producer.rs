@@ -27,6 +27,10 @@ impl Default for ProducerConfig {
 impl Scheduler {
     pub(super) async fn claim_loop(self) {
         let inner = &self.inner;
+        // Reservations a previous process under this id held are nobody's now.
+        if let Err(e) = inner.store.release_all(&inner.config.host_id).await {
+            tracing::warn!(error = %e, "could not release this host id's old reservations; the rescue will");
+        }
         let mut backoff = Duration::from_millis(100);
         let mut last_full = false;
         loop {
@@ -34,6 +38,13 @@ impl Scheduler {
                 return;
             }
             let mut free = inner.slots.available_permits();
+            // Free workers take held reservations first: they were claimed already.
+            if free > 0 && inner.reserved.lock().unwrap().len() > 0 {
+                if let Ok(held) = inner.slots.clone().try_acquire_many_owned(free as u32) {
+                    drop(self.start_reserved(held));
+                }
+                free = inner.slots.available_permits();
+            }
             if free == 0 {
                 tokio::select! {
                     p = inner.slots.acquire() => drop(p),
@@ -102,7 +113,7 @@ impl Scheduler {
     }
 
     /// Starts the executions of a claim, one slot of `slots` each (it holds at least as many
-    /// as the claim started); the slots left over are released.
+    /// as the claim started); the slots left over start held reservations, or are released.
     pub(super) fn launch(&self, claimed: Claimed, mut slots: OwnedSemaphorePermit) {
         let inner = &self.inner;
         for run in &claimed.ended {
@@ -128,6 +139,9 @@ impl Scheduler {
             // Each run is a trace of its own, not a child of the claim that started it.
             let span = tracing::debug_span!(parent: None, "fluid.run", run_id = %row.run.id, task = %row.run.task, attempt = row.run.retry_attempt, state = tracing::field::Empty);
             inner.executions.spawn(this.execute(row, task, Some(permit)).instrument(span));
+        }
+        if slots.num_permits() > 0 {
+            drop(self.start_reserved(slots));
         }
     }
 }

@@ -1,0 +1,171 @@
+//! Reservations: runs claimed ahead for a host's next free workers. A reserved run stays
+//! `queued` (no event), owned by its host under a new lease; no other host claims it. Its
+//! start is recorded later ([`Begin`]), fenced like a finish; it may be released, and a
+//! dead host's are released by the rescue. Only tasks without a concurrency limit or a
+//! share of workers are reserved.
+
+use crate::harness::*;
+use fluid_host::store::{Begin, ClaimRules, Cycle, CycleOutcome, Finish, Outcome, RunRow, ShareRoom, Store, StoreError};
+use fluid_host::time::now_us;
+use fluid_host::{TaskRun, TaskState};
+use std::collections::BTreeMap;
+
+async fn cycle(
+    store: &Store,
+    host: &str,
+    begins: &[Begin],
+    finishes: &[Finish],
+    limit: usize,
+    ahead: usize,
+    rules: &BTreeMap<String, ClaimRules>,
+) -> CycleOutcome {
+    store.cycle(&Cycle { host, begins, finishes, limit, ahead, rules }).await.unwrap()
+}
+
+fn numbers(rows: &[RunRow]) -> Vec<usize> {
+    rows.iter().map(|r| number(&r.run.id)).collect()
+}
+
+fn begin(row: &RunRow, at_us: i64) -> Begin {
+    Begin { id: row.run.id.clone(), lease: row.lease, at_us }
+}
+
+fn conflict_state(r: &Result<TaskRun, StoreError>) -> String {
+    match r {
+        Err(StoreError::Conflict { state, .. }) => state.clone(),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// A cycle starts `limit` runs and reserves the next `ahead` in claim order (priority, then
+/// FIFO). Reserved runs stay `queued` with no event and a new lease; another host's claim
+/// passes them by. A start presented by the owner records `running` with the start given,
+/// and an end in the same cycle follows it on the feed: queued, running, success.
+pub async fn a_cycle_reserves_the_next_runs_which_stay_queued_until_their_start_is_recorded(driver: &Driver) {
+    let store = driver.fresh().await;
+    let runs: Vec<TaskRun> = (0..6).map(|n| queued(n, "t")).collect();
+    store.insert_runs(&runs).await.unwrap();
+    let rules = rules(&[("t", ClaimRules::default())]);
+    let head = store.feed_head().await.unwrap();
+
+    let first = cycle(&store, "host-a", &[], &[], 1, 3, &rules).await;
+    assert_eq!(numbers(&first.claimed.started), [0]);
+    assert_eq!(numbers(&first.claimed.reserved), [1, 2, 3], "the next three, in claim order");
+    for r in &first.claimed.reserved {
+        let stored = store.get_run(&r.run.id).await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.start), (TaskState::Queued, None), "a reservation never looks running");
+        assert_eq!(r.owner.as_deref(), Some("host-a"));
+    }
+    assert_eq!(feed_states_after(&store, head).await, BTreeMap::from([(0, vec![TaskState::Running])]), "no event for a reservation");
+
+    let b = store.another_host().await;
+    let taken = b.claim("host-b", 10, &rules).await.unwrap();
+    assert_eq!(numbers(&taken.started), [4, 5], "another host passes reservations by");
+
+    let head = store.feed_head().await.unwrap();
+    let at = now_us() - 500;
+    let reserved = &first.claimed.reserved[0];
+    let end = Finish { id: reserved.run.id.clone(), lease: reserved.lease, outcome: Outcome::Success, retry_after: None };
+    let second = cycle(&store, "host-a", &[begin(reserved, at)], &[end], 0, 0, &rules).await;
+    let begun = second.begun[0].as_ref().expect("the owner's start is recorded");
+    assert_eq!(begun.state, TaskState::Running);
+    assert_eq!(begun.start.map(|t| t.timestamp_micros()), Some(at), "the start the host gave");
+    assert_eq!(second.finished[0].as_ref().unwrap()[0].state, TaskState::Success);
+    assert_eq!(feed_states_after(&store, head).await, BTreeMap::from([(1, vec![TaskState::Running, TaskState::Success])]));
+    assert_eq!(second.written.iter().map(|r| r.state).collect::<Vec<_>>(), [TaskState::Running, TaskState::Success]);
+    assert_the_feed_follows_the_state_machine(&store).await;
+}
+
+/// A start is fenced: another host, a stale lease, a run cancelled or released and claimed
+/// elsewhere, or a run that is gone are each refused and change nothing; a run of a task
+/// disabled since it was reserved is refused and ends `aborted`.
+pub async fn a_start_is_refused_unless_its_host_still_holds_the_reservation(driver: &Driver) {
+    let store = driver.fresh().await;
+    let runs: Vec<TaskRun> = (0..5).map(|n| queued(n, if n == 4 { "off" } else { "t" })).collect();
+    store.insert_runs(&runs).await.unwrap();
+    let rules = rules(&[("t", ClaimRules::default()), ("off", ClaimRules::default())]);
+    let held = cycle(&store, "host-a", &[], &[], 0, 5, &rules).await.claimed.reserved;
+    assert_eq!(numbers(&held), [0, 1, 2, 3, 4]);
+    let now = now_us();
+
+    // Another host presenting a's reservation; a stale lease.
+    let wrong_host = cycle(&store, "host-b", &[begin(&held[0], now)], &[], 0, 0, &rules).await;
+    assert_eq!(conflict_state(&wrong_host.begun[0]), "queued");
+    let stale = Begin { lease: held[0].lease - 1, ..begin(&held[0], now) };
+    assert_eq!(conflict_state(&cycle(&store, "host-a", &[stale], &[], 0, 0, &rules).await.begun[0]), "queued");
+
+    // Cancelled while reserved: aborted at once; the start is refused.
+    assert!(matches!(store.cancel(&held[1].run.id).await.unwrap(), fluid_host::store::Cancel::Aborted(_)));
+    // Released, then claimed by another host: a's start is refused.
+    assert_eq!(store.release("host-a", &[(held[2].run.id.clone(), held[2].lease)]).await.unwrap(), 1);
+    let b = store.another_host().await;
+    let on_b = b.claim("host-b", 10, &rules).await.unwrap();
+    assert_eq!(numbers(&on_b.started), [2], "a released run is claimable again");
+    // Disabled since it was reserved.
+    store.set_enabled("off", false).await.unwrap();
+
+    let head = store.feed_head().await.unwrap();
+    let begins = [begin(&held[1], now), begin(&held[2], now), begin(&held[4], now), begin(&held[3], now)];
+    let done = cycle(&store, "host-a", &begins, &[], 0, 0, &rules).await;
+    assert_eq!(conflict_state(&done.begun[0]), "aborted", "cancelled");
+    assert_eq!(conflict_state(&done.begun[1]), "running", "running on b");
+    assert_eq!(conflict_state(&done.begun[2]), "aborted", "its task is disabled");
+    assert_eq!(done.begun[3].as_ref().unwrap().state, TaskState::Running, "the one still held starts");
+    let off = store.get_run(&held[4].run.id).await.unwrap().unwrap();
+    assert_eq!((off.state, off.error.as_deref()), (TaskState::Aborted, Some("task disabled")));
+    assert_eq!(
+        feed_states_after(&store, head).await,
+        BTreeMap::from([(3, vec![TaskState::Running]), (4, vec![TaskState::Aborted])]),
+        "refused starts write nothing but the disabled task's end"
+    );
+    let missing = Begin { id: "0".repeat(32).replace('0', "f"), lease: 1, at_us: now };
+    assert!(matches!(cycle(&store, "host-a", &[missing], &[], 0, 0, &rules).await.begun[0], Err(StoreError::RunNotFound(_))));
+    assert_the_feed_follows_the_state_machine(&store).await;
+}
+
+/// Runs of a task with a concurrency limit or a share of workers are never reserved, so
+/// both limits count what runs and stay exact; the reservation moves on to the next runs.
+pub async fn runs_of_limited_tasks_are_never_reserved(driver: &Driver) {
+    let store = driver.fresh().await;
+    let tasks = ["t", "limited", "shared", "t", "limited", "t"];
+    let runs: Vec<TaskRun> = tasks.iter().enumerate().map(|(n, t)| queued(n, t)).collect();
+    store.insert_runs(&runs).await.unwrap();
+    let limited = ClaimRules { max_concurrency: 5, ..Default::default() };
+    let shared = ClaimRules { share: Some(ShareRoom { group: "g".into(), room: 5 }), ..Default::default() };
+    let rules = rules(&[("t", ClaimRules::default()), ("limited", limited), ("shared", shared)]);
+    let done = cycle(&store, "host-a", &[], &[], 1, 10, &rules).await;
+    assert_eq!(numbers(&done.claimed.started), [0]);
+    assert_eq!(numbers(&done.claimed.reserved), [3, 5]);
+    let next = store.claim("host-a", 10, &rules).await.unwrap();
+    assert_eq!(numbers(&next.started), [1, 2, 4], "the limited runs wait for a claim");
+}
+
+/// A host that stopped beating loses its reservations to the rescue: back in the queue
+/// as they were (still `queued`, no event, nothing `interrupted`), claimable by any host.
+/// A live host's reservations stay. A host that releases all of its own gives back only
+/// its own.
+pub async fn the_rescue_and_release_all_return_reservations_to_the_queue(driver: &Driver) {
+    let store = driver.fresh().await;
+    let runs: Vec<TaskRun> = (0..4).map(|n| queued(n, "t")).collect();
+    store.insert_runs(&runs).await.unwrap();
+    let rules = rules(&[("t", ClaimRules::default())]);
+    store.heartbeat("host-a", now_us(), 4).await.unwrap();
+    let on_a = cycle(&store, "host-a", &[], &[], 0, 1, &rules).await.claimed.reserved;
+    let cutoff = a_moment_later().await;
+    store.heartbeat("host-b", now_us(), 4).await.unwrap();
+    let on_b = cycle(&store, "host-b", &[], &[], 0, 2, &rules).await.claimed.reserved;
+    let on_c = cycle(&store, "host-c", &[], &[], 0, 1, &rules).await.claimed.reserved;
+    assert_eq!((numbers(&on_a), numbers(&on_b), numbers(&on_c)), (vec![0], vec![1, 2], vec![3]));
+
+    let head = store.feed_head().await.unwrap();
+    assert!(store.rescue(cutoff, |_| None).await.unwrap().is_empty(), "nothing was running: nothing interrupted");
+    assert_eq!(store.feed_head().await.unwrap(), head, "no event");
+    let d = store.another_host().await;
+    assert_eq!(numbers(&d.claim("host-d", 10, &rules).await.unwrap().started), [0, 3], "the silent and the unknown host's");
+    let a_start = cycle(&store, "host-a", &[begin(&on_a[0], now_us())], &[], 0, 0, &rules).await;
+    assert_eq!(conflict_state(&a_start.begun[0]), "running", "the lost host's late start is fenced out");
+
+    assert_eq!(store.release_all("host-b").await.unwrap(), 2);
+    assert_eq!(numbers(&d.claim("host-d", 10, &rules).await.unwrap().started), [1, 2]);
+    assert_the_feed_follows_the_state_machine(&store).await;
+}
