@@ -2,7 +2,7 @@
 //! the machine's description.
 
 use anyhow::Context;
-use fluid_host::scheduler::SchedulerConfig;
+use fluid_host::scheduler::{CompleterConfig, SchedulerConfig};
 use fluid_host::store::{Backend, Store};
 use fluid_host::time::{now_us, to_datetime};
 use fluid_host::{Host, HostConfig, Task, TaskRun, TaskState};
@@ -110,17 +110,32 @@ pub(crate) async fn bench_host(
     with_db: bool,
     tag: &str,
 ) -> anyhow::Result<(Host, PathBuf, Option<(String, String)>)> {
-    bench_host_with_batch(backend, pg_admin, workers, with_db, tag, fluid_host::plugins::DEFAULT_EVENT_BATCH).await
+    bench_host_tuned(backend, pg_admin, workers, with_db, tag, Tuning::default()).await
 }
 
-/// [`bench_host`], delivering `event_batch` events a round to its plugins.
-pub(crate) async fn bench_host_with_batch(
+/// The settings a measurement varies from the host's defaults.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tuning {
+    /// Events a delivery round reads from the feed.
+    pub(crate) event_batch: usize,
+    /// Most runs the completer holds reserved (0: claiming ahead off).
+    pub(crate) reserve_ahead: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { event_batch: fluid_host::plugins::DEFAULT_EVENT_BATCH, reserve_ahead: CompleterConfig::default().reserve_ahead }
+    }
+}
+
+/// [`bench_host`], tuned.
+pub(crate) async fn bench_host_tuned(
     backend: Backend,
     pg_admin: Option<&str>,
     workers: usize,
     with_db: bool,
     tag: &str,
-    event_batch: usize,
+    tuning: Tuning,
 ) -> anyhow::Result<(Host, PathBuf, Option<(String, String)>)> {
     let dir = temp_dir(tag);
     let pg = match (backend, pg_admin) {
@@ -131,8 +146,9 @@ pub(crate) async fn bench_host_with_batch(
     c.database_url = pg.as_ref().map(|(_, url)| url.clone());
     c.load_plugins = with_db;
     c.plugin_scan_interval = None;
-    c.event_batch = event_batch;
+    c.event_batch = tuning.event_batch;
     c.scheduler = SchedulerConfig { workers, run_schedules: false, ..Default::default() };
+    c.scheduler.completer.reserve_ahead = tuning.reserve_ahead;
     c.scheduler.producer.poll = Duration::from_millis(20);
     let host = Host::start(c, vec![trivial()]).await?;
     Ok((host, dir, pg))

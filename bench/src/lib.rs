@@ -17,7 +17,9 @@
 //! - [`observe`]: metrics and disabled spans per run, throughput with traces exported over
 //!   OTLP against traces off, `GET /metrics` against `GET /tasks-status`.
 //! - [`throughput`] also sizes the change feed's delivery round (`--only delivery`): the
-//!   db plugin's throughput at several numbers of events a round, beside the default.
+//!   db plugin's throughput at several numbers of events a round, beside the default;
+//!   and claiming ahead (`--only reserve`): throughput at several caps on runs held
+//!   reserved, beside none.
 //! - [`peer`]: graphile-worker (npm) beside fluid on the same PostgreSQL, only when named.
 //!
 //! [`harness`] holds what the parts share: fresh hosts and databases, runs, percentiles,
@@ -49,7 +51,7 @@ pub struct BenchArgs {
     /// PostgreSQL admin URL (a fresh database is created and dropped); "none" skips PostgreSQL.
     #[arg(long, env = "FLUID_BENCH_PG", default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pub postgres: String,
-    /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue, latency, and, only when named, delivery (events per delivery round, sized by measurement) and peer (graphile-worker from npm on the same PostgreSQL) (repeatable).
+    /// Only these parts: throughput, events, tasks, startup, history, observe, enqueue, latency, and, only when named, delivery (events per delivery round, sized by measurement), reserve (runs claimed ahead, sized by measurement) and peer (graphile-worker from npm on the same PostgreSQL) (repeatable).
     #[arg(long)]
     pub only: Vec<String>,
     /// Throughput only on these backends: sqlite, postgres (repeatable; default both).
@@ -65,6 +67,10 @@ pub struct BenchArgs {
     /// default 64, 256 and 1,024; the default size is always measured).
     #[arg(long = "event-batch")]
     pub event_batches: Vec<usize>,
+    /// The reserve part: caps on runs held reserved to try (repeatable; default 0, 64 and
+    /// 256; 0, no reservations, and the default are always measured).
+    #[arg(long = "reserve-ahead")]
+    pub reserve_ahead: Vec<usize>,
 }
 
 /// What to measure and where to write it: the options, PostgreSQL's "none" read as absent.
@@ -76,7 +82,7 @@ struct BenchOptions {
     /// Admin URL of a PostgreSQL server (a fresh database is created and dropped); None skips it.
     postgres: Option<String>,
     /// Only these parts (throughput, events, tasks, startup, history, observe, enqueue, latency,
-    /// and delivery and peer, which run only when named); empty means all but those two.
+    /// and delivery, reserve and peer, which run only when named); empty means all but those.
     only: Vec<String>,
     /// Backends of the throughput part ("sqlite", "postgres"); empty means both.
     backends: Vec<String>,
@@ -86,13 +92,15 @@ struct BenchOptions {
     runs: Option<usize>,
     /// Events per delivery round the delivery part tries; empty means its defaults.
     event_batches: Vec<usize>,
+    /// Caps on runs held reserved the reserve part tries; empty means its defaults.
+    reserve_ahead: Vec<usize>,
 }
 
 impl BenchOptions {
-    /// Whether `part` is to run: every part but the peer and delivery (both long) unless
+    /// Whether `part` is to run: every part but the peer, delivery and reserve (long) unless
     /// `--only` names some.
     fn wants(&self, part: &str) -> bool {
-        (self.only.is_empty() && !["peer", "delivery"].contains(&part)) || self.only.iter().any(|p| p == part)
+        (self.only.is_empty() && !["peer", "delivery", "reserve"].contains(&part)) || self.only.iter().any(|p| p == part)
     }
 }
 
@@ -110,9 +118,9 @@ impl Report {
 
 /// Runs every benchmark and writes the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs { out, quick, postgres, only, backends, workers, runs, event_batches } = args;
+    let BenchArgs { out, quick, postgres, only, backends, workers, runs, event_batches, reserve_ahead } = args;
     let postgres = (postgres != "none").then_some(postgres);
-    let opts = BenchOptions { out, quick, postgres, only, backends, workers, runs, event_batches };
+    let opts = BenchOptions { out, quick, postgres, only, backends, workers, runs, event_batches, reserve_ahead };
     std::fs::create_dir_all(&opts.out)?;
     let mut r = Report { md: String::new() };
     r.line("# fluid bench");
@@ -141,6 +149,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if opts.wants("delivery") {
         throughput::delivery_section(&opts, &mut r, n).await?;
+    }
+    if opts.wants("reserve") {
+        throughput::reserve_section(&opts, &mut r, n).await?;
     }
     if opts.wants("peer") {
         peer::section(&opts, &mut r, n).await?;

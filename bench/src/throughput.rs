@@ -31,19 +31,19 @@ pub(crate) async fn throughput(
     with_db: bool,
     n: usize,
 ) -> anyhow::Result<Throughput> {
-    throughput_with_batch(backend, pg_admin, workers, with_db, n, fluid_host::plugins::DEFAULT_EVENT_BATCH).await
+    throughput_tuned(backend, pg_admin, workers, with_db, n, Tuning::default()).await
 }
 
-/// [`throughput`], delivering `event_batch` events a round to the db plugin.
-async fn throughput_with_batch(
+/// [`throughput`], tuned.
+async fn throughput_tuned(
     backend: Backend,
     pg_admin: Option<&str>,
     workers: usize,
     with_db: bool,
     n: usize,
-    event_batch: usize,
+    tuning: Tuning,
 ) -> anyhow::Result<Throughput> {
-    let (host, dir, pg) = bench_host_with_batch(backend, pg_admin, workers, with_db, "tp", event_batch).await?;
+    let (host, dir, pg) = bench_host_tuned(backend, pg_admin, workers, with_db, "tp", tuning).await?;
     if with_db {
         // Only the db plugin: stats is another workload.
         if let Some(rt) = &host.plugins {
@@ -254,7 +254,8 @@ pub(crate) async fn delivery_section(opts: &BenchOptions, r: &mut Report, n: usi
         for round in 0..rounds {
             for k in 0..sizes.len() {
                 let i = (k + round) % sizes.len();
-                let t = throughput_with_batch(backend, opts.postgres.as_deref(), 8, true, n, sizes[i]).await?;
+                let tuning = Tuning { event_batch: sizes[i], ..Tuning::default() };
+                let t = throughput_tuned(backend, opts.postgres.as_deref(), 8, true, n, tuning).await?;
                 rates[i].push(t.runs_per_s);
                 commits[i].push(t.runs_per_commit);
             }
@@ -263,6 +264,52 @@ pub(crate) async fn delivery_section(opts: &BenchOptions, r: &mut Report, n: usi
         for (i, size) in sizes.iter().enumerate() {
             let m = median(&rates[i]);
             r.line(format!("| {label} | {size} | {m:.0} | {:.2} | {:.1} |", m / base, median(&commits[i])));
+        }
+    }
+    r.line("");
+    Ok(())
+}
+
+/// Claiming ahead sized by measurement: throughput (8 workers, without and with the db
+/// plugin) for each cap on runs held reserved, 0 being the cycle without reservations, on
+/// each backend, in rounds that rotate the order, medians; each beside 0.
+pub(crate) async fn reserve_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
+    let default = Tuning::default().reserve_ahead;
+    let mut caps = if opts.reserve_ahead.is_empty() { vec![0, 64, default] } else { opts.reserve_ahead.clone() };
+    caps.extend([0, default]);
+    caps.sort_unstable();
+    caps.dedup();
+    let rounds = 3;
+    r.line(format!("## Runs claimed ahead ({n} trivial runs, 8 workers, {rounds} rounds rotating the order, medians)"));
+    r.line("");
+    r.line("| backend | db plugin | reserved at most | runs/s | against 0 (none reserved) | runs per commit | p50 start ms |");
+    r.line("|---|---|---|---|---|---|---|");
+    for (backend, label) in backends(opts)? {
+        for with_db in [false, true] {
+            let mut rates: Vec<Vec<f64>> = vec![vec![]; caps.len()];
+            let mut commits: Vec<Vec<f64>> = vec![vec![]; caps.len()];
+            let mut p50: Vec<Vec<f64>> = vec![vec![]; caps.len()];
+            for round in 0..rounds {
+                for k in 0..caps.len() {
+                    let i = (k + round) % caps.len();
+                    let tuning = Tuning { reserve_ahead: caps[i], ..Tuning::default() };
+                    let t = throughput_tuned(backend, opts.postgres.as_deref(), 8, with_db, n, tuning).await?;
+                    rates[i].push(t.runs_per_s);
+                    commits[i].push(t.runs_per_commit);
+                    p50[i].push(t.p50_ms);
+                }
+            }
+            let base = median(&rates[0]);
+            let db = if with_db { "history" } else { "none" };
+            for (i, cap) in caps.iter().enumerate() {
+                let m = median(&rates[i]);
+                r.line(format!(
+                    "| {label} | {db} | {cap} | {m:.0} | {:.2} | {:.1} | {:.1} |",
+                    m / base,
+                    median(&commits[i]),
+                    median(&p50[i])
+                ));
+            }
         }
     }
     r.line("");
