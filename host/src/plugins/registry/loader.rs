@@ -337,8 +337,8 @@ impl PluginRuntime {
         let mut routes =
             routes::check_routes(&name, root_routes, declared, &root_owners).map_err(|e| format!("{}: {e}", path.display()))?;
         let state = instance.0.data_mut();
-        let (roles, overflow) = (std::mem::take(&mut state.route_roles), state.route_roles_overflow);
-        routes::apply(&mut routes, roles, overflow).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (roles, refused) = (std::mem::take(&mut state.route_roles), state.route_roles_refused.take());
+        routes::apply(&mut routes, roles, refused).map_err(|e| format!("{}: {e}", path.display()))?;
         ctx.sup.host_bytes.store(limits::registration_bytes(&reg), std::sync::atomic::Ordering::Relaxed);
         let subscriptions: Vec<(TaskState, String)> = reg.subscriptions.iter().map(|s| (host_state(s.state), s.tag.clone())).collect();
         let file = path.to_path_buf();
