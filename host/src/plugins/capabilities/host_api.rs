@@ -2,6 +2,7 @@
 //! queueing runs. Other plugins are reached through the instance's `Peers` handle, tasks and
 //! the queue through the scheduler; each plugin's allowances are its supervisor's.
 
+use crate::plugins::engine::limits::one_line;
 use crate::plugins::instance::state::{Peers, PluginState};
 use crate::plugins::instance::supervisor::Supervisor;
 use crate::plugins::wit::bindings::PluginRef;
@@ -13,12 +14,6 @@ use std::sync::Arc;
 use wasmtime::component::Resource;
 
 const MAX_LOG_LINE: usize = 8 * 1024;
-
-/// A guest's log message as one line: a line break in it could forge what looks like a
-/// line of the host's own log.
-fn one_line(message: String) -> String {
-    if message.contains(['\n', '\r']) { message.replace('\r', "\\r").replace('\n', "\\n") } else { message }
-}
 
 /// How many queue-runs a task component may make between two counts of its queued runs,
 /// while far from its bound.

@@ -13,6 +13,7 @@ use super::state::{PluginState, StoreMaker};
 use super::supervisor::Supervisor;
 use crate::metrics::PluginMeters;
 use crate::plugins::engine::guest_pool::{self, Metered};
+use crate::plugins::engine::limits::guest_text;
 use crate::plugins::wit::bindings::tmp::{Event, Registration};
 use crate::plugins::wit::bindings::{Plugin, PluginPre};
 use crate::plugins::wit::convert::from_call_error;
@@ -148,7 +149,7 @@ async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration
     let reg = match reg {
         Ok(r) => r
             .map_err(|e| format!("register {}", store.data().sandbox.stderr.explain(describe_trap(&e))))?
-            .map_err(|e| format!("register refused: {e}"))?,
+            .map_err(|e| format!("register refused: {}", guest_text(e)))?,
         Err(_) => return Err("register trapped: call took longer than its time limit (blocked in a host call)".into()),
     };
     Ok(((store, plugin), reg))
@@ -265,7 +266,7 @@ async fn run(
                             meters.errors.inc();
                         }
                         let r = r.map_err(|m| {
-                            let m = crate::scheduler::cut_text(m, crate::scheduler::MAX_ERROR_BYTES);
+                            let m = guest_text(m);
                             if database { DeliveryError::NotItsFault(m) } else { DeliveryError::Refused(m) }
                         });
                         let _ = reply.send(r);

@@ -298,7 +298,7 @@ impl PluginRuntime {
     ) -> Result<Prepared, String> {
         let shared = &self.shared;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-        check_ident("plugin name (the file name)", &name, 24).map_err(|_| {
+        check_ident("plugin name (the file name)", &name, limits::MAX_PLUGIN_NAME).map_err(|_| {
             format!(
                 "{}: the plugin name (the file name) {name:?} must match [a-z][a-z0-9_]* and have at most 24 characters, e.g. {}.wasm",
                 path.display(),
@@ -322,12 +322,12 @@ impl PluginRuntime {
         let ctx = ActorCtx { config_json, stores: shared.stores.clone(), pre, sup };
         let (mut instance, reg) = actor::instantiate_off_host(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
         if reg.name != name {
-            let hint = if check_ident("plugin name", &reg.name, 24).is_ok() {
+            let hint = if check_ident("plugin name", &reg.name, limits::MAX_PLUGIN_NAME).is_ok() {
                 format!("name the file {}.wasm", reg.name)
             } else {
                 format!("that is not a valid plugin name either: make register return {name:?}")
             };
-            return Err(format!("{}: the component registers as {:?}; {hint}", path.display(), reg.name));
+            return Err(format!("{}: the component registers as {:?}; {hint}", path.display(), limits::truncated(&reg.name)));
         }
         let root_routes = ctx.sup.policy.grants.root_routes(&name);
         let others = shared.loaded.plugins();
