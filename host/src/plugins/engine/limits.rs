@@ -63,11 +63,16 @@ pub fn check_registration(reg: &Registration) -> Result<(), String> {
         short("a subscription tag", &s.tag, MAX_SHORT_TEXT)?;
     }
     for r in &reg.routes {
-        if !METHODS.contains(&r.method.to_ascii_uppercase().as_str()) {
+        // Measured first: upper-casing copies it.
+        if r.method.len() > 6 || !METHODS.contains(&r.method.to_ascii_uppercase().as_str()) {
             return Err(format!("route method {:?} is not one of {}", truncated(&r.method), METHODS.join(", ")));
         }
         short("a route path", &r.path, MAX_PATH)?;
         short("a route handler", &r.handler, MAX_SHORT_TEXT)?;
+        // A handler is the method of a call, which refuses control characters.
+        if r.handler.chars().any(char::is_control) {
+            return Err(format!("the route handler {:?} holds a control character", r.handler));
+        }
     }
     Ok(())
 }
@@ -156,6 +161,9 @@ mod tests {
         }
         let forged = check_registration(&Registration { version: "1\nERROR forged".into(), ..reg() }).unwrap_err();
         assert!(forged.contains("control character") && !forged.contains('\n'), "{forged}");
+        let handler = vec![Route { method: "GET".into(), path: "/x".into(), handler: "h\r\nERROR forged".into() }];
+        let forged = check_registration(&Registration { routes: handler, ..reg() }).unwrap_err();
+        assert!(forged.contains("control character") && !forged.contains(['\r', '\n']), "{forged}");
     }
 
     #[test]

@@ -31,9 +31,9 @@ impl Calls {
     /// call; reaching one of them again would deadlock, so it is refused, and so is a call
     /// that would close a cycle with calls already waiting on other stacks (two plugins
     /// calling each other at the same moment): both at once, as `unavailable`, charged to
-    /// no one. A quarantined plugin, a method name longer than any route handler's and
-    /// arguments over the target's `max_args_kib` are refused before reaching it; the
-    /// latter two are the caller's mistake.
+    /// no one. A quarantined plugin, a method name longer than any route handler's (or
+    /// holding a control character) and arguments over the target's `max_args_kib` are
+    /// refused before reaching it; the latter two are the caller's mistake.
     pub(crate) async fn call(&self, target: &str, method: &str, args: String, chain: Vec<String>) -> Result<String, PluginCallError> {
         if chain.iter().any(|c| c == target) {
             return Err(PluginCallError::Unavailable(format!("re-entrant call: plugin {target} is already on this call's stack")));
@@ -41,12 +41,15 @@ impl Calls {
         if chain.len() >= 8 {
             return Err(PluginCallError::Unavailable("plugin call chain deeper than 8".into()));
         }
-        // The method is copied to the target's queue and named in its errors and spans.
+        // The method is copied to the target's queue and named in its errors, spans and log.
         if method.len() > 4 * MAX_SHORT_TEXT || method.chars().count() > MAX_SHORT_TEXT {
             return Err(PluginCallError::InvalidInput(format!(
                 "a method name of {} bytes, over the limit of {MAX_SHORT_TEXT} characters",
                 method.len()
             )));
+        }
+        if method.chars().any(char::is_control) {
+            return Err(PluginCallError::InvalidInput(format!("the method name {method:?} holds a control character")));
         }
         let plugin = self.loaded.plugin(target).ok_or_else(|| PluginCallError::NoSuchPlugin(target.into()))?;
         if let Some(why) = plugin.sup.unavailable() {
@@ -203,6 +206,8 @@ mod tests {
                 other => panic!("expected invalid input, got {other:?}"),
             }
         }
+        let forged = calls.call("p", "m\nERROR forged", "{}".into(), vec![]).await;
+        assert!(matches!(&forged, Err(PluginCallError::InvalidInput(m)) if m.contains("control character")), "{forged:?}");
         // Within it, the call goes on: here to no plugin.
         let within = calls.call("p", &"é".repeat(MAX_SHORT_TEXT), "{}".into(), vec![]).await;
         assert!(matches!(within, Err(PluginCallError::NoSuchPlugin(_))), "{within:?}");
