@@ -40,23 +40,25 @@ impl Schedule {
     /// The first due time when a schedule is seen for the first time at `now`.
     pub fn first_due(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Schedule::Every(e) => now + to_chrono(e.delay),
+            Schedule::Every(e) => now.checked_add_signed(to_chrono(e.delay)).unwrap_or(DateTime::<Utc>::MAX_UTC),
             Schedule::Cron(c) => c.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC),
         }
     }
 
     /// The first grid point strictly after `now`, for a schedule whose last due time was
     /// `due`. Due times missed in between are skipped (the documented misfire policy).
+    /// A grid point past the last time there is is that time: never a panic.
     pub fn next_due(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
             Schedule::Every(e) => {
-                let period = to_chrono(e.period).max(Duration::milliseconds(1));
                 if now < due {
                     return due;
                 }
-                let behind = (now - due).num_microseconds().unwrap_or(i64::MAX);
-                let step = period.num_microseconds().unwrap_or(i64::MAX).max(1);
-                due + Duration::microseconds((behind / step + 1).saturating_mul(step))
+                // In i128 microseconds: no gap or period can overflow it.
+                let gap = now - due;
+                let behind = gap.num_microseconds().map_or(gap.num_milliseconds() as i128 * 1000, i128::from);
+                let step = (e.period.as_micros() as i128).max(1000);
+                plus_micros(due, (behind / step + 1) * step)
             }
             Schedule::Cron(c) => c.next_after(now.max(due)).unwrap_or(DateTime::<Utc>::MAX_UTC),
         }
@@ -96,6 +98,16 @@ impl fmt::Display for Schedule {
 
 fn to_chrono(d: StdDuration) -> Duration {
     Duration::from_std(d).unwrap_or(Duration::MAX)
+}
+
+/// `t` plus `us` microseconds (not negative), or the last time there is when past it.
+fn plus_micros(t: DateTime<Utc>, us: i128) -> DateTime<Utc> {
+    let nanos = (us % 1_000_000) as u32 * 1000;
+    i64::try_from(us / 1_000_000)
+        .ok()
+        .and_then(|secs| Duration::new(secs, nanos))
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// `every(period)`: due times `first, first + period, ...`; the first is `delay` after the
@@ -174,7 +186,7 @@ impl Cron {
     /// The first matching minute strictly after `t`, searching five years ahead
     /// (None for a spec that never matches, such as 30 February).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let start = t.with_second(0)?.with_nanosecond(0)? + Duration::minutes(1);
+        let start = t.with_second(0)?.with_nanosecond(0)?.checked_add_signed(Duration::minutes(1))?;
         let mut day = start.date_naive();
         for _ in 0..(366 * 5) {
             if self.day_matches(day) {
@@ -338,6 +350,25 @@ mod tests {
         assert_eq!(s.next_due(first, at("2024-05-01T10:00:03Z")), at("2024-05-01T10:00:10Z"));
         // Down for 35 s: the missed due times are skipped, the grid is kept.
         assert_eq!(s.next_due(first, at("2024-05-01T10:00:35Z")), at("2024-05-01T10:00:40Z"));
+    }
+
+    #[test]
+    fn due_times_past_the_last_time_there_is_saturate_instead_of_panicking() {
+        let (now, end) = (at("2024-05-01T10:00:00Z"), DateTime::<Utc>::MAX_UTC);
+        let huge = Schedule::every(StdDuration::from_secs(u64::MAX));
+        assert_eq!(huge.first_due(now), now);
+        assert_eq!(huge.next_due(now, now), end);
+        assert_eq!(huge.next_due(DateTime::<Utc>::MIN_UTC, end), end);
+        // A period chrono holds, whose next due time the calendar does not.
+        assert_eq!(Schedule::every(StdDuration::from_secs(300_000 * 366 * 86_400)).next_due(now, now), end);
+        let late = Schedule::Every(Every { period: StdDuration::from_secs(1), delay: StdDuration::MAX, jitter: StdDuration::ZERO });
+        assert_eq!(late.first_due(now), end);
+        let minutely = Schedule::cron("* * * * *").unwrap();
+        assert_eq!((minutely.first_due(end), minutely.next_due(end, end)), (end, end));
+        // Far behind, the grid is still kept exactly.
+        let s = Schedule::every(StdDuration::from_secs(10));
+        assert_eq!(s.next_due(DateTime::<Utc>::MIN_UTC, end), end);
+        assert_eq!(s.next_due(at("1970-01-01T00:00:00Z"), at("2024-05-01T10:00:05Z")), at("2024-05-01T10:00:10Z"));
     }
 
     #[test]

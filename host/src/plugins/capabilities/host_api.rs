@@ -2,6 +2,7 @@
 //! queueing runs. Other plugins are reached through the instance's `Peers` handle, tasks and
 //! the queue through the scheduler; each plugin's allowances are its supervisor's.
 
+use crate::plugins::engine::limits::{one_line, truncated};
 use crate::plugins::instance::state::{Peers, PluginState};
 use crate::plugins::instance::supervisor::Supervisor;
 use crate::plugins::wit::bindings::PluginRef;
@@ -13,12 +14,6 @@ use std::sync::Arc;
 use wasmtime::component::Resource;
 
 const MAX_LOG_LINE: usize = 8 * 1024;
-
-/// A guest's log message as one line: a line break in it could forge what looks like a
-/// line of the host's own log.
-fn one_line(message: String) -> String {
-    if message.contains(['\n', '\r']) { message.replace('\r', "\\r").replace('\n', "\\n") } else { message }
-}
 
 /// How many queue-runs a task component may make between two counts of its queued runs,
 /// while far from its bound.
@@ -150,7 +145,7 @@ impl host_if::Host for PluginState {
         let opts = QueueOptions { priority: req.priority.map(host_priority), parent, delay: None };
         Ok(match scheduler.queue(&req.task, params, opts).await {
             Ok(run) => Ok(wit_run(&run)),
-            Err(QueueError::UnknownTask(t)) => Err(CallError::NotFound(format!("task {t:?} not found"))),
+            Err(QueueError::UnknownTask(t)) => Err(CallError::NotFound(format!("task {:?} not found", truncated(&t)))),
             Err(e @ QueueError::InvalidParams { .. }) => Err(CallError::InvalidInput(e.to_string())),
             Err(QueueError::Store(e)) => {
                 tracing::warn!(plugin = %self.name, error = %e, "queue-run: the database failed");

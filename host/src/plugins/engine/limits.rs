@@ -2,9 +2,14 @@
 //! task definitions. The host keeps these for as long as the component is loaded and
 //! shows them in `/plugins`, so their size must not be the component's choice. Over a
 //! bound, the component is refused at load with the bound named.
+//!
+//! Also how a text a component chose is quoted in the host's errors and log: cut
+//! ([`truncated`], [`guest_text`]) and on one line ([`one_line`]).
 
 use crate::plugins::wit::bindings::task_world::tc::TaskDef;
 use crate::plugins::wit::bindings::tmp::Registration;
+use crate::store::plugin_tables::check_ident;
+use crate::types::{MAX_ERROR_BYTES, cut_text};
 
 /// Routes one plugin may declare.
 pub const MAX_ROUTES: usize = 64;
@@ -12,7 +17,9 @@ pub const MAX_ROUTES: usize = 64;
 pub const MAX_SUBSCRIPTIONS: usize = 64;
 /// Task definitions one task component may declare.
 pub const MAX_TASK_DEFS: usize = 256;
-/// Characters of a version, a tag, a handler name, a task tag.
+/// Characters of a plugin's name (`[a-z][a-z0-9_]*`, its file's name).
+pub const MAX_PLUGIN_NAME: usize = 24;
+/// Characters of a version, a tag, a handler name, a task tag, a `call` method.
 pub const MAX_SHORT_TEXT: usize = 64;
 /// Characters of a route path.
 pub const MAX_PATH: usize = 256;
@@ -32,9 +39,20 @@ fn short(what: &str, s: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// What `register` returned, within the bounds (the name rule is checked by the loader).
+/// What `register` returned, within the bounds (that the name is its file's is checked by
+/// the loader).
 pub fn check_registration(reg: &Registration) -> Result<(), String> {
+    if check_ident("plugin name", &reg.name, MAX_PLUGIN_NAME).is_err() {
+        return Err(format!(
+            "register returns the name {:?}, not a plugin name ([a-z][a-z0-9_]*, at most {MAX_PLUGIN_NAME} characters)",
+            truncated(&reg.name)
+        ));
+    }
     short("the version", &reg.version, MAX_SHORT_TEXT)?;
+    // Logged at load: a line break in it could forge a line of the log.
+    if reg.version.chars().any(char::is_control) {
+        return Err(format!("the version {:?} holds a control character", reg.version));
+    }
     if reg.routes.len() > MAX_ROUTES {
         return Err(format!("register declares {} routes, over the limit of {MAX_ROUTES}", reg.routes.len()));
     }
@@ -45,11 +63,16 @@ pub fn check_registration(reg: &Registration) -> Result<(), String> {
         short("a subscription tag", &s.tag, MAX_SHORT_TEXT)?;
     }
     for r in &reg.routes {
-        if !METHODS.contains(&r.method.to_ascii_uppercase().as_str()) {
+        // Measured first: upper-casing copies it.
+        if r.method.len() > 6 || !METHODS.contains(&r.method.to_ascii_uppercase().as_str()) {
             return Err(format!("route method {:?} is not one of {}", truncated(&r.method), METHODS.join(", ")));
         }
         short("a route path", &r.path, MAX_PATH)?;
         short("a route handler", &r.handler, MAX_SHORT_TEXT)?;
+        // A handler is the method of a call, which refuses control characters.
+        if r.handler.chars().any(char::is_control) {
+            return Err(format!("the route handler {:?} holds a control character", r.handler));
+        }
     }
     Ok(())
 }
@@ -89,6 +112,19 @@ pub fn truncated(s: &str) -> String {
     if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
 }
 
+/// A guest's text as one line: a line break in it could forge what looks like a line of
+/// the host's own log.
+pub fn one_line(text: String) -> String {
+    if text.contains(['\n', '\r']) { text.replace('\r', "\\r").replace('\n', "\\n") } else { text }
+}
+
+/// A text a component chose (an error it returned), fit for the host's errors, `/plugins`
+/// and the log: at most [`MAX_ERROR_BYTES`] (cut, marked) and on one line.
+pub fn guest_text(text: String) -> String {
+    // Cut before escaping, so the work is bounded, and after, as escapes lengthen it.
+    cut_text(one_line(cut_text(text, MAX_ERROR_BYTES)), MAX_ERROR_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +147,33 @@ mod tests {
         assert!(check_registration(&Registration { routes: long, ..reg() }).unwrap_err().contains("route path"));
         let odd = vec![Route { method: "BREW".into(), path: "/x".into(), handler: "h".into() }];
         assert!(check_registration(&Registration { routes: odd, ..reg() }).unwrap_err().contains("BREW"));
+    }
+
+    #[test]
+    fn a_registered_name_must_be_a_plugin_name_and_is_quoted_cut() {
+        assert!(check_registration(&Registration { name: "a".repeat(MAX_PLUGIN_NAME), ..reg() }).is_ok());
+        let long = check_registration(&Registration { name: "n".repeat(8 << 20), ..reg() }).unwrap_err();
+        assert!(long.contains("not a plugin name") && long.len() < 300, "{}", long.len());
+        let over = "a".repeat(MAX_PLUGIN_NAME + 1);
+        for bad in ["", "Upper", "1st", "has-dash", "x\nERROR forged", over.as_str()] {
+            let e = check_registration(&Registration { name: bad.into(), ..reg() }).unwrap_err();
+            assert!(e.contains("not a plugin name") && !e.contains('\n'), "{bad}: {e}");
+        }
+        let forged = check_registration(&Registration { version: "1\nERROR forged".into(), ..reg() }).unwrap_err();
+        assert!(forged.contains("control character") && !forged.contains('\n'), "{forged}");
+        let handler = vec![Route { method: "GET".into(), path: "/x".into(), handler: "h\r\nERROR forged".into() }];
+        let forged = check_registration(&Registration { routes: handler, ..reg() }).unwrap_err();
+        assert!(forged.contains("control character") && !forged.contains(['\r', '\n']), "{forged}");
+    }
+
+    #[test]
+    fn a_guest_text_is_one_bounded_line() {
+        assert_eq!(guest_text("plain".into()), "plain");
+        assert_eq!(one_line("a\r\nb".into()), "a\\r\\nb");
+        let forged = guest_text(format!("x\n2026-01-01T00:00:00Z ERROR fluid_host: forged\r{}", "\n".repeat(1 << 20)));
+        assert!(forged.len() <= MAX_ERROR_BYTES && !forged.contains(['\n', '\r']), "{}", forged.len());
+        assert!(forged.starts_with("x\\n2026") && forged.ends_with(" B cut]"), "{forged}");
+        let long = guest_text("é".repeat(1 << 20));
+        assert!(long.len() <= MAX_ERROR_BYTES && long.starts_with('é'), "{}", long.len());
     }
 }

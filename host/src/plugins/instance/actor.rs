@@ -7,12 +7,15 @@
 //! budget) counts toward its quarantine. A `call` is a caller's request: a trap, an
 //! overrun or an oversized result there costs the instance and shows in the counters,
 //! but never the plugin's health, since whoever chose the arguments could otherwise get
-//! it quarantined. Deliveries go before queued calls, so a flood of calls cannot starve
-//! the change feed.
+//! it quarantined. A fresh instance failing to start is the plugin's own failure (its
+//! `register` sees only the host's config), except once right after a caller's trap
+//! when it serves a call (see `Restarts`). Deliveries go before queued calls, so a
+//! flood of calls cannot starve the change feed.
 use super::state::{PluginState, StoreMaker};
 use super::supervisor::Supervisor;
 use crate::metrics::PluginMeters;
 use crate::plugins::engine::guest_pool::{self, Metered};
+use crate::plugins::engine::limits::guest_text;
 use crate::plugins::wit::bindings::tmp::{Event, Registration};
 use crate::plugins::wit::bindings::{Plugin, PluginPre};
 use crate::plugins::wit::convert::from_call_error;
@@ -48,7 +51,8 @@ pub(crate) type Instance = (Store<PluginState>, Plugin);
 pub(crate) enum DeliveryError {
     /// `on-events` returned an error.
     Refused(String),
-    /// The instance trapped (already counted as a failure).
+    /// The instance trapped, or no fresh one started (the actor counted it as the plugin's
+    /// failure, or put it down to a caller's call).
     Trapped(String),
     /// It failed or trapped after the database failed one of its storage calls (busy with
     /// other plugins, unreachable): retried later, not counted against it.
@@ -148,7 +152,7 @@ async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration
     let reg = match reg {
         Ok(r) => r
             .map_err(|e| format!("register {}", store.data().sandbox.stderr.explain(describe_trap(&e))))?
-            .map_err(|e| format!("register refused: {e}"))?,
+            .map_err(|e| format!("register refused: {}", guest_text(e)))?,
         Err(_) => return Err("register trapped: call took longer than its time limit (blocked in a host call)".into()),
     };
     Ok(((store, plugin), reg))
@@ -195,6 +199,36 @@ impl Actor {
     }
 }
 
+/// Why the actor has no instance, and how starting fresh ones went since: whom a failed
+/// start is put down to.
+#[derive(Default)]
+struct Restarts {
+    /// The last instance was lost to a caller's call: starting the next is the caller's
+    /// doing (its CPU is not the plugin's own work).
+    lost_to_call: bool,
+    /// Starts that failed since an instance last started.
+    failed_in_a_row: u32,
+}
+
+impl Restarts {
+    fn started(&mut self) {
+        *self = Restarts::default();
+    }
+
+    /// Records a start that failed with `msg`, for a delivery when `delivery` (else a call).
+    /// Only the first failure after a caller's trap, for a call, is the caller's, like the
+    /// trap; otherwise a plugin whose `register` fails after one trapped call would never
+    /// be quarantined and would hold its checkpoint (and the feed) for ever.
+    fn start_failed(&mut self, sup: &Supervisor, msg: &str, delivery: bool) {
+        self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
+        if !self.lost_to_call || delivery || self.failed_in_a_row > 1 {
+            sup.fail(msg, false);
+        } else {
+            sup.call_trapped(msg);
+        }
+    }
+}
+
 async fn run(
     ctx: ActorCtx,
     mut instance: Option<Instance>,
@@ -204,7 +238,7 @@ async fn run(
 ) {
     let sup = ctx.sup.clone();
     let meters = ctx.stores.scheduler.metrics().plugin(&sup.name);
-    let mut lost_to_call = false;
+    let mut restarts = Restarts::default();
     loop {
         let job = tokio::select! {
             biased;
@@ -219,20 +253,15 @@ async fn run(
         let cpu_before = sup.cpu_ns.load(Ordering::Relaxed);
         if instance.is_none() {
             // After a caller's call cost the instance, starting a new one is still the
-            // caller's doing: not counted toward quarantine, nor its CPU as own work.
-            let own = !lost_to_call;
-            match instantiate(&ctx, own).await {
+            // caller's doing: its CPU is not counted as own work.
+            match instantiate(&ctx, !restarts.lost_to_call).await {
                 Ok((i, _)) => {
                     instance = Some(i);
-                    lost_to_call = false;
+                    restarts.started();
                 }
                 Err(e) => {
                     tracing::error!(plugin = %sup.name, error = %e, "cannot start a fresh instance");
-                    if own {
-                        sup.fail(&e, false);
-                    } else {
-                        sup.call_trapped(&e);
-                    }
+                    restarts.start_failed(&sup, &e, own_work);
                     meters.errors.inc();
                     match job {
                         Job::Events { reply, .. } => drop(reply.send(Err(DeliveryError::Trapped(e)))),
@@ -265,7 +294,7 @@ async fn run(
                             meters.errors.inc();
                         }
                         let r = r.map_err(|m| {
-                            let m = crate::scheduler::cut_text(m, crate::scheduler::MAX_ERROR_BYTES);
+                            let m = guest_text(m);
                             if database { DeliveryError::NotItsFault(m) } else { DeliveryError::Refused(m) }
                         });
                         let _ = reply.send(r);
@@ -310,7 +339,7 @@ async fn run(
             } else {
                 sup.call_trapped(&msg);
             }
-            lost_to_call = !own_work;
+            restarts.lost_to_call = !own_work;
             meters.traps.inc();
             instance = None;
         }
@@ -354,5 +383,57 @@ fn settle(sup: &Supervisor, meters: &PluginMeters, method: &str, out: Result<Str
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::engine::policy::{FeedStart, Limits, Policy};
+
+    fn sup(after: u32) -> Supervisor {
+        let limits = Limits { quarantine_after: after, quarantine_window_s: 60, ..Limits::default() };
+        Supervisor::new(
+            "p",
+            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
+            CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn a_plugin_whose_register_keeps_failing_after_a_callers_trap_is_quarantined() {
+        let s = sup(3);
+        let mut r = Restarts { lost_to_call: true, ..Restarts::default() };
+        // Deliveries retried after a caller's trap, each finding no instance.
+        for _ in 0..3 {
+            r.start_failed(&s, "register refused: no", true);
+        }
+        assert!(s.quarantined() && s.stop.is_cancelled());
+        // The same with calls only: the first failure is the caller's, the next ones its own.
+        let s = sup(3);
+        let mut r = Restarts { lost_to_call: true, ..Restarts::default() };
+        r.start_failed(&s, "register refused: no", false);
+        assert_eq!(s.health().recent_failures, 0);
+        r.start_failed(&s, "register refused: no", false);
+        r.start_failed(&s, "register refused: no", false);
+        assert_eq!(s.health().recent_failures, 2);
+        r.start_failed(&s, "register refused: no", false);
+        assert!(s.quarantined());
+    }
+
+    #[test]
+    fn a_callers_trap_followed_by_one_failed_start_costs_a_plugin_nothing() {
+        let s = sup(1);
+        let mut r = Restarts::default();
+        for _ in 0..5 {
+            r.lost_to_call = true;
+            r.start_failed(&s, "cannot instantiate: busy", false);
+            r.started();
+        }
+        let h = s.health();
+        assert!(!s.quarantined() && h.recent_failures == 0 && h.errors == 5, "{h:?}");
+        // Lost to its own work, a failed start is its own, as before.
+        Restarts::default().start_failed(&s, "register refused: no", false);
+        assert!(s.quarantined());
     }
 }

@@ -59,7 +59,8 @@ pub struct PluginState {
     /// While `register` runs: the roles it declares for its routes (`route_roles`).
     pub(crate) in_register: bool,
     pub(crate) route_roles: Vec<Declared>,
-    pub(crate) route_roles_overflow: bool,
+    /// Why a declaration was refused (too many, too long): the loader refuses the plugin.
+    pub(crate) route_roles_refused: Option<String>,
 }
 
 impl WasiView for PluginState {
@@ -102,7 +103,7 @@ impl StoreMaker {
             not_its_fault: false,
             in_register: false,
             route_roles: Vec::new(),
-            route_roles_overflow: false,
+            route_roles_refused: None,
         };
         Ok(sandbox::new_store(&self.engine, &sup.policy.limits, state))
     }

@@ -4,6 +4,7 @@
 //! per caller, and is the [`Peers`] handle every instance holds.
 
 use super::loaded::LoadedSet;
+use crate::plugins::engine::limits::MAX_SHORT_TEXT;
 use crate::plugins::instance::state::Peers;
 use crate::plugins::instance::supervisor::Supervisor;
 use crate::scheduler::{CallFuture, PluginCallError};
@@ -30,14 +31,25 @@ impl Calls {
     /// call; reaching one of them again would deadlock, so it is refused, and so is a call
     /// that would close a cycle with calls already waiting on other stacks (two plugins
     /// calling each other at the same moment): both at once, as `unavailable`, charged to
-    /// no one. A quarantined plugin and arguments over the target's `max_args_kib` are
-    /// refused before reaching it; the latter is the caller's mistake.
+    /// no one. A quarantined plugin, a method name longer than any route handler's (or
+    /// holding a control character) and arguments over the target's `max_args_kib` are
+    /// refused before reaching it; the latter two are the caller's mistake.
     pub(crate) async fn call(&self, target: &str, method: &str, args: String, chain: Vec<String>) -> Result<String, PluginCallError> {
         if chain.iter().any(|c| c == target) {
             return Err(PluginCallError::Unavailable(format!("re-entrant call: plugin {target} is already on this call's stack")));
         }
         if chain.len() >= 8 {
             return Err(PluginCallError::Unavailable("plugin call chain deeper than 8".into()));
+        }
+        // The method is copied to the target's queue and named in its errors, spans and log.
+        if method.len() > 4 * MAX_SHORT_TEXT || method.chars().count() > MAX_SHORT_TEXT {
+            return Err(PluginCallError::InvalidInput(format!(
+                "a method name of {} bytes, over the limit of {MAX_SHORT_TEXT} characters",
+                method.len()
+            )));
+        }
+        if method.chars().any(char::is_control) {
+            return Err(PluginCallError::InvalidInput(format!("the method name {method:?} holds a control character")));
         }
         let plugin = self.loaded.plugin(target).ok_or_else(|| PluginCallError::NoSuchPlugin(target.into()))?;
         if let Some(why) = plugin.sup.unavailable() {
@@ -183,5 +195,21 @@ mod tests {
         assert!(closes_cycle(&waits, "c", "d").is_none());
         assert!(closes_cycle(&waits, "d", "a").is_none());
         assert!(closes_cycle(&waits, "d", "x").is_none(), "a cycle not through the caller is not its own, and ends");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_method_name_over_the_short_text_limit_is_refused_before_reaching_a_plugin() {
+        let calls = Calls::new(Arc::new(LoadedSet::default()));
+        for method in ["m".repeat(MAX_SHORT_TEXT + 1), "é".repeat(1 << 20)] {
+            match calls.call("p", &method, "{}".into(), vec![]).await {
+                Err(PluginCallError::InvalidInput(m)) => assert!(m.contains("limit of 64 characters") && m.len() < 100, "{m}"),
+                other => panic!("expected invalid input, got {other:?}"),
+            }
+        }
+        let forged = calls.call("p", "m\nERROR forged", "{}".into(), vec![]).await;
+        assert!(matches!(&forged, Err(PluginCallError::InvalidInput(m)) if m.contains("control character")), "{forged:?}");
+        // Within it, the call goes on: here to no plugin.
+        let within = calls.call("p", &"é".repeat(MAX_SHORT_TEXT), "{}".into(), vec![]).await;
+        assert!(matches!(within, Err(PluginCallError::NoSuchPlugin(_))), "{within:?}");
     }
 }

@@ -298,7 +298,7 @@ impl PluginRuntime {
     ) -> Result<Prepared, String> {
         let shared = &self.shared;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-        check_ident("plugin name (the file name)", &name, 24).map_err(|_| {
+        check_ident("plugin name (the file name)", &name, limits::MAX_PLUGIN_NAME).map_err(|_| {
             format!(
                 "{}: the plugin name (the file name) {name:?} must match [a-z][a-z0-9_]* and have at most 24 characters, e.g. {}.wasm",
                 path.display(),
@@ -322,12 +322,12 @@ impl PluginRuntime {
         let ctx = ActorCtx { config_json, stores: shared.stores.clone(), pre, sup };
         let (mut instance, reg) = actor::instantiate_off_host(&ctx).await.map_err(|e| format!("{}: {e}", path.display()))?;
         if reg.name != name {
-            let hint = if check_ident("plugin name", &reg.name, 24).is_ok() {
+            let hint = if check_ident("plugin name", &reg.name, limits::MAX_PLUGIN_NAME).is_ok() {
                 format!("name the file {}.wasm", reg.name)
             } else {
                 format!("that is not a valid plugin name either: make register return {name:?}")
             };
-            return Err(format!("{}: the component registers as {:?}; {hint}", path.display(), reg.name));
+            return Err(format!("{}: the component registers as {:?}; {hint}", path.display(), limits::truncated(&reg.name)));
         }
         let root_routes = ctx.sup.policy.grants.root_routes(&name);
         let others = shared.loaded.plugins();
@@ -337,8 +337,8 @@ impl PluginRuntime {
         let mut routes =
             routes::check_routes(&name, root_routes, declared, &root_owners).map_err(|e| format!("{}: {e}", path.display()))?;
         let state = instance.0.data_mut();
-        let (roles, overflow) = (std::mem::take(&mut state.route_roles), state.route_roles_overflow);
-        routes::apply(&mut routes, roles, overflow).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (roles, refused) = (std::mem::take(&mut state.route_roles), state.route_roles_refused.take());
+        routes::apply(&mut routes, roles, refused).map_err(|e| format!("{}: {e}", path.display()))?;
         ctx.sup.host_bytes.store(limits::registration_bytes(&reg), std::sync::atomic::Ordering::Relaxed);
         let subscriptions: Vec<(TaskState, String)> = reg.subscriptions.iter().map(|s| (host_state(s.state), s.tag.clone())).collect();
         let file = path.to_path_buf();

@@ -319,6 +319,7 @@ async fn deliver_until_stopped(feed: &Feed, plugin: &Subscriber) {
         let delivered = match r {
             Ok(()) => Ok((n, last)),
             Err(DeliveryError::Stopped) => return,
+            // Counted by the actor (a failed start too), not twice here.
             Err(DeliveryError::Trapped(msg)) => Err(msg),
             Err(DeliveryError::NotItsFault(msg)) => {
                 tracing::warn!(plugin = %plugin.name, error = %msg, "delivery failed because of the database; retried, not counted against the plugin");

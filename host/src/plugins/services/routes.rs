@@ -18,7 +18,6 @@
 //! Which loaded plugin serves a request is the registry's lookup (`registry::route_table`);
 //! this module owns the patterns, the checks at load and the roles of routes.
 
-use crate::plugins::capabilities::route_roles::MAX_DECLARATIONS;
 use crate::plugins::engine::limits::truncated;
 use crate::plugins::instance::state::Declared;
 use crate::types::Role;
@@ -179,15 +178,17 @@ pub struct RouteMatch {
 }
 
 /// The role each of `routes` needs: the declared one, else `read` for GET and `operate`
-/// for any other method. An error names a declaration that fits no route, or a route
-/// declared twice.
-pub(crate) fn apply(routes: &mut [PluginRoute], declared: Vec<Declared>, overflow: bool) -> Result<(), String> {
-    if overflow {
-        return Err(format!("route-roles: more than {MAX_DECLARATIONS} declarations"));
+/// for any other method. An error names a declaration that fits no route, a route
+/// declared twice, or why `route_roles` refused one (`refused`).
+pub(crate) fn apply(routes: &mut [PluginRoute], declared: Vec<Declared>, refused: Option<String>) -> Result<(), String> {
+    if let Some(why) = refused {
+        return Err(why);
     }
     let mut seen = std::collections::HashSet::new();
     for (method, path, role) in declared {
         let Some(route) = routes.iter_mut().find(|r| r.method == method && r.path == path) else {
+            // Escaped: the plugin chose them (bounded by `route_roles`), and this reaches the log.
+            let (method, path) = (method.escape_debug(), path.escape_debug());
             return Err(format!("route-roles: a role for {method} {path}, which register does not return"));
         };
         if !seen.insert((method.clone(), path.clone())) {
@@ -260,7 +261,7 @@ mod tests {
     fn declared_roles_apply_and_others_follow_the_method() {
         let declared = [("GET", "/open", "h"), ("POST", "/poke", "h"), ("POST", "/purge", "h"), ("GET", "/secret", "h")];
         let mut routes = check_routes("p", false, declared, &[]).unwrap();
-        apply(&mut routes, vec![("POST".into(), "/purge".into(), Role::Admin), ("GET".into(), "/secret".into(), Role::Operate)], false)
+        apply(&mut routes, vec![("POST".into(), "/purge".into(), Role::Admin), ("GET".into(), "/secret".into(), Role::Operate)], None)
             .unwrap();
         let roles: Vec<Role> = routes.iter().map(|r| r.role).collect();
         assert_eq!(roles, [Role::Read, Role::Operate, Role::Admin, Role::Operate]);
@@ -269,10 +270,13 @@ mod tests {
     #[test]
     fn a_declaration_for_no_route_or_twice_is_refused() {
         let mut routes = check_routes("p", false, [("GET", "/a", "h")], &[]).unwrap();
-        let e = apply(&mut routes, vec![("POST".into(), "/a".into(), Role::Admin)], false).unwrap_err();
+        let e = apply(&mut routes, vec![("POST".into(), "/a".into(), Role::Admin)], None).unwrap_err();
         assert!(e.contains("POST /a, which register does not return"), "{e}");
+        let forged = apply(&mut routes, vec![("GET".into(), "/a\nERROR x".into(), Role::Admin)], None).unwrap_err();
+        assert!(!forged.contains('\n') && forged.contains("/a\\nERROR x"), "{forged}");
         let twice = vec![("GET".into(), "/a".into(), Role::Admin), ("GET".into(), "/a".into(), Role::Read)];
-        assert!(apply(&mut routes, twice, false).unwrap_err().contains("declared twice"));
-        assert!(apply(&mut routes, vec![], true).unwrap_err().contains("more than"));
+        assert!(apply(&mut routes, twice, None).unwrap_err().contains("declared twice"));
+        let refused = apply(&mut routes, vec![], Some("route-roles: more than 64 declarations".into())).unwrap_err();
+        assert!(refused.contains("more than"));
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! What a component declares is bounded (`limits`: at most 256 tasks, short texts) and
 //! registered in one step, linear in the number of tasks; a schedule more frequent than
-//! `min_schedule_ms` refuses the component.
+//! `min_schedule_ms`, or an `every` period over a year, refuses the component.
 //!
 //! This module defines and registers a component's tasks; which components are loaded,
 //! from which file, is the registry's (`registry::task_components`).
@@ -42,11 +42,14 @@ const MAX_QUICK_RETRIES: u32 = 10;
 /// The longest retry wait a task component may declare.
 const MAX_RETRY_WAIT_MS: u64 = 30 * 24 * 3600 * 1000;
 
+/// The longest `every` period a task component may declare (longer ones are a cron's job).
+pub const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Time allowed for `definitions` on load.
 const DEFINITIONS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses a schedule as a task component writes it: `every 5s` (units `ms`, `s`, `m`,
-/// `h`) or a five-field cron expression.
+/// `h`, at most [`MAX_PERIOD`]) or a five-field cron expression.
 pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
     let text = text.trim();
     let Some(period) = text.strip_prefix("every ") else {
@@ -57,11 +60,15 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
     let (n, unit) = period.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("invalid schedule {text:?}: expected `every <number><ms|s|m|h>`"))?;
     let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => return Err(format!("invalid schedule {text:?}: the unit must be ms, s, m or h")),
+    };
+    // Past a year, due times soon leave what the scheduler's clock can hold.
+    let Some(d) = d.filter(|d| *d <= MAX_PERIOD) else {
+        return Err(format!("invalid schedule {text:?}: the period must be at most 365 days"));
     };
     if d.is_zero() {
         return Err(format!("invalid schedule {text:?}: the period must be positive"));
@@ -320,6 +327,20 @@ mod tests {
         assert!(parse_schedule("every 0s").unwrap_err().contains("positive"));
         assert!(parse_schedule("every 5 parsecs").is_err());
         assert!(parse_schedule("61 * * * *").unwrap_err().contains("cron"));
+    }
+
+    #[test]
+    fn a_period_over_a_year_is_refused_whatever_its_unit() {
+        assert_eq!(parse_schedule("every 8760h").unwrap(), Schedule::every(MAX_PERIOD));
+        for text in ["every 8761h", "every 525601m", "every 31536001s", "every 31536000001ms", "every 18446744073709551615ms"] {
+            assert!(parse_schedule(text).unwrap_err().contains("at most 365 days"), "{text}");
+        }
+        // Would overflow as seconds.
+        for text in ["every 5124095576030432h", "every 307445734561825861m"] {
+            assert!(parse_schedule(text).unwrap_err().contains("at most 365 days"), "{text}");
+        }
+        let huge = checked(&TaskDef { schedule: Some("every 18446744073709551615h".into()), ..def("t") }).unwrap_err();
+        assert!(huge.contains("at most 365 days"), "{huge}");
     }
 
     fn def(name: &str) -> TaskDef {

@@ -56,7 +56,10 @@ struct Meta {
 
 impl Meta {
     fn col(&self, name: &str) -> Result<&Col, StorageError> {
-        self.columns.iter().find(|c| c.name == name).ok_or_else(|| StorageError::InvalidName(format!("table has no column {name:?}")))
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| StorageError::InvalidName(format!("table has no column {}", quoted(name))))
     }
 }
 
@@ -87,7 +90,28 @@ pub fn check_ident(what: &str, s: &str, max: usize) -> Result<(), StorageError> 
     if ok {
         Ok(())
     } else {
-        Err(StorageError::InvalidName(format!("{what} {s:?} must match [a-z][a-z0-9_]* and have at most {max} characters")))
+        Err(StorageError::InvalidName(format!("{what} {} must match [a-z][a-z0-9_]* and have at most {max} characters", quoted(s))))
+    }
+}
+
+/// A name a plugin gave, quoted for an error: its first 64 characters, escaped. The error
+/// goes back to the plugin and may reach the log, so its size is not the plugin's choice.
+fn quoted(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((end, _)) => format!("{:?}…", &s[..end]),
+        None => format!("{s:?}"),
+    }
+}
+
+/// The type of a value a plugin gave, named in an error instead of the value itself.
+fn value_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        Value::Text(_) => "text",
+        Value::Boolean(_) => "boolean",
+        Value::Json(_) => "json",
     }
 }
 
@@ -210,7 +234,7 @@ impl PluginStorage {
         }
         for k in def.primary_key.iter().chain(def.indexes.iter().flatten()) {
             if !columns.iter().any(|c| &c.name == k) {
-                return Err(StorageError::InvalidName(format!("key or index column {k:?} is not a column")));
+                return Err(StorageError::InvalidName(format!("key or index column {} is not a column", quoted(k))));
             }
         }
         let exists = match self.meta(plugin, &def.name).await {
@@ -345,7 +369,7 @@ impl PluginStorage {
         }
         for (i, c) in columns.iter().enumerate() {
             if columns[..i].contains(c) {
-                return Err(StorageError::InvalidName(format!("column {c:?} given twice")));
+                return Err(StorageError::InvalidName(format!("column {} given twice", quoted(c))));
             }
         }
         let mut typed = Vec::with_capacity(rows.len());
@@ -536,7 +560,7 @@ impl PluginStorage {
         let mut parts = Vec::new();
         for (k, v) in obj {
             if k.contains('"') || k.contains('\\') {
-                return Err(StorageError::InvalidValue(format!("json-contains key {k:?} may not hold quotes or backslashes")));
+                return Err(StorageError::InvalidValue(format!("json-contains key {} may not hold quotes or backslashes", quoted(&k))));
             }
             binds.push(Bound::Text(Some(format!("$.\"{k}\""))));
             *n += 1;
@@ -654,7 +678,7 @@ fn quota_bytes(b: &Bound) -> u64 {
 }
 
 fn bind_value(backend: Backend, col: &Col, v: Value) -> Result<Bound, StorageError> {
-    let mismatch = |v: &Value| StorageError::InvalidValue(format!("column {} is {}; got {v:?}", col.name, col.kind));
+    let mismatch = |v: &Value| StorageError::InvalidValue(format!("column {} is {}; got {}", col.name, col.kind, value_kind(v)));
     let null = matches!(v, Value::Null);
     if null && !col.nullable {
         return Err(StorageError::InvalidValue(format!("column {} is not nullable", col.name)));
@@ -711,4 +735,26 @@ fn read_row(backend: Backend, r: &Row, cols: &[Col]) -> Result<Vec<Value>, Stora
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_quote_at_most_the_start_of_what_a_plugin_gave() {
+        let huge = "x".repeat(8 << 20);
+        let StorageError::InvalidName(e) = check_ident("table", &huge, 24).unwrap_err() else { panic!("not an invalid name") };
+        assert!(e.len() < 200 && e.contains(&format!("{:?}…", "x".repeat(64))), "{}", e.len());
+        assert_eq!(quoted("events"), "\"events\"");
+        assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+        let meta = Meta { physical: "p_1_p_t".into(), columns: vec![], primary_key: vec![] };
+        let StorageError::InvalidName(e) = meta.col(&huge).unwrap_err() else { panic!("not an invalid name") };
+        assert!(e.len() < 200, "{}", e.len());
+        let col = Col { name: "n".into(), kind: "int".into(), nullable: false };
+        let StorageError::InvalidValue(e) = bind_value(Backend::Sqlite, &col, Value::Text(huge)).unwrap_err() else {
+            panic!("not an invalid value")
+        };
+        assert_eq!(e, "column n is int; got text");
+    }
 }
