@@ -688,13 +688,15 @@ async fn cross_calls_never_deadlock() {
 }
 
 /// Class 8: `queue-run` from a plugin or a task component is cut at its allowance
-/// (`queue_burst`, then `queue_per_s`) with a clear error and a counter; a fork bomb of
-/// runs queueing runs dies out.
+/// (`queue_burst`, then `queue_per_s`) with a clear error and a counter; another task
+/// component's tasks need a grant; a fork bomb of runs queueing runs dies out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_floods_and_fork_bombs_are_cut_at_the_allowance() {
     let dir = TempDir::new();
     let mut toml = attacker(dir.path(), "flooder", "", "queue_per_s = 1\nqueue_burst = 20");
     toml += &attacker(dir.path(), "heavy", "", "queue_kib_per_s = 1\nqueue_burst_kib = 1024");
+    toml += &attacker(dir.path(), "granted", "", "");
+    toml += "[plugins.granted.grants]\nqueue_others = true\n";
     install(dir.path(), "attack-tasks", "attack_tasks");
     toml += "[plugins.attack_tasks.limits]\nqueue_per_s = 1\nqueue_burst = 30\n";
     let h = host_with(dir.path(), &toml, 2).await;
@@ -710,6 +712,13 @@ async fn queue_floods_and_fork_bombs_are_cut_at_the_allowance() {
     assert!(info["health"]["last_limit"].as_str().unwrap().starts_with("queue_per_s: "), "{info}");
     let metrics = client().get(url(&h, "/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("fluid_plugin_limits_hit_total{plugin=\"flooder\"}")), "{metrics}");
+
+    // Another task component's tasks are not a guest's to queue (they would spend that
+    // component's allowances), unless the operator grants it.
+    let r = call(&h, "flooder", "queue", json!({ "task": "attack-noop", "n": 1 })).await;
+    assert!(r["error"].as_str().unwrap().contains("needs the operator's queue_others grant"), "{r}");
+    let r = call(&h, "granted", "queue", json!({ "task": "attack-noop", "n": 1 })).await;
+    assert_eq!((r["queued"].as_u64(), r["error"].as_str()), (Some(1), None), "{r}");
 
     // A task run's children are its own: no grafting runs onto another run's lineage.
     let other = queue(&h.scheduler, "ok", json!({})).await;

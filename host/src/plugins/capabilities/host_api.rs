@@ -116,6 +116,13 @@ impl host_if::Host for PluginState {
             let max = crate::scheduler::MAX_PARAMS_BYTES;
             return Ok(Err(CallError::InvalidInput(format!("params of {} bytes, over the limit of {max} bytes", req.params_json.len()))));
         }
+        if !self.sup.policy.grants.queue_others && self.peers.owned_elsewhere(&self.sup, &req.task) {
+            let msg = format!(
+                "task {:?} belongs to another task component: queueing its runs needs the operator's queue_others grant",
+                truncated(&req.task)
+            );
+            return Ok(Err(CallError::InvalidInput(msg)));
+        }
         let scheduler: Scheduler = self.scheduler.clone();
         if let Err(msg) = self.sup.take_queue_token(req.params_json.len()) {
             self.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();

@@ -193,6 +193,11 @@ pub struct Grants {
     /// task's runs out of the history): an untrusted component may not hide its own runs.
     #[serde(default)]
     pub skip_history: bool,
+    /// Whether it may queue runs of another task component's tasks. Without it, a guest
+    /// queues the host's tasks and its own component's only: runs of another component
+    /// would spend that component's `max_queued` and CPU budget, and so stop its own work.
+    #[serde(default)]
+    pub queue_others: bool,
 }
 
 /// The tag that keeps a task's runs out of the db plugin's history (its default

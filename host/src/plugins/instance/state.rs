@@ -29,6 +29,10 @@ pub(crate) trait Peers: Send + Sync {
     /// All the tasks of the loaded task component that `sup` supervises, when `task` is one
     /// of them; None when it is not, or the component is not (or no longer) loaded.
     fn component_tasks(&self, sup: &Arc<Supervisor>, task: &str) -> Option<Vec<String>>;
+
+    /// Whether `task` is a task of a loaded task component other than the one `sup`
+    /// supervises.
+    fn owned_elsewhere(&self, sup: &Arc<Supervisor>, task: &str) -> bool;
 }
 
 /// A role a plugin declared for one of its routes: method (upper case), path, role.

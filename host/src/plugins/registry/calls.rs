@@ -100,6 +100,11 @@ impl Peers for Calls {
             _ => None,
         }
     }
+
+    fn owned_elsewhere(&self, sup: &Arc<Supervisor>, task: &str) -> bool {
+        let components = self.loaded.task_components.read().unwrap();
+        components.values().any(|c| !Arc::ptr_eq(&c.sup, sup) && c.tasks.iter().any(|t| t == task))
+    }
 }
 
 /// Calls one caller (a plugin, or the runs of one task) may have waiting on one plugin.

@@ -60,7 +60,9 @@ impl Scheduler {
         let elapsed_ms = took.as_secs_f64() * 1000.0;
         match &outcome {
             Outcome::Failure(e) => {
-                tracing::warn!(run = %id, task = %task.name, error = %e, ms = elapsed_ms, retry_in = ?retry_after, "end - failure")
+                // Quoted: the text is the task's (a component's) choice, and a line break
+                // in it would forge log lines.
+                tracing::warn!(run = %id, task = %task.name, error = ?e, ms = elapsed_ms, retry_in = ?retry_after, "end - failure")
             }
             Outcome::Success => tracing::debug!(run = %id, task = %task.name, ms = elapsed_ms, "end - success"),
             o => tracing::info!(run = %id, task = %task.name, outcome = ?o, ms = elapsed_ms, "end"),
