@@ -241,6 +241,10 @@ pub struct ServeArgs {
     /// Seconds without a heartbeat after which a host is dead and its running runs are rescued.
     #[arg(long, env = "FLUID_HOST_TIMEOUT_SECONDS", default_value_t = 15.0)]
     pub host_timeout: f64,
+    /// Days a finished run stays in the queue's table (`GET /task-runs/ID`) before it is
+    /// pruned; its history stays with the db plugin. 0 keeps every run.
+    #[arg(long, env = "FLUID_KEEP_RUNS_DAYS", default_value_t = 7.0)]
+    pub keep_runs_days: f64,
     /// Do not register the built-in example tasks.
     #[arg(long, env = "FLUID_NO_EXAMPLES")]
     pub no_examples: bool,
@@ -376,6 +380,8 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             c.metrics_open = a.metrics_open;
             c.scheduler.heartbeat.host_timeout = Duration::from_secs_f64(a.host_timeout.max(0.1));
             c.scheduler.heartbeat.interval = (c.scheduler.heartbeat.host_timeout / 5).min(Duration::from_secs(2));
+            c.scheduler.run_pruner.keep_for =
+                (a.keep_runs_days > 0.0).then(|| Duration::from_secs_f64((a.keep_runs_days * 86_400.0).min(1e12)));
             let host = Host::start(c, tasks).await?;
             println!("fluid listening on http://{}", host.addr);
             shutdown_signal().await;

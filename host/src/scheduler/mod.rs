@@ -23,7 +23,7 @@ pub use crate::types::{InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Pri
 pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, TaskContext};
 pub use engine::{
     Cancelled, CompleterConfig, FeedPrunerConfig, HeartbeatConfig, MAX_BATCH, ProducerConfig, QueueError, QueueOptions, QueuerConfig,
-    Scheduler, SchedulerConfig, SchedulesConfig,
+    RunPrunerConfig, Scheduler, SchedulerConfig, SchedulesConfig,
 };
 pub use schedule::{Cron, CronError, Every, Schedule};
 pub(crate) use task::any_object;

@@ -443,7 +443,20 @@ impl Store {
             .await
     }
 
-    /// Deletes feed events every plugin has consumed, keeping the last `keep`.
+    /// Deletes up to `limit` runs that ended before `before_us` (never a queued or running
+    /// one), in one transaction; returns how many.
+    pub async fn prune_runs(&self, before_us: i64, limit: usize) -> Result<u64, StoreError> {
+        self.metrics
+            .timed("prune_runs", async {
+                let mut tx = self.write_tx().await?;
+                let n = runs::prune(&mut tx, before_us, limit).await?;
+                tx.commit().await?;
+                Ok(n)
+            })
+            .await
+    }
+
+    /// Drops the change feed's events every plugin has consumed, but for the latest `keep`.
     pub async fn prune_feed(&self, keep: i64) -> Result<u64, StoreError> {
         self.metrics
             .timed("prune_feed", async {

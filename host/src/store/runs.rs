@@ -591,6 +591,19 @@ pub(crate) async fn clear_queue(
     Ok((counts, aborted))
 }
 
+/// Deletes up to `limit` runs that ended before `before_us` (never a queued or running
+/// one); returns how many.
+pub(crate) async fn prune(conn: &mut Db, before_us: i64, limit: usize) -> Result<u64, sqlx::Error> {
+    query(
+        "DELETE FROM fluid_runs WHERE id IN (SELECT id FROM fluid_runs \
+         WHERE state NOT IN ('queued', 'running') AND end_at < $1 LIMIT $2)",
+    )
+    .bind(before_us)
+    .bind(limit as i64)
+    .execute(&mut *conn)
+    .await
+}
+
 /// Queued runs per priority.
 pub(crate) async fn queue_lengths(conn: &mut Db) -> Result<BTreeMap<Priority, u64>, sqlx::Error> {
     let rows =

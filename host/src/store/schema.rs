@@ -29,6 +29,8 @@ const MIGRATIONS: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS fluid_runs_ready ON fluid_runs (priority, execute_after, id) WHERE state = 'queued'",
     "CREATE INDEX IF NOT EXISTS fluid_runs_running ON fluid_runs (task, owner) WHERE state = 'running'",
+    // Finished runs by end, for the run pruner.
+    "CREATE INDEX IF NOT EXISTS fluid_runs_ended ON fluid_runs (end_at) WHERE state NOT IN ('queued', 'running')",
     // The change feed: one row per committed state change, in commit order.
     "CREATE TABLE IF NOT EXISTS fluid_events (
         seq {serial},

@@ -5,7 +5,7 @@
 //!
 //! The suite covers the claim/finish cycle and its fencing ([`cycle`]), the limits a claim
 //! enforces ([`limits`]), the rescue of runs whose host stopped beating ([`rescue`]), runs
-//! claimed ahead ([`reservations`]), the
+//! claimed ahead ([`reservations`]), the pruning of finished runs ([`retention`]), the
 //! change feed's plugin checkpoints ([`checkpoints`]) and plugins' tables
 //! ([`plugin_tables`]). The entries at the end run all of it once per backend: a new
 //! backend is one more entry.
@@ -20,6 +20,7 @@ mod limits;
 mod plugin_tables;
 mod rescue;
 mod reservations;
+mod retention;
 
 /// Every suite function, once, as a test of the backend `$db`.
 macro_rules! suite {
@@ -40,6 +41,7 @@ macro_rules! suite {
             reservations::a_start_is_refused_unless_its_host_still_holds_the_reservation,
             reservations::runs_of_limited_tasks_are_never_reserved,
             reservations::the_rescue_and_release_all_return_reservations_to_the_queue,
+            retention::pruning_drops_only_runs_that_ended_before_the_cut,
             checkpoints::a_checkpoint_starts_where_asked_once_then_keeps_its_place,
             checkpoints::a_checkpoint_moves_only_forward_and_only_for_its_lease_holder,
             checkpoints::an_expired_or_released_lease_is_taken_over_and_its_old_holder_fenced_out,

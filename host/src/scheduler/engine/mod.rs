@@ -12,6 +12,7 @@ mod heartbeat;
 mod producer;
 mod queuer;
 mod reserved;
+mod run_pruner;
 mod schedules;
 #[cfg(test)]
 mod testing;
@@ -21,6 +22,7 @@ pub use feed_pruner::FeedPrunerConfig;
 pub use heartbeat::HeartbeatConfig;
 pub use producer::ProducerConfig;
 pub use queuer::QueuerConfig;
+pub use run_pruner::RunPrunerConfig;
 pub use schedules::SchedulesConfig;
 
 use super::context::{PluginDirectory, TaskContext};
@@ -62,6 +64,8 @@ pub struct SchedulerConfig {
     pub heartbeat: HeartbeatConfig,
     /// The feed pruner: drops the change feed every plugin has consumed.
     pub feed_pruner: FeedPrunerConfig,
+    /// The run pruner: drops finished runs after a while.
+    pub run_pruner: RunPrunerConfig,
     /// Schedules: queue one run per due time.
     pub schedules: SchedulesConfig,
 }
@@ -78,6 +82,7 @@ impl Default for SchedulerConfig {
             queuer: QueuerConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             feed_pruner: FeedPrunerConfig::default(),
+            run_pruner: RunPrunerConfig::default(),
             schedules: SchedulesConfig::default(),
         }
     }
@@ -518,6 +523,7 @@ impl Scheduler {
         bg.spawn(self.clone().finisher_loop(rx));
         bg.spawn(self.clone().heartbeat_loop());
         bg.spawn(self.clone().feed_pruner_loop());
+        bg.spawn(self.clone().run_pruner_loop());
         if self.inner.config.consume {
             *self.inner.claimer.lock().unwrap() = Some(bg.spawn(self.clone().claim_loop()));
         }
