@@ -5,12 +5,22 @@ use super::*;
 
 impl Scheduler {
     /// Executes one claimed run and records its end; returns the recorded run. `slot` (the
-    /// worker slot it runs in) goes to the finisher with the end.
-    pub(super) async fn execute(self, row: RunRow, task: Arc<Task>, slot: Option<OwnedSemaphorePermit>) -> Option<TaskRun> {
+    /// worker slot it runs in) goes to the finisher with the end. A reserved run comes with
+    /// its `begin`, handed to the finisher once the run can be stopped (its start refused).
+    pub(super) async fn execute(
+        self,
+        row: RunRow,
+        task: Arc<Task>,
+        slot: Option<OwnedSemaphorePermit>,
+        begin: Option<Begin>,
+    ) -> Option<TaskRun> {
         let id = row.run.id.clone();
         let cancel = CancellationToken::new();
         let reason = Arc::new(OnceLock::new());
         self.inner.running.lock().unwrap().insert(id.clone(), Running { cancel: cancel.clone(), reason: reason.clone() });
+        if let (Some(begin), Some(sender)) = (begin, self.inner.finisher.get()) {
+            let _ = sender.send(Request::Begin(begin)).await;
+        }
         // Per-run lines are debug: at thousands of runs a second they would be most of the
         // log and a measurable share of a run's cost; metrics and traces cover each run, and
         // failures are logged at warn below.

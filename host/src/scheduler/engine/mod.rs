@@ -580,7 +580,7 @@ impl Scheduler {
         }
         let row = claimed.started.into_iter().next().ok_or_else(|| StoreError::RunNotFound(run.id.clone()))?;
         let task = self.task(&row.run.task).ok_or_else(|| QueueError::UnknownTask(row.run.task.clone()))?;
-        let final_run = self.clone().execute(row, task, None).await.ok_or_else(|| StoreError::RunNotFound(run.id.clone()))?;
+        let final_run = self.clone().execute(row, task, None, None).await.ok_or_else(|| StoreError::RunNotFound(run.id.clone()))?;
         Ok(final_run)
     }
 

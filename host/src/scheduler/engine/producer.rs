@@ -138,7 +138,7 @@ impl Scheduler {
             let this = self.clone();
             // Each run is a trace of its own, not a child of the claim that started it.
             let span = tracing::debug_span!(parent: None, "fluid.run", run_id = %row.run.id, task = %row.run.task, attempt = row.run.retry_attempt, state = tracing::field::Empty);
-            inner.executions.spawn(this.execute(row, task, Some(permit)).instrument(span));
+            inner.executions.spawn(this.execute(row, task, Some(permit), None).instrument(span));
         }
         if slots.num_permits() > 0 {
             drop(self.start_reserved(slots));

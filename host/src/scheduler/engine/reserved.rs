@@ -123,15 +123,7 @@ impl Scheduler {
         let begin = Begin { id: row.run.id.clone(), lease: row.lease, at_us: at };
         let this = self.clone();
         let span = tracing::debug_span!(parent: None, "fluid.run", run_id = %row.run.id, task = %row.run.task, attempt = row.run.retry_attempt, state = tracing::field::Empty);
-        self.inner.executions.spawn(
-            async move {
-                if let Some(sender) = this.inner.finisher.get() {
-                    let _ = sender.send(Request::Begin(begin)).await;
-                }
-                this.execute(row, task, Some(slot)).await
-            }
-            .instrument(span),
-        );
+        self.inner.executions.spawn(this.execute(row, task, Some(slot), Some(begin)).instrument(span));
     }
 
     /// Releases in the store the reservations this host dropped or held too long.
