@@ -104,6 +104,19 @@ impl Store {
             .await
     }
 
+    /// Gives back every reservation of `host` but those of `keep`, the runs it holds or has
+    /// started (after a cycle whose answer was lost). Returns how many were released.
+    pub async fn release_unheld(&self, host: &str, keep: &[String]) -> Result<u64, StoreError> {
+        self.metrics
+            .timed("release", async {
+                let mut tx = self.write_tx().await?;
+                let n = runs::release_unheld(&mut tx, host, keep).await?;
+                tx.commit().await?;
+                Ok(n)
+            })
+            .await
+    }
+
     /// Gives back every reservation of `host`: when it stops, and when it starts (under an
     /// id a previous process may have used).
     pub async fn release_all(&self, host: &str) -> Result<u64, StoreError> {

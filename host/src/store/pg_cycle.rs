@@ -40,8 +40,9 @@ pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v4";
 /// concurrency limit; `p_groups`: {task: group} for tasks sharing a cap on this host's
 /// workers, `p_rooms`: {group: runs it may still start} (`v2` added these two; `v3` takes
 /// the locks of `locks`; `v4` added begins and reservations). Returns, in the order
-/// written: `begun` (idx = the begin), `begin_refused` (its task is disabled: aborted),
-/// `begin_conflict` or `begin_missing`; `end` and `requeued` rows (idx = the finish),
+/// written: `begun` (idx = the begin), `begun_before` (a commit whose answer was lost
+/// recorded it), `begin_refused` (its task is disabled: aborted), `begin_conflict` or
+/// `begin_missing`; `end` and `requeued` rows (idx = the finish),
 /// `conflict` (a fenced-out finish, with the row as it stands) or `missing` (no such run);
 /// `ended` (claimed and ended at the door), `started`, `reserved`.
 pub(crate) const FUNCTION: &str = concat!(
@@ -89,7 +90,11 @@ pub(crate) const FUNCTION: &str = concat!(
                     WHERE id = b.id AND lease = b.lease AND owner = p_host AND state = 'queued' RETURNING * INTO r;
                 IF NOT FOUND THEN
                     SELECT * INTO r FROM fluid_runs WHERE id = b.id;
-                    IF FOUND THEN o_kind := 'begin_conflict'; o_run := r; ELSE o_kind := 'begin_missing'; o_run := NULL; END IF;
+                    IF FOUND AND r.state = 'running' AND r.owner = p_host AND r.lease = b.lease THEN
+                        -- Recorded by a commit whose answer was lost: begun, nothing to write.
+                        o_kind := 'begun_before'; o_run := r;
+                    ELSIF FOUND THEN o_kind := 'begin_conflict'; o_run := r;
+                    ELSE o_kind := 'begin_missing'; o_run := NULL; END IF;
                     o_idx := b.idx; RETURN NEXT;
                     CONTINUE;
                 END IF;
@@ -167,10 +172,11 @@ pub(crate) const FUNCTION: &str = concat!(
                     evs := array_append(evs, r);
                     CONTINUE;
                 END IF;
-                -- Past the claim: reserve, where neither limit is at stake (no event).
+                -- Past the claim: reserve, where neither limit is at stake (no event), and
+                -- never past a run that cannot be reserved.
                 IF nstarted >= p_limit THEN
                     IF groups ->> c.task IS NOT NULL OR limited -> c.task IS NOT NULL OR nreserved >= p_ahead THEN
-                        CONTINUE;
+                        EXIT;
                     END IF;
                     UPDATE fluid_runs SET owner = p_host, lease = lease + 1 WHERE id = c.id RETURNING * INTO r;
                     o_kind := 'reserved'; o_idx := 0; o_run := r; RETURN NEXT;
@@ -324,6 +330,7 @@ pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, St
                 out.written.push(run.clone());
                 out.begun[idx] = Ok(run);
             }
+            "begun_before" => out.begun[idx] = Ok(from_row(row)?.run),
             "begin_refused" => {
                 let run = from_row(row)?.run;
                 let why = run.error.clone().unwrap_or_default();

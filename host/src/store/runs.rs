@@ -197,8 +197,9 @@ impl Claimed {
 /// it never looks running, but no other host claims it: its owner may start it at once,
 /// when a worker frees, and records the start later ([`Begin`]). Only runs of tasks
 /// without a concurrency limit or a share of workers are reserved, so both limits stay
-/// exact: they count `running` runs only. A disabled task's run ends at the door as in a
-/// claim. Runs a host reserves and will not start it releases ([`release`]); those of a
+/// exact: they count `running` runs only; reservations stop at the first run that cannot
+/// be reserved, so none passes it (a freed worker claims it once they are started). A
+/// disabled task's run ends at the door as in a claim. Runs a host reserves and will not start it releases ([`release`]); those of a
 /// host that stopped are released by the rescue ([`orphaned_reservations`]).
 pub(crate) async fn claim(
     conn: &mut Db,
@@ -269,9 +270,10 @@ pub(crate) async fn claim(
             continue;
         }
         if out.started.len() >= limit {
-            // Past the claim: reserve, where neither limit is at stake.
+            // Past the claim: reserve, where neither limit is at stake, and never past a
+            // run that cannot be reserved, which the next claim must reach.
             if rule.max_concurrency > 0 || rule.share.is_some() || out.reserved.len() >= ahead {
-                continue;
+                break;
             }
             c.lease += 1;
             c.owner = Some(host.to_string());
@@ -368,7 +370,13 @@ pub(crate) async fn begin(
     for b in begins {
         let Some(row) = query_built(sql.clone()).bind(&b.id).bind(b.lease).bind(host).bind(b.at_us).fetch_optional(&mut *conn).await?
         else {
-            out.push(Err(fenced_out(conn, backend, &b.id, b.lease).await?));
+            match get(conn, backend, &b.id, false).await? {
+                // Recorded by a commit whose answer was lost: begun, nothing to write.
+                Some(row) if row.run.state == TaskState::Running && row.owner.as_deref() == Some(host) && row.lease == b.lease => {
+                    out.push(Ok(row.run))
+                }
+                row => out.push(Err(fenced_out_of(&b.id, b.lease, row))),
+            }
             continue;
         };
         let mut row = from_row(&row)?;
@@ -400,6 +408,18 @@ pub(crate) async fn release(conn: &mut Db, host: &str, reserved: &[(String, i64)
             .await?;
     }
     Ok(n)
+}
+
+/// Gives back every reservation of `host` but those of `keep` (the runs it holds or has
+/// started): after a commit whose answer was lost, it holds none of what it reserved.
+pub(crate) async fn release_unheld(conn: &mut Db, host: &str, keep: &[String]) -> Result<u64, sqlx::Error> {
+    let placeholders: Vec<String> = (0..keep.len()).map(|i| format!("${}", i + 2)).collect();
+    let except = if keep.is_empty() { String::new() } else { format!(" AND id NOT IN ({})", placeholders.join(", ")) };
+    let mut q = query_built(format!("UPDATE fluid_runs SET owner = NULL WHERE state = 'queued' AND owner = $1{except}")).bind(host);
+    for id in keep {
+        q = q.bind(id.as_str());
+    }
+    q.execute(&mut *conn).await
 }
 
 /// Gives back every reservation of `host` (it stops, or starts afresh under an id it had).

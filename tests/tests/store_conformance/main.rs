@@ -39,7 +39,7 @@ macro_rules! suite {
             rescue::a_removed_host_s_runs_are_rescued_whatever_its_last_heartbeat,
             reservations::a_cycle_reserves_the_next_runs_which_stay_queued_until_their_start_is_recorded,
             reservations::a_start_is_refused_unless_its_host_still_holds_the_reservation,
-            reservations::runs_of_limited_tasks_are_never_reserved,
+            reservations::runs_of_limited_tasks_are_never_reserved_nor_passed,
             reservations::the_rescue_and_release_all_return_reservations_to_the_queue,
             retention::pruning_drops_only_runs_that_ended_before_the_cut,
             checkpoints::a_checkpoint_starts_where_asked_once_then_keeps_its_place,

@@ -111,6 +111,11 @@ pub async fn a_start_is_refused_unless_its_host_still_holds_the_reservation(driv
     assert_eq!(conflict_state(&done.begun[1]), "running", "running on b");
     assert_eq!(conflict_state(&done.begun[2]), "aborted", "its task is disabled");
     assert_eq!(done.begun[3].as_ref().unwrap().state, TaskState::Running, "the one still held starts");
+    // A start presented again (its commit's answer was lost) is begun, and writes nothing.
+    let head_again = store.feed_head().await.unwrap();
+    let again = cycle(&store, "host-a", &[begin(&held[3], now)], &[], 0, 0, &rules).await;
+    assert_eq!(again.begun[0].as_ref().unwrap().state, TaskState::Running);
+    assert_eq!(store.feed_head().await.unwrap(), head_again, "no second event");
     let off = store.get_run(&held[4].run.id).await.unwrap().unwrap();
     assert_eq!((off.state, off.error.as_deref()), (TaskState::Aborted, Some("task disabled")));
     assert_eq!(
@@ -124,10 +129,11 @@ pub async fn a_start_is_refused_unless_its_host_still_holds_the_reservation(driv
 }
 
 /// Runs of a task with a concurrency limit or a share of workers are never reserved, so
-/// both limits count what runs and stay exact; the reservation moves on to the next runs.
-pub async fn runs_of_limited_tasks_are_never_reserved(driver: &Driver) {
+/// both limits count what runs and stay exact; and reservations stop at the first of them,
+/// so none passes it: the next claim takes it.
+pub async fn runs_of_limited_tasks_are_never_reserved_nor_passed(driver: &Driver) {
     let store = driver.fresh().await;
-    let tasks = ["t", "limited", "shared", "t", "limited", "t"];
+    let tasks = ["t", "t", "limited", "shared", "t"];
     let runs: Vec<TaskRun> = tasks.iter().enumerate().map(|(n, t)| queued(n, t)).collect();
     store.insert_runs(&runs).await.unwrap();
     let limited = ClaimRules { max_concurrency: 5, ..Default::default() };
@@ -135,9 +141,9 @@ pub async fn runs_of_limited_tasks_are_never_reserved(driver: &Driver) {
     let rules = rules(&[("t", ClaimRules::default()), ("limited", limited), ("shared", shared)]);
     let done = cycle(&store, "host-a", &[], &[], 1, 10, &rules).await;
     assert_eq!(numbers(&done.claimed.started), [0]);
-    assert_eq!(numbers(&done.claimed.reserved), [3, 5]);
+    assert_eq!(numbers(&done.claimed.reserved), [1], "up to the limited run, not past it");
     let next = store.claim("host-a", 10, &rules).await.unwrap();
-    assert_eq!(numbers(&next.started), [1, 2, 4], "the limited runs wait for a claim");
+    assert_eq!(numbers(&next.started), [2, 3, 4], "the next claim takes the limited runs, in order");
 }
 
 /// A host that stopped beating loses its reservations to the rescue: back in the queue
@@ -165,7 +171,10 @@ pub async fn the_rescue_and_release_all_return_reservations_to_the_queue(driver:
     let a_start = cycle(&store, "host-a", &[begin(&on_a[0], now_us())], &[], 0, 0, &rules).await;
     assert_eq!(conflict_state(&a_start.begun[0]), "running", "the lost host's late start is fenced out");
 
-    assert_eq!(store.release_all("host-b").await.unwrap(), 2);
-    assert_eq!(numbers(&d.claim("host-d", 10, &rules).await.unwrap().started), [1, 2]);
+    // After a lost answer: all but what the host holds.
+    assert_eq!(store.release_unheld("host-b", std::slice::from_ref(&on_b[0].run.id)).await.unwrap(), 1);
+    assert_eq!(numbers(&d.claim("host-d", 10, &rules).await.unwrap().started), [2]);
+    assert_eq!(store.release_all("host-b").await.unwrap(), 1);
+    assert_eq!(numbers(&d.claim("host-d", 10, &rules).await.unwrap().started), [1]);
     assert_the_feed_follows_the_state_machine(&store).await;
 }

@@ -90,8 +90,9 @@ impl Scheduler {
             // their ends and fills all their slots. Without this, trivial runs settled into
             // two halves taking turns, and 8 workers started 4 runs a commit.
             let gathering = std::time::Instant::now();
+            let ends_in = |batch: &Vec<Request>| batch.iter().filter(|r| matches!(r, Request::Finish(_))).count();
             for _ in 0..config.gather_yields {
-                if batch.len() >= self.running_here() || gathering.elapsed() >= config.gather_for {
+                if ends_in(&batch) >= self.running_here() || gathering.elapsed() >= config.gather_for {
                     break;
                 }
                 tokio::task::yield_now().await;
@@ -129,10 +130,11 @@ impl Scheduler {
             // would take, so priority order holds.
             let slots = slots.and_then(|s| self.start_reserved(s));
             let limit = slots.as_ref().map_or(0, |s| s.num_permits());
-            // As many reservations as runs this cycle saw end or start, up to the cap.
+            // As many reservations as runs this cycle saw end, up to the cap: slow runs
+            // keep the buffer small.
             let ahead = if claiming {
                 let held = self.inner.reserved.lock().unwrap().len();
-                config.reserve_ahead.saturating_sub(held).min(finishes.len() + begins.len())
+                config.reserve_ahead.saturating_sub(held).min(finishes.len())
             } else {
                 0
             };
@@ -151,8 +153,16 @@ impl Scheduler {
                 // Every state written, in commit order: starts, ends (a retried run: its
                 // end, then `queued` again), then the runs claimed.
                 self.committed(std::mem::take(&mut done.written));
+                // Held before the publish lock goes, so the sweep below never takes them
+                // for reservations whose answer was lost.
+                self.inner.reserved.lock().unwrap().add(std::mem::take(&mut done.claimed.reserved));
                 done
             });
+            if result.is_err() {
+                // The commit may have happened with its answer lost: reservations it made
+                // are held by no one here. The heartbeat releases them.
+                self.inner.answer_lost.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             drop((shared, exclusive));
             let (finished, claimed) = match result {
                 Ok(done) => {
@@ -162,9 +172,7 @@ impl Scheduler {
                             self.stop_local(&b.id, Outcome::Aborted(e.to_string()));
                         }
                     }
-                    let mut claimed = done.claimed;
-                    self.inner.reserved.lock().unwrap().add(std::mem::take(&mut claimed.reserved));
-                    (Ok(done.finished), Some(claimed))
+                    (Ok(done.finished), Some(done.claimed))
                 }
                 Err(e) => (Err(e), None),
             };

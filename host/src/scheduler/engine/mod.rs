@@ -167,6 +167,8 @@ struct Inner {
     finisher: OnceLock<mpsc::Sender<Request>>,
     /// Runs claimed ahead for this host's next free workers (`reserved`).
     reserved: Mutex<reserved::Reserved>,
+    /// A cycle failed, perhaps after its commit: reservations may be held by no one here.
+    answer_lost: std::sync::atomic::AtomicBool,
     /// Runs queued one at a time, written together when they arrive together (`queuer`).
     queuer: OnceLock<mpsc::Sender<queuer::QueueRequest>>,
     changes: broadcast::Sender<TaskRun>,
@@ -214,6 +216,7 @@ impl Scheduler {
                 claimer: Mutex::default(),
                 finisher: OnceLock::new(),
                 reserved: Mutex::default(),
+                answer_lost: Default::default(),
                 queuer: OnceLock::new(),
                 changes: broadcast::channel(16_384).0,
                 publish: tokio::sync::RwLock::new(()),

@@ -9,9 +9,14 @@
 //! both limits stay exact. The rules for the rest:
 //! - priority: reservations start in claim order, highest priority first; a run queued
 //!   later at a higher priority waits behind this host's reservations at most;
-//! - the buffer follows the pace of ends: a cycle reserves no more runs than it saw end
-//!   or start, so slow tasks keep it small; a reservation not started within
-//!   `reserve_for` is released for any host;
+//! - reservations stop at the first run they may not take (a limited or shared task's),
+//!   so such a run waits for this host's reservations at most, then a freed worker
+//!   claims it;
+//! - the buffer follows the pace of ends: a cycle reserves no more runs than it saw end,
+//!   so slow tasks keep it small; a reservation not started within `reserve_for` is
+//!   released for any host;
+//! - a cycle that failed may have committed with its answer lost: the heartbeat then
+//!   releases every reservation of this host it neither holds nor started;
 //! - cancelling a reserved run aborts it at once; if its host had started it, the host
 //!   learns when it records the start (refused) and stops it;
 //! - a task disabled after its run was reserved: the start is refused, the run `aborted`;
@@ -87,6 +92,11 @@ impl Reserved {
         std::mem::take(&mut self.dropped)
     }
 
+    /// The runs held.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.runs.keys().map(|(_, _, id)| id.as_str())
+    }
+
     /// Puts back reservations a release failed to give back (tried again later).
     pub fn release_failed(&mut self, reserved: Vec<(String, i64)>) {
         self.dropped.extend(reserved);
@@ -126,9 +136,21 @@ impl Scheduler {
         self.inner.executions.spawn(this.execute(row, task, Some(slot), Some(begin)).instrument(span));
     }
 
-    /// Releases in the store the reservations this host dropped or held too long.
+    /// Releases in the store the reservations this host dropped or held too long; after a
+    /// cycle whose answer was lost, every reservation of this host it neither holds nor
+    /// has started.
     pub(super) async fn release_stale(&self) {
         let inner = &self.inner;
+        if inner.answer_lost.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            // Exclusively: no cycle reserves between reading what is held and the release.
+            let _publish = inner.publish.write().await;
+            let mut keep: Vec<String> = inner.reserved.lock().unwrap().ids().map(str::to_string).collect();
+            keep.extend(inner.running.lock().unwrap().keys().cloned());
+            if let Err(e) = inner.store.release_unheld(&inner.config.host_id, &keep).await {
+                tracing::warn!(error = %e, "releasing reservations after a lost answer failed; retrying at the next heartbeat");
+                inner.answer_lost.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let stale = inner.reserved.lock().unwrap().take_stale(inner.config.completer.reserve_for);
         if stale.is_empty() {
             return;
