@@ -245,6 +245,9 @@ pub struct ServeArgs {
     /// pruned; its history stays with the db plugin. 0 keeps every run.
     #[arg(long, env = "FLUID_KEEP_RUNS_DAYS", default_value_t = 7.0)]
     pub keep_runs_days: f64,
+    /// Plugin files compiled at once (each compile's memory grows with its component).
+    #[arg(long, env = "FLUID_COMPILE_SLOTS", default_value_t = crate::plugins::DEFAULT_COMPILE_SLOTS)]
+    pub compile_slots: usize,
     /// Do not register the built-in example tasks.
     #[arg(long, env = "FLUID_NO_EXAMPLES")]
     pub no_examples: bool,
@@ -378,6 +381,7 @@ pub async fn run(cli: Cli, mut tasks: Vec<Task>) -> anyhow::Result<std::process:
             c.scheduler.workers = a.workers;
             c.insecure_no_auth = a.insecure_no_auth;
             c.metrics_open = a.metrics_open;
+            c.compile_slots = a.compile_slots;
             c.scheduler.heartbeat.host_timeout = Duration::from_secs_f64(a.host_timeout.max(0.1));
             c.scheduler.heartbeat.interval = (c.scheduler.heartbeat.host_timeout / 5).min(Duration::from_secs(2));
             c.scheduler.run_pruner.keep_for =

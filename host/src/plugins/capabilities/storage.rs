@@ -113,12 +113,15 @@ fn error_out(e: tables::StorageError) -> StorageError {
 
 impl wit::Host for PluginState {
     async fn ensure_table(&mut self, def: TableDef) -> wasmtime::Result<Result<(), StorageError>> {
-        let out = self.storage.ensure_table(&self.name, table_def_in(def), &self.table_limits()).await;
+        let (out, waited) = tables::with_waits(self.storage.ensure_table(&self.name, table_def_in(def), &self.table_limits())).await;
+        self.storage_waited += waited;
         Ok(self.noted(out))
     }
 
     async fn upsert(&mut self, table: String, columns: Vec<String>, rows: Vec<Vec<Value>>) -> wasmtime::Result<Result<u64, StorageError>> {
-        let out = self.storage.upsert(&self.name, &table, columns, rows_in(rows), None, &self.table_limits()).await;
+        let (out, waited) =
+            tables::with_waits(self.storage.upsert(&self.name, &table, columns, rows_in(rows), None, &self.table_limits())).await;
+        self.storage_waited += waited;
         Ok(self.noted(out))
     }
 
@@ -129,12 +132,15 @@ impl wit::Host for PluginState {
         rows: Vec<Vec<Value>>,
         version: String,
     ) -> wasmtime::Result<Result<u64, StorageError>> {
-        let out = self.storage.upsert(&self.name, &table, columns, rows_in(rows), Some(&version), &self.table_limits()).await;
+        let (out, waited) =
+            tables::with_waits(self.storage.upsert(&self.name, &table, columns, rows_in(rows), Some(&version), &self.table_limits())).await;
+        self.storage_waited += waited;
         Ok(self.noted(out))
     }
 
     async fn select(&mut self, table: String, q: Query) -> wasmtime::Result<Result<Vec<Vec<Value>>, StorageError>> {
-        let out = self.storage.select(&self.name, &table, query_in(q), &self.table_limits()).await;
+        let (out, waited) = tables::with_waits(self.storage.select(&self.name, &table, query_in(q), &self.table_limits())).await;
+        self.storage_waited += waited;
         if let Err(tables::StorageError::InvalidValue(m)) = &out
             && m.contains("max_read_mib")
         {
@@ -144,12 +150,14 @@ impl wit::Host for PluginState {
     }
 
     async fn delete(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
-        let out = self.storage.delete(&self.name, &table, filters_in(filters), &self.table_limits()).await;
+        let (out, waited) = tables::with_waits(self.storage.delete(&self.name, &table, filters_in(filters), &self.table_limits())).await;
+        self.storage_waited += waited;
         Ok(self.noted(out))
     }
 
     async fn count(&mut self, table: String, filters: Vec<Filter>) -> wasmtime::Result<Result<u64, StorageError>> {
-        let out = self.storage.count(&self.name, &table, filters_in(filters), &self.table_limits()).await;
+        let (out, waited) = tables::with_waits(self.storage.count(&self.name, &table, filters_in(filters), &self.table_limits())).await;
+        self.storage_waited += waited;
         Ok(self.noted(out))
     }
 }

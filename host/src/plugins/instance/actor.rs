@@ -275,6 +275,7 @@ async fn run(
         arm(store, sup.policy.limits.call_timeout());
         store.data().sandbox.stderr.clear();
         store.data_mut().not_its_fault = false;
+        store.data_mut().storage_waited = Duration::ZERO;
         let api = plugin.fluid_scheduler_task_manager_plugin();
         let started = Instant::now();
         let trapped = match job {
@@ -285,7 +286,9 @@ async fn run(
                 let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| store.data().sandbox.stderr.explain(msg));
                 meters.event_calls.inc();
                 meters.event_duration.observe(started.elapsed().as_secs_f64());
-                let database = store.data().not_its_fault;
+                // Its storage calls failed for the database's sake, or waited a quarter of
+                // its time or more for connections other plugins held: not its failure.
+                let database = store.data().not_its_fault || store.data().storage_waited * 4 >= sup.policy.limits.call_timeout();
                 match out {
                     Ok(r) => {
                         if r.is_ok() {

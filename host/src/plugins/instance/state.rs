@@ -60,6 +60,9 @@ pub struct PluginState {
     /// A storage call of the current job failed because of the database (busy with other
     /// plugins, unreachable), not the plugin: a failed delivery then does not count.
     pub(crate) not_its_fault: bool,
+    /// How long the current job's storage calls waited for connections other plugins
+    /// held: a job that ran out of time mostly so is not put down to the plugin.
+    pub(crate) storage_waited: std::time::Duration,
     /// While `register` runs: the roles it declares for its routes (`route_roles`).
     pub(crate) in_register: bool,
     pub(crate) route_roles: Vec<Declared>,
@@ -105,6 +108,7 @@ impl StoreMaker {
             run_id: None,
             delivering: Default::default(),
             not_its_fault: false,
+            storage_waited: std::time::Duration::ZERO,
             in_register: false,
             route_roles: Vec::new(),
             route_roles_refused: None,

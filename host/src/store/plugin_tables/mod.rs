@@ -19,7 +19,9 @@ use crate::store::{Backend, Db, Store};
 use crate::store::{Row, query, query_built};
 use quota::{Bounds, Usage};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 pub use types::{Column, ColumnType, Filter, FilterOp, OrderBy, Query, StorageError, TableDef, TableLimits, Value};
 
 /// Rows a single `select` may return.
@@ -69,6 +71,35 @@ pub struct PluginStorage {
     store: Store,
     meta: Arc<Mutex<HashMap<(String, String), Meta>>>,
     bounds: Bounds,
+}
+
+tokio::task_local! {
+    /// Nanoseconds the storage call running in this task (see [`with_waits`]) waited for
+    /// connections other plugins' statements held.
+    static WAITED: Arc<AtomicU64>;
+}
+
+/// Runs one storage call and returns with its result how long it waited for connections
+/// held by other plugins' statements: time others cost it, which the caller must not put
+/// down to the plugin (its own statements are not counted).
+pub async fn with_waits<T>(call: impl Future<Output = T>) -> (T, Duration) {
+    let waited = Arc::new(AtomicU64::new(0));
+    let out = WAITED.scope(waited.clone(), call).await;
+    (out, Duration::from_nanos(waited.load(Ordering::Relaxed)))
+}
+
+/// A connection from `acquire`, waited for at most `statement_timeout_ms` (then `backend`,
+/// busy: not the plugin's fault), the wait counted for [`with_waits`].
+async fn connection(limits: &TableLimits, acquire: impl Future<Output = Result<Db, sqlx::Error>>) -> Result<Db, StorageError> {
+    let started = Instant::now();
+    let out = tokio::time::timeout(limits.statement_timeout(), acquire).await;
+    let _ = WAITED.try_with(|w| w.fetch_add(started.elapsed().as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed));
+    match out {
+        Ok(conn) => conn.map_err(backend_err),
+        Err(_) => Err(StorageError::Backend(
+            "the database is busy with other plugins' statements (statement_timeout_ms passed waiting); the call may be retried".into(),
+        )),
+    }
 }
 
 fn kind_name(k: ColumnType) -> &'static str {
@@ -172,19 +203,20 @@ impl PluginStorage {
     /// The plugins' writer, waited for at most `statement_timeout_ms`: one plugin holding
     /// it (within its own limit) must not make another's call run out of time waiting.
     async fn writer(&self, limits: &TableLimits) -> Result<Db, StorageError> {
-        match tokio::time::timeout(limits.statement_timeout(), self.store.write_tx()).await {
-            Ok(tx) => tx.map_err(backend_err),
-            Err(_) => Err(StorageError::Backend(
-                "the database is busy with other plugins' statements (statement_timeout_ms passed waiting); the call may be retried".into(),
-            )),
-        }
+        connection(limits, self.store.write_tx()).await
+    }
+
+    /// A reader, waited for as the writer is: plugins holding every reader with long
+    /// selects must not make another's call wait without end.
+    async fn reader(&self, limits: &TableLimits) -> Result<Db, StorageError> {
+        connection(limits, self.store.read()).await
     }
 
     fn backend(&self) -> Backend {
         self.store.backend
     }
 
-    async fn meta(&self, plugin: &str, table: &str) -> Result<Meta, StorageError> {
+    async fn meta(&self, plugin: &str, table: &str, limits: &TableLimits) -> Result<Meta, StorageError> {
         check_ident("table", table, 24)?;
         if let Some(m) = self.meta.lock().unwrap().get(&(plugin.to_string(), table.to_string())) {
             return Ok(m.clone());
@@ -192,7 +224,7 @@ impl PluginStorage {
         let row = query("SELECT physical, columns, primary_key FROM fluid_plugin_tables WHERE plugin = $1 AND name = $2")
             .bind(plugin)
             .bind(table)
-            .fetch_optional(&mut self.store.read().await.map_err(backend_err)?)
+            .fetch_optional(&mut self.reader(limits).await?)
             .await
             .map_err(backend_err)?
             .ok_or_else(|| StorageError::NoSuchTable(format!("table {table:?} does not exist: create it with ensure-table")))?;
@@ -237,7 +269,7 @@ impl PluginStorage {
                 return Err(StorageError::InvalidName(format!("key or index column {} is not a column", quoted(k))));
             }
         }
-        let exists = match self.meta(plugin, &def.name).await {
+        let exists = match self.meta(plugin, &def.name, limits).await {
             Ok(existing) => {
                 if existing.columns != columns || existing.primary_key != def.primary_key {
                     return Err(StorageError::SchemaMismatch(format!("table {:?} exists with other columns or key", def.name)));
@@ -317,11 +349,11 @@ impl PluginStorage {
     }
 
     /// Current usage of `plugin`'s tables: the upper bound, measured first when unknown.
-    async fn usage_bound(&self, plugin: &str) -> Result<Usage, StorageError> {
+    async fn usage_bound(&self, plugin: &str, limits: &TableLimits) -> Result<Usage, StorageError> {
         if let Some(u) = self.bounds.get(plugin) {
             return Ok(u);
         }
-        let mut conn = self.store.read().await.map_err(backend_err)?;
+        let mut conn = self.reader(limits).await?;
         let u = quota::measure(&mut conn, self.backend(), plugin, None).await?;
         self.bounds.set(plugin, u);
         Ok(u)
@@ -346,7 +378,7 @@ impl PluginStorage {
                 columns.len()
             )));
         }
-        let meta = self.meta(plugin, table).await?;
+        let meta = self.meta(plugin, table, limits).await?;
         let cols: Vec<Col> = columns.iter().map(|c| meta.col(c).cloned()).collect::<Result<_, _>>()?;
         if let Some(v) = version {
             let kind = &meta.col(v)?.kind;
@@ -385,7 +417,7 @@ impl PluginStorage {
         }
         let new_rows = typed.len() as u64;
         let new_bytes: u64 = typed.iter().flatten().map(quota_bytes).sum();
-        let bound = self.usage_bound(plugin).await?;
+        let bound = self.usage_bound(plugin, limits).await?;
         let may_cross = Usage { rows: bound.rows + new_rows, bytes: bound.bytes + new_bytes }.over(limits).is_some();
         let col_list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let pk: Vec<String> = meta.primary_key.iter().map(|c| quote(c)).collect();
@@ -603,7 +635,7 @@ impl PluginStorage {
         if q.columns.len() > MAX_COLUMNS {
             return Err(StorageError::InvalidValue(format!("{} columns asked for, over the limit of {MAX_COLUMNS}", q.columns.len())));
         }
-        let meta = self.meta(plugin, table).await?;
+        let meta = self.meta(plugin, table, limits).await?;
         let cols: Vec<Col> = if q.columns.is_empty() {
             meta.columns.clone()
         } else {
@@ -627,19 +659,17 @@ impl PluginStorage {
             query.push(b.clone());
         }
         let max = limits.max_read_bytes();
-        let rows = query.fetch_all_within(&mut self.store.read().await.map_err(backend_err)?, max).await.map_err(backend_err)?.ok_or_else(
-            || {
-                StorageError::InvalidValue(format!(
-                    "the rows read would pass {max} bytes (max_read_mib): read fewer rows or columns at a time (limit, after)"
-                ))
-            },
-        )?;
+        let rows = query.fetch_all_within(&mut self.reader(limits).await?, max).await.map_err(backend_err)?.ok_or_else(|| {
+            StorageError::InvalidValue(format!(
+                "the rows read would pass {max} bytes (max_read_mib): read fewer rows or columns at a time (limit, after)"
+            ))
+        })?;
         rows.iter().map(|r| read_row(self.backend(), r, &cols)).collect()
     }
 
     /// Deletes the rows of `plugin`'s `table` that match every filter; how many.
     pub async fn delete(&self, plugin: &str, table: &str, filters: Vec<Filter>, limits: &TableLimits) -> Result<u64, StorageError> {
-        let meta = self.meta(plugin, table).await?;
+        let meta = self.meta(plugin, table, limits).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
         let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical)).heavy().time_limit(limits.statement_timeout());
@@ -655,7 +685,7 @@ impl PluginStorage {
 
     /// How many rows of `plugin`'s `table` match every filter.
     pub async fn count(&self, plugin: &str, table: &str, filters: Vec<Filter>, limits: &TableLimits) -> Result<u64, StorageError> {
-        let meta = self.meta(plugin, table).await?;
+        let meta = self.meta(plugin, table, limits).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
         let mut query =
@@ -663,7 +693,7 @@ impl PluginStorage {
         for b in &binds {
             query.push(b.clone());
         }
-        let row = query.fetch_one(&mut self.store.read().await.map_err(backend_err)?).await.map_err(backend_err)?;
+        let row = query.fetch_one(&mut self.reader(limits).await?).await.map_err(backend_err)?;
         Ok(row.try_get::<i64, _>("n").map_err(backend_err)? as u64)
     }
 }
@@ -756,5 +786,49 @@ mod tests {
             panic!("not an invalid value")
         };
         assert_eq!(e, "column n is int; got text");
+    }
+
+    /// A storage call counts the time it waited for a connection another holds, not the
+    /// time of its own statements; past `statement_timeout_ms` of waiting it gets `busy`.
+    #[tokio::test]
+    async fn a_call_counts_its_waits_for_connections_others_hold_and_not_its_own_work() {
+        let dir = std::env::temp_dir().join(format!("fluid-waits-{}", uuid::Uuid::new_v4().simple()));
+        let queue = Store::open_sqlite(&dir).await.unwrap();
+        let storage = PluginStorage::new(queue.plugin_store().await.unwrap()).await.unwrap();
+        let limits = TableLimits { max_tables: 8, max_rows: 1000, max_storage_mib: 8, max_read_mib: 8, statement_timeout_ms: 5_000 };
+        let def = TableDef {
+            name: "t".into(),
+            columns: vec![Column { name: "id".into(), kind: ColumnType::Int, nullable: false }],
+            primary_key: vec!["id".into()],
+            indexes: vec![],
+        };
+        let row = |n: i64| vec![vec![Value::Int(n)]];
+        let (made, waited) = with_waits(storage.ensure_table("p", def, &limits)).await;
+        made.unwrap();
+        let (_, alone) = with_waits(storage.upsert("p", "t", vec!["id".into()], row(1), None, &limits)).await;
+
+        // Another holds the writer for a while: the wait is counted.
+        let held = storage.store.write_tx().await.unwrap();
+        let hold = Duration::from_millis(300);
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            drop(held);
+        });
+        let (wrote, waited_held) = with_waits(storage.upsert("p", "t", vec!["id".into()], row(2), None, &limits)).await;
+        assert_eq!(wrote.unwrap(), 1);
+        release.await.unwrap();
+        assert!(waited_held >= hold - Duration::from_millis(50), "waited {waited_held:?} for a writer held {hold:?}");
+        assert!(alone < hold / 3 && waited < hold / 3, "uncontended calls counted {alone:?} and {waited:?}");
+
+        // Held past the caller's own limit: `busy`, the database's fault, not the plugin's.
+        let short = TableLimits { statement_timeout_ms: 50, ..limits };
+        let held = storage.store.write_tx().await.unwrap();
+        let (busy, waited_busy) = with_waits(storage.upsert("p", "t", vec!["id".into()], row(3), None, &short)).await;
+        drop(held);
+        assert!(busy.as_ref().is_err_and(not_its_fault), "{busy:?}");
+        assert!(waited_busy >= Duration::from_millis(50), "{waited_busy:?}");
+        storage.close().await;
+        queue.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
