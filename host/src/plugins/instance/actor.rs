@@ -149,13 +149,31 @@ async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration
     store.data_mut().in_register = true;
     let reg = tokio::time::timeout(limit, api.call_register(&mut store, &ctx.config_json)).await;
     store.data_mut().in_register = false;
+    // A `register` that failed for the database's sake (busy, or out of time waiting for
+    // connections others held) is marked so: no failure of the plugin's own.
+    let theirs = |store: &wasmtime::Store<PluginState>, msg: String| {
+        let d = store.data();
+        if d.not_its_fault || (waited_out(d, &ctx.sup) && msg.contains(OUT_OF_TIME)) { format!("{DATABASE_FAULT}{msg}") } else { msg }
+    };
     let reg = match reg {
-        Ok(r) => r
-            .map_err(|e| format!("register {}", store.data().sandbox.stderr.explain(describe_trap(&e))))?
-            .map_err(|e| format!("register refused: {}", guest_text(e)))?,
-        Err(_) => return Err("register trapped: call took longer than its time limit (blocked in a host call)".into()),
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(e))) => return Err(theirs(&store, format!("register refused: {}", guest_text(e)))),
+        Ok(Err(e)) => return Err(theirs(&store, format!("register {}", store.data().sandbox.stderr.explain(describe_trap(&e))))),
+        Err(_) => return Err(theirs(&store, "register trapped: call took longer than its time limit (blocked in a host call)".into())),
     };
     Ok(((store, plugin), reg))
+}
+
+/// The words every out-of-time trap's message holds.
+const OUT_OF_TIME: &str = "took longer than its time limit";
+
+/// How a failed start's message begins when the database, not the plugin, made it fail.
+const DATABASE_FAULT: &str = "the database was busy: ";
+
+/// Whether the job's storage calls waited a quarter of its time or more for connections
+/// other plugins held.
+fn waited_out(state: &PluginState, sup: &Supervisor) -> bool {
+    state.storage_waited * 4 >= sup.policy.limits.call_timeout()
 }
 
 impl Actor {
@@ -220,6 +238,10 @@ impl Restarts {
     /// trap; otherwise a plugin whose `register` fails after one trapped call would never
     /// be quarantined and would hold its checkpoint (and the feed) for ever.
     fn start_failed(&mut self, sup: &Supervisor, msg: &str, delivery: bool) {
+        if msg.starts_with(DATABASE_FAULT) {
+            // The database's doing (another plugin holding it): nobody's failure.
+            return;
+        }
         self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
         if !self.lost_to_call || delivery || self.failed_in_a_row > 1 {
             sup.fail(msg, false);
@@ -286,9 +308,11 @@ async fn run(
                 let out = Metered::new(bounded(&sup, fut), &sup.cpu_ns).await.map_err(|msg| store.data().sandbox.stderr.explain(msg));
                 meters.event_calls.inc();
                 meters.event_duration.observe(started.elapsed().as_secs_f64());
-                // Its storage calls failed for the database's sake, or waited a quarter of
-                // its time or more for connections other plugins held: not its failure.
-                let database = store.data().not_its_fault || store.data().storage_waited * 4 >= sup.policy.limits.call_timeout();
+                // Its storage calls failed for the database's sake: not its failure; nor
+                // running out of time having waited a quarter of it or more for
+                // connections other plugins held (any other trap stays its own).
+                let database = store.data().not_its_fault;
+                let waited_out = waited_out(store.data(), &sup);
                 match out {
                     Ok(r) => {
                         if r.is_ok() {
@@ -303,7 +327,7 @@ async fn run(
                         let _ = reply.send(r);
                         None
                     }
-                    Err(msg) if database => {
+                    Err(msg) if database || (waited_out && msg.contains(OUT_OF_TIME)) => {
                         let _ = reply.send(Err(DeliveryError::NotItsFault(msg.clone())));
                         excused = true;
                         Some(msg)
@@ -421,6 +445,20 @@ mod tests {
         r.start_failed(&s, "register refused: no", false);
         assert_eq!(s.health().recent_failures, 2);
         r.start_failed(&s, "register refused: no", false);
+        assert!(s.quarantined());
+    }
+
+    /// A start that failed because the database was busy (another plugin holding it)
+    /// counts against no one, for a delivery too; the plugin's own failure still counts.
+    #[test]
+    fn a_start_failed_for_the_database_costs_a_plugin_nothing() {
+        let s = sup(1);
+        let mut r = Restarts::default();
+        for _ in 0..3 {
+            r.start_failed(&s, &format!("{DATABASE_FAULT}register refused: the database is busy"), true);
+        }
+        assert!(!s.quarantined() && s.health().recent_failures == 0);
+        r.start_failed(&s, "register refused: no", true);
         assert!(s.quarantined());
     }
 

@@ -103,7 +103,9 @@ impl Peers for Calls {
 
     fn owned_elsewhere(&self, sup: &Arc<Supervisor>, task: &str) -> bool {
         let components = self.loaded.task_components.read().unwrap();
-        components.values().any(|c| !Arc::ptr_eq(&c.sup, sup) && c.tasks.iter().any(|t| t == task))
+        // By name: runs of a component's previous version still running after a swap have
+        // a supervisor of their own, and its tasks are still theirs.
+        components.values().any(|c| c.sup.name != sup.name && c.tasks.iter().any(|t| t == task))
     }
 }
 

@@ -88,12 +88,20 @@ pub async fn with_waits<T>(call: impl Future<Output = T>) -> (T, Duration) {
     (out, Duration::from_nanos(waited.load(Ordering::Relaxed)))
 }
 
+/// A wait for a connection shorter than this is the checkout's own work (a check, the
+/// `BEGIN`), which a plugin could repeat at will: not counted as others' cost.
+const CONTENDED: Duration = Duration::from_millis(10);
+
 /// A connection from `acquire`, waited for at most `statement_timeout_ms` (then `backend`,
-/// busy: not the plugin's fault), the wait counted for [`with_waits`].
+/// busy: not the plugin's fault), a wait of [`CONTENDED`] or more counted for
+/// [`with_waits`].
 async fn connection(limits: &TableLimits, acquire: impl Future<Output = Result<Db, sqlx::Error>>) -> Result<Db, StorageError> {
     let started = Instant::now();
     let out = tokio::time::timeout(limits.statement_timeout(), acquire).await;
-    let _ = WAITED.try_with(|w| w.fetch_add(started.elapsed().as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed));
+    let waited = started.elapsed();
+    if waited >= CONTENDED {
+        let _ = WAITED.try_with(|w| w.fetch_add(waited.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed));
+    }
     match out {
         Ok(conn) => conn.map_err(backend_err),
         Err(_) => Err(StorageError::Backend(
