@@ -416,15 +416,10 @@ fn settle(sup: &Supervisor, meters: &PluginMeters, method: &str, out: Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::engine::policy::{FeedStart, Limits, Policy};
+    use crate::plugins::engine::policy::Limits;
 
     fn sup(after: u32) -> Supervisor {
-        let limits = Limits { quarantine_after: after, quarantine_window_s: 60, ..Limits::default() };
-        Supervisor::new(
-            "p",
-            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
-            CancellationToken::new(),
-        )
+        Supervisor::for_test(Limits { quarantine_after: after, quarantine_window_s: 60, ..Limits::default() })
     }
 
     #[test]

@@ -163,6 +163,13 @@ impl Supervisor {
         }
     }
 
+    /// A supervisor named `p` with these limits and no grants, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(limits: crate::plugins::engine::policy::Limits) -> Supervisor {
+        let start = crate::plugins::engine::policy::FeedStart::Now;
+        Supervisor::new("p", Arc::new(Policy { limits, grants: Default::default(), config: None, start }), CancellationToken::new())
+    }
+
     /// A snapshot of its counters and state.
     pub fn health(&self) -> Health {
         let g = self.inner.lock().unwrap();
@@ -384,15 +391,10 @@ impl LogBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::engine::policy::{FeedStart, Limits};
+    use crate::plugins::engine::policy::Limits;
 
     fn sup(after: u32) -> Supervisor {
-        let limits = Limits { quarantine_after: after, quarantine_window_s: 60, ..Limits::default() };
-        Supervisor::new(
-            "p",
-            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
-            CancellationToken::new(),
-        )
+        Supervisor::for_test(Limits { quarantine_after: after, quarantine_window_s: 60, ..Limits::default() })
     }
 
     #[test]
@@ -410,11 +412,7 @@ mod tests {
     #[test]
     fn the_queue_allowance_is_a_burst_then_a_rate() {
         let limits = Limits { queue_per_s: 0, queue_burst: 3, ..Limits::default() };
-        let s = Supervisor::new(
-            "p",
-            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
-            CancellationToken::new(),
-        );
+        let s = Supervisor::for_test(limits);
         assert!((0..3).all(|_| s.take_queue_token(2).is_ok()));
         assert!(s.take_queue_token(2).unwrap_err().contains("queue_per_s"));
         let h = s.health();
@@ -425,11 +423,7 @@ mod tests {
     #[test]
     fn the_queue_allowance_counts_params_bytes_too() {
         let limits = Limits { queue_kib_per_s: 0, queue_burst_kib: 4, ..Limits::default() };
-        let s = Supervisor::new(
-            "p",
-            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
-            CancellationToken::new(),
-        );
+        let s = Supervisor::for_test(limits);
         assert!(s.take_queue_token(3000).is_ok());
         assert!(s.take_queue_token(3000).unwrap_err().contains("queue_kib_per_s"));
         assert!(s.take_queue_token(1000).is_ok(), "what is left still serves a smaller run");
@@ -438,11 +432,7 @@ mod tests {
     #[test]
     fn over_the_cpu_budget_within_the_window_is_a_failure() {
         let limits = Limits { cpu_budget_ms: 100, cpu_window_s: 60, quarantine_after: 2, ..Limits::default() };
-        let s = Supervisor::new(
-            "p",
-            Arc::new(Policy { limits, grants: Default::default(), config: None, start: FeedStart::Now }),
-            CancellationToken::new(),
-        );
+        let s = Supervisor::for_test(limits);
         assert!(s.check_cpu_budget().is_none(), "opens the window");
         s.own_cpu_ns.fetch_add(90_000_000, Ordering::Relaxed);
         assert!(s.check_cpu_budget().is_none(), "within budget");
