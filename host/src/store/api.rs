@@ -120,14 +120,7 @@ impl Store {
     /// Gives back every reservation of `host`: when it stops, and when it starts (under an
     /// id a previous process may have used).
     pub async fn release_all(&self, host: &str) -> Result<u64, StoreError> {
-        self.metrics
-            .timed("release", async {
-                let mut tx = self.write_tx().await?;
-                let n = runs::release_all(&mut tx, host).await?;
-                tx.commit().await?;
-                Ok(n)
-            })
-            .await
+        self.release_unheld(host, &[]).await
     }
 
     /// The run as stored now.

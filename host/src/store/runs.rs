@@ -422,11 +422,6 @@ pub(crate) async fn release_unheld(conn: &mut Db, host: &str, keep: &[String]) -
     q.execute(&mut *conn).await
 }
 
-/// Gives back every reservation of `host` (it stops, or starts afresh under an id it had).
-pub(crate) async fn release_all(conn: &mut Db, host: &str) -> Result<u64, sqlx::Error> {
-    query("UPDATE fluid_runs SET owner = NULL WHERE state = 'queued' AND owner = $1").bind(host).execute(&mut *conn).await
-}
-
 /// Releases the reservations of hosts whose heartbeat is older than `dead_before` (or
 /// unknown hosts): their runs are claimable again, still `queued`, with no event (a
 /// reservation never showed on the feed). Returns how many.
