@@ -248,22 +248,13 @@ pub(crate) async fn delivery_section(opts: &BenchOptions, r: &mut Report, n: usi
     r.line("");
     r.line(format!("| backend | events a round | runs/s with db plugin | against {default} (the default) | runs per commit |"));
     r.line("|---|---|---|---|---|");
+    let tunings: Vec<Tuning> = sizes.iter().map(|&event_batch| Tuning { event_batch, ..Tuning::default() }).collect();
     for (backend, label) in backends(opts)? {
-        let mut rates: Vec<Vec<f64>> = vec![vec![]; sizes.len()];
-        let mut commits: Vec<Vec<f64>> = vec![vec![]; sizes.len()];
-        for round in 0..rounds {
-            for k in 0..sizes.len() {
-                let i = (k + round) % sizes.len();
-                let tuning = Tuning { event_batch: sizes[i], ..Tuning::default() };
-                let t = throughput_tuned(backend, opts.postgres.as_deref(), 8, true, n, tuning).await?;
-                rates[i].push(t.runs_per_s);
-                commits[i].push(t.runs_per_commit);
-            }
-        }
-        let base = median(&rates[sizes.iter().position(|&s| s == default).unwrap_or(0)]);
-        for (i, size) in sizes.iter().enumerate() {
-            let m = median(&rates[i]);
-            r.line(format!("| {label} | {size} | {m:.0} | {:.2} | {:.1} |", m / base, median(&commits[i])));
+        let ts = rotated(backend, opts.postgres.as_deref(), true, n, &tunings, rounds).await?;
+        let base = medians(&ts, |t| t.runs_per_s)[sizes.iter().position(|&s| s == default).unwrap_or(0)];
+        let commits = medians(&ts, |t| t.runs_per_commit);
+        for (i, (size, m)) in sizes.iter().zip(medians(&ts, |t| t.runs_per_s)).enumerate() {
+            r.line(format!("| {label} | {size} | {m:.0} | {:.2} | {:.1} |", m / base, commits[i]));
         }
     }
     r.line("");
@@ -284,34 +275,44 @@ pub(crate) async fn reserve_section(opts: &BenchOptions, r: &mut Report, n: usiz
     r.line("");
     r.line("| backend | db plugin | reserved at most | runs/s | against 0 (none reserved) | runs per commit | p50 start ms |");
     r.line("|---|---|---|---|---|---|---|");
+    let tunings: Vec<Tuning> = caps.iter().map(|&reserve_ahead| Tuning { reserve_ahead, ..Tuning::default() }).collect();
     for (backend, label) in backends(opts)? {
         for with_db in [false, true] {
-            let mut rates: Vec<Vec<f64>> = vec![vec![]; caps.len()];
-            let mut commits: Vec<Vec<f64>> = vec![vec![]; caps.len()];
-            let mut p50: Vec<Vec<f64>> = vec![vec![]; caps.len()];
-            for round in 0..rounds {
-                for k in 0..caps.len() {
-                    let i = (k + round) % caps.len();
-                    let tuning = Tuning { reserve_ahead: caps[i], ..Tuning::default() };
-                    let t = throughput_tuned(backend, opts.postgres.as_deref(), 8, with_db, n, tuning).await?;
-                    rates[i].push(t.runs_per_s);
-                    commits[i].push(t.runs_per_commit);
-                    p50[i].push(t.p50_ms);
-                }
-            }
-            let base = median(&rates[0]);
+            let ts = rotated(backend, opts.postgres.as_deref(), with_db, n, &tunings, rounds).await?;
+            let rates = medians(&ts, |t| t.runs_per_s);
+            let (commits, p50) = (medians(&ts, |t| t.runs_per_commit), medians(&ts, |t| t.p50_ms));
             let db = if with_db { "history" } else { "none" };
             for (i, cap) in caps.iter().enumerate() {
-                let m = median(&rates[i]);
-                r.line(format!(
-                    "| {label} | {db} | {cap} | {m:.0} | {:.2} | {:.1} | {:.1} |",
-                    m / base,
-                    median(&commits[i]),
-                    median(&p50[i])
-                ));
+                let m = rates[i];
+                r.line(format!("| {label} | {db} | {cap} | {m:.0} | {:.2} | {:.1} | {:.1} |", m / rates[0], commits[i], p50[i]));
             }
         }
     }
     r.line("");
     Ok(())
+}
+
+/// Throughput (8 workers) under each of `tunings`, `rounds` times, each round starting one
+/// further along the list so no tuning always runs first: per tuning, its measurements.
+async fn rotated(
+    backend: Backend,
+    pg_admin: Option<&str>,
+    with_db: bool,
+    n: usize,
+    tunings: &[Tuning],
+    rounds: usize,
+) -> anyhow::Result<Vec<Vec<Throughput>>> {
+    let mut out: Vec<Vec<Throughput>> = tunings.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for k in 0..tunings.len() {
+            let i = (k + round) % tunings.len();
+            out[i].push(throughput_tuned(backend, pg_admin, 8, with_db, n, tunings[i]).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Per tuning, the median of one figure of its measurements.
+fn medians(ts: &[Vec<Throughput>], figure: impl Fn(&Throughput) -> f64) -> Vec<f64> {
+    ts.iter().map(|m| median(&m.iter().map(&figure).collect::<Vec<_>>())).collect()
 }

@@ -165,6 +165,41 @@ fn bench_sizes_the_delivery_round_by_measurement_on_both_backends() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `fluid bench --only reserve`: throughput at each cap on runs held reserved, without and
+/// with the db plugin, on both backends, 0 (none reserved) always among them and the ratio
+/// to it 1 on its own row.
+#[test]
+fn bench_sizes_claiming_ahead_by_measurement_on_both_backends() {
+    let dir = temp();
+    let out = dir.join("bench");
+    let admin = fluid_tests::pg::admin_url();
+    let args =
+        ["bench", "--only", "reserve", "--runs", "300", "--reserve-ahead", "8", "--postgres", &admin, "--out", out.to_str().unwrap()];
+    let run = fluid(&dir, &args);
+    assert!(run.status.success(), "{}\n{}", text(&run.stdout), text(&run.stderr));
+    let report = std::fs::read_to_string(out.join("results.md")).expect("results.md written");
+    let default = fluid_host::scheduler::CompleterConfig::default().reserve_ahead.to_string();
+    for backend in ["SQLite", "PostgreSQL"] {
+        for db in ["none", "history"] {
+            let rows: Vec<Vec<&str>> = report
+                .lines()
+                .filter(|l| l.starts_with(&format!("| {backend} | {db} |")))
+                .map(|l| l.split('|').map(str::trim).collect())
+                .collect();
+            let caps: Vec<&str> = rows.iter().map(|c| c[3]).collect();
+            assert_eq!(caps, ["0", "8", default.as_str()], "{report}");
+            for c in &rows {
+                let (rate, ratio): (f64, f64) = (c[4].parse().unwrap(), c[5].parse().unwrap());
+                assert!(rate > 0.0 && ratio > 0.0, "{report}");
+                if c[3] == "0" {
+                    assert_eq!(c[5], "1.00", "{report}");
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bench_measures_every_part_on_both_backends_and_writes_its_report_and_plot() {
     let dir = temp();
