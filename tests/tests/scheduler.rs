@@ -32,7 +32,12 @@ fn gated_task(b: fluid_host::scheduler::TaskBuilder, gate: &Gate, flight: &InFli
 
 async fn runs_go_queued_running_then_success_or_failure_with_error(db: Db) {
     let dir = TestEnv::new(db).await;
-    let tasks = vec![ok_task("ok"), Task::new("boom").run(|_ctx: TaskContext| async { Err(TaskError::failed("boom: it broke")) })];
+    let tasks = vec![
+        ok_task("ok"),
+        Task::new("boom").run(|_ctx: TaskContext| async { Err(TaskError::failed("boom: it broke")) }),
+        // A NUL in an error: PostgreSQL's text refuses it, and the end must still be recorded.
+        Task::new("nul").run(|_ctx: TaskContext| async { Err(TaskError::failed("bad\0byte")) }),
+    ];
     let host = start(dir.config(), tasks).await;
     let s = &host.scheduler;
     let mut rx = s.subscribe();
@@ -53,6 +58,12 @@ async fn runs_go_queued_running_then_success_or_failure_with_error(db: Db) {
     let stored = s.get_run(&bad.id).await.unwrap().unwrap();
     assert_eq!(stored.state, TaskState::Failure);
     assert_eq!(stored.error.as_deref(), Some("boom: it broke"));
+
+    let nul = queue(s, "nul", json!({})).await;
+    let seen = history_until(&mut rx, &nul.id, |r| r.state.is_done()).await;
+    assert_eq!(seen.last().unwrap().error.as_deref(), Some("bad\u{FFFD}byte"));
+    let after = queue(s, "ok", json!({})).await;
+    assert_eq!(history_until(&mut rx, &after.id, |r| r.state.is_done()).await.last().unwrap().state, TaskState::Success);
     host.shutdown(Duration::from_secs(5)).await;
 }
 

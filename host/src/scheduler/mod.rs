@@ -19,7 +19,9 @@ mod schedule;
 mod share;
 mod task;
 
-pub use crate::types::{InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, RetryPolicy, TaskRun, TaskState, cut_text};
+pub use crate::types::{
+    InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, MAX_PARAMS_VALUES, Priority, RetryPolicy, TaskRun, TaskState, cut_text,
+};
 pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, TaskContext};
 pub use engine::{
     Cancelled, CompleterConfig, FeedPrunerConfig, HeartbeatConfig, MAX_BATCH, ProducerConfig, QueueError, QueueOptions, QueuerConfig,

@@ -8,4 +8,6 @@ mod run;
 
 pub use retry::RetryPolicy;
 pub use role::Role;
-pub use run::{InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, Priority, TaskRun, TaskState, cut_text};
+pub use run::{
+    InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, MAX_PARAMS_VALUES, Priority, TaskRun, TaskState, cut_text, error_text,
+};

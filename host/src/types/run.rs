@@ -161,9 +161,24 @@ impl fmt::Display for Priority {
 /// it within its default `max_args_kib`.
 pub const MAX_PARAMS_BYTES: usize = 1 << 20;
 
+/// Most JSON values in a run's params (every value, nested ones included): a run's params
+/// are held parsed while it is reserved, running and broadcast, where a value takes tens
+/// of bytes however short its text.
+pub const MAX_PARAMS_VALUES: usize = 65_536;
+
 /// Longest error message kept on a run; a longer one is cut (the run's events carry it to
 /// every plugin, so its size must not be the task's choice).
 pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// A run's error as it is stored: at most [`MAX_ERROR_BYTES`], and no NUL character
+/// (PostgreSQL's text refuses one, so the end holding it could never be recorded).
+pub fn error_text(text: String) -> String {
+    let text = cut_text(text, MAX_ERROR_BYTES);
+    if !text.contains('\0') {
+        return text;
+    }
+    cut_text(text.replace('\0', "\u{FFFD}"), MAX_ERROR_BYTES)
+}
 
 /// `text` cut to at most `max` bytes on a character boundary, marked as cut.
 pub fn cut_text(mut text: String, max: usize) -> String {
@@ -185,6 +200,14 @@ pub fn cut_text(mut text: String, max: usize) -> String {
 #[cfg(test)]
 mod cut_tests {
     use super::cut_text;
+
+    #[test]
+    fn an_error_text_is_bounded_and_holds_no_nul() {
+        assert_eq!(super::error_text("plain".into()), "plain");
+        assert_eq!(super::error_text("a\0b".into()), "a\u{FFFD}b");
+        let long = super::error_text("\0".repeat(1 << 20));
+        assert!(long.len() <= super::MAX_ERROR_BYTES && !long.contains('\0'), "{}", long.len());
+    }
 
     #[test]
     fn cut_texts_fit_their_bound_and_say_so() {

@@ -36,6 +36,11 @@ fn short(what: &str, s: &str, max: usize) -> Result<(), String> {
     if s.chars().count() > max {
         return Err(format!("{what} has {} characters, over the limit of {max}", s.chars().count()));
     }
+    // PostgreSQL's text refuses it: a stored tag or description holding one would make
+    // every write of it fail, another plugin's included.
+    if s.contains('\0') {
+        return Err(format!("{what} holds a NUL character"));
+    }
     Ok(())
 }
 
@@ -175,5 +180,24 @@ mod tests {
         assert!(forged.starts_with("x\\n2026") && forged.ends_with(" B cut]"), "{forged}");
         let long = guest_text("é".repeat(1 << 20));
         assert!(long.len() <= MAX_ERROR_BYTES && long.starts_with('é'), "{}", long.len());
+    }
+    #[test]
+    fn a_nul_in_a_stored_definition_text_is_refused() {
+        let def = |description: &str, tag: &str| TaskDef {
+            name: "t".into(),
+            description: description.into(),
+            schedule: None,
+            priority: crate::plugins::wit::bindings::types::TaskPriority::Medium,
+            timeout_ms: 1000,
+            max_concurrency: 0,
+            retry: None,
+            tags: vec![tag.into()],
+            params_schema: None,
+        };
+        assert!(check_definitions(&[def("plain", "tag")]).is_ok());
+        assert!(check_definitions(&[def("a\0b", "tag")]).unwrap_err().contains("NUL"));
+        assert!(check_definitions(&[def("plain", "t\0")]).unwrap_err().contains("NUL"));
+        let subscriptions = vec![Subscription { state: TaskState::Success, tag: "\0".into() }];
+        assert!(check_registration(&Registration { subscriptions, ..reg() }).unwrap_err().contains("NUL"));
     }
 }

@@ -57,8 +57,8 @@ impl Scheduler {
             }
         };
         let outcome = match outcome {
-            Outcome::Failure(e) => Outcome::Failure(cut_text(e, MAX_ERROR_BYTES)),
-            Outcome::Aborted(e) => Outcome::Aborted(cut_text(e, MAX_ERROR_BYTES)),
+            Outcome::Failure(e) => Outcome::Failure(error_text(e)),
+            Outcome::Aborted(e) => Outcome::Aborted(error_text(e)),
             o => o,
         };
         let retry_after = match (&outcome, &task.retry) {
