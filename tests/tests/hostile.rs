@@ -130,6 +130,29 @@ async fn infinite_loop_is_stopped_at_its_time_limit_and_the_next_call_gets_a_fre
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_whose_callers_gave_up_leave_the_queue_unrun() {
+    let dir = TempDir::new();
+    let h = host(dir.path(), &["infinite-loop"], "").await;
+    // Sixteen callers give up while the first call spins to its time limit: fifteen of
+    // their calls wait in the plugin's queue, which holds sixteen.
+    let plugin = h.scheduler.get_plugin("infinite_loop").unwrap();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let plugin = plugin.clone();
+        callers.spawn(async move { tokio::time::timeout(Duration::from_millis(50), plugin.call_json("spin", "{}".into())).await });
+    }
+    while let Some(r) = callers.join_next().await {
+        assert!(r.unwrap().is_err(), "the caller gave up");
+    }
+    // The next call finds room, and runs as soon as the spinning one is stopped: the
+    // abandoned calls are dropped unrun, not run for nobody one after another.
+    assert_eq!(call(&h, "infinite_loop", "ping", json!({})).await.unwrap(), "pong");
+    let info = plugin_info(&h, "infinite_loop").await;
+    assert_eq!((info["health"]["calls"].as_u64(), info["health"]["traps"].as_u64()), (Some(2), Some(1)), "{info}");
+    h.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_recursion_traps_its_own_instance_only() {
     let dir = TempDir::new();
     let h = host(dir.path(), &["deep-recursion"], "").await;

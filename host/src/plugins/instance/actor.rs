@@ -61,9 +61,13 @@ pub(crate) enum DeliveryError {
     Stopped,
 }
 
+/// What a queued call holds of its caller's allowances (its share of the plugin's queue,
+/// the bytes of its arguments): given back when the call leaves the queue.
+pub(crate) type Ticket = Box<dyn Send>;
+
 enum Job {
     Events { events: Vec<Event>, reply: oneshot::Sender<Result<(), DeliveryError>> },
-    Call { method: String, args: String, chain: Vec<String>, reply: oneshot::Sender<Result<String, PluginCallError>> },
+    Call { method: String, args: String, chain: Vec<String>, reply: oneshot::Sender<Result<String, PluginCallError>>, _ticket: Ticket },
 }
 
 #[derive(Clone)]
@@ -198,12 +202,12 @@ impl Actor {
         rx.await.map_err(|_| DeliveryError::Stopped)?
     }
 
-    pub(crate) async fn call(&self, method: String, args: String, chain: Vec<String>) -> Result<String, PluginCallError> {
+    pub(crate) async fn call(&self, method: String, args: String, chain: Vec<String>, ticket: Ticket) -> Result<String, PluginCallError> {
         let span = tracing::debug_span!("fluid.plugin_call", plugin = %self.sup.name, method = %method);
         async move {
             let (reply, rx) = oneshot::channel();
             // A full queue refuses at once: waiting callers would each hold their arguments.
-            self.calls.try_send(Job::Call { method, args, chain, reply }).map_err(|e| match e {
+            self.calls.try_send(Job::Call { method, args, chain, reply, _ticket: ticket }).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => PluginCallError::Unavailable(format!(
                     "plugin {} is busy: {CALL_QUEUE} calls already wait for it; retry later",
                     self.sup.name
@@ -269,6 +273,13 @@ async fn run(
             Some(j) = calls.recv() => j,
             else => return,
         };
+        if let Job::Call { reply, .. } = &job
+            && reply.is_closed()
+        {
+            // Its caller stopped waiting (its run timed out or was cancelled): nobody would
+            // get the answer, so the call is dropped unrun, its allowances given back.
+            continue;
+        }
         let own_work = matches!(job, Job::Events { .. });
         // A delivery that trapped waiting on the database is not its failure either.
         let mut excused = false;
@@ -338,7 +349,7 @@ async fn run(
                     }
                 }
             }
-            Job::Call { method, args, chain, reply } => {
+            Job::Call { method, args, chain, reply, .. } => {
                 store.data_mut().chain = chain;
                 store.data_mut().delivering.clear();
                 let fut = api.call_call(&mut *store, &method, &args);

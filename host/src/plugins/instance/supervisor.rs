@@ -95,12 +95,12 @@ pub struct Supervisor {
 }
 
 /// Bytes counted in [`Supervisor::host_bytes`] while it lives.
-pub struct HeldBytes<'a> {
-    sup: &'a Supervisor,
+pub struct HeldBytes {
+    sup: Arc<Supervisor>,
     bytes: u64,
 }
 
-impl Drop for HeldBytes<'_> {
+impl Drop for HeldBytes {
     fn drop(&mut self) {
         self.sup.host_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
     }
@@ -262,9 +262,9 @@ impl Supervisor {
 
     /// Counts `bytes` as held on its behalf (arguments waiting for it, a batch in hand)
     /// until the guard is dropped.
-    pub fn hold(&self, bytes: usize) -> HeldBytes<'_> {
+    pub fn hold(self: &Arc<Self>, bytes: usize) -> HeldBytes {
         self.host_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        HeldBytes { sup: self, bytes: bytes as u64 }
+        HeldBytes { sup: self.clone(), bytes: bytes as u64 }
     }
 
     /// Takes one run of `params_bytes` from its `queue-run` allowance, or says why not

@@ -5,6 +5,7 @@
 
 use super::loaded::LoadedSet;
 use crate::plugins::engine::limits::MAX_SHORT_TEXT;
+use crate::plugins::instance::actor::Ticket;
 use crate::plugins::instance::state::Peers;
 use crate::plugins::instance::supervisor::Supervisor;
 use crate::scheduler::{CallFuture, PluginCallError};
@@ -18,13 +19,13 @@ pub(crate) struct Calls {
     /// a time, so one target each). A call that would close a cycle is refused at once.
     waits: Mutex<BTreeMap<String, String>>,
     /// Calls in flight per (caller, target): a caller gets a fair share of a plugin.
-    in_flight: Mutex<BTreeMap<(String, String), usize>>,
+    in_flight: Arc<Mutex<BTreeMap<(String, String), usize>>>,
 }
 
 impl Calls {
     /// No calls under way yet, over `loaded`.
     pub(crate) fn new(loaded: Arc<LoadedSet>) -> Calls {
-        Calls { loaded, waits: Mutex::default(), in_flight: Mutex::default() }
+        Calls { loaded, waits: Mutex::default(), in_flight: Arc::default() }
     }
 
     /// Calls a plugin's exported `call`. `chain` holds the plugins already waiting on this
@@ -64,18 +65,21 @@ impl Calls {
         }
         // A plugin or task calling: at most MAX_CALLS_PER_CALLER of its calls wait on one
         // target, so no caller can take a plugin's whole queue from the others.
-        let _share = match chain.last() {
+        let share = match chain.last() {
             Some(c) => Some(CallShare::take(self, c, target)?),
             None => None,
         };
-        let _held = plugin.sup.hold(args.len());
+        // The share and the bytes go with the call into the target's queue, and are given
+        // back when the target is done with it, not when the caller stops waiting: a caller
+        // that times out would otherwise leave its calls queued and take more.
+        let ticket: Ticket = Box::new((share, plugin.sup.hold(args.len())));
         // Task runs (`task NAME`) are never waited on, so only plugin callers are edges.
         let caller = chain.last().and_then(|c| self.loaded.plugin(c));
         let _edge = match &caller {
             Some(c) => Some(WaitEdge::add(self, &c.name, target)?),
             None => None,
         };
-        let out = plugin.actor.call(method.to_string(), args, chain).await;
+        let out = plugin.actor.call(method.to_string(), args, chain, ticket).await;
         if let (Err(PluginCallError::Unavailable(_) | PluginCallError::Failed(_)), Some(c)) = (&out, &caller) {
             // The callee keeps its health (see `actor`); the caller sees what it caused.
             c.sup.update(|h| h.calls_failed_downstream += 1);
@@ -113,13 +117,13 @@ impl Peers for Calls {
 pub const MAX_CALLS_PER_CALLER: usize = 4;
 
 /// One of a caller's calls in flight to a target, for as long as this lives.
-struct CallShare<'a> {
-    calls: &'a Calls,
+struct CallShare {
+    in_flight: Arc<Mutex<BTreeMap<(String, String), usize>>>,
     key: (String, String),
 }
 
-impl<'a> CallShare<'a> {
-    fn take(calls: &'a Calls, caller: &str, target: &str) -> Result<CallShare<'a>, PluginCallError> {
+impl CallShare {
+    fn take(calls: &Calls, caller: &str, target: &str) -> Result<CallShare, PluginCallError> {
         let key = (caller.to_string(), target.to_string());
         let mut map = calls.in_flight.lock().unwrap();
         let n = map.entry(key.clone()).or_default();
@@ -129,13 +133,13 @@ impl<'a> CallShare<'a> {
             )));
         }
         *n += 1;
-        Ok(CallShare { calls, key })
+        Ok(CallShare { in_flight: calls.in_flight.clone(), key })
     }
 }
 
-impl Drop for CallShare<'_> {
+impl Drop for CallShare {
     fn drop(&mut self) {
-        let mut map = self.calls.in_flight.lock().unwrap();
+        let mut map = self.in_flight.lock().unwrap();
         if let Some(n) = map.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {

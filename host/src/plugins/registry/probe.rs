@@ -30,7 +30,8 @@ impl PluginRuntime {
     /// `get-plugin(name).call(...)` would, and returns its answer.
     pub async fn call_plugin(&self, name: &str, method: &str, args: &str) -> anyhow::Result<String> {
         let p = self.get(name).ok_or_else(|| anyhow::anyhow!("no plugin {name} is loaded"))?;
-        p.actor.call(method.into(), args.into(), vec![]).await.map_err(|e| anyhow::anyhow!("{name}.{method}: {e}"))
+        let held = p.sup.hold(args.len());
+        p.actor.call(method.into(), args.into(), vec![], Box::new(held)).await.map_err(|e| anyhow::anyhow!("{name}.{method}: {e}"))
     }
 
     /// Delivers `runs` to the loaded plugin `name` in one `on-events` call, numbered from
