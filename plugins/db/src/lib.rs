@@ -244,6 +244,16 @@ fn trim_oldest(table: &str) -> Result<u64, storage::StorageError> {
 /// twice as much).
 const PAGE_BYTES: usize = 4 << 20;
 
+/// Most JSON values of params one page parses: parsed, a value takes many times its text
+/// (params of `[0,0,…]` within the host's limit are half a million values), and a page of
+/// such runs within [`PAGE_BYTES`] would not fit in the plugin's memory.
+const PAGE_VALUES: usize = 250_000;
+
+/// An upper bound on the JSON values in `text`, without parsing it.
+fn values_at_most(text: &str) -> usize {
+    1 + text.bytes().filter(|b| matches!(b, b',' | b'[' | b'{' | b':')).count()
+}
+
 fn storage_err(e: storage::StorageError) -> CallError {
     CallError::Failed(format!("storage: {e:?}"))
 }
@@ -427,8 +437,18 @@ fn get_history(q: HistoryQuery) -> Result<TaskRunHistoryPage, CallError> {
     };
     let mut data = Vec::with_capacity(rows.len().min(page as usize));
     let mut last = None;
-    let (mut bytes, mut cut) = (0, false);
+    let (mut bytes, mut values, mut cut) = (0, 0, false);
     for row in rows.iter().take(page as usize) {
+        // Counted before the params are parsed: the first run of a page always goes in.
+        let more_values = match row.get(7) {
+            Some(V::Text(p)) | Some(V::Json(p)) => values_at_most(p),
+            _ => 1,
+        };
+        if !data.is_empty() && values + more_values > PAGE_VALUES {
+            cut = true;
+            break;
+        }
+        values += more_values;
         let run = from_row(row)?;
         // A page stays well within what the host lets one answer be (`max_result_kib`):
         // runs with large params end it early, and its cursor goes on from there.
