@@ -21,6 +21,10 @@
 //! - `pattern`s are compiled by the `regex` engine, in linear time (no look-around or
 //!   back-references: a schema using them is refused).
 //!
+//! - each check, at most [`MAX_VALIDATION_WORK`] schema nodes times params values: a schema
+//!   within every bound above still meets every value of large params (`items` over two
+//!   thousand failing `anyOf` branches, against an array of thousands), on a host thread.
+//!
 //! One reason is given for refused params (the first found), capped in length: collecting
 //! every error could itself be exponential.
 
@@ -42,6 +46,9 @@ pub const MAX_COMPILED_BYTES: u64 = 1 << 20;
 pub const MAX_COMPONENT_SCHEMA_BYTES: u64 = 8 << 20;
 /// What each compiled node costs besides its location.
 const NODE_BYTES: u64 = 64;
+/// Most work one check may take: the schema's nodes (references written out) times the
+/// values in the params, which bounds the pairs validation can visit.
+pub const MAX_VALIDATION_WORK: u64 = 1_000_000;
 /// Longest reason given for refused params.
 const MAX_REASON_CHARS: usize = 400;
 
@@ -77,8 +84,16 @@ pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsVa
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(&schema)
         .map_err(|e| format!("params-schema is not a usable JSON Schema: {e}"))?;
+    let nodes = cost.nodes.max(1);
     let check: ParamsValidator = Arc::new(move |params: Value| {
         let params = any_object(params)?;
+        let values = values_in(&params);
+        if values.saturating_mul(nodes) > MAX_VALIDATION_WORK {
+            return Err(format!(
+                "params of {values} JSON values are too large to check against this task's schema of {nodes} nodes \
+                 (values times nodes may be at most {MAX_VALIDATION_WORK})"
+            ));
+        }
         match compiled.validate(&params) {
             Ok(()) => Ok(params),
             Err(e) => {
@@ -89,6 +104,15 @@ pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsVa
         }
     });
     Ok((schema, check))
+}
+
+/// The values in `v`, itself included (nesting is bounded by the JSON parser's depth limit).
+fn values_in(v: &Value) -> u64 {
+    1 + match v {
+        Value::Array(items) => items.iter().map(values_in).sum(),
+        Value::Object(map) => map.values().map(values_in).sum(),
+        _ => 0,
+    }
 }
 
 fn capped(mut s: String) -> String {
@@ -240,6 +264,20 @@ mod tests {
         assert!(check(json!([1])).unwrap_err().contains("params must be a JSON object"));
         let long = check(json!({"n": 1, "x".repeat(5000): 1})).unwrap_err();
         assert!(long.chars().count() <= MAX_REASON_CHARS + 1, "a reason is capped: {} chars", long.chars().count());
+    }
+
+    #[test]
+    fn a_check_whose_work_would_pass_its_bound_is_refused_before_it_starts() {
+        // Within every bound on the schema: two thousand failing branches for each item.
+        let branches: Vec<Value> = (0..2_000).map(|i| json!({"const": format!("no{i}")})).collect();
+        let check = build(json!({"properties": {"p": {"items": {"anyOf": branches}}}})).unwrap();
+        assert!(check(json!({"p": ["no7"]})).is_ok());
+        let big = json!({"p": vec![0; 5_000]});
+        let refused = check(big).unwrap_err();
+        assert!(refused.contains("5002 JSON values") && refused.contains("at most 1000000"), "{refused}");
+        // A small schema still checks large params.
+        let check = build(json!({"properties": {"p": {"items": {"type": "integer"}}}})).unwrap();
+        assert!(check(json!({"p": vec![0; 100_000]})).is_ok());
     }
 
     #[test]
