@@ -687,6 +687,35 @@ async fn cross_calls_never_deadlock() {
     h.shutdown(Duration::ZERO).await;
 }
 
+/// Class 8, backlog from a plugin: whatever task a guest queues, at most `max_queued` of
+/// its runs wait in the queue through that guest (the host's tasks included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_pile_up_runs_of_a_host_task_past_max_queued() {
+    let dir = TempDir::new();
+    let mut toml = attacker(dir.path(), "flooder", "", "max_queued = 5");
+    install(dir.path(), "attack-tasks", "attack_tasks");
+    toml += "[plugins.attack_tasks.limits]\nmax_workers = 2\n";
+    let h = host_with(dir.path(), &toml, 2).await;
+    // Both workers held: the runs queued next cannot start.
+    let mut holds = Vec::new();
+    for _ in 0..2 {
+        let hold = queue(&h.scheduler, "hold", json!({ "ms": 600_000 })).await;
+        wait_state(&h.scheduler, &hold.id, TaskState::Running).await;
+        holds.push(hold);
+    }
+    let r = call(&h, "flooder", "queue", json!({ "task": "ok", "n": 50 })).await;
+    assert_eq!(r["queued"].as_u64(), Some(5), "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("max_queued") && error.contains("task \\\"ok\\\""), "{r}");
+    let info = plugin_info(&h, "flooder").await;
+    assert!(info["health"]["last_limit"].as_str().unwrap().starts_with("max_queued: "), "{info}");
+    for hold in holds {
+        h.scheduler.cancel(&hold.id).await.unwrap();
+    }
+    unharmed(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// Class 8: `queue-run` from a plugin or a task component is cut at its allowance
 /// (`queue_burst`, then `queue_per_s`) with a clear error and a counter; another task
 /// component's tasks need a grant; a fork bomb of runs queueing runs dies out.

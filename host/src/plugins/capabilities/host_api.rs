@@ -19,11 +19,16 @@ const MAX_LOG_LINE: usize = 8 * 1024;
 /// while far from its bound.
 const RECOUNT_EVERY: u64 = 256;
 
-/// A task component (supervised by `sup`) queueing one of its own tasks: refused once
-/// `max_queued` of them wait in the queue. Counted in the database near the bound and every
-/// [`RECOUNT_EVERY`] runs; in between, counted up from the last count.
+/// A guest (supervised by `sup`) queueing a run of `task`: refused once `max_queued` runs
+/// wait in the queue, of the component's own tasks when `task` is one of them (its runs
+/// share one bound), else of `task` (a plugin, or a component queueing the host's tasks:
+/// no guest may grow any task's backlog without bound). Counted in the database near the
+/// bound and every [`RECOUNT_EVERY`] runs; in between, counted up from the last count.
 async fn within_max_queued(peers: Arc<dyn Peers>, scheduler: Scheduler, sup: Arc<Supervisor>, task: String) -> Result<(), String> {
-    let Some(tasks) = peers.component_tasks(&sup, &task) else { return Ok(()) };
+    let (tasks, whose) = match peers.component_tasks(&sup, &task) {
+        Some(own) => (own, "this component's tasks".to_string()),
+        None => (vec![task.clone()], format!("task {:?}", truncated(&task))),
+    };
     let max = sup.policy.limits.max_queued;
     {
         let mut estimate = sup.queued_estimate.lock().unwrap();
@@ -37,7 +42,7 @@ async fn within_max_queued(peers: Arc<dyn Peers>, scheduler: Scheduler, sup: Arc
     let Ok(now) = scheduler.store().queued_runs_of(&tasks, max).await else { return Ok(()) };
     *sup.queued_estimate.lock().unwrap() = (now, 1);
     if now >= max {
-        let msg = format!("queue-run refused: {now} runs of this component's tasks wait in the queue, the limit (max_queued)");
+        let msg = format!("queue-run refused: {now} runs of {whose} wait in the queue, the limit (max_queued)");
         sup.limit_hit("max_queued", &msg);
         return Err(msg);
     }
@@ -128,9 +133,7 @@ impl host_if::Host for PluginState {
             self.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
             return Ok(Err(CallError::Unavailable(msg)));
         }
-        if self.run_id.is_some()
-            && let Err(msg) = within_max_queued(self.peers.clone(), self.scheduler.clone(), self.sup.clone(), req.task.clone()).await
-        {
+        if let Err(msg) = within_max_queued(self.peers.clone(), self.scheduler.clone(), self.sup.clone(), req.task.clone()).await {
             self.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
             return Ok(Err(CallError::Unavailable(msg)));
         }
