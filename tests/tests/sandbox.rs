@@ -467,6 +467,8 @@ async fn no_plugin_answers_requests_meant_for_the_host_or_another_plugin() {
     toml += &attacker(dir.path(), "zz_host", r#"routes = [["GET", "/metrics", "echo"]]"#, "");
     toml += &attacker(dir.path(), "zz_any", r#"routes = [["GET", "/{a}/{b}", "echo"]]"#, "");
     toml += &attacker(dir.path(), "zz_mine", r#"routes = [["GET", "/mine/{x}", "echo"]]"#, "");
+    // A third-party file in place of the bundled stats: the name alone grants nothing.
+    toml += &attacker(dir.path(), "stats", r#"routes = [["GET", "/task-stats-forged", "echo"]]"#, "");
     for name in ["aaa", "zz_slash", "zz_param", "zz_host", "zz_any", "zz_mine"] {
         // Only `aaa` asks nothing: the others are granted root routes by the operator.
         if name != "aaa" {
@@ -489,6 +491,9 @@ async fn no_plugin_answers_requests_meant_for_the_host_or_another_plugin() {
     assert!(failed_reason(&list, "zz_param").contains("of plugin db"), "{list}");
     assert!(failed_reason(&list, "zz_host").contains("paths the host serves"), "{list}");
     assert!(failed_reason(&list, "zz_any").contains("paths the host serves"), "{list}");
+    let forged = client().get(url(&h, "/task-stats-forged")).send().await.unwrap().status();
+    assert_eq!(forged, 404, "a file named stats.wasm is not the bundled stats");
+    assert_eq!(get_json(&h, "/plugins/stats/routes/task-stats-forged").await.0, 200);
     let (status, mine) = get_json(&h, "/mine/1").await;
     assert_eq!((status, mine["path"]["x"].as_str()), (200, Some("1")), "{mine}");
     let metrics = client().get(url(&h, "/metrics")).send().await.unwrap().text().await.unwrap();

@@ -208,9 +208,12 @@ pub const SKIP_HISTORY_TAG: &str = "skip_db";
 pub const ROOT_ROUTES_BY_DEFAULT: [&str; 2] = ["db", "stats"];
 
 impl Grants {
-    /// Whether plugin `name` is served at its declared paths (see `root_routes`).
-    pub fn root_routes(&self, name: &str) -> bool {
-        self.root_routes.unwrap_or_else(|| ROOT_ROUTES_BY_DEFAULT.contains(&name))
+    /// Whether plugin `name` is served at its declared paths (see `root_routes`); `bundled`:
+    /// whether its file is the copy this binary carries. Without a word in fluid.toml only
+    /// the bundled db and stats are: a third-party file named `stats.wasm` would otherwise
+    /// answer at the root beside (or before) the db plugin's paths.
+    pub fn root_routes(&self, name: &str, bundled: bool) -> bool {
+        self.root_routes.unwrap_or_else(|| bundled && ROOT_ROUTES_BY_DEFAULT.contains(&name))
     }
 
     /// Whether `addr` matches a `network` entry.

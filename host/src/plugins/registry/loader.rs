@@ -329,7 +329,7 @@ impl PluginRuntime {
             };
             return Err(format!("{}: the component registers as {:?}; {hint}", path.display(), limits::truncated(&reg.name)));
         }
-        let root_routes = ctx.sup.policy.grants.root_routes(&name);
+        let root_routes = ctx.sup.policy.grants.root_routes(&name, crate::plugins::bundled::is_bundled(&name, bytes));
         let others = shared.loaded.plugins();
         let root_owners: Vec<(&str, &[PluginRoute])> =
             others.iter().filter(|o| o.root_routes).map(|o| (o.name.as_str(), o.routes.as_slice())).collect();
