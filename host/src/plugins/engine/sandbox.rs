@@ -50,6 +50,8 @@ pub(crate) fn wasi_ctx(policy: &Policy, stderr: &StderrTail) -> Result<WasiCtx, 
     let g = &policy.grants;
     let mut b = WasiCtxBuilder::new();
     b.stderr(stderr.clone());
+    // The host builds the bytes before the guest gets them: a call asking for more traps.
+    b.max_random_size(MAX_RANDOM_BYTES);
     for d in &g.dirs {
         let perms = if d.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
         b.preopened_dir(&d.host, &d.guest, perms).map_err(|e| format!("granted folder {} cannot be opened: {e:#}", d.host.display()))?;
@@ -74,6 +76,9 @@ pub(crate) fn wasi_ctx(policy: &Policy, stderr: &StderrTail) -> Result<WasiCtx, 
     });
     Ok(b.build())
 }
+
+/// Most bytes one `get-random-bytes` call may ask for (the host holds them at once).
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// Host resources (plugin handles, WASI streams and pollables...) one instance may hold
 /// at once: each is host memory outside the instance's own.
