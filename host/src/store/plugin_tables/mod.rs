@@ -168,6 +168,9 @@ pub(crate) fn not_its_fault(e: &StorageError) -> bool {
     matches!(e, StorageError::Backend(m) if NOT_ITS_FAULT.iter().any(|p| m.starts_with(p)))
 }
 
+/// How a `backend` error starts when a statement ran out of its time.
+const STATEMENT_TIMED_OUT: &str = "the statement took longer than its limit (statement_timeout_ms)";
+
 /// The database's error, logged in full on the host; the plugin gets a kind, never the
 /// text (it would echo SQL, physical table names, other plugins' names).
 pub(crate) fn backend_err(e: sqlx::Error) -> StorageError {
@@ -177,9 +180,7 @@ pub(crate) fn backend_err(e: sqlx::Error) -> StorageError {
         sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy") => "the database is busy",
         sqlx::Error::Database(d) if d.message().contains("full") => "the database is full",
         // SQLite: interrupted by the progress handler; PostgreSQL: query_canceled.
-        sqlx::Error::Database(d) if d.message().contains("interrupt") || d.code().as_deref() == Some("57014") => {
-            "the statement took longer than its limit (statement_timeout_ms)"
-        }
+        sqlx::Error::Database(d) if d.message().contains("interrupt") || d.code().as_deref() == Some("57014") => STATEMENT_TIMED_OUT,
         _ => "the database failed",
     };
     StorageError::Backend(format!("{kind}; the call may be retried (the host's log has the details)"))
@@ -473,7 +474,19 @@ impl PluginStorage {
             written += q.execute(&mut tx).await.map_err(backend_err)?;
         }
         if may_cross {
-            let exact = quota::measure(&mut tx, self.backend(), plugin, Some(left())).await?;
+            let exact = match quota::measure(&mut tx, self.backend(), plugin, Some(left())).await {
+                Ok(exact) => exact,
+                // Near its quota, tables too large to measure in the time left are taken as
+                // over it: the plugin is told to make room (as the db plugin does, trimming
+                // its oldest rows), not failed for the host's slow scan.
+                Err(StorageError::Backend(m)) if m.starts_with(STATEMENT_TIMED_OUT) => {
+                    tx.rollback().await.map_err(backend_err)?;
+                    return Err(quota::exceeded(
+                        "upsert refused: the plugin's tables are near their quota and could not be measured in the statement's time limit (statement_timeout_ms)".into(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(why) = exact.over(limits) {
                 tx.rollback().await.map_err(backend_err)?;
                 return Err(quota::exceeded(format!("upsert refused: the plugin's tables would hold {why}")));
