@@ -172,7 +172,7 @@ async fn instantiate_unmetered(ctx: &ActorCtx) -> Result<(Instance, Registration
 const OUT_OF_TIME: &str = "took longer than its time limit";
 
 /// How a failed start's message begins when the database, not the plugin, made it fail.
-const DATABASE_FAULT: &str = "the database was busy: ";
+pub(crate) const DATABASE_FAULT: &str = "the database was busy: ";
 
 /// Whether the job's storage calls waited a quarter of its time or more for connections
 /// other plugins held.

@@ -105,9 +105,35 @@ impl FileStamp {
     }
 }
 
-/// A file that failed to load, and the stamp it had then (not retried until it changes).
+/// A file that failed to load, and the stamp it had then (not retried until it changes,
+/// unless the database was the cause).
 #[derive(Debug, Clone)]
 pub(crate) struct Failed {
     pub(crate) reason: String,
     pub(crate) stamp: Option<FileStamp>,
+}
+
+impl Failed {
+    /// Whether the file, now at `stamp`, is left alone by the next scan: it failed as it is,
+    /// and not because the database was busy (another plugin holding it while this one
+    /// registered). Such a failure is retried, or a plugin holding the database at start
+    /// would keep another (the db plugin) unloaded for good.
+    pub(crate) fn stands(&self, stamp: &FileStamp) -> bool {
+        self.stamp.as_ref() == Some(stamp) && !self.reason.contains(crate::plugins::instance::actor::DATABASE_FAULT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_load_is_retried_when_the_file_changed_or_the_database_was_busy() {
+        let stamp = FileStamp { len: 1, modified: None };
+        let failed = |reason: &str| Failed { reason: reason.into(), stamp: Some(stamp) };
+        assert!(failed("p.wasm: register trapped").stands(&stamp));
+        assert!(!failed("p.wasm: register trapped").stands(&FileStamp { len: 2, modified: None }));
+        let busy = format!("p.wasm: {}register refused: the database is busy", crate::plugins::instance::actor::DATABASE_FAULT);
+        assert!(!failed(&busy).stands(&stamp));
+    }
 }

@@ -65,7 +65,7 @@ impl PluginRuntime {
             if prev.get(file) != Some(stamp) {
                 continue; // new or still changing: look again next scan
             }
-            let failed_same = self.shared.loaded.failed.read().unwrap().get(file).is_some_and(|f| f.stamp == Some(*stamp));
+            let failed_same = self.shared.loaded.failed.read().unwrap().get(file).is_some_and(|f| f.stands(stamp));
             let current = loaded.get(file).is_some_and(|(_, s)| s == stamp);
             if !current && !failed_same && self.shared.admin.loading.lock().unwrap().insert(file.clone()) {
                 // Each file loads on its own task: a slow compilation holds up no other file
