@@ -259,7 +259,8 @@ impl PluginRuntime {
             }
             Err(reason) => {
                 tracing::error!(file = %path.display(), error = %reason, "plugin not loaded");
-                self.shared.loaded.failed.write().unwrap().insert(path.to_path_buf(), Failed { reason: reason.clone(), stamp });
+                let failed = Failed { database_busy: database_busy(path, &reason), reason: reason.clone(), stamp };
+                self.shared.loaded.failed.write().unwrap().insert(path.to_path_buf(), failed);
                 Err(reason)
             }
         }
@@ -519,4 +520,26 @@ pub fn wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Whether a load of `path` failed with `reason` because the database was busy: the mark
+/// the host puts first on a start's error (`actor::DATABASE_FAULT`), right after the path.
+/// Only there: further on, the reason quotes the guest, which could write the same words.
+fn database_busy(path: &Path, reason: &str) -> bool {
+    reason.strip_prefix(&format!("{}: ", path.display())).is_some_and(|r| r.starts_with(crate::plugins::instance::actor::DATABASE_FAULT))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn only_the_hosts_own_mark_says_the_database_was_busy() {
+        let path = Path::new("/p/x.wasm");
+        let mark = crate::plugins::instance::actor::DATABASE_FAULT;
+        assert!(super::database_busy(path, &format!("/p/x.wasm: {mark}register refused: no")));
+        // The guest's refusal quoting the words is its own failure.
+        assert!(!super::database_busy(path, &format!("/p/x.wasm: register refused: {mark}")));
+        assert!(!super::database_busy(path, "/p/x.wasm: register refused: no"));
+    }
 }

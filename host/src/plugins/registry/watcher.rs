@@ -107,7 +107,7 @@ impl PluginRuntime {
                 None => drop(self.unload_tasks(&file)),
             }
             let stamp = FileStamp::of(&file);
-            self.shared.loaded.failed.write().unwrap().insert(file, Failed { reason, stamp });
+            self.shared.loaded.failed.write().unwrap().insert(file, Failed { reason, stamp, database_busy: false });
         }
     }
 
