@@ -708,8 +708,13 @@ async fn a_plugin_cannot_pile_up_runs_of_a_host_task_past_max_queued() {
         wait_state(&h.scheduler, &hold.id, TaskState::Running).await;
         holds.push(hold);
     }
+    let r = call(&h, "flooder", "queue", json!({ "task": "ok", "n": 4 })).await;
+    assert_eq!(r["queued"].as_u64(), Some(4), "{r}");
+    // A run of another task in between counts under that task, and resets nothing.
+    let r = call(&h, "flooder", "queue", json!({ "task": "fail", "n": 1 })).await;
+    assert_eq!(r["queued"].as_u64(), Some(1), "{r}");
     let r = call(&h, "flooder", "queue", json!({ "task": "ok", "n": 50 })).await;
-    assert_eq!(r["queued"].as_u64(), Some(5), "{r}");
+    assert_eq!(r["queued"].as_u64(), Some(1), "five in all: {r}");
     let error = r["error"].as_str().unwrap();
     assert!(error.contains("max_queued") && error.contains("task \\\"ok\\\""), "{r}");
     let info = plugin_info(&h, "flooder").await;

@@ -25,22 +25,28 @@ const RECOUNT_EVERY: u64 = 256;
 /// no guest may grow any task's backlog without bound). Counted in the database near the
 /// bound and every [`RECOUNT_EVERY`] runs; in between, counted up from the last count.
 async fn within_max_queued(peers: Arc<dyn Peers>, scheduler: Scheduler, sup: Arc<Supervisor>, task: String) -> Result<(), String> {
-    let (tasks, whose) = match peers.component_tasks(&sup, &task) {
-        Some(own) => (own, "this component's tasks".to_string()),
-        None => (vec![task.clone()], format!("task {:?}", truncated(&task))),
+    // An unknown task is refused by the queueing itself, and is no key to count under.
+    if scheduler.task(&task).is_none() {
+        return Ok(());
+    }
+    // One estimate per set counted: one shared by all tasks would let a run of another
+    // task (an empty queue) reset the count of the task being flooded.
+    let (key, tasks, whose) = match peers.component_tasks(&sup, &task) {
+        Some(own) => (String::new(), own, "this component's tasks".to_string()),
+        None => (task.clone(), vec![task.clone()], format!("task {:?}", truncated(&task))),
     };
     let max = sup.policy.limits.max_queued;
     {
-        let mut estimate = sup.queued_estimate.lock().unwrap();
-        let (counted, since) = *estimate;
-        if counted + since + 1 < max && since < RECOUNT_EVERY {
-            estimate.1 += 1;
+        let mut estimates = sup.queued_estimate.lock().unwrap();
+        let (counted, since) = estimates.entry(key.clone()).or_default();
+        if *counted + *since + 1 < max && *since < RECOUNT_EVERY {
+            *since += 1;
             return Ok(());
         }
     }
     // The database unreachable: no count, and the queueing itself will say so.
     let Ok(now) = scheduler.store().queued_runs_of(&tasks, max).await else { return Ok(()) };
-    *sup.queued_estimate.lock().unwrap() = (now, 1);
+    sup.queued_estimate.lock().unwrap().insert(key, (now, 1));
     if now >= max {
         let msg = format!("queue-run refused: {now} runs of {whose} wait in the queue, the limit (max_queued)");
         sup.limit_hit("max_queued", &msg);

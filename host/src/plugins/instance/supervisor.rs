@@ -85,9 +85,10 @@ pub struct Supervisor {
     /// The same in bytes of params (`queue_kib_per_s`, `queue_burst_kib`): every run it
     /// queues is stored, sent to every plugin and kept in history.
     queue_bytes: Mutex<TokenBucket>,
-    /// A task component's own queued runs as last counted, and how many it queued since
-    /// (see `host_api`'s `queue_run`): counted again only near the bound or now and then.
-    pub(crate) queued_estimate: Mutex<(u64, u64)>,
+    /// Queued runs as last counted, and how many it queued since, per set counted (its
+    /// component's own tasks under `""`, else the task; see `host_api`'s `queue_run`):
+    /// counted again only near the bound or now and then. Known tasks only, so bounded.
+    pub(crate) queued_estimate: Mutex<std::collections::HashMap<String, (u64, u64)>>,
     /// Its log lines' allowance, shared by its instances (a task component's runs, a
     /// plugin's fresh instances after traps), so a new instance is no fresh budget.
     pub(crate) log_budget: Mutex<LogBudget>,
