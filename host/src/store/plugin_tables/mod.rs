@@ -177,10 +177,22 @@ pub(crate) fn backend_err(e: sqlx::Error) -> StorageError {
     tracing::warn!(error = %e, "plugin storage query failed");
     let kind = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => "the database is unreachable or busy",
-        sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy") => "the database is busy",
-        sqlx::Error::Database(d) if d.message().contains("full") => "the database is full",
-        // SQLite: interrupted by the progress handler; PostgreSQL: query_canceled.
-        sqlx::Error::Database(d) if d.message().contains("interrupt") || d.code().as_deref() == Some("57014") => STATEMENT_TIMED_OUT,
+        // By PostgreSQL's SQLSTATE, or SQLite's fixed message for the code, never by words
+        // anywhere in a message: those quote names a plugin chose (a table `busy`), and a
+        // failure of the plugin's own would pass for the database's.
+        sqlx::Error::Database(d) => {
+            let (code, message) = (d.code(), d.message());
+            match (code.as_deref(), message) {
+                // lock_not_available, deadlock_detected, serialization_failure; SQLITE_BUSY, SQLITE_LOCKED.
+                (Some("55P03" | "40P01" | "40001"), _) | (_, "database is locked") => "the database is busy",
+                (_, m) if m.starts_with("database table is locked") => "the database is busy",
+                // disk_full; SQLITE_FULL.
+                (Some("53100"), _) | (_, "database or disk is full") => "the database is full",
+                // query_canceled (statement_timeout); SQLite interrupted by the progress handler.
+                (Some("57014"), _) | (_, "interrupted") => STATEMENT_TIMED_OUT,
+                _ => "the database failed",
+            }
+        }
         _ => "the database failed",
     };
     StorageError::Backend(format!("{kind}; the call may be retried (the host's log has the details)"))
