@@ -21,9 +21,11 @@
 //! - `pattern`s are compiled by the `regex` engine, in linear time (no look-around or
 //!   back-references: a schema using them is refused).
 //!
-//! - each check, at most [`MAX_VALIDATION_WORK`] schema nodes times params values: a schema
-//!   within every bound above still meets every value of large params (`items` over two
-//!   thousand failing `anyOf` branches, against an array of thousands), on a host thread.
+//! - each check, at most [`MAX_VALIDATION_WORK`] schema nodes times the params' size (their
+//!   values, and their strings' bytes by [`STRING_BYTES_PER_UNIT`]): a schema within every
+//!   bound above still meets every value of large params (`items` over two thousand
+//!   failing `anyOf` branches, against an array of thousands; as many `pattern`s, each
+//!   reading a long string), on a host thread.
 //!
 //! One reason is given for refused params (the first found), capped in length: collecting
 //! every error could itself be exponential.
@@ -47,8 +49,11 @@ pub const MAX_COMPONENT_SCHEMA_BYTES: u64 = 8 << 20;
 /// What each compiled node costs besides its location.
 const NODE_BYTES: u64 = 64;
 /// Most work one check may take: the schema's nodes (references written out) times the
-/// values in the params, which bounds the pairs validation can visit.
+/// params' size in units (see [`size_in_units`]), which bounds what validation can visit.
 pub const MAX_VALIDATION_WORK: u64 = 1_000_000;
+/// Bytes of string that count as one unit of params: a `pattern` or a `format` reads a
+/// whole string, and a long one costs as much as many values.
+pub const STRING_BYTES_PER_UNIT: u64 = 64;
 /// Longest reason given for refused params.
 const MAX_REASON_CHARS: usize = 400;
 
@@ -87,11 +92,11 @@ pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsVa
     let nodes = cost.nodes.max(1);
     let check: ParamsValidator = Arc::new(move |params: Value| {
         let params = any_object(params)?;
-        let values = values_in(&params);
-        if values.saturating_mul(nodes) > MAX_VALIDATION_WORK {
+        let units = size_in_units(&params);
+        if units.saturating_mul(nodes) > MAX_VALIDATION_WORK {
             return Err(format!(
-                "params of {values} JSON values are too large to check against this task's schema of {nodes} nodes \
-                 (values times nodes may be at most {MAX_VALIDATION_WORK})"
+                "params of {units} units (JSON values, and {STRING_BYTES_PER_UNIT} bytes of string each) are too large \
+                 to check against this task's schema of {nodes} nodes (units times nodes may be at most {MAX_VALIDATION_WORK})"
             ));
         }
         match compiled.validate(&params) {
@@ -106,11 +111,15 @@ pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsVa
     Ok((schema, check))
 }
 
-/// The values in `v`, itself included (nesting is bounded by the JSON parser's depth limit).
-fn values_in(v: &Value) -> u64 {
+/// The size of `v` for validation: one unit a value (itself included), one more for each
+/// [`STRING_BYTES_PER_UNIT`] bytes of a string or key (nesting is bounded by the JSON
+/// parser's depth limit).
+fn size_in_units(v: &Value) -> u64 {
+    let text = |s: &str| s.len() as u64 / STRING_BYTES_PER_UNIT;
     1 + match v {
-        Value::Array(items) => items.iter().map(values_in).sum(),
-        Value::Object(map) => map.values().map(values_in).sum(),
+        Value::String(s) => text(s),
+        Value::Array(items) => items.iter().map(size_in_units).sum(),
+        Value::Object(map) => map.iter().map(|(k, v)| text(k) + size_in_units(v)).sum(),
         _ => 0,
     }
 }
@@ -274,7 +283,13 @@ mod tests {
         assert!(check(json!({"p": ["no7"]})).is_ok());
         let big = json!({"p": vec![0; 5_000]});
         let refused = check(big).unwrap_err();
-        assert!(refused.contains("5002 JSON values") && refused.contains("at most 1000000"), "{refused}");
+        assert!(refused.contains("5002 units") && refused.contains("at most 1000000"), "{refused}");
+        // As many patterns, each reading one long string.
+        let patterns: Vec<Value> = (0..2_000).map(|i| json!({"pattern": format!("^no{i}$")})).collect();
+        let check = build(json!({"properties": {"s": {"anyOf": patterns}}})).unwrap();
+        assert!(check(json!({"s": "no7"})).is_ok());
+        let refused = check(json!({"s": "a".repeat(64 * 1024)})).unwrap_err();
+        assert!(refused.contains("1026 units"), "{refused}");
         // A small schema still checks large params.
         let check = build(json!({"properties": {"p": {"items": {"type": "integer"}}}})).unwrap();
         assert!(check(json!({"p": vec![0; 100_000]})).is_ok());
