@@ -602,6 +602,31 @@ async fn no_run_however_queued_can_poison_the_feed() {
     h.shutdown(Duration::ZERO).await;
 }
 
+/// Class 3, history over its quota: runs with params too large for the db plugin's whole
+/// quota are left out of history with a warning, the older runs trimmed to make room;
+/// the plugin keeps recording, with no failure counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_too_large_for_the_history_quota_cost_the_db_plugin_nothing() {
+    let dir = TempDir::new();
+    std::fs::write(dir.path().join("fluid.toml"), "[plugins.db.limits]\ncall_timeout_ms = 10000\nmax_storage_mib = 1\n").unwrap();
+    let mut c = config(dir.path());
+    c.load_plugins = true;
+    c.scheduler.workers = 2;
+    let h = start(c, tasks()).await;
+    let older = queue(&h.scheduler, "ok", json!({})).await;
+    wait_done(&h.scheduler, &older.id).await;
+    caught_up(&h, "db").await;
+    assert_eq!(get_json(&h, &format!("/task-history/{}", older.id)).await.0, 200);
+    for _ in 0..3 {
+        let big = queue(&h.scheduler, "ok", json!({ "pad": "x".repeat(1_000_000) })).await;
+        wait_done(&h.scheduler, &big.id).await;
+    }
+    caught_up(&h, "db").await;
+    assert_eq!(get_json(&h, &format!("/task-history/{}", older.id)).await.0, 404, "trimmed to make room");
+    unharmed(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// Class 6, history: runs whose params together pass what one storage read may hold
 /// (`max_read_mib`) still page through `/task-history`: the db plugin answers shorter pages
 /// that go on from where they end, never an error.

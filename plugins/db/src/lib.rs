@@ -117,12 +117,19 @@ impl Plugin for Db {
                 // Its tables reached their quota (`max_rows`, `max_storage_mib`): the oldest
                 // runs make room, as a log rotates, so history goes on with the newest runs
                 // rather than stop (and the plugin with it) however many runs others queue.
+                // Each trim drops twice the runs of the one before: a few runs with large
+                // params may take the room of thousands of small ones.
                 Err(storage::StorageError::QuotaExceeded(why)) if trimmed < MAX_TRIMS => {
-                    let dropped = trim_oldest(&table).map_err(|e| format!("{e:?}"))?;
-                    if dropped == 0 {
-                        return Err(format!("history is full and has nothing left to drop: {why}"));
-                    }
-                    trimmed += 1;
+                    let dropped = trim_oldest(&table, (TRIM_ROWS << trimmed).min(MAX_TRIM_ROWS)).map_err(|e| format!("{e:?}"))?;
+                    trimmed = if dropped == 0 { MAX_TRIMS } else { trimmed + 1 };
+                }
+                // Still over with nothing left to drop, or after every trim: these changes
+                // are left out of history, with a warning, rather than held back for ever
+                // (the quota is the operator's bound, and a plugin failing every delivery
+                // would be quarantined).
+                Err(storage::StorageError::QuotaExceeded(why)) => {
+                    fluid_guest::log::warn(&format!("{} changes left out of history, still over its quota after trimming: {why}", rows.len()));
+                    return Ok(());
                 }
                 Err(e) => return Err(format!("{e:?}")),
             }
@@ -217,13 +224,15 @@ fn from_row(row: &[V]) -> Result<TaskRunHistory, CallError> {
     })
 }
 
-/// Runs dropped at a time, oldest first, when history reaches its quota; and how many
-/// times one delivery may do so.
+/// Runs dropped by the first trim, oldest first, when history reaches its quota (each
+/// next trim of one delivery drops twice as many, up to [`MAX_TRIM_ROWS`], a select's
+/// limit); and how many times one delivery may trim.
 const TRIM_ROWS: u32 = 1_000;
+const MAX_TRIM_ROWS: u32 = 10_000;
 const MAX_TRIMS: usize = 8;
 
-/// Drops the oldest runs of history (by queued time, a [`TRIM_ROWS`] at most); how many.
-fn trim_oldest(table: &str) -> Result<u64, storage::StorageError> {
+/// Drops the `n` oldest runs of history (by queued time); how many it dropped.
+fn trim_oldest(table: &str, n: u32) -> Result<u64, storage::StorageError> {
     let oldest = storage::select(
         table,
         &Query {
@@ -231,7 +240,7 @@ fn trim_oldest(table: &str) -> Result<u64, storage::StorageError> {
             filters: vec![],
             order: vec![OrderBy { column: "queued".into(), descending: false }],
             after: None,
-            limit: Some(TRIM_ROWS),
+            limit: Some(n),
         },
     )?;
     let Some(V::Int(upto)) = oldest.last().and_then(|r| r.first()).cloned() else {
