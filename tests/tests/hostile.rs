@@ -189,6 +189,20 @@ async fn history_pages_of_runs_with_array_heavy_params_are_served_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_larger_than_a_select_may_read_back_is_refused() {
+    let dir = TempDir::new();
+    let h = host(dir.path(), &["attacker"], "[plugins.attacker.limits]\nmax_read_mib = 1\n").await;
+    let b = before(&h).await;
+    let r = call(&h, "attacker", "fill", json!({ "rows": 1, "bytes": 1_200_000, "chunk": 1 })).await.unwrap();
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("InvalidValue") && error.contains("max_read_mib"), "{r}");
+    let r = call(&h, "attacker", "fill", json!({ "rows": 4, "bytes": 200_000, "chunk": 4 })).await.unwrap();
+    assert_eq!(r["written"], 4, "{r}");
+    unharmed(&h, &b).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_recursion_traps_its_own_instance_only() {
     let dir = TempDir::new();
     let h = host(dir.path(), &["deep-recursion"], "").await;

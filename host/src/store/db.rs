@@ -352,7 +352,11 @@ impl Query {
     }
 
     fn sqlx(self) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-        let mut q = sqlx::query(AssertSqlSafe(self.sql));
+        // A long text (a plugin's query with many filters) is prepared for this use only,
+        // as on SQLite: each connection's cache holds a hundred statements whatever their
+        // size, and a plugin varying long texts would make every pooled connection hold many.
+        let persistent = self.sql.len() <= MAX_CACHED_SQL;
+        let mut q = sqlx::query(AssertSqlSafe(self.sql)).persistent(persistent);
         for a in self.args {
             q = match a {
                 Arg::Int(v) => q.bind(v),

@@ -438,6 +438,14 @@ impl PluginStorage {
         }
         let new_rows = typed.len() as u64;
         let new_bytes: u64 = typed.iter().flatten().map(quota_bytes).sum();
+        // What no select could read back is refused, and the bound keeps what one write
+        // passes through a pooled connection's buffers (which keep their largest size).
+        if new_bytes > limits.max_read_bytes() as u64 {
+            return Err(StorageError::InvalidValue(format!(
+                "an upsert of about {new_bytes} bytes, over what one select may read back ({} MiB, max_read_mib)",
+                limits.max_read_mib
+            )));
+        }
         let bound = self.usage_bound(plugin, limits).await?;
         let may_cross = Usage { rows: bound.rows + new_rows, bytes: bound.bytes + new_bytes }.over(limits).is_some();
         let col_list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
