@@ -17,7 +17,8 @@ mod types;
 use crate::store::db::Arg as Bound;
 use crate::store::{Backend, Db, Store};
 use crate::store::{Row, query, query_built};
-use quota::{Bounds, Usage};
+use quota::Bounds;
+pub use quota::Usage;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -370,7 +371,7 @@ impl PluginStorage {
     }
 
     /// Current usage of `plugin`'s tables: the upper bound, measured first when unknown.
-    async fn usage_bound(&self, plugin: &str, limits: &TableLimits) -> Result<Usage, StorageError> {
+    pub async fn usage_bound(&self, plugin: &str, limits: &TableLimits) -> Result<Usage, StorageError> {
         if let Some(u) = self.bounds.get(plugin) {
             return Ok(u);
         }
@@ -713,14 +714,23 @@ impl PluginStorage {
         let meta = self.meta(plugin, table, limits).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
+        // What the rows hold, measured as the quota measures it, in the same transaction:
+        // the plugin's bound then falls by the bytes freed too, and writes after a trim
+        // need no measurement of every table (a scan inside the writer) until the quota
+        // nears again.
+        let lengths: Vec<String> = meta.columns.iter().map(|c| self.backend().stored_bytes(&format!("\"{}\"", c.name))).collect();
+        let sizes = format!("SELECT COALESCE(SUM({}), 0) AS b FROM {}{where_sql}", lengths.join(" + "), meta.physical);
+        let mut size = query_built(sizes).heavy().time_limit(limits.statement_timeout());
         let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical)).heavy().time_limit(limits.statement_timeout());
         for b in &binds {
+            size.push(b.clone());
             query.push(b.clone());
         }
         let mut tx = self.writer(limits).await?;
+        let bytes = size.fetch_one(&mut tx).await.map_err(backend_err)?.try_get::<i64, _>("b").map_err(backend_err)? as u64;
         let n = query.execute(&mut tx).await.map_err(backend_err)?;
         tx.commit().await.map_err(backend_err)?;
-        self.bounds.remove_rows(plugin, n);
+        self.bounds.remove(plugin, n, bytes);
         Ok(n)
     }
 

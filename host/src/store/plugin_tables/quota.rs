@@ -21,11 +21,14 @@ use std::sync::{Arc, Mutex};
 /// Rows and bytes of one plugin's tables.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Rows across its tables.
     pub rows: u64,
+    /// The summed length of every value, as text.
     pub bytes: u64,
 }
 
 impl Usage {
+    /// Which quota of `limits` it passes, said for the plugin, if any.
     pub fn over(&self, limits: &TableLimits) -> Option<String> {
         if self.rows > limits.max_rows {
             return Some(format!("{} rows, over the quota of {} (max_rows)", self.rows, limits.max_rows));
@@ -52,9 +55,10 @@ impl Bounds {
             u.bytes = u.bytes.saturating_add(bytes);
         }
     }
-    pub fn remove_rows(&self, plugin: &str, rows: u64) {
+    pub fn remove(&self, plugin: &str, rows: u64, bytes: u64) {
         if let Some(u) = self.0.lock().unwrap().get_mut(plugin) {
             u.rows = u.rows.saturating_sub(rows);
+            u.bytes = u.bytes.saturating_sub(bytes);
         }
     }
 }
