@@ -714,23 +714,14 @@ impl PluginStorage {
         let meta = self.meta(plugin, table, limits).await?;
         let (mut binds, mut n) = (Vec::new(), 0);
         let where_sql = self.where_sql(&meta, filters, None, &mut n, &mut binds)?;
-        // What the rows hold, measured as the quota measures it, in the same transaction:
-        // the plugin's bound then falls by the bytes freed too, and writes after a trim
-        // need no measurement of every table (a scan inside the writer) until the quota
-        // nears again.
-        let lengths: Vec<String> = meta.columns.iter().map(|c| self.backend().stored_bytes(&format!("\"{}\"", c.name))).collect();
-        let sizes = format!("SELECT COALESCE(SUM({}), 0) AS b FROM {}{where_sql}", lengths.join(" + "), meta.physical);
-        let mut size = query_built(sizes).heavy().time_limit(limits.statement_timeout());
         let mut query = query_built(format!("DELETE FROM {}{where_sql}", meta.physical)).heavy().time_limit(limits.statement_timeout());
         for b in &binds {
-            size.push(b.clone());
             query.push(b.clone());
         }
         let mut tx = self.writer(limits).await?;
-        let bytes = size.fetch_one(&mut tx).await.map_err(backend_err)?.try_get::<i64, _>("b").map_err(backend_err)? as u64;
         let n = query.execute(&mut tx).await.map_err(backend_err)?;
         tx.commit().await.map_err(backend_err)?;
-        self.bounds.remove(plugin, n, bytes);
+        self.bounds.deleted(plugin, n, limits);
         Ok(n)
     }
 

@@ -5,8 +5,8 @@
 //! approximation of the bytes stored, indexes and page overhead not included). Measuring
 //! on every write would cost a scan per write, so each plugin keeps an upper bound: set by
 //! a measurement, raised by what each upsert sends (as if every row were new and no value
-//! replaced), lowered by deletes. A write whose bound stays under the quota goes through
-//! without measuring; one that could cross it is measured exactly inside its own
+//! replaced), lowered by deletes (and measured again after one past half a quota). A write
+//! whose bound stays under the quota goes through without measuring; one that could cross it is measured exactly inside its own
 //! transaction, after its rows are written, and rolled back if the plugin is over. The
 //! bound is this host's: with several hosts writing one plugin's tables on PostgreSQL, a
 //! host measures when its own bound nears the limit, so the quota can be overshot by what
@@ -55,10 +55,18 @@ impl Bounds {
             u.bytes = u.bytes.saturating_add(bytes);
         }
     }
-    pub fn remove(&self, plugin: &str, rows: u64, bytes: u64) {
-        if let Some(u) = self.0.lock().unwrap().get_mut(plugin) {
-            u.rows = u.rows.saturating_sub(rows);
-            u.bytes = u.bytes.saturating_sub(bytes);
+    /// `rows` were deleted. Past half a quota the bound is measured again before the next
+    /// write (once, on a reader): it kept the bytes the deleted rows held, and every write
+    /// after a trim (the db plugin's history at its quota) would measure every table
+    /// inside the writer. It is not lowered by the bytes deleted: an upsert counts what it
+    /// sends and a measure what is stored, and inserting then deleting rows would drift it
+    /// down. Below half, the rows are taken off and nothing is measured.
+    pub fn deleted(&self, plugin: &str, rows: u64, limits: &TableLimits) {
+        let mut bounds = self.0.lock().unwrap();
+        let Some(u) = bounds.get_mut(plugin) else { return };
+        u.rows = u.rows.saturating_sub(rows);
+        if rows > 0 && (u.rows > limits.max_rows / 2 || u.bytes > limits.max_storage_bytes() / 2) {
+            bounds.remove(plugin);
         }
     }
 }
