@@ -21,7 +21,7 @@
 //! - `pattern`s are compiled by the `regex` engine, in linear time (no look-around or
 //!   back-references: a schema using them is refused).
 //!
-//! - each check, at most [`MAX_VALIDATION_WORK`] schema nodes times the params' size (their
+//! - each check, at most [`MAX_VALIDATION_WORK`] subschemas times the params' size (their
 //!   values, and their strings' bytes by [`STRING_BYTES_PER_UNIT`]): a schema within every
 //!   bound above still meets every value of large params (`items` over two thousand
 //!   failing `anyOf` branches, against an array of thousands; as many `pattern`s, each
@@ -48,9 +48,10 @@ pub const MAX_COMPILED_BYTES: u64 = 1 << 20;
 pub const MAX_COMPONENT_SCHEMA_BYTES: u64 = 8 << 20;
 /// What each compiled node costs besides its location.
 const NODE_BYTES: u64 = 64;
-/// Most work one check may take: the schema's nodes (references written out) times the
-/// params' size in units (see [`size_in_units`]), which bounds what validation can visit.
-pub const MAX_VALIDATION_WORK: u64 = 1_000_000;
+/// Most work one check may take: the schema's subschemas (references written out) times
+/// the params' size in units (see [`size_in_units`]), which bounds what validation can
+/// visit. A schema of sixty subschemas still checks params of the largest size allowed.
+pub const MAX_VALIDATION_WORK: u64 = 4_000_000;
 /// Bytes of string that count as one unit of params: a `pattern` or a `format` reads a
 /// whole string, and a long one costs as much as many values.
 pub const STRING_BYTES_PER_UNIT: u64 = 64;
@@ -89,14 +90,14 @@ pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsVa
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(&schema)
         .map_err(|e| format!("params-schema is not a usable JSON Schema: {e}"))?;
-    let nodes = cost.nodes.max(1);
+    let schemas = cost.schemas.max(1);
     let check: ParamsValidator = Arc::new(move |params: Value| {
         let params = any_object(params)?;
         let units = size_in_units(&params);
-        if units.saturating_mul(nodes) > MAX_VALIDATION_WORK {
+        if units.saturating_mul(schemas) > MAX_VALIDATION_WORK {
             return Err(format!(
                 "params of {units} units (JSON values, and {STRING_BYTES_PER_UNIT} bytes of string each) are too large \
-                 to check against this task's schema of {nodes} nodes (units times nodes may be at most {MAX_VALIDATION_WORK})"
+                 to check against this task's schema of {schemas} subschemas (units times subschemas may be at most {MAX_VALIDATION_WORK})"
             ));
         }
         match compiled.validate(&params) {
@@ -138,6 +139,8 @@ fn capped(mut s: String) -> String {
 #[derive(Clone, Copy, Default)]
 struct Cost {
     nodes: u64,
+    /// Of those, the subschemas (JSON objects): what validation applies to the params.
+    schemas: u64,
     /// Sum over its nodes of the length of their location relative to it.
     inner: u64,
 }
@@ -151,6 +154,7 @@ impl Cost {
     /// Adds `child`, found `step` bytes below this node's location.
     fn add(&mut self, child: Cost, step: u64) {
         self.nodes = self.nodes.saturating_add(child.nodes);
+        self.schemas = self.schemas.saturating_add(child.schemas);
         self.inner = self.inner.saturating_add(child.inner).saturating_add(child.nodes.saturating_mul(step));
     }
 }
@@ -166,7 +170,7 @@ struct Expansion<'a> {
 
 impl Expansion<'_> {
     fn size(&mut self, v: &Value, at_root: bool, depth: usize) -> Result<Cost, String> {
-        let mut cost = Cost { nodes: 1, inner: 0 };
+        let mut cost = Cost { nodes: 1, schemas: u64::from(v.is_object()), inner: 0 };
         if depth > 64 {
             return Err("params-schema nests deeper than 64 levels".into());
         }
@@ -283,16 +287,22 @@ mod tests {
         assert!(check(json!({"p": ["no7"]})).is_ok());
         let big = json!({"p": vec![0; 5_000]});
         let refused = check(big).unwrap_err();
-        assert!(refused.contains("5002 units") && refused.contains("at most 1000000"), "{refused}");
+        assert!(refused.contains("5002 units") && refused.contains("at most 4000000"), "{refused}");
         // As many patterns, each reading one long string.
         let patterns: Vec<Value> = (0..2_000).map(|i| json!({"pattern": format!("^no{i}$")})).collect();
         let check = build(json!({"properties": {"s": {"anyOf": patterns}}})).unwrap();
         assert!(check(json!({"s": "no7"})).is_ok());
-        let refused = check(json!({"s": "a".repeat(64 * 1024)})).unwrap_err();
-        assert!(refused.contains("1026 units"), "{refused}");
+        let refused = check(json!({"s": "a".repeat(256 * 1024)})).unwrap_err();
+        assert!(refused.contains("4098 units"), "{refused}");
         // A small schema still checks large params.
         let check = build(json!({"properties": {"p": {"items": {"type": "integer"}}}})).unwrap();
         assert!(check(json!({"p": vec![0; 100_000]})).is_ok());
+        // A plain schema of thirty fields, descriptions and all, takes params near the size limit.
+        let fields: serde_json::Map<String, Value> =
+            (0..30).map(|i| (format!("f{i}"), json!({"type": "string", "description": "one of the fields"}))).collect();
+        let check = build(json!({"type": "object", "properties": fields, "required": ["f0"]})).unwrap();
+        assert!(check(json!({"f0": "x".repeat(900_000)})).is_ok());
+        assert!(check(json!({"f0": "x", "list": vec![0; 60_000]})).is_ok());
     }
 
     #[test]
