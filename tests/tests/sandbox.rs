@@ -369,7 +369,8 @@ async fn storage_reads_and_queries_are_bounded_before_the_host_holds_them() {
     let dir = TempDir::new();
     let toml = attacker(dir.path(), "hoarder", "", "max_read_mib = 4\ncall_timeout_ms = 30000");
     let h = host_with(dir.path(), &toml, 2).await;
-    assert_eq!(call(&h, "hoarder", "fill", json!({ "rows": 48, "bytes": 1 << 20 })).await["written"], 48);
+    // One row an upsert: an upsert holds no more than a select may read back.
+    assert_eq!(call(&h, "hoarder", "fill", json!({ "rows": 48, "bytes": 1 << 20, "chunk": 1 })).await["written"], 48);
     let read = call(&h, "hoarder", "read_all", json!({})).await;
     assert!(read["error"].as_str().unwrap().contains("max_read_mib"), "{read}");
     let q = call(&h, "hoarder", "query", json!({ "order_cols": 9, "filters": 0, "after_len": 0 })).await;
@@ -435,7 +436,8 @@ async fn no_plugin_holds_another_waiting_for_the_writer_nor_gathers_indexes() {
     let hog = h.scheduler.get_plugin("hog").unwrap();
     let holding = tokio::spawn(async move {
         for _ in 0..5 {
-            let _ = hog.call_json("fill", json!({ "rows": 10_000, "bytes": 2048, "chunk": 10_000 }).to_string()).await;
+            // 14 MiB an upsert: within what one select may read back (16 MiB by default).
+            let _ = hog.call_json("fill", json!({ "rows": 7_000, "bytes": 2048, "chunk": 7_000 }).to_string()).await;
         }
     });
     let mut busy = None;
@@ -602,13 +604,13 @@ async fn no_run_however_queued_can_poison_the_feed() {
     h.shutdown(Duration::ZERO).await;
 }
 
-/// Class 3, history over its quota: runs with params too large for the db plugin's whole
-/// quota are left out of history with a warning, the older runs trimmed to make room;
-/// the plugin keeps recording, with no failure counted.
+/// Class 3, history over its quota: changes that cannot fit even once every older run is
+/// trimmed are left out of history with a warning; the plugin keeps recording, with no
+/// failure counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_too_large_for_the_history_quota_cost_the_db_plugin_nothing() {
+async fn changes_that_cannot_fit_the_history_quota_cost_the_db_plugin_nothing() {
     let dir = TempDir::new();
-    std::fs::write(dir.path().join("fluid.toml"), "[plugins.db.limits]\ncall_timeout_ms = 10000\nmax_storage_mib = 1\n").unwrap();
+    std::fs::write(dir.path().join("fluid.toml"), "[plugins.db.limits]\ncall_timeout_ms = 10000\nmax_rows = 1\n").unwrap();
     let mut c = config(dir.path());
     c.load_plugins = true;
     c.scheduler.workers = 2;
@@ -617,9 +619,10 @@ async fn runs_too_large_for_the_history_quota_cost_the_db_plugin_nothing() {
     wait_done(&h.scheduler, &older.id).await;
     caught_up(&h, "db").await;
     assert_eq!(get_json(&h, &format!("/task-history/{}", older.id)).await.0, 200);
-    for _ in 0..3 {
-        let big = queue(&h.scheduler, "ok", json!({ "pad": "x".repeat(1_000_000) })).await;
-        wait_done(&h.scheduler, &big.id).await;
+    // Two runs committed together reach db in one delivery: two rows where one fits.
+    let pair = h.scheduler.queue_many("ok", vec![json!({}), json!({})], Default::default()).await.unwrap();
+    for run in &pair {
+        wait_done(&h.scheduler, &run.id).await;
     }
     caught_up(&h, "db").await;
     assert_eq!(get_json(&h, &format!("/task-history/{}", older.id)).await.0, 404, "trimmed to make room");

@@ -128,7 +128,16 @@ impl Plugin for Db {
                 // (the quota is the operator's bound, and a plugin failing every delivery
                 // would be quarantined).
                 Err(storage::StorageError::QuotaExceeded(why)) => {
-                    fluid_guest::log::warn(&format!("{} changes left out of history, still over its quota after trimming: {why}", rows.len()));
+                    // One by one: only the changes that do not fit are left out.
+                    let mut left_out = 0;
+                    for row in &rows {
+                        match storage::upsert_newer(&table, &columns, std::slice::from_ref(row), "seq") {
+                            Ok(_) => {}
+                            Err(storage::StorageError::QuotaExceeded(_)) => left_out += 1,
+                            Err(e) => return Err(format!("{e:?}")),
+                        }
+                    }
+                    fluid_guest::log::warn(&format!("{left_out} changes left out of history, still over its quota after trimming: {why}"));
                     return Ok(());
                 }
                 Err(e) => return Err(format!("{e:?}")),
@@ -254,8 +263,8 @@ fn trim_oldest(table: &str, n: u32) -> Result<u64, storage::StorageError> {
 const PAGE_BYTES: usize = 4 << 20;
 
 /// Most JSON values of params one page parses: parsed, a value takes many times its text
-/// (params of `[0,0,…]` within the host's limit are half a million values), and a page of
-/// such runs within [`PAGE_BYTES`] would not fit in the plugin's memory.
+/// (`[0,0,…]`: two bytes of text, tens parsed), and a page of such runs within
+/// [`PAGE_BYTES`] would not fit in the plugin's memory.
 const PAGE_VALUES: usize = 250_000;
 
 /// An upper bound on the JSON values in `text`, without parsing it.
