@@ -304,6 +304,12 @@ async fn run(
                 }
             }
         }
+        // A caller may have given up while a fresh instance started.
+        if let Job::Call { reply, .. } = &job
+            && reply.is_closed()
+        {
+            continue;
+        }
         let (store, plugin) = instance.as_mut().expect("instance present");
         arm(store, sup.policy.limits.call_timeout());
         store.data().sandbox.stderr.clear();
