@@ -185,8 +185,8 @@ pub struct Grants {
     #[serde(default)]
     pub dns: bool,
     /// Whether its HTTP routes are also served at the paths as declared (`/task-history`),
-    /// not only under `/plugins/NAME/routes`. Unset: only for `db` and `stats`, whose
-    /// paths are aio-fluid's.
+    /// not only under `/plugins/NAME/routes`. Unset: only for the bundled `db` and `stats`
+    /// (the files this binary carries, byte for byte), whose paths are aio-fluid's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_routes: Option<bool>,
     /// Whether a task component may tag its tasks `skip_db` (aio-fluid's tag that keeps a
