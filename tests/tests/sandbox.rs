@@ -720,6 +720,35 @@ async fn cross_calls_never_deadlock() {
     h.shutdown(Duration::ZERO).await;
 }
 
+/// Class 1, host threads: a task run's first slice runs on a host thread, and the work
+/// `queue-run` does on large params (parsing, checking them against a schema) grows with
+/// them: it is done on the guest pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_params_a_run_queues_are_checked_off_the_host_threads() {
+    static CHECKED_ON: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = TempDir::new();
+    install(dir.path(), "attack-tasks", "attack_tasks");
+    std::fs::write(dir.path().join("fluid.toml"), BASE).unwrap();
+    let mut c = config(dir.path());
+    c.load_plugins = true;
+    c.scheduler.workers = 2;
+    let checked: fluid_host::scheduler::ParamsValidator = std::sync::Arc::new(|params| {
+        CHECKED_ON.lock().unwrap().push(std::thread::current().name().unwrap_or_default().to_string());
+        Ok(params)
+    });
+    let mut all = tasks();
+    all.push(Task::new("probe").validator(checked).run(|_| async { Ok(()) }));
+    let h = start(c, all).await;
+    // Several runs: a run whose first slice ended early (an epoch tick) is on the pool anyway.
+    for _ in 0..6 {
+        let run = queue(&h.scheduler, "huge-params", json!({ "bytes": 100_000, "task": "probe" })).await;
+        assert_eq!(wait_done(&h.scheduler, &run.id).await.state, TaskState::Success);
+    }
+    assert_eq!(*CHECKED_ON.lock().unwrap(), ["fluid-guest"; 6], "checked on the guest pool");
+    unharmed(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// Class 8, backlog from a plugin: whatever task a guest queues, at most `max_queued` of
 /// its runs wait in the queue through that guest (the host's tasks included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,10 @@ use wasmtime::component::Resource;
 
 const MAX_LOG_LINE: usize = 8 * 1024;
 
+/// Params a `queue-run` may parse and check on whichever thread the guest runs on; larger
+/// ones are handled on the guest pool.
+const ON_HOST_PARAMS_BYTES: usize = 4096;
+
 /// How many queue-runs a task component may make between two counts of its queued runs,
 /// while far from its bound.
 const RECOUNT_EVERY: u64 = 256;
@@ -142,6 +146,12 @@ impl host_if::Host for PluginState {
         if let Err(msg) = within_max_queued(self.peers.clone(), self.scheduler.clone(), self.sup.clone(), req.task.clone()).await {
             self.scheduler.metrics().plugin(&self.sup.name).limits_hit.inc();
             return Ok(Err(CallError::Unavailable(msg)));
+        }
+        // What follows grows with the params (parsing them, checking them against a schema),
+        // and a task run's first slice runs on a host thread (see `guest_pool::run`): large
+        // params yield first, so that work goes on on the guest pool.
+        if req.params_json.len() > ON_HOST_PARAMS_BYTES {
+            tokio::task::yield_now().await;
         }
         let params: serde_json::Value = match serde_json::from_str(&req.params_json) {
             Ok(v) => v,

@@ -75,7 +75,8 @@ impl TaskComponent for AttackTasks {
             "huge-error" => Err(RunContext::fail("e".repeat(num("bytes", 8 << 20) as usize))),
             "huge-params" => {
                 let blob = "p".repeat(num("bytes", 4 << 20) as usize);
-                ctx.queue_child("attack-noop", &json!({ "blob": blob })).map_err(|e| RunContext::fail(format!("{e:?}")))?;
+                let task = params["task"].as_str().unwrap_or("attack-noop");
+                ctx.queue_child(task, &json!({ "blob": blob })).map_err(|e| RunContext::fail(format!("{e:?}")))?;
                 Ok(())
             }
             // Parks in a host call (a WASI sleep) for an hour, past its 300 ms timeout:
