@@ -111,30 +111,61 @@ impl FileStamp {
 pub(crate) struct Failed {
     pub(crate) reason: String,
     pub(crate) stamp: Option<FileStamp>,
-    /// The database was busy (another plugin holding it while this one registered): the
-    /// host's own finding, never read from the reason, which holds the guest's words.
-    pub(crate) database_busy: bool,
+    /// When the database was busy (another plugin holding it while this one registered):
+    /// the loads that failed so in a row, and when the next may be tried. The host's own
+    /// finding, never read from the reason, which holds the guest's words.
+    pub(crate) busy: Option<(u32, std::time::Instant)>,
 }
 
 impl Failed {
-    /// Whether the file, now at `stamp`, is left alone by the next scan: it failed as it is,
-    /// and not because the database was busy. Such a failure is retried, or a plugin
-    /// holding the database at start would keep another (the db plugin) unloaded for good.
-    pub(crate) fn stands(&self, stamp: &FileStamp) -> bool {
-        self.stamp.as_ref() == Some(stamp) && !self.database_busy
+    /// A failure of the file at `stamp`; `busy`: the database was the cause, after
+    /// `before` (the file's previous failure, if any).
+    pub(crate) fn new(reason: String, stamp: Option<FileStamp>, busy: bool, before: Option<&Failed>) -> Failed {
+        let busy = busy.then(|| {
+            let tries = before.filter(|b| b.stamp == stamp).and_then(|b| b.busy).map_or(1, |(n, _)| n.saturating_add(1));
+            // Half a second, doubling, at most a minute: a plugin holding the database
+            // keeps another waiting at most that long, and cannot make it reload at every scan.
+            let wait = std::time::Duration::from_millis(500)
+                .saturating_mul(1 << tries.min(8).saturating_sub(1))
+                .min(std::time::Duration::from_secs(60));
+            (tries, std::time::Instant::now() + wait)
+        });
+        Failed { reason, stamp, busy }
+    }
+
+    /// Whether the file, now at `stamp`, is left alone by a scan at `now`: it failed as it
+    /// is, and not because the database was busy, or not long enough ago. A busy failure is
+    /// retried, or a plugin holding the database at start would keep another (the db
+    /// plugin) unloaded for good.
+    pub(crate) fn stands(&self, stamp: &FileStamp, now: std::time::Instant) -> bool {
+        self.stamp.as_ref() == Some(stamp) && self.busy.is_none_or(|(_, at)| now < at)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     #[test]
-    fn a_failed_load_is_retried_when_the_file_changed_or_the_database_was_busy() {
+    fn a_failed_load_is_retried_when_the_file_changed_or_after_a_busy_database_backing_off() {
         let stamp = FileStamp { len: 1, modified: None };
-        let failed = |database_busy| Failed { reason: "p.wasm: register refused".into(), stamp: Some(stamp), database_busy };
-        assert!(failed(false).stands(&stamp));
-        assert!(!failed(false).stands(&FileStamp { len: 2, modified: None }));
-        assert!(!failed(true).stands(&stamp));
+        let now = Instant::now();
+        let failed = Failed::new("p.wasm: register refused".into(), Some(stamp), false, None);
+        assert!(failed.stands(&stamp, now));
+        assert!(!failed.stands(&FileStamp { len: 2, modified: None }, now));
+        let busy = Failed::new("p.wasm: busy".into(), Some(stamp), true, None);
+        assert!(busy.stands(&stamp, now) && !busy.stands(&stamp, now + Duration::from_millis(600)));
+        // Each busy failure in a row waits twice as long, up to a minute.
+        let mut last = busy;
+        for _ in 0..10 {
+            last = Failed::new("p.wasm: busy".into(), Some(stamp), true, Some(&last));
+        }
+        let (tries, at) = last.busy.unwrap();
+        assert_eq!(tries, 11);
+        assert!(at > now + Duration::from_secs(59) && at <= Instant::now() + Duration::from_secs(60));
+        // A failure of its own ends the back-off: the file stands until it changes.
+        let own = Failed::new("p.wasm: register refused".into(), Some(stamp), false, Some(&last));
+        assert!(own.stands(&stamp, now + Duration::from_secs(3600)));
     }
 }

@@ -259,8 +259,9 @@ impl PluginRuntime {
             }
             Err(reason) => {
                 tracing::error!(file = %path.display(), error = %reason, "plugin not loaded");
-                let failed = Failed { database_busy: database_busy(path, &reason), reason: reason.clone(), stamp };
-                self.shared.loaded.failed.write().unwrap().insert(path.to_path_buf(), failed);
+                let mut all = self.shared.loaded.failed.write().unwrap();
+                let failed = Failed::new(reason.clone(), stamp, database_busy(path, &reason), all.get(path));
+                all.insert(path.to_path_buf(), failed);
                 Err(reason)
             }
         }

@@ -19,6 +19,7 @@ use super::runtime::PluginRuntime;
 use super::trust::Trust;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Instant;
 
 type Scan = BTreeMap<PathBuf, FileStamp>;
 
@@ -65,7 +66,7 @@ impl PluginRuntime {
             if prev.get(file) != Some(stamp) {
                 continue; // new or still changing: look again next scan
             }
-            let failed_same = self.shared.loaded.failed.read().unwrap().get(file).is_some_and(|f| f.stands(stamp));
+            let failed_same = self.shared.loaded.failed.read().unwrap().get(file).is_some_and(|f| f.stands(stamp, Instant::now()));
             let current = loaded.get(file).is_some_and(|(_, s)| s == stamp);
             if !current && !failed_same && self.shared.admin.loading.lock().unwrap().insert(file.clone()) {
                 // Each file loads on its own task: a slow compilation holds up no other file
@@ -107,7 +108,7 @@ impl PluginRuntime {
                 None => drop(self.unload_tasks(&file)),
             }
             let stamp = FileStamp::of(&file);
-            self.shared.loaded.failed.write().unwrap().insert(file, Failed { reason, stamp, database_busy: false });
+            self.shared.loaded.failed.write().unwrap().insert(file, Failed::new(reason, stamp, false, None));
         }
     }
 
