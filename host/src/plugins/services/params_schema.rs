@@ -21,7 +21,7 @@
 //! - `pattern`s are compiled by the `regex` engine, in linear time (no look-around or
 //!   back-references: a schema using them is refused).
 //!
-//! - each check, at most [`MAX_VALIDATION_WORK`] subschemas times the params' size (their
+//! - each check, at most [`MAX_VALIDATION_WORK`] schema nodes times the params' size (their
 //!   values, and their strings' bytes by [`STRING_BYTES_PER_UNIT`]): a schema within every
 //!   bound above still meets every value of large params (`items` over two thousand
 //!   failing `anyOf` branches, against an array of thousands; as many `pattern`s, each
@@ -48,15 +48,19 @@ pub const MAX_COMPILED_BYTES: u64 = 1 << 20;
 pub const MAX_COMPONENT_SCHEMA_BYTES: u64 = 8 << 20;
 /// What each compiled node costs besides its location.
 const NODE_BYTES: u64 = 64;
-/// Most work one check may take: the schema's subschemas (references written out) times
-/// the params' size in units (see [`size_in_units`]), which bounds what validation can
-/// visit. A schema of sixty subschemas still checks params of the largest size allowed.
+/// Most work one check may take: the schema's nodes (references written out, what
+/// annotations hold left out) times the params' size in units (see [`size_in_units`]),
+/// which bounds what validation can visit. A schema of 48 such nodes still checks params
+/// of the largest size allowed (65,536 values and 1 MiB of text).
 pub const MAX_VALIDATION_WORK: u64 = 4_000_000;
 /// Bytes of string that count as one unit of params: a `pattern` or a `format` reads a
 /// whole string, and a long one costs as much as many values.
 pub const STRING_BYTES_PER_UNIT: u64 = 64;
 /// Longest reason given for refused params.
 const MAX_REASON_CHARS: usize = 400;
+
+/// Keywords whose values validation never reads: not counted in a check's work.
+const ANNOTATIONS: &[&str] = &["description", "title", "examples", "default", "$comment", "deprecated", "readOnly", "writeOnly"];
 
 /// Keywords that name or reach schemas by something other than a JSON pointer into this one.
 const REFUSED_KEYWORDS: &[&str] = &["$anchor", "$dynamicAnchor", "$dynamicRef", "$recursiveRef", "$recursiveAnchor"];
@@ -90,14 +94,14 @@ pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsVa
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(&schema)
         .map_err(|e| format!("params-schema is not a usable JSON Schema: {e}"))?;
-    let schemas = cost.schemas.max(1);
+    let checked = cost.checked.max(1);
     let check: ParamsValidator = Arc::new(move |params: Value| {
         let params = any_object(params)?;
         let units = size_in_units(&params);
-        if units.saturating_mul(schemas) > MAX_VALIDATION_WORK {
+        if units.saturating_mul(checked) > MAX_VALIDATION_WORK {
             return Err(format!(
                 "params of {units} units (JSON values, and {STRING_BYTES_PER_UNIT} bytes of string each) are too large \
-                 to check against this task's schema of {schemas} subschemas (units times subschemas may be at most {MAX_VALIDATION_WORK})"
+                 to check against this task's schema of {checked} nodes (units times nodes may be at most {MAX_VALIDATION_WORK})"
             ));
         }
         match compiled.validate(&params) {
@@ -139,8 +143,9 @@ fn capped(mut s: String) -> String {
 #[derive(Clone, Copy, Default)]
 struct Cost {
     nodes: u64,
-    /// Of those, the subschemas (JSON objects): what validation applies to the params.
-    schemas: u64,
+    /// Of those, the ones validation may visit: all but what annotations hold (a
+    /// description, an example), which it never reads.
+    checked: u64,
     /// Sum over its nodes of the length of their location relative to it.
     inner: u64,
 }
@@ -154,7 +159,7 @@ impl Cost {
     /// Adds `child`, found `step` bytes below this node's location.
     fn add(&mut self, child: Cost, step: u64) {
         self.nodes = self.nodes.saturating_add(child.nodes);
-        self.schemas = self.schemas.saturating_add(child.schemas);
+        self.checked = self.checked.saturating_add(child.checked);
         self.inner = self.inner.saturating_add(child.inner).saturating_add(child.nodes.saturating_mul(step));
     }
 }
@@ -170,7 +175,7 @@ struct Expansion<'a> {
 
 impl Expansion<'_> {
     fn size(&mut self, v: &Value, at_root: bool, depth: usize) -> Result<Cost, String> {
-        let mut cost = Cost { nodes: 1, schemas: u64::from(v.is_object()), inner: 0 };
+        let mut cost = Cost { nodes: 1, checked: 1, inner: 0 };
         if depth > 64 {
             return Err("params-schema nests deeper than 64 levels".into());
         }
@@ -202,7 +207,11 @@ impl Expansion<'_> {
                     {
                         cost.add(self.target(r, depth)?, step);
                     }
-                    cost.add(self.size(child, false, depth + 1)?, step);
+                    let mut below = self.size(child, false, depth + 1)?;
+                    if ANNOTATIONS.contains(&k.as_str()) {
+                        below.checked = 0;
+                    }
+                    cost.add(below, step);
                     if cost.nodes > MAX_EXPANDED_NODES {
                         return Ok(cost);
                     }
@@ -302,7 +311,14 @@ mod tests {
             (0..30).map(|i| (format!("f{i}"), json!({"type": "string", "description": "one of the fields"}))).collect();
         let check = build(json!({"type": "object", "properties": fields, "required": ["f0"]})).unwrap();
         assert!(check(json!({"f0": "x".repeat(900_000)})).is_ok());
-        assert!(check(json!({"f0": "x", "list": vec![0; 60_000]})).is_ok());
+        assert!(check(json!({"f0": "x", "list": vec![0; 50_000]})).is_ok());
+        // Enum values and boolean subschemas are checked against every value: counted.
+        let values: Vec<u32> = (0..4_000).collect();
+        let check = build(json!({"properties": {"p": {"items": {"enum": values}}}})).unwrap();
+        assert!(check(json!({"p": vec![7; 2_000]})).unwrap_err().contains("too large"));
+        let falses: Vec<Value> = (0..4_000).map(|_| json!(false)).chain([json!(true)]).collect();
+        let check = build(json!({"properties": {"p": {"items": {"anyOf": falses}}}})).unwrap();
+        assert!(check(json!({"p": vec![7; 2_000]})).unwrap_err().contains("too large"));
     }
 
     #[test]
