@@ -370,15 +370,28 @@ impl PluginStorage {
         self.backend().select_column(&quote(&c.name), &c.kind)
     }
 
-    /// Current usage of `plugin`'s tables: the upper bound, measured first when unknown.
+    /// Current usage of `plugin`'s tables: the upper bound, measured first when unknown or
+    /// marked to be measured again. A marked bound still bounds the usage: its measure is
+    /// held to the statement limit, and when it fails the bound stays as it was.
     pub async fn usage_bound(&self, plugin: &str, limits: &TableLimits) -> Result<Usage, StorageError> {
-        if let Some(u) = self.bounds.get(plugin) {
-            return Ok(u);
+        let before = match self.bounds.get(plugin) {
+            Some((u, false)) => return Ok(u),
+            Some((u, true)) => Some(u),
+            None => None,
+        };
+        let measured = async {
+            let mut conn = self.reader(limits).await?;
+            quota::measure(&mut conn, self.backend(), plugin, before.map(|_| limits.statement_timeout())).await
+        };
+        match (measured.await, before) {
+            (Ok(u), Some(b)) => Ok(self.bounds.remeasured(plugin, u, b)),
+            (Ok(u), None) => {
+                self.bounds.set(plugin, u);
+                Ok(u)
+            }
+            (Err(_), Some(b)) => Ok(b),
+            (Err(e), None) => Err(e),
         }
-        let mut conn = self.reader(limits).await?;
-        let u = quota::measure(&mut conn, self.backend(), plugin, None).await?;
-        self.bounds.set(plugin, u);
-        Ok(u)
     }
 
     /// Inserts `rows`, or replaces the given columns of rows whose key exists; with

@@ -5,8 +5,8 @@
 //! approximation of the bytes stored, indexes and page overhead not included). Measuring
 //! on every write would cost a scan per write, so each plugin keeps an upper bound: set by
 //! a measurement, raised by what each upsert sends (as if every row were new and no value
-//! replaced), lowered by deletes (and measured again after one past half a quota). A write
-//! whose bound stays under the quota goes through without measuring; one that could cross it is measured exactly inside its own
+//! replaced), lowered by the rows deletes remove (and measured again after one past half
+//! a quota). A write whose bound stays under the quota goes through without measuring; one that could cross it is measured exactly inside its own
 //! transaction, after its rows are written, and rolled back if the plugin is over. The
 //! bound is this host's: with several hosts writing one plugin's tables on PostgreSQL, a
 //! host measures when its own bound nears the limit, so the quota can be overshot by what
@@ -38,36 +38,49 @@ impl Usage {
     }
 }
 
-/// Upper bounds of each plugin's usage, as described above.
+/// Upper bounds of each plugin's usage, as described above, each marked when it is to be
+/// measured again (it still bounds the usage until then).
 #[derive(Clone, Default)]
-pub struct Bounds(Arc<Mutex<HashMap<String, Usage>>>);
+pub struct Bounds(Arc<Mutex<HashMap<String, (Usage, bool)>>>);
 
 impl Bounds {
-    pub fn get(&self, plugin: &str) -> Option<Usage> {
+    /// The bound, and whether it is to be measured again.
+    pub fn get(&self, plugin: &str) -> Option<(Usage, bool)> {
         self.0.lock().unwrap().get(plugin).copied()
     }
     pub fn set(&self, plugin: &str, u: Usage) {
-        self.0.lock().unwrap().insert(plugin.to_string(), u);
+        self.0.lock().unwrap().insert(plugin.to_string(), (u, false));
     }
     pub fn add(&self, plugin: &str, rows: u64, bytes: u64) {
-        if let Some(u) = self.0.lock().unwrap().get_mut(plugin) {
+        if let Some((u, _)) = self.0.lock().unwrap().get_mut(plugin) {
             u.rows = u.rows.saturating_add(rows);
             u.bytes = u.bytes.saturating_add(bytes);
         }
     }
-    /// `rows` were deleted. Past half a quota the bound is measured again before the next
-    /// write (once, on a reader): it kept the bytes the deleted rows held, and every write
-    /// after a trim (the db plugin's history at its quota) would measure every table
-    /// inside the writer. It is not lowered by the bytes deleted: an upsert counts what it
-    /// sends and a measure what is stored, and inserting then deleting rows would drift it
-    /// down. Below half, the rows are taken off and nothing is measured.
+    /// `rows` were deleted. Their bytes stay in the bound (an upsert counts what it sends,
+    /// a measure what is stored: lowering the bound by either would let inserting then
+    /// deleting rows drift it below the usage); past half a quota the bound is marked to be
+    /// measured again, or every write after a trim (the db plugin's history at its quota)
+    /// would measure every table inside the writer.
     pub fn deleted(&self, plugin: &str, rows: u64, limits: &TableLimits) {
-        let mut bounds = self.0.lock().unwrap();
-        let Some(u) = bounds.get_mut(plugin) else { return };
-        u.rows = u.rows.saturating_sub(rows);
-        if rows > 0 && (u.rows > limits.max_rows / 2 || u.bytes > limits.max_storage_bytes() / 2) {
-            bounds.remove(plugin);
+        if let Some((u, stale)) = self.0.lock().unwrap().get_mut(plugin) {
+            u.rows = u.rows.saturating_sub(rows);
+            if rows > 0 && (u.rows > limits.max_rows / 2 || u.bytes > limits.max_storage_bytes() / 2) {
+                *stale = true;
+            }
         }
+    }
+    /// The bound measured again: `measured`, plus what writes added since the bound read
+    /// `before` the measure (it may not have seen them). Returns the new bound.
+    pub fn remeasured(&self, plugin: &str, measured: Usage, before: Usage) -> Usage {
+        let mut bounds = self.0.lock().unwrap();
+        let now = bounds.get(plugin).map_or(before, |(u, _)| *u);
+        let u = Usage {
+            rows: measured.rows.saturating_add(now.rows.saturating_sub(before.rows)),
+            bytes: measured.bytes.saturating_add(now.bytes.saturating_sub(before.bytes)),
+        };
+        bounds.insert(plugin.to_string(), (u, false));
+        u
     }
 }
 
