@@ -110,7 +110,7 @@ impl Plugin for Db {
         let rows: Vec<Vec<V>> = latest.values().map(to_row).collect();
         let columns: Vec<String> = COLUMNS.iter().map(|c| c.0.to_string()).collect();
         let write = || storage::upsert_newer(&table, &columns, &rows, "seq");
-        let mut trimmed = 0;
+        let (mut trimmed, mut emptied) = (0, false);
         loop {
             match write() {
                 Ok(_) => return Ok(()),
@@ -121,16 +121,19 @@ impl Plugin for Db {
                 // params may take the room of thousands of small ones.
                 Err(storage::StorageError::QuotaExceeded(why)) if trimmed < MAX_TRIMS => {
                     let dropped = trim_oldest(&table, (TRIM_ROWS << trimmed).min(MAX_TRIM_ROWS)).map_err(|e| format!("{e:?}"))?;
-                    trimmed = if dropped == 0 { MAX_TRIMS } else { trimmed + 1 };
+                    emptied = dropped == 0;
+                    trimmed = if emptied { MAX_TRIMS } else { trimmed + 1 };
                 }
                 // Still over with nothing left to drop, or after every trim: these changes
                 // are left out of history, with a warning, rather than held back for ever
                 // (the quota is the operator's bound, and a plugin failing every delivery
                 // would be quarantined).
                 Err(storage::StorageError::QuotaExceeded(why)) => {
-                    // One by one: only the changes that do not fit are left out.
-                    let mut left_out = 0;
-                    for row in &rows {
+                    // With nothing else stored, one by one (each write is measured then, and
+                    // cheaply): only the changes that do not fit are left out. Otherwise the
+                    // whole batch, rather than a measure of full tables for each change.
+                    let mut left_out = if emptied { 0 } else { rows.len() };
+                    for row in rows.iter().filter(|_| emptied) {
                         match storage::upsert_newer(&table, &columns, std::slice::from_ref(row), "seq") {
                             Ok(_) => {}
                             Err(storage::StorageError::QuotaExceeded(_)) => left_out += 1,
