@@ -245,10 +245,10 @@ async fn compiling_never_blocks_the_api_or_other_files_and_too_big_or_slow_files
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/polyglot/out/pytasks.wasm");
     assert!(python.exists(), "{} missing: run plugins/polyglot/build.sh first (the README's test command does)", python.display());
     // The Python component takes about 10 s to compile on two cores, the small one well
-    // under a second: 5 s refuses the first and leaves the second room, even with the
+    // under a second: 7 s refuses the first and leaves the second room, even with the
     // other tests of this file computing beside them.
     let toml =
-        "[plugins.slow.limits]\ncompile_timeout_s = 5\n[plugins.big.limits]\nmax_wasm_mib = 1\n[plugins.zlate.config]\nname = \"zlate\"\n";
+        "[plugins.slow.limits]\ncompile_timeout_s = 7\n[plugins.big.limits]\nmax_wasm_mib = 1\n[plugins.zlate.config]\nname = \"zlate\"\n";
     let h = host_with(dir.path(), toml, 2).await;
     let plugins = dir.path().join("plugins");
     // Written beside and renamed in, so each appears whole in one scan.
@@ -411,7 +411,12 @@ async fn no_storage_statement_holds_the_plugins_database_past_its_limit() {
 call_timeout_ms = 60000",
     );
     let h = host_with(dir.path(), &toml, 2).await;
-    assert_eq!(call(&h, "staller", "fill", json!({ "rows": 4000, "bytes": 4096 })).await["written"], 4000);
+    // Writes held to 1 ms too: on a busy machine one can be interrupted, and the fill
+    // (which rewrites the same rows) is tried again until it is whole.
+    poll("the table to be filled", WAIT, || async {
+        (call(&h, "staller", "fill", json!({ "rows": 4000, "bytes": 4096 })).await["written"] == 4000).then_some(())
+    })
+    .await;
     let read = call(&h, "staller", "read_all", json!({})).await;
     let why = read["error"].as_str().unwrap();
     assert!(why.contains("statement_timeout_ms") && !why.contains("SELECT") && !why.contains("p_7_staller"), "{read}");
