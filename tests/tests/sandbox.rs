@@ -42,11 +42,16 @@ fn attacker(dir: &Path, name: &str, config: &str, limits: &str) -> String {
 }
 
 async fn host_with(dir: &Path, toml: &str, workers: usize) -> Host {
-    std::fs::write(dir.join("fluid.toml"), format!("{BASE}\n{toml}")).unwrap();
+    host_of(dir, &format!("{BASE}\n{toml}"), workers, tasks()).await
+}
+
+/// A host loading plugins with `fluid_toml` as the whole of fluid.toml, and `tasks`.
+async fn host_of(dir: &Path, fluid_toml: &str, workers: usize, tasks: Vec<Task>) -> Host {
+    std::fs::write(dir.join("fluid.toml"), fluid_toml).unwrap();
     let mut c = config(dir);
     c.load_plugins = true;
     c.scheduler.workers = workers;
-    start(c, tasks()).await
+    start(c, tasks).await
 }
 
 async fn call(h: &Host, plugin: &str, method: &str, args: Value) -> Value {
@@ -615,11 +620,7 @@ async fn no_run_however_queued_can_poison_the_feed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_that_cannot_fit_the_history_quota_cost_the_db_plugin_nothing() {
     let dir = TempDir::new();
-    std::fs::write(dir.path().join("fluid.toml"), "[plugins.db.limits]\ncall_timeout_ms = 10000\nmax_rows = 1\n").unwrap();
-    let mut c = config(dir.path());
-    c.load_plugins = true;
-    c.scheduler.workers = 2;
-    let h = start(c, tasks()).await;
+    let h = host_of(dir.path(), "[plugins.db.limits]\ncall_timeout_ms = 10000\nmax_rows = 1\n", 2, tasks()).await;
     let older = queue(&h.scheduler, "ok", json!({})).await;
     wait_done(&h.scheduler, &older.id).await;
     caught_up(&h, "db").await;
@@ -733,17 +734,13 @@ async fn large_params_a_run_queues_are_checked_off_the_host_threads() {
     static CHECKED_ON: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let dir = TempDir::new();
     install(dir.path(), "attack-tasks", "attack_tasks");
-    std::fs::write(dir.path().join("fluid.toml"), BASE).unwrap();
-    let mut c = config(dir.path());
-    c.load_plugins = true;
-    c.scheduler.workers = 2;
     let checked: fluid_host::scheduler::ParamsValidator = std::sync::Arc::new(|params| {
         CHECKED_ON.lock().unwrap().push(std::thread::current().name().unwrap_or_default().to_string());
         Ok(params)
     });
     let mut all = tasks();
     all.push(Task::new("probe").validator(checked).run(|_| async { Ok(()) }));
-    let h = start(c, all).await;
+    let h = host_of(dir.path(), BASE, 2, all).await;
     // Several runs: a run whose first slice ended early (an epoch tick) is on the pool anyway.
     for _ in 0..6 {
         let run = queue(&h.scheduler, "huge-params", json!({ "bytes": 100_000, "task": "probe" })).await;
