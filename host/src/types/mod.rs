@@ -9,5 +9,6 @@ mod run;
 pub use retry::RetryPolicy;
 pub use role::Role;
 pub use run::{
-    InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, MAX_PARAMS_VALUES, Priority, TaskRun, TaskState, cut_text, error_text,
+    InvalidTransition, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, MAX_PARAMS_VALUES, ParamsShape, Priority, TaskRun, TaskState, cut_text,
+    error_text,
 };

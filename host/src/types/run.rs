@@ -166,6 +166,47 @@ pub const MAX_PARAMS_BYTES: usize = 1 << 20;
 /// of bytes however short its text.
 pub const MAX_PARAMS_VALUES: usize = 65_536;
 
+/// What bounds a run's params besides their size, in one walk: how many values they hold
+/// (themselves included), the bytes of their strings and keys, and whether one holds a NUL
+/// character.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ParamsShape {
+    /// JSON values, nested ones and the params themselves included.
+    pub values: usize,
+    /// Bytes of every string and key.
+    pub string_bytes: usize,
+    /// Whether a string or key holds a NUL character.
+    pub nul: bool,
+}
+
+impl ParamsShape {
+    /// The shape of `value` (nesting is bounded by the JSON parser's depth limit).
+    pub fn of(value: &serde_json::Value) -> ParamsShape {
+        let mut shape = ParamsShape::default();
+        shape.walk(value);
+        shape
+    }
+
+    fn walk(&mut self, value: &serde_json::Value) {
+        use serde_json::Value;
+        self.values += 1;
+        match value {
+            Value::String(s) => self.text(s),
+            Value::Array(items) => items.iter().for_each(|v| self.walk(v)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| {
+                self.text(k);
+                self.walk(v);
+            }),
+            _ => {}
+        }
+    }
+
+    fn text(&mut self, s: &str) {
+        self.string_bytes += s.len();
+        self.nul |= s.contains('\0');
+    }
+}
+
 /// Longest error message kept on a run; a longer one is cut (the run's events carry it to
 /// every plugin, so its size must not be the task's choice).
 pub const MAX_ERROR_BYTES: usize = 4096;

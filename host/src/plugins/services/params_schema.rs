@@ -117,16 +117,10 @@ pub fn validator_within(text: &str, budget: &mut u64) -> Result<(Value, ParamsVa
 }
 
 /// The size of `v` for validation: one unit a value (itself included), one more for each
-/// [`STRING_BYTES_PER_UNIT`] bytes of a string or key (nesting is bounded by the JSON
-/// parser's depth limit).
+/// [`STRING_BYTES_PER_UNIT`] bytes of its strings and keys.
 fn size_in_units(v: &Value) -> u64 {
-    let text = |s: &str| s.len() as u64 / STRING_BYTES_PER_UNIT;
-    1 + match v {
-        Value::String(s) => text(s),
-        Value::Array(items) => items.iter().map(size_in_units).sum(),
-        Value::Object(map) => map.iter().map(|(k, v)| text(k) + size_in_units(v)).sum(),
-        _ => 0,
-    }
+    let shape = crate::types::ParamsShape::of(v);
+    (shape.values + shape.string_bytes / STRING_BYTES_PER_UNIT as usize) as u64
 }
 
 fn capped(mut s: String) -> String {

@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::store::{Begin, Cancel, ClaimRules, Claimed, Cycle, Finish, Outcome, RunRow, ShareRoom};
 use crate::store::{Store, StoreError};
 use crate::time::{now_us, to_datetime};
-use crate::types::{MAX_PARAMS_BYTES, MAX_PARAMS_VALUES, Priority, TaskRun, TaskState, error_text};
+use crate::types::{MAX_PARAMS_BYTES, MAX_PARAMS_VALUES, ParamsShape, Priority, TaskRun, TaskState, error_text};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -369,7 +369,7 @@ impl Scheduler {
         // Parsed, a value takes many times its text (`[0,0,…]`: two bytes, over thirty
         // parsed), and every reserved, running and broadcast run holds its params parsed.
         // Counted before the params are checked, which costs per value too.
-        let values = Shape::of(&params).values;
+        let values = ParamsShape::of(&params).values;
         if values > MAX_PARAMS_VALUES {
             let message = format!("params hold {values} JSON values, over the limit of {MAX_PARAMS_VALUES}");
             return Err(QueueError::InvalidParams { task: name.into(), message });
@@ -383,7 +383,7 @@ impl Scheduler {
         // JSON may carry one (`\u0000`), PostgreSQL's jsonb refuses it: a plugin storing the
         // run's params there (the db plugin) would fail on every delivery of its events.
         // Looked for in the params as stored (a check may drop keys it does not know).
-        if Shape::of(&params).nul {
+        if ParamsShape::of(&params).nul {
             let message = "params hold a NUL character (\\u0000), which no store accepts".to_string();
             return Err(QueueError::InvalidParams { task: name.into(), message });
         }
@@ -606,36 +606,6 @@ impl Scheduler {
         let (tx, rx) = mpsc::channel(64);
         if self.inner.finisher.set(tx).is_ok() {
             self.inner.background.spawn(self.clone().finisher_loop(rx));
-        }
-    }
-}
-
-/// What bounds a run's params besides their size: how many values they hold (itself
-/// included), and whether a string or key holds a NUL character.
-#[derive(Default)]
-struct Shape {
-    values: usize,
-    nul: bool,
-}
-
-impl Shape {
-    /// Nesting is bounded by the JSON parser's depth limit.
-    fn of(value: &Value) -> Shape {
-        let mut shape = Shape::default();
-        shape.walk(value);
-        shape
-    }
-
-    fn walk(&mut self, value: &Value) {
-        self.values += 1;
-        match value {
-            Value::String(s) => self.nul |= s.contains('\0'),
-            Value::Array(items) => items.iter().for_each(|v| self.walk(v)),
-            Value::Object(map) => map.iter().for_each(|(k, v)| {
-                self.nul |= k.contains('\0');
-                self.walk(v);
-            }),
-            _ => {}
         }
     }
 }
