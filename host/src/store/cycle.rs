@@ -7,7 +7,7 @@
 use super::runs::{self, Begin, ClaimRules, Claimed, Finish};
 use super::{Backend, Db, StoreError, events, tasks};
 use crate::types::TaskRun;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What one cycle records and claims for a host.
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +42,8 @@ pub struct CycleOutcome {
 
 /// The cycle inside `tx`, on the statement-by-statement path.
 pub(crate) async fn run_in(tx: &mut Db, backend: Backend, c: &Cycle<'_>) -> Result<CycleOutcome, StoreError> {
-    let (begun, mut written) = runs::begin(tx, backend, c.host, c.begins).await?;
-    let (finished, ends) = finish_in(tx, backend, c.finishes).await?;
+    let (begun, mut written, mut ended) = runs::begin(tx, backend, c.host, c.begins, c.finishes).await?;
+    let (finished, ends) = finish_in(tx, backend, c.finishes, &mut ended).await?;
     written.extend(ends);
     let claimed = runs::claim(tx, backend, c.host, c.limit, c.ahead, c.rules, None).await?;
     // Starts, ends, then the claim: the feed's order is the order things happened.
@@ -53,14 +53,20 @@ pub(crate) async fn run_in(tx: &mut Db, backend: Backend, c: &Cycle<'_>) -> Resu
 }
 
 /// The finishes of one batch inside `tx`: each one's result, and every snapshot written (for
-/// the feed, which the caller appends last).
+/// the feed, which the caller appends last). `ended`: the ends already written with their
+/// starts, by run.
 async fn finish_in(
     tx: &mut Db,
     backend: Backend,
     finishes: &[Finish],
+    ended: &mut HashMap<String, TaskRun>,
 ) -> Result<(Vec<Result<Vec<TaskRun>, StoreError>>, Vec<TaskRun>), StoreError> {
     let mut out = Vec::with_capacity(finishes.len());
     for f in finishes {
+        if let Some(end) = ended.remove(&f.id) {
+            out.push(Ok(vec![end]));
+            continue;
+        }
         match runs::finish(tx, backend, f).await {
             Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
             r => out.push(r),

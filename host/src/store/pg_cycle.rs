@@ -31,7 +31,7 @@ use crate::time::now_us;
 use serde_json::{Value, json};
 
 /// The function's name, for the migrations: they install it where it is missing.
-pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v4";
+pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v5";
 
 /// The cycle. `p_begins`: [{idx, id, lease, at}], reserved runs this host started;
 /// `p_finishes`: [{idx, id, lease, state, error, retry_in_us}]; `p_limit` runs to start and
@@ -39,14 +39,16 @@ pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v4";
 /// {task: {max, retry, attempts, wait_s, backoff, max_wait_s}} for tasks with a
 /// concurrency limit; `p_groups`: {task: group} for tasks sharing a cap on this host's
 /// workers, `p_rooms`: {group: runs it may still start} (`v2` added these two; `v3` takes
-/// the locks of `locks`; `v4` added begins and reservations). Returns, in the order
+/// the locks of `locks`; `v4` added begins and reservations; `v5` writes a run begun and
+/// ended in the same cycle once, as [`super::runs::begin`] does, and the reservations in
+/// one statement). Returns, in the order
 /// written: `begun` (idx = the begin), `begun_before` (a commit whose answer was lost
 /// recorded it), `begin_refused` (its task is disabled: aborted), `begin_conflict` or
 /// `begin_missing`; `end` and `requeued` rows (idx = the finish),
 /// `conflict` (a fenced-out finish, with the row as it stands) or `missing` (no such run);
 /// `ended` (claimed and ended at the door), `started`, `reserved`.
 pub(crate) const FUNCTION: &str = concat!(
-    r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v4(
+    r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v5(
         p_begins TEXT, p_finishes TEXT, p_now BIGINT, p_host TEXT, p_limit BIGINT, p_ahead BIGINT,
         p_tasks TEXT, p_limited TEXT, p_groups TEXT, p_rooms TEXT
     ) RETURNS TABLE (o_kind TEXT, o_idx BIGINT, o_run fluid_runs)
@@ -80,12 +82,43 @@ pub(crate) const FUNCTION: &str = concat!(
         d FLOAT8;
         nstarted BIGINT := 0;
         nreserved BIGINT := 0;
+        fin JSONB := '{}';
+        fj JSONB;
+        merged JSONB := '{}';
+        mrows fluid_runs[] := '{}';
+        rr fluid_runs;
+        reserve TEXT[] := '{}';
     BEGIN
         -- Starts of runs this host reserved, fenced: only the owner of the current
         -- reservation of a queued run may start it.
         IF p_begins <> '[]' THEN
             disabled := ARRAY(SELECT name FROM fluid_task_state WHERE enabled = 0);
+            -- The ends (not retried, one per run) that may be written with their start.
+            SELECT coalesce(jsonb_object_agg(y.id, y.f), '{}') INTO fin FROM (
+                SELECT x.id, jsonb_build_object('lease', min(x.lease), 'state', min(x.state), 'error', min(x.error)) AS f
+                FROM json_to_recordset(p_finishes::json) AS x(id TEXT, lease BIGINT, state TEXT, error TEXT, retry_in_us BIGINT)
+                GROUP BY x.id HAVING count(*) = 1 AND bool_and(x.retry_in_us IS NULL)) AS y;
             FOR b IN SELECT * FROM json_to_recordset(p_begins::json) AS x(idx BIGINT, id TEXT, lease BIGINT, at BIGINT) LOOP
+                -- Begun and ended in this cycle: one write from queued to its end. Only where
+                -- the start's snapshot follows from the row written (no error or end kept
+                -- from an earlier attempt, no cancel asked), so it is the one written before.
+                fj := fin -> b.id;
+                IF fj IS NOT NULL AND (fj ->> 'lease')::bigint = b.lease THEN
+                    UPDATE fluid_runs SET state = fj ->> 'state', start_at = b.at, end_at = p_now, error = fj ->> 'error',
+                        owner = NULL, cancel_requested = 0
+                        WHERE id = b.id AND lease = b.lease AND owner = p_host AND state = 'queued'
+                          AND error IS NULL AND end_at IS NULL AND cancel_requested = 0 AND task <> ALL(disabled)
+                        RETURNING * INTO r;
+                    IF FOUND THEN
+                        rr := r;
+                        rr.state := 'running'; rr.end_at := NULL; rr.error := NULL; rr.owner := p_host;
+                        o_kind := 'begun'; o_idx := b.idx; o_run := rr; RETURN NEXT;
+                        evs := array_append(evs, rr);
+                        mrows := array_append(mrows, r);
+                        merged := merged || jsonb_build_object(b.id, cardinality(mrows));
+                        CONTINUE;
+                    END IF;
+                END IF;
                 UPDATE fluid_runs SET state = 'running', start_at = b.at
                     WHERE id = b.id AND lease = b.lease AND owner = p_host AND state = 'queued' RETURNING * INTO r;
                 IF NOT FOUND THEN
@@ -113,6 +146,14 @@ pub(crate) const FUNCTION: &str = concat!(
         -- Ends, fenced: only the current lease of a running run may end it.
         FOR f IN SELECT * FROM json_to_recordset(p_finishes::json)
                  AS x(idx BIGINT, id TEXT, lease BIGINT, state TEXT, error TEXT, retry_in_us BIGINT) LOOP
+            IF merged ? f.id THEN
+                -- Written with its start above.
+                r := mrows[(merged ->> f.id)::int];
+                o_kind := 'end'; o_idx := f.idx; o_run := r; RETURN NEXT;
+                evs := array_append(evs, r);
+                ends := array_append(ends, r);
+                CONTINUE;
+            END IF;
             UPDATE fluid_runs SET state = f.state, end_at = p_now, error = f.error, owner = NULL, cancel_requested = 0
                 WHERE id = f.id AND lease = f.lease AND state = 'running' RETURNING * INTO r;
             IF NOT FOUND THEN
@@ -178,8 +219,7 @@ pub(crate) const FUNCTION: &str = concat!(
                     IF groups ->> c.task IS NOT NULL OR limited -> c.task IS NOT NULL OR nreserved >= p_ahead THEN
                         EXIT;
                     END IF;
-                    UPDATE fluid_runs SET owner = p_host, lease = lease + 1 WHERE id = c.id RETURNING * INTO r;
-                    o_kind := 'reserved'; o_idx := 0; o_run := r; RETURN NEXT;
+                    reserve := array_append(reserve, c.id);
                     nreserved := nreserved + 1;
                     CONTINUE;
                 END IF;
@@ -233,6 +273,11 @@ pub(crate) const FUNCTION: &str = concat!(
             -- On the feed, runs ended at the door come before the runs started, as the
             -- Rust path writes them and as the host broadcasts them.
             evs := array_cat(evs, starts);
+            -- The reservations in one statement (they are not on the feed), in claim order.
+            IF cardinality(reserve) > 0 THEN
+                RETURN QUERY WITH u AS (UPDATE fluid_runs SET owner = p_host, lease = lease + 1 WHERE id = ANY(reserve) RETURNING *)
+                    SELECT 'reserved'::text, 0::bigint, u::fluid_runs FROM u ORDER BY u.priority, u.execute_after, u.id;
+            END IF;
         END IF;
 
         -- The feed last: its ordering lock after every row lock (see events.rs).
@@ -301,7 +346,7 @@ pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, St
     let rooms: serde_json::Map<String, Value> =
         rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), json!(s.room))).collect();
     let rows = query(
-        "SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v4($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS c",
+        "SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v5($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS c",
     )
     .bind(Value::Array(begins).to_string())
     .bind(Value::Array(batch).to_string())

@@ -346,28 +346,67 @@ pub struct Begin {
     pub at_us: i64,
 }
 
+/// What [`begin`] wrote: per begin, the run now `running` or why not; every snapshot
+/// written, for the feed; and the ends written with their starts, by run.
+pub(crate) type Begun = (Vec<Result<TaskRun, StoreError>>, Vec<TaskRun>, HashMap<String, TaskRun>);
+
 /// Records the starts of reserved runs, in order. Each is the run now `running`, or why
 /// not: cancelled, released and claimed elsewhere, or gone (the owner stops its
 /// execution). A run of a task disabled since it was reserved ends `aborted` here, as it
-/// would have at a claim. The second half of the answer is every snapshot written, for
-/// the feed.
-pub(crate) async fn begin(
-    conn: &mut Db,
-    backend: Backend,
-    host: &str,
-    begins: &[Begin],
-) -> Result<(Vec<Result<TaskRun, StoreError>>, Vec<TaskRun>), StoreError> {
+/// would have at a claim.
+///
+/// A run that also ended in this cycle (one of `finishes`, not retried, under the same
+/// lease) is written once, from `queued` to its end: a run's row is written at its
+/// reservation, its start and its end, and on a busy queue each write is a row version
+/// with its index entries. Its `running` snapshot goes to the feed all the same. Only
+/// where that snapshot follows from the row written: no error or end kept from an earlier
+/// attempt, no cancel asked; any other run takes the two writes.
+pub(crate) async fn begin(conn: &mut Db, backend: Backend, host: &str, begins: &[Begin], finishes: &[Finish]) -> Result<Begun, StoreError> {
     let mut out = Vec::with_capacity(begins.len());
     let mut written = Vec::new();
+    let mut ended = HashMap::new();
     if begins.is_empty() {
-        return Ok((out, written));
+        return Ok((out, written, ended));
     }
     let disabled = disabled_tasks(conn).await?;
     let sql = format!(
         "UPDATE fluid_runs SET state = 'running', start_at = $4 \
          WHERE id = $1 AND lease = $2 AND owner = $3 AND state = 'queued' RETURNING {COLUMNS}"
     );
+    let mut once: HashMap<&str, Option<&Finish>> = HashMap::with_capacity(finishes.len());
+    for f in finishes {
+        once.entry(f.id.as_str()).and_modify(|seen| *seen = None).or_insert(Some(f).filter(|f| f.retry_after.is_none()));
+    }
+    // A disabled task's run takes the two writes, and is aborted at its start.
+    let not_disabled = if disabled.is_empty() { "" } else { " AND task NOT IN (SELECT name FROM fluid_task_state WHERE enabled = 0)" };
+    let both = format!(
+        "UPDATE fluid_runs SET state = $5, start_at = $4, end_at = $6, error = $7, owner = NULL, cancel_requested = 0 \
+         WHERE id = $1 AND lease = $2 AND owner = $3 AND state = 'queued' \
+         AND error IS NULL AND end_at IS NULL AND cancel_requested = 0{not_disabled} RETURNING {COLUMNS}"
+    );
     for b in begins {
+        if let Some(Some(f)) = once.get(b.id.as_str()).filter(|f| f.is_some_and(|f| f.lease == b.lease)) {
+            let (state, error) = end_state(&f.outcome);
+            let row = query_built(both.clone())
+                .bind(&b.id)
+                .bind(b.lease)
+                .bind(host)
+                .bind(b.at_us)
+                .bind(state.as_str())
+                .bind(now_us())
+                .bind(error)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(row) = row {
+                let end = from_row(&row)?.run;
+                let mut start = end.clone();
+                (start.state, start.end, start.error) = (TaskState::Running, None, None);
+                written.push(start.clone());
+                out.push(Ok(start));
+                ended.insert(b.id.clone(), end);
+                continue;
+            }
+        }
         let Some(row) = query_built(sql.clone()).bind(&b.id).bind(b.lease).bind(host).bind(b.at_us).fetch_optional(&mut *conn).await?
         else {
             match get(conn, backend, &b.id, false).await? {
@@ -392,7 +431,7 @@ pub(crate) async fn begin(
         written.push(row.run.clone());
         out.push(Ok(row.run));
     }
-    Ok((out, written))
+    Ok((out, written, ended))
 }
 
 /// Gives back reservations `host` will not start: each run is claimable again (unless

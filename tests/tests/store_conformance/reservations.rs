@@ -178,3 +178,85 @@ pub async fn the_rescue_and_release_all_return_reservations_to_the_queue(driver:
     assert_eq!(numbers(&d.claim("host-d", 10, &rules).await.unwrap().started), [1]);
     assert_the_feed_follows_the_state_machine(&store).await;
 }
+
+/// A run begun and ended in one cycle leaves on the feed what a start in one cycle and an
+/// end in the next leave: `running` with the start the host gave and neither end nor
+/// error, then its end. So does a failure (the error on its end only) and a run retried
+/// (its end, then `queued` again); a run whose earlier attempt left its error keeps it
+/// while it runs, as before. The task's last run is recorded from the end written.
+pub async fn a_run_begun_and_ended_in_one_cycle_shows_its_start_then_its_end(driver: &Driver) {
+    let store = driver.fresh().await;
+    let runs: Vec<TaskRun> = (0..4).map(|n| queued(n, "t")).collect();
+    store.insert_runs(&runs).await.unwrap();
+    let rules = rules(&[("t", ClaimRules::default())]);
+    let held = cycle(&store, "host-a", &[], &[], 0, 4, &rules).await.claimed.reserved;
+    assert_eq!(numbers(&held), [0, 1, 2, 3]);
+    let end = |row: &RunRow, outcome: Outcome, retry_after: Option<std::time::Duration>| Finish {
+        id: row.run.id.clone(),
+        lease: row.lease,
+        outcome,
+        retry_after,
+    };
+    let head = store.feed_head().await.unwrap();
+    let at = now_us() - 700;
+    // 0 succeeds, 1 fails, 2 fails and is retried, all begun in the same cycle; 3 begins
+    // here and ends in the next one, the reference.
+    let begins: Vec<Begin> = held.iter().map(|r| begin(r, at)).collect();
+    let finishes = [
+        end(&held[0], Outcome::Success, None),
+        end(&held[1], Outcome::Failure("boom".into()), None),
+        end(&held[2], Outcome::Failure("again".into()), Some(std::time::Duration::ZERO)),
+    ];
+    let one = cycle(&store, "host-a", &begins, &finishes, 0, 0, &rules).await;
+    let two = cycle(&store, "host-a", &[], &[end(&held[3], Outcome::Success, None)], 0, 0, &rules).await;
+    for (i, b) in one.begun.iter().enumerate() {
+        let b = b.as_ref().expect("begun");
+        assert_eq!(
+            (b.state, b.start.map(|t| t.timestamp_micros()), b.end, b.error.as_deref()),
+            (TaskState::Running, Some(at), None, None),
+            "run {i}"
+        );
+    }
+    let ended: Vec<Vec<TaskState>> = one.finished.iter().map(|w| w.as_ref().unwrap().iter().map(|r| r.state).collect()).collect();
+    assert_eq!(ended, [vec![TaskState::Success], vec![TaskState::Failure], vec![TaskState::Failure, TaskState::Queued]]);
+    assert!(two.finished[0].is_ok());
+    let t = store.task_statuses().await.unwrap().remove("t").expect("task t");
+    assert_eq!(t.last_run_state.as_deref(), Some("success"), "run 3's, the last end");
+
+    let events = store.events_after(head, 1000, usize::MAX).await.unwrap();
+    let of = |n: usize| -> Vec<TaskRun> { events.iter().filter(|e| number(&e.run.id) == n).map(|e| e.run.clone()).collect() };
+    // Each run's snapshots as (state, start, has an end, error).
+    let shape = |n: usize| -> Vec<(TaskState, Option<i64>, bool, Option<String>)> {
+        of(n).iter().map(|r| (r.state, r.start.map(|t| t.timestamp_micros()), r.end.is_some(), r.error.clone())).collect()
+    };
+    assert_eq!(shape(0), shape(3), "begun and ended at once, as in two cycles");
+    assert_eq!(shape(0), [(TaskState::Running, Some(at), false, None), (TaskState::Success, Some(at), true, None)]);
+    assert_eq!(shape(1), [(TaskState::Running, Some(at), false, None), (TaskState::Failure, Some(at), true, Some("boom".into()))]);
+    assert_eq!(
+        shape(2),
+        [
+            (TaskState::Running, Some(at), false, None),
+            (TaskState::Failure, Some(at), true, Some("again".into())),
+            (TaskState::Queued, None, false, Some("again".into())),
+        ]
+    );
+    for n in [0, 1] {
+        let stored = store.get_run(&held[n].run.id).await.unwrap().unwrap();
+        assert_eq!(stored, *of(n).last().unwrap(), "the row is the last snapshot");
+    }
+
+    // The retried run, reserved and begun and ended again in one cycle: its earlier error
+    // shows while it runs, and its success clears it.
+    let again = cycle(&store, "host-a", &[], &[], 0, 1, &rules).await.claimed.reserved;
+    assert_eq!(numbers(&again), [2]);
+    let head = store.feed_head().await.unwrap();
+    let at = now_us();
+    cycle(&store, "host-a", &[begin(&again[0], at)], &[end(&again[0], Outcome::Success, None)], 0, 0, &rules).await;
+    let states: Vec<(TaskState, Option<String>)> =
+        store.events_after(head, 1000, usize::MAX).await.unwrap().into_iter().map(|e| (e.run.state, e.run.error)).collect();
+    assert_eq!(states, [(TaskState::Running, Some("again".into())), (TaskState::Success, None)]);
+    let t = store.task_statuses().await.unwrap().remove("t").expect("task t");
+    assert_eq!(t.last_run_state.as_deref(), Some("success"), "the task's last run");
+    assert_eq!(t.last_run_duration_us, t.last_run_end.map(|end| end - at), "from its start to its end");
+    assert_the_feed_follows_the_state_machine(&store).await;
+}
