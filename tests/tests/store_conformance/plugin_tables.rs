@@ -155,6 +155,28 @@ pub async fn rows_round_trip_and_queries_filter_order_and_page(driver: &Driver) 
     }
     assert_eq!(read.len(), 5);
 
+    // Values at the edges of their types come back as they went, many rows in one upsert.
+    let edges = vec![
+        vec![
+            V::Int(i64::MIN),
+            V::Text("\u{1F600} \\ \n \"".into()),
+            V::Float(0.1 + 0.2),
+            V::Boolean(false),
+            V::Json(r#"{"big": 12345678901234567890, "s": "\u00e9"}"#.into()),
+        ],
+        vec![V::Int(i64::MAX), V::Text(String::new()), V::Float(1e300), V::Null, V::Json("null".into())],
+        vec![V::Int(-7), V::Text("x".into()), V::Float(-5e-324), V::Boolean(true), V::Json("\"text\"".into())],
+    ];
+    assert_eq!(storage.upsert("p", "items", cols.clone(), edges.clone(), None, &LIMITS).await.unwrap(), 3);
+    let edge_ids = || vec![Filter { column: "id".into(), op: FilterOp::OneOf(vec![V::Int(i64::MIN), V::Int(i64::MAX), V::Int(-7)]) }];
+    let back = storage.select("p", "items", Query { filters: edge_ids(), ..all("id") }, &LIMITS).await.unwrap();
+    assert_eq!(back.len(), 3);
+    for (got, want) in back.iter().zip([&edges[0], &edges[2], &edges[1]]) {
+        assert_eq!(got[..4], want[..4]);
+        assert_eq!(json(&got[4]), json(&want[4]));
+    }
+    assert_eq!(storage.delete("p", "items", edge_ids(), &LIMITS).await.unwrap(), 3);
+
     let ids_where = |filters: Vec<Filter>| {
         let q = Query { filters, ..all("id") };
         let storage = storage.clone();
