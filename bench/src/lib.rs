@@ -64,7 +64,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub runs: Option<usize>,
     /// The delivery part: events read from the feed per delivery round to try (repeatable;
-    /// default 64, 256 and 1,024; the default size is always measured).
+    /// default 256, 1,024 and 4,096; the default size is always measured).
     #[arg(long = "event-batch")]
     pub event_batches: Vec<usize>,
     /// The reserve part: caps on runs held reserved to try (repeatable; default 0, 64 and

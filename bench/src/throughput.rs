@@ -235,7 +235,7 @@ pub(crate) async fn latency_section(opts: &BenchOptions, r: &mut Report) -> anyh
 /// in rounds that rotate the order, medians; each beside the default.
 pub(crate) async fn delivery_section(opts: &BenchOptions, r: &mut Report, n: usize) -> anyhow::Result<()> {
     let default = fluid_host::plugins::DEFAULT_EVENT_BATCH;
-    let mut sizes = if opts.event_batches.is_empty() { vec![64, default, 1024] } else { opts.event_batches.clone() };
+    let mut sizes = if opts.event_batches.is_empty() { vec![256, default, 4096] } else { opts.event_batches.clone() };
     if !sizes.contains(&default) {
         sizes.push(default);
     }

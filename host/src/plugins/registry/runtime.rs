@@ -50,8 +50,10 @@ pub struct PluginSettings {
 }
 
 /// Events read from the feed per delivery round unless told otherwise (`fluid bench --only
-/// delivery` measures the choice).
-pub const DEFAULT_EVENT_BATCH: usize = 256;
+/// delivery` measures the choice). A round costs a call into the plugin and a checkpoint
+/// commit whatever its size, and a larger one lets the db plugin write a run once for
+/// several of its changes; a round is still cut to the plugin's `max_args_kib`.
+pub const DEFAULT_EVENT_BATCH: usize = 1024;
 
 /// Compilations at once unless told otherwise: two, so one slow file never holds up the
 /// others alone, while what compiles at once (each holding memory that grows with its
