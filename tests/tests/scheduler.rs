@@ -67,6 +67,34 @@ async fn runs_go_queued_running_then_success_or_failure_with_error(db: Db) {
     host.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A receiver of the change broadcast that falls behind holds every change it has not
+/// read: runs with params past the broadcast's bounds come with them left out, while the
+/// store keeps them whole. Params under the bounds come whole.
+async fn the_broadcast_leaves_out_params_past_its_bounds_and_the_store_keeps_them(db: Db) {
+    use fluid_host::scheduler::{BROADCAST_PARAMS_BYTES, BROADCAST_PARAMS_VALUES};
+    let dir = TestEnv::new(db).await;
+    let host = start(dir.config(), vec![ok_task("ok")]).await;
+    let s = &host.scheduler;
+    let mut rx = s.subscribe();
+    let marker = json!({"$truncated": {"params": true}});
+    let many = json!({ "v": vec![0; BROADCAST_PARAMS_VALUES] });
+    let long = json!({ "s": "x".repeat(BROADCAST_PARAMS_BYTES) });
+    // At both bounds: the object, the array and the string are 3 values beside the
+    // numbers, and the keys 2 bytes beside the string's.
+    let under = json!({ "v": vec![0; BROADCAST_PARAMS_VALUES - 3], "s": "x".repeat(BROADCAST_PARAMS_BYTES - 2) });
+    for (params, whole) in [(many, false), (long, false), (under, true)] {
+        let run = queue(s, "ok", params.clone()).await;
+        let seen = history_until(&mut rx, &run.id, |r| r.state.is_done()).await;
+        assert_eq!(states(&seen), [TaskState::Queued, TaskState::Running, TaskState::Success]);
+        for r in &seen {
+            let expected = if whole { &params } else { &marker };
+            assert!(r.params == *expected, "{:?}: params should come {}", r.state, if whole { "whole" } else { "left out" });
+        }
+        assert!(s.get_run(&run.id).await.unwrap().unwrap().params == params, "stored whole");
+    }
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
 async fn failed_run_is_retried_under_same_id_no_sooner_than_policy_delay(db: Db) {
     let dir = TestEnv::new(db).await;
     let policy = RetryPolicy::new(3).wait(Duration::from_millis(150)).backoff(2.0).max_wait(Duration::from_secs(5));
@@ -854,6 +882,7 @@ crate::backend_tests!(
     feed_pruning_keeps_every_unconsumed_event,
     late_host_cannot_overwrite_a_rescued_run,
     runs_go_queued_running_then_success_or_failure_with_error,
+    the_broadcast_leaves_out_params_past_its_bounds_and_the_store_keeps_them,
     failed_run_is_retried_under_same_id_no_sooner_than_policy_delay,
     exhausted_retries_end_in_failure,
     queued_runs_start_by_priority_then_fifo,

@@ -24,8 +24,8 @@ pub use crate::types::{
 };
 pub use context::{CallFuture, PluginCallError, PluginDirectory, PluginHandle, TaskContext};
 pub use engine::{
-    Cancelled, CompleterConfig, FeedPrunerConfig, HeartbeatConfig, MAX_BATCH, ProducerConfig, QueueError, QueueOptions, QueuerConfig,
-    RunPrunerConfig, Scheduler, SchedulerConfig, SchedulesConfig,
+    BROADCAST_PARAMS_BYTES, BROADCAST_PARAMS_VALUES, Cancelled, CompleterConfig, FeedPrunerConfig, HeartbeatConfig, MAX_BATCH,
+    ProducerConfig, QueueError, QueueOptions, QueuerConfig, RunPrunerConfig, Scheduler, SchedulerConfig, SchedulesConfig,
 };
 pub use schedule::{Cron, CronError, Every, Schedule};
 pub(crate) use task::any_object;

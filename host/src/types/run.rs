@@ -162,7 +162,7 @@ impl fmt::Display for Priority {
 pub const MAX_PARAMS_BYTES: usize = 1 << 20;
 
 /// Most JSON values in a run's params (every value, nested ones included): a run's params
-/// are held parsed while it is reserved, running and broadcast, where a value takes tens
+/// are held parsed while it is reserved and running, where a value takes tens
 /// of bytes however short its text.
 pub const MAX_PARAMS_VALUES: usize = 65_536;
 
@@ -185,6 +185,33 @@ impl ParamsShape {
         let mut shape = ParamsShape::default();
         shape.walk(value);
         shape
+    }
+
+    /// Whether `value` holds at most `values` values and `string_bytes` bytes of strings
+    /// and keys; the walk stops past either, so its cost is bounded by them whatever the
+    /// params hold.
+    pub fn within(value: &serde_json::Value, values: usize, string_bytes: usize) -> bool {
+        fn walk(v: &serde_json::Value, left: &mut (usize, usize)) -> bool {
+            use serde_json::Value;
+            let take = |left: &mut (usize, usize), bytes: usize| {
+                left.1 = match left.1.checked_sub(bytes) {
+                    Some(l) => l,
+                    None => return false,
+                };
+                true
+            };
+            left.0 = match left.0.checked_sub(1) {
+                Some(l) => l,
+                None => return false,
+            };
+            match v {
+                Value::String(s) => take(left, s.len()),
+                Value::Array(items) => items.iter().all(|v| walk(v, left)),
+                Value::Object(map) => map.iter().all(|(k, v)| take(left, k.len()) && walk(v, left)),
+                _ => true,
+            }
+        }
+        walk(value, &mut (values, string_bytes))
     }
 
     fn walk(&mut self, value: &serde_json::Value) {
@@ -344,6 +371,21 @@ impl TaskRun {
 mod tests {
     use super::TaskState::*;
     use super::*;
+
+    #[test]
+    fn within_counts_values_and_string_bytes_and_stops_past_either() {
+        let params = serde_json::json!({"ab": ["xyz", 1, {"c": null}]});
+        // Values: the object, the array, "xyz", 1, the inner object, null: 6. Strings and
+        // keys: "ab", "xyz", "c": 6 bytes.
+        let shape = ParamsShape::of(&params);
+        assert_eq!((shape.values, shape.string_bytes), (6, 6));
+        assert!(ParamsShape::within(&params, 6, 6));
+        assert!(!ParamsShape::within(&params, 5, 6));
+        assert!(!ParamsShape::within(&params, 6, 5));
+        let many = serde_json::Value::Array(vec![serde_json::Value::Null; 100_000]);
+        assert!(!ParamsShape::within(&many, 1000, usize::MAX));
+        assert!(ParamsShape::within(&many, 100_001, 0));
+    }
 
     #[test]
     fn only_documented_transitions_are_allowed() {

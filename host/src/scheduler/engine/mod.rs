@@ -340,7 +340,11 @@ impl Scheduler {
         self.inner.plugins.read().unwrap().clone()
     }
 
-    /// Every state change committed by this host, after commit.
+    /// Every state change committed by this host, after commit. A run whose params hold
+    /// more than [`BROADCAST_PARAMS_VALUES`] values or [`BROADCAST_PARAMS_BYTES`] bytes of
+    /// strings comes with them replaced by `{"$truncated": {"params": true}}` (the store
+    /// and the change feed keep them whole): a receiver that falls behind holds every change
+    /// it has not read, and queued params are the queuer's choice.
     pub fn subscribe(&self) -> broadcast::Receiver<TaskRun> {
         self.inner.changes.subscribe()
     }
@@ -358,7 +362,9 @@ impl Scheduler {
             } else if r.state.is_done() {
                 m.run_finished(&r.task, r.state.as_str());
             }
-            let _ = self.inner.changes.send(r);
+            if self.inner.changes.receiver_count() > 0 {
+                let _ = self.inner.changes.send(broadcast_copy(r));
+            }
         }
         self.inner.feed.send_modify(|n| *n += 1);
     }
@@ -367,7 +373,7 @@ impl Scheduler {
     fn new_run(&self, name: &str, params: Value, opts: &QueueOptions) -> Result<TaskRun, QueueError> {
         let task = self.task(name).ok_or_else(|| QueueError::UnknownTask(name.into()))?;
         // Parsed, a value takes many times its text (`[0,0,…]`: two bytes, over thirty
-        // parsed), and every reserved, running and broadcast run holds its params parsed.
+        // parsed), and every reserved and running run holds its params parsed.
         // Counted before the params are checked, which costs per value too.
         let values = ParamsShape::of(&params).values;
         if values > MAX_PARAMS_VALUES {
@@ -608,4 +614,19 @@ impl Scheduler {
             self.inner.background.spawn(self.clone().finisher_loop(rx));
         }
     }
+}
+
+/// Most values a broadcast run's params may hold before they are left out of it.
+pub const BROADCAST_PARAMS_VALUES: usize = 4096;
+/// Most bytes of strings and keys a broadcast run's params may hold before they are left
+/// out of it.
+pub const BROADCAST_PARAMS_BYTES: usize = 64 * 1024;
+
+/// `run` as the change broadcast carries it: params past the broadcast's bounds left out,
+/// so what receivers that fall behind hold is bounded by the broadcast's capacity alone.
+fn broadcast_copy(mut run: TaskRun) -> TaskRun {
+    if !ParamsShape::within(&run.params, BROADCAST_PARAMS_VALUES, BROADCAST_PARAMS_BYTES) {
+        run.params = serde_json::json!({ "$truncated": { "params": true } });
+    }
+    run
 }
