@@ -385,7 +385,9 @@ pub(crate) async fn begin(conn: &mut Db, backend: Backend, host: &str, begins: &
          AND error IS NULL AND end_at IS NULL AND cancel_requested = 0{not_disabled} RETURNING {COLUMNS}"
     );
     for b in begins {
-        if let Some(Some(f)) = once.get(b.id.as_str()).filter(|f| f.is_some_and(|f| f.lease == b.lease)) {
+        if let Some(&Some(f)) = once.get(b.id.as_str())
+            && f.lease == b.lease
+        {
             let (state, error) = end_state(&f.outcome);
             let row = query_built(both.clone())
                 .bind(&b.id)

@@ -183,7 +183,7 @@ impl ParamsShape {
     /// The shape of `value` (nesting is bounded by the JSON parser's depth limit).
     pub fn of(value: &serde_json::Value) -> ParamsShape {
         let mut shape = ParamsShape::default();
-        shape.walk(value);
+        shape.walk(value, (usize::MAX, usize::MAX));
         shape
     }
 
@@ -191,41 +191,27 @@ impl ParamsShape {
     /// and keys; the walk stops past either, so its cost is bounded by them whatever the
     /// params hold.
     pub fn within(value: &serde_json::Value, values: usize, string_bytes: usize) -> bool {
-        fn walk(v: &serde_json::Value, left: &mut (usize, usize)) -> bool {
-            use serde_json::Value;
-            let take = |left: &mut (usize, usize), bytes: usize| {
-                left.1 = match left.1.checked_sub(bytes) {
-                    Some(l) => l,
-                    None => return false,
-                };
-                true
-            };
-            left.0 = match left.0.checked_sub(1) {
-                Some(l) => l,
-                None => return false,
-            };
-            match v {
-                Value::String(s) => take(left, s.len()),
-                Value::Array(items) => items.iter().all(|v| walk(v, left)),
-                Value::Object(map) => map.iter().all(|(k, v)| take(left, k.len()) && walk(v, left)),
-                _ => true,
-            }
-        }
-        walk(value, &mut (values, string_bytes))
+        ParamsShape::default().walk(value, (values, string_bytes))
     }
 
-    fn walk(&mut self, value: &serde_json::Value) {
+    /// Counts `value` in; false, and stops, once the counts pass `max` (values, bytes).
+    fn walk(&mut self, value: &serde_json::Value, max: (usize, usize)) -> bool {
         use serde_json::Value;
         self.values += 1;
+        let within = |s: &ParamsShape| s.values <= max.0 && s.string_bytes <= max.1;
         match value {
             Value::String(s) => self.text(s),
-            Value::Array(items) => items.iter().for_each(|v| self.walk(v)),
-            Value::Object(map) => map.iter().for_each(|(k, v)| {
-                self.text(k);
-                self.walk(v);
-            }),
+            Value::Array(items) => return within(self) && items.iter().all(|v| self.walk(v, max)),
+            Value::Object(map) => {
+                return within(self)
+                    && map.iter().all(|(k, v)| {
+                        self.text(k);
+                        self.walk(v, max)
+                    });
+            }
             _ => {}
         }
+        within(self)
     }
 
     fn text(&mut self, s: &str) {
