@@ -402,6 +402,30 @@ async fn storage_reads_and_queries_are_bounded_before_the_host_holds_them() {
     h.shutdown(Duration::ZERO).await;
 }
 
+/// WASI's random bytes (secure or not) are built by the host before the guest gets them: a call asking for
+/// more than a MiB traps its instance before the host holds them, and a fresh instance
+/// gets what it asks within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_are_bounded_before_the_host_builds_them() {
+    let dir = TempDir::new();
+    let toml = attacker(dir.path(), "dice", "", "");
+    let h = host_with(dir.path(), &toml, 2).await;
+    let before = rss_mib();
+    let max = fluid_host::plugins::MAX_RANDOM_BYTES;
+    for insecure in [false, true] {
+        for bytes in [max + 1, u64::MAX] {
+            let r = call(&h, "dice", "random", json!({ "bytes": bytes, "insecure": insecure })).await;
+            assert!(r["call_error"].as_str().unwrap().contains("trapped"), "{bytes} bytes, insecure {insecure}: {r}");
+            assert_eq!(call(&h, "dice", "random", json!({ "bytes": 32, "insecure": insecure })).await["got"], 32, "a fresh instance");
+        }
+        let r = call(&h, "dice", "random", json!({ "bytes": max, "insecure": insecure })).await;
+        assert_eq!(r["got"], max, "the bound itself, insecure {insecure}");
+    }
+    assert!(rss_mib() < before + 256, "host RSS went from {before} to {} MiB", rss_mib());
+    unharmed(&h).await;
+    h.shutdown(Duration::ZERO).await;
+}
+
 /// Class 1, the shared writer: on SQLite one connection writes every plugin's tables, so a
 /// storage statement that runs past `statement_timeout_ms` is interrupted, and the error
 /// says which limit, never the SQL.

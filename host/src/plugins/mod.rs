@@ -30,6 +30,7 @@ pub(crate) mod wit;
 
 pub use engine::cache::sha256;
 pub use engine::policy::{DirGrant, FeedStart, Grants, Limits, Policy};
+pub use engine::sandbox::MAX_RANDOM_BYTES;
 pub use instance::state::PluginState;
 pub use instance::supervisor::Health;
 pub use registry::config::FluidConfig;

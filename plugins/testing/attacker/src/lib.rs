@@ -10,7 +10,7 @@
 //! method, args}`, `call_loop {plugin, method, args, n}`, `queue {task, n, params, parent}`,
 //! `fill {rows, bytes, chunk}`, `reindex {n}`, `read_all`, `query {order_cols, filters, after_len}`,
 //! `big_result {bytes}`, `log_flood {n, bytes}`, `grow {mib}`, `handles {n}` (holds n
-//! `get-plugin` handles at once). Errors from the host come
+//! `get-plugin` handles at once), `random {bytes, insecure}` (one `wasi:random` call). Errors from the host come
 //! back as `{"error": "<Debug>"}` values, so a test can tell what was refused and why.
 
 use fluid_guest::host::{self, QueueRequest, get_plugin};
@@ -20,6 +20,16 @@ use serde_json::{Value, json};
 use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+// `wasi:random` as a plugin may import it, asking for any length: std never asks for more
+// than it needs.
+wit_bindgen::generate!({
+    inline: "package wasi:random@0.2.0;
+        interface random { get-random-bytes: func(len: u64) -> list<u8>; get-random-u64: func() -> u64; }
+        interface insecure { get-insecure-random-bytes: func(len: u64) -> list<u8>; get-insecure-random-u64: func() -> u64; }
+        world random-import { import random; import insecure; }",
+    world: "random-import",
+});
 
 /// The config `register` was given, for `on_events`.
 static CONFIG: Mutex<Value> = Mutex::new(Value::Null);
@@ -247,6 +257,15 @@ impl Plugin for Attacker {
                 let me = config()["name"].as_str().unwrap_or("attacker").to_string();
                 let handles: Vec<_> = (0..num("n")).filter_map(|_| get_plugin(&me)).collect();
                 json!({ "held": handles.len() })
+            }
+            // One call asking the host for `bytes` random bytes at once.
+            "random" => {
+                let bytes = if args["insecure"] == true {
+                    wasi::random::insecure::get_insecure_random_bytes(num("bytes"))
+                } else {
+                    wasi::random::random::get_random_bytes(num("bytes"))
+                };
+                json!({ "got": bytes.len() })
             }
             other => return Err(CallError::UnknownMethod(other.into())),
         })
