@@ -378,7 +378,7 @@ pub(crate) async fn begin(conn: &mut Db, backend: Backend, host: &str, begins: &
         once.entry(f.id.as_str()).and_modify(|seen| *seen = None).or_insert(Some(f).filter(|f| f.retry_after.is_none()));
     }
     // A disabled task's run takes the two writes, and is aborted at its start.
-    let not_disabled = if disabled.is_empty() { "" } else { " AND task NOT IN (SELECT name FROM fluid_task_state WHERE enabled = 0)" };
+    let not_disabled = if disabled.is_empty() { String::new() } else { format!(" AND task NOT IN ({DISABLED_TASKS})") };
     let both = format!(
         "UPDATE fluid_runs SET state = $5, start_at = $4, end_at = $6, error = $7, owner = NULL, cancel_requested = 0 \
          WHERE id = $1 AND lease = $2 AND owner = $3 AND state = 'queued' \
@@ -476,13 +476,11 @@ pub(crate) async fn orphaned_reservations(conn: &mut Db, dead_before: i64) -> Re
     .await
 }
 
+/// The names of the disabled tasks, as a statement: read alone, or as a subquery.
+const DISABLED_TASKS: &str = "SELECT name FROM fluid_task_state WHERE enabled = 0";
+
 async fn disabled_tasks(conn: &mut Db) -> Result<HashSet<String>, sqlx::Error> {
-    query("SELECT name FROM fluid_task_state WHERE enabled = 0")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>("name"))
-        .collect()
+    query(DISABLED_TASKS).fetch_all(&mut *conn).await?.iter().map(|r| r.try_get::<String, _>("name")).collect()
 }
 
 /// How an execution ended.

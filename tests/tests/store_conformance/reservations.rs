@@ -260,3 +260,34 @@ pub async fn a_run_begun_and_ended_in_one_cycle_shows_its_start_then_its_end(dri
     assert_eq!(t.last_run_duration_us, t.last_run_end.map(|end| end - at), "from its start to its end");
     assert_the_feed_follows_the_state_machine(&store).await;
 }
+
+/// A run of a task disabled since it was reserved, begun and ended in one cycle, is not
+/// written in one step from queued to its end: its start is refused and it ends `aborted`,
+/// its end is fenced out, and the feed holds only the abort. A run of an enabled task
+/// begun and ended beside it in the same cycle is written as usual.
+pub async fn a_run_of_a_task_disabled_since_reserved_is_aborted_even_when_it_ends_in_the_same_cycle(driver: &Driver) {
+    let store = driver.fresh().await;
+    let runs = [queued(0, "t"), queued(1, "off")];
+    store.insert_runs(&runs).await.unwrap();
+    let rules = rules(&[("t", ClaimRules::default()), ("off", ClaimRules::default())]);
+    let held = cycle(&store, "host-a", &[], &[], 0, 2, &rules).await.claimed.reserved;
+    assert_eq!(numbers(&held), [0, 1]);
+    store.set_enabled("off", false).await.unwrap();
+    let head = store.feed_head().await.unwrap();
+    let at = now_us();
+    let begins: Vec<Begin> = held.iter().map(|r| begin(r, at)).collect();
+    let finishes: Vec<Finish> =
+        held.iter().map(|r| Finish { id: r.run.id.clone(), lease: r.lease, outcome: Outcome::Success, retry_after: None }).collect();
+    let done = cycle(&store, "host-a", &begins, &finishes, 0, 0, &rules).await;
+    assert_eq!(done.begun[0].as_ref().unwrap().state, TaskState::Running);
+    assert_eq!(done.finished[0].as_ref().unwrap().iter().map(|r| r.state).collect::<Vec<_>>(), [TaskState::Success]);
+    assert_eq!(conflict_state(&done.begun[1]), "aborted", "its task is disabled");
+    assert!(done.finished[1].is_err(), "its end is fenced out: {:?}", done.finished[1]);
+    let off = store.get_run(&held[1].run.id).await.unwrap().unwrap();
+    assert_eq!((off.state, off.error.as_deref()), (TaskState::Aborted, Some("task disabled")));
+    assert_eq!(
+        feed_states_after(&store, head).await,
+        BTreeMap::from([(0, vec![TaskState::Running, TaskState::Success]), (1, vec![TaskState::Aborted])]),
+    );
+    assert_the_feed_follows_the_state_machine(&store).await;
+}
