@@ -402,9 +402,9 @@ async fn storage_reads_and_queries_are_bounded_before_the_host_holds_them() {
     h.shutdown(Duration::ZERO).await;
 }
 
-/// WASI's random bytes (secure or not) are built by the host before the guest gets them: a call asking for
-/// more than a MiB traps its instance before the host holds them, and a fresh instance
-/// gets what it asks within the bound.
+/// WASI's random bytes (secure or not) are built by the host before the guest gets them:
+/// a call asking for more than a MiB traps its instance before the host holds them, and a
+/// fresh instance gets what it asks within the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_bytes_are_bounded_before_the_host_builds_them() {
     let dir = TempDir::new();

@@ -10,8 +10,9 @@
 //! method, args}`, `call_loop {plugin, method, args, n}`, `queue {task, n, params, parent}`,
 //! `fill {rows, bytes, chunk}`, `reindex {n}`, `read_all`, `query {order_cols, filters, after_len}`,
 //! `big_result {bytes}`, `log_flood {n, bytes}`, `grow {mib}`, `handles {n}` (holds n
-//! `get-plugin` handles at once), `random {bytes, insecure}` (one `wasi:random` call). Errors from the host come
-//! back as `{"error": "<Debug>"}` values, so a test can tell what was refused and why.
+//! `get-plugin` handles at once), `random {bytes, insecure}` (one `wasi:random` call).
+//! Errors from the host come back as `{"error": "<Debug>"}` values, so a test can tell
+//! what was refused and why.
 
 use fluid_guest::host::{self, QueueRequest, get_plugin};
 use fluid_guest::storage::{self, Column, ColumnType, Filter, FilterOp, OrderBy, Query, TableDef, Value as V};
