@@ -25,30 +25,34 @@
 
 use super::cycle::{Cycle, CycleOutcome};
 use super::locks::{feed_lock, task_lock};
-use super::runs::{end_state, fenced_out_of, from_row};
+use super::runs::{end_state, fenced_out_of, from_row, pair_ends, started_of};
 use super::{Db, StoreError, query};
 use crate::time::now_us;
 use serde_json::{Value, json};
 
 /// The function's name, for the migrations: they install it where it is missing.
-pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v5";
+pub(crate) const FUNCTION_NAME: &str = "fluid_finish_and_claim_v6";
 
-/// The cycle. `p_begins`: [{idx, id, lease, at}], reserved runs this host started;
-/// `p_finishes`: [{idx, id, lease, state, error, retry_in_us}]; `p_limit` runs to start and
+/// The cycle. `p_begins`: [{idx, id, lease, at, state, error}], reserved runs this host
+/// started, with the end to write with the start where the host paired one (see
+/// [`super::runs::pair_ends`]); `p_finishes`: [{idx, id, lease, state, error, retry_in_us,
+/// paired}], `paired` naming the begin it goes with; `p_limit` runs to start and
 /// `p_ahead` to reserve beyond them; `p_tasks`: the task names this host runs; `p_limited`:
 /// {task: {max, retry, attempts, wait_s, backoff, max_wait_s}} for tasks with a
 /// concurrency limit; `p_groups`: {task: group} for tasks sharing a cap on this host's
 /// workers, `p_rooms`: {group: runs it may still start} (`v2` added these two; `v3` takes
 /// the locks of `locks`; `v4` added begins and reservations; `v5` writes a run begun and
 /// ended in the same cycle once, as [`super::runs::begin`] does, and the reservations in
-/// one statement). Returns, in the order
-/// written: `begun` (idx = the begin), `begun_before` (a commit whose answer was lost
-/// recorded it), `begin_refused` (its task is disabled: aborted), `begin_conflict` or
-/// `begin_missing`; `end` and `requeued` rows (idx = the finish),
+/// one statement; `v6` takes that pairing from the host and answers such a run with one
+/// row). Returns, in the order written: `begun` (idx = the begin), `begun_ended` (idx =
+/// the begin, the run as its paired end wrote it), `begun_before` (a commit whose answer
+/// was lost recorded it), `begin_refused` (its task is disabled: aborted), `begin_conflict`
+/// or `begin_missing`; `end` and `requeued` rows (idx = the finish; none for a finish
+/// written with its begin),
 /// `conflict` (a fenced-out finish, with the row as it stands) or `missing` (no such run);
 /// `ended` (claimed and ended at the door), `started`, `reserved`.
 pub(crate) const FUNCTION: &str = concat!(
-    r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v5(
+    r#"CREATE OR REPLACE FUNCTION fluid_finish_and_claim_v6(
         p_begins TEXT, p_finishes TEXT, p_now BIGINT, p_host TEXT, p_limit BIGINT, p_ahead BIGINT,
         p_tasks TEXT, p_limited TEXT, p_groups TEXT, p_rooms TEXT
     ) RETURNS TABLE (o_kind TEXT, o_idx BIGINT, o_run fluid_runs)
@@ -82,10 +86,9 @@ pub(crate) const FUNCTION: &str = concat!(
         d FLOAT8;
         nstarted BIGINT := 0;
         nreserved BIGINT := 0;
-        fin JSONB := '{}';
-        fj JSONB;
-        merged JSONB := '{}';
+        -- By begin (idx + 1): the run written from queued to its end, and whether it was.
         mrows fluid_runs[] := '{}';
+        mok BOOLEAN[] := '{}';
         rr fluid_runs;
         reserve TEXT[] := '{}';
     BEGIN
@@ -93,29 +96,25 @@ pub(crate) const FUNCTION: &str = concat!(
         -- reservation of a queued run may start it.
         IF p_begins <> '[]' THEN
             disabled := ARRAY(SELECT name FROM fluid_task_state WHERE enabled = 0);
-            -- The ends (not retried, one per run) that may be written with their start.
-            SELECT coalesce(jsonb_object_agg(y.id, y.f), '{}') INTO fin FROM (
-                SELECT x.id, jsonb_build_object('lease', min(x.lease), 'state', min(x.state), 'error', min(x.error)) AS f
-                FROM json_to_recordset(p_finishes::json) AS x(id TEXT, lease BIGINT, state TEXT, error TEXT, retry_in_us BIGINT)
-                GROUP BY x.id HAVING count(*) = 1 AND bool_and(x.retry_in_us IS NULL)) AS y;
-            FOR b IN SELECT * FROM json_to_recordset(p_begins::json) AS x(idx BIGINT, id TEXT, lease BIGINT, at BIGINT) LOOP
+            FOR b IN SELECT * FROM json_to_recordset(p_begins::json)
+                     AS x(idx BIGINT, id TEXT, lease BIGINT, at BIGINT, state TEXT, error TEXT) LOOP
                 -- Begun and ended in this cycle: one write from queued to its end. Only where
                 -- the start's snapshot follows from the row written (no error or end kept
-                -- from an earlier attempt, no cancel asked), so it is the one written before.
-                fj := fin -> b.id;
-                IF fj IS NOT NULL AND (fj ->> 'lease')::bigint = b.lease THEN
-                    UPDATE fluid_runs SET state = fj ->> 'state', start_at = b.at, end_at = p_now, error = fj ->> 'error',
+                -- from an earlier attempt, no cancel asked), so it is the one written before;
+                -- the host derives that snapshot from the row answered.
+                IF b.state IS NOT NULL THEN
+                    UPDATE fluid_runs SET state = b.state, start_at = b.at, end_at = p_now, error = b.error,
                         owner = NULL, cancel_requested = 0
                         WHERE id = b.id AND lease = b.lease AND owner = p_host AND state = 'queued'
                           AND error IS NULL AND end_at IS NULL AND cancel_requested = 0 AND task <> ALL(disabled)
                         RETURNING * INTO r;
                     IF FOUND THEN
+                        o_kind := 'begun_ended'; o_idx := b.idx; o_run := r; RETURN NEXT;
                         rr := r;
                         rr.state := 'running'; rr.end_at := NULL; rr.error := NULL; rr.owner := p_host;
-                        o_kind := 'begun'; o_idx := b.idx; o_run := rr; RETURN NEXT;
                         evs := array_append(evs, rr);
-                        mrows := array_append(mrows, r);
-                        merged := merged || jsonb_build_object(b.id, cardinality(mrows));
+                        mrows[b.idx + 1] := r;
+                        mok[b.idx + 1] := true;
                         CONTINUE;
                     END IF;
                 END IF;
@@ -145,11 +144,10 @@ pub(crate) const FUNCTION: &str = concat!(
 
         -- Ends, fenced: only the current lease of a running run may end it.
         FOR f IN SELECT * FROM json_to_recordset(p_finishes::json)
-                 AS x(idx BIGINT, id TEXT, lease BIGINT, state TEXT, error TEXT, retry_in_us BIGINT) LOOP
-            IF merged ? f.id THEN
-                -- Written with its start above.
-                r := mrows[(merged ->> f.id)::int];
-                o_kind := 'end'; o_idx := f.idx; o_run := r; RETURN NEXT;
+                 AS x(idx BIGINT, id TEXT, lease BIGINT, state TEXT, error TEXT, retry_in_us BIGINT, paired BIGINT) LOOP
+            IF f.paired IS NOT NULL AND mok[f.paired + 1] THEN
+                -- Written with its start above, and answered there.
+                r := mrows[f.paired + 1];
                 evs := array_append(evs, r);
                 ends := array_append(ends, r);
                 CONTINUE;
@@ -308,17 +306,35 @@ pub(crate) const FUNCTION: &str = concat!(
 
 /// The cycle as one statement on a pooled connection (autocommit: one transaction).
 pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, StoreError> {
-    let begins: Vec<Value> =
-        c.begins.iter().enumerate().map(|(idx, b)| json!({"idx": idx, "id": b.id, "lease": b.lease, "at": b.at_us})).collect();
+    let paired = pair_ends(c.begins, c.finishes);
+    let mut begin_of = vec![None; c.finishes.len()];
+    let begins: Vec<Value> = c
+        .begins
+        .iter()
+        .zip(&paired)
+        .enumerate()
+        .map(|(idx, (b, end))| {
+            let (state, error) = match end {
+                Some(fi) => {
+                    begin_of[*fi] = Some(idx);
+                    let (state, error) = end_state(&c.finishes[*fi].outcome);
+                    (Some(state.as_str()), error)
+                }
+                None => (None, None),
+            };
+            json!({"idx": idx, "id": b.id, "lease": b.lease, "at": b.at_us, "state": state, "error": error})
+        })
+        .collect();
     let batch: Vec<Value> = c
         .finishes
         .iter()
+        .zip(&begin_of)
         .enumerate()
-        .map(|(idx, f)| {
+        .map(|(idx, (f, begin))| {
             let (state, error) = end_state(&f.outcome);
             json!({
                 "idx": idx, "id": f.id, "lease": f.lease, "state": state.as_str(), "error": error,
-                "retry_in_us": f.retry_after.map(|d| d.as_micros() as i64),
+                "retry_in_us": f.retry_after.map(|d| d.as_micros() as i64), "paired": begin,
             })
         })
         .collect();
@@ -346,7 +362,7 @@ pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, St
     let rooms: serde_json::Map<String, Value> =
         rules.values().filter_map(|r| r.share.as_ref()).map(|s| (s.group.clone(), json!(s.room))).collect();
     let rows = query(
-        "SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v5($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS c",
+        "SELECT c.o_kind AS kind, c.o_idx AS idx, (c.o_run).* FROM fluid_finish_and_claim_v6($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS c",
     )
     .bind(Value::Array(begins).to_string())
     .bind(Value::Array(batch).to_string())
@@ -375,6 +391,15 @@ pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, St
                 out.written.push(run.clone());
                 out.begun[idx] = Ok(run);
             }
+            "begun_ended" => {
+                let end = from_row(row)?.run;
+                let start = started_of(&end);
+                out.written.push(start.clone());
+                out.begun[idx] = Ok(start);
+                if let Some(fi) = paired.get(idx).copied().flatten() {
+                    out.finished[fi] = Ok(vec![end]);
+                }
+            }
             "begun_before" => out.begun[idx] = Ok(from_row(row)?.run),
             "begin_refused" => {
                 let run = from_row(row)?.run;
@@ -385,10 +410,8 @@ pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, St
             "begin_conflict" => out.begun[idx] = Err(fenced_out_of(&c.begins[idx].id, c.begins[idx].lease, Some(from_row(row)?))),
             "begin_missing" => out.begun[idx] = Err(fenced_out_of(&c.begins[idx].id, c.begins[idx].lease, None)),
             "end" | "requeued" => {
-                let run = from_row(row)?.run;
-                out.written.push(run.clone());
                 if let Some(Ok(written)) = out.finished.get_mut(idx) {
-                    written.push(run);
+                    written.push(from_row(row)?.run);
                 }
             }
             "conflict" => out.finished[idx] = Err(fenced_out_of(&c.finishes[idx].id, c.finishes[idx].lease, Some(from_row(row)?))),
@@ -399,7 +422,9 @@ pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, St
             other => return Err(StoreError::Other(anyhow::anyhow!("{FUNCTION_NAME} returned kind {other:?}"))),
         }
     }
-    // Runs ended at the door before the runs started, as the function appends them.
+    // The ends in the order of the finishes (those written with their starts included),
+    // then runs ended at the door before the runs started, as the function appends them.
+    out.written.extend(out.finished.iter().filter_map(|f| f.as_ref().ok()).flatten().cloned());
     out.written.extend(out.claimed.changes());
     Ok(out)
 }

@@ -346,6 +346,31 @@ pub struct Begin {
     pub at_us: i64,
 }
 
+/// For each begin, the finish that may be written with it, from `queued` to its end in one
+/// write: the run's only finish in the batch, not retried, under the same lease. Each
+/// finish goes with one begin at most.
+pub(crate) fn pair_ends(begins: &[Begin], finishes: &[Finish]) -> Vec<Option<usize>> {
+    let mut once: HashMap<&str, Option<usize>> = HashMap::with_capacity(finishes.len());
+    for (i, f) in finishes.iter().enumerate() {
+        once.entry(f.id.as_str()).and_modify(|seen| *seen = None).or_insert(Some(i).filter(|_| f.retry_after.is_none()));
+    }
+    begins
+        .iter()
+        .map(|b| match once.get_mut(b.id.as_str()) {
+            Some(end @ Some(_)) if end.is_some_and(|i| finishes[i].lease == b.lease) => end.take(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `running` snapshot of a run begun and ended in one write, from the row its end wrote:
+/// the start's write would have left everything else as it is.
+pub(crate) fn started_of(end: &TaskRun) -> TaskRun {
+    let mut start = end.clone();
+    (start.state, start.end, start.error) = (TaskState::Running, None, None);
+    start
+}
+
 /// What [`begin`] wrote: per begin, the run now `running` or why not; every snapshot
 /// written, for the feed; and the ends written with their starts, by run.
 pub(crate) type Begun = (Vec<Result<TaskRun, StoreError>>, Vec<TaskRun>, HashMap<String, TaskRun>);
@@ -373,10 +398,7 @@ pub(crate) async fn begin(conn: &mut Db, backend: Backend, host: &str, begins: &
         "UPDATE fluid_runs SET state = 'running', start_at = $4 \
          WHERE id = $1 AND lease = $2 AND owner = $3 AND state = 'queued' RETURNING {COLUMNS}"
     );
-    let mut once: HashMap<&str, Option<&Finish>> = HashMap::with_capacity(finishes.len());
-    for f in finishes {
-        once.entry(f.id.as_str()).and_modify(|seen| *seen = None).or_insert(Some(f).filter(|f| f.retry_after.is_none()));
-    }
+    let paired = pair_ends(begins, finishes);
     // A disabled task's run takes the two writes, and is aborted at its start.
     let not_disabled = if disabled.is_empty() { String::new() } else { format!(" AND task NOT IN ({DISABLED_TASKS})") };
     let both = format!(
@@ -384,10 +406,8 @@ pub(crate) async fn begin(conn: &mut Db, backend: Backend, host: &str, begins: &
          WHERE id = $1 AND lease = $2 AND owner = $3 AND state = 'queued' \
          AND error IS NULL AND end_at IS NULL AND cancel_requested = 0{not_disabled} RETURNING {COLUMNS}"
     );
-    for b in begins {
-        if let Some(&Some(f)) = once.get(b.id.as_str())
-            && f.lease == b.lease
-        {
+    for (b, end) in begins.iter().zip(paired) {
+        if let Some(f) = end.map(|i| &finishes[i]) {
             let (state, error) = end_state(&f.outcome);
             let row = query_built(both.clone())
                 .bind(&b.id)
@@ -401,8 +421,7 @@ pub(crate) async fn begin(conn: &mut Db, backend: Backend, host: &str, begins: &
                 .await?;
             if let Some(row) = row {
                 let end = from_row(&row)?.run;
-                let mut start = end.clone();
-                (start.state, start.end, start.error) = (TaskState::Running, None, None);
+                let start = started_of(&end);
                 written.push(start.clone());
                 out.push(Ok(start));
                 ended.insert(b.id.clone(), end);

@@ -43,6 +43,7 @@ macro_rules! suite {
             reservations::the_rescue_and_release_all_return_reservations_to_the_queue,
             reservations::a_run_begun_and_ended_in_one_cycle_shows_its_start_then_its_end,
             reservations::a_run_of_a_task_disabled_since_reserved_is_aborted_even_when_it_ends_in_the_same_cycle,
+            reservations::starts_and_ends_handed_in_any_order_are_answered_as_the_feed_holds_them,
             retention::pruning_drops_only_runs_that_ended_before_the_cut,
             checkpoints::a_checkpoint_starts_where_asked_once_then_keeps_its_place,
             checkpoints::a_checkpoint_moves_only_forward_and_only_for_its_lease_holder,
