@@ -292,24 +292,28 @@ pub async fn a_run_of_a_task_disabled_since_reserved_is_aborted_even_when_it_end
     assert_the_feed_follows_the_state_machine(&store).await;
 }
 
-/// Starts and ends handed in together, in orders of their own: an end is written with its
-/// start only when it is its run's one end in the cycle, not retried, under the start's
-/// lease. The cycle's answer lists every snapshot in the feed's order, and each begin and
-/// finish gets its own result, whichever way its run was written.
+/// Starts and ends handed in together, in orders of their own: an end goes with its start
+/// only when it is its run's one end in the cycle, not retried, under the start's lease;
+/// the others are recorded as ends in a later cycle would be (a retried run ends, then is
+/// queued again; a stale lease is fenced out). The cycle's answer lists every snapshot in
+/// the feed's order, and each begin and finish gets its own result.
 pub async fn starts_and_ends_handed_in_any_order_are_answered_as_the_feed_holds_them(driver: &Driver) {
     let store = driver.fresh().await;
-    let runs: Vec<TaskRun> = (0..5).map(|n| queued(n, "t")).collect();
+    let runs: Vec<TaskRun> = (0..6).map(|n| queued(n, "t")).collect();
     store.insert_runs(&runs).await.unwrap();
     let rules = rules(&[("t", ClaimRules::default())]);
-    let held = cycle(&store, "host-a", &[], &[], 0, 5, &rules).await.claimed.reserved;
-    assert_eq!(numbers(&held), [0, 1, 2, 3, 4]);
+    let held = cycle(&store, "host-a", &[], &[], 0, 6, &rules).await.claimed.reserved;
+    assert_eq!(numbers(&held), [0, 1, 2, 3, 4, 5]);
     let end = |n: usize, lease: i64| Finish { id: held[n].run.id.clone(), lease, outcome: Outcome::Success, retry_after: None };
+    let retried =
+        Finish { outcome: Outcome::Failure("again".into()), retry_after: Some(std::time::Duration::ZERO), ..end(5, held[5].lease) };
     let head = store.feed_head().await.unwrap();
     let at = now_us();
-    let begins: Vec<Begin> = [4, 0, 1, 2, 3].iter().map(|&n| begin(&held[n], at)).collect();
+    let begins: Vec<Begin> = [4, 0, 1, 2, 3, 5].iter().map(|&n| begin(&held[n], at)).collect();
     // 3 and 4 end once (in the other order); 1 ends twice; 0's end is under a stale lease;
-    // 2 only starts.
-    let finishes = [end(3, held[3].lease), end(1, held[1].lease), end(0, held[0].lease - 1), end(1, held[1].lease), end(4, held[4].lease)];
+    // 5 fails and is retried; 2 only starts.
+    let finishes =
+        [end(3, held[3].lease), end(1, held[1].lease), end(0, held[0].lease - 1), end(1, held[1].lease), retried, end(4, held[4].lease)];
     let done = cycle(&store, "host-a", &begins, &finishes, 0, 0, &rules).await;
 
     for (b, r) in begins.iter().zip(&done.begun) {
@@ -320,8 +324,15 @@ pub async fn starts_and_ends_handed_in_any_order_are_answered_as_the_feed_holds_
         done.finished.iter().map(|w| w.as_ref().map(|w| w.iter().map(|r| r.state).collect()).map_err(|_| ())).collect();
     assert_eq!(
         answered,
-        [Ok(vec![TaskState::Success]), Ok(vec![TaskState::Success]), Err(()), Err(()), Ok(vec![TaskState::Success])],
-        "3 ends; 1 ends once and its second end is fenced out; 0's stale lease is fenced out; 4 ends"
+        [
+            Ok(vec![TaskState::Success]),
+            Ok(vec![TaskState::Success]),
+            Err(()),
+            Err(()),
+            Ok(vec![TaskState::Failure, TaskState::Queued]),
+            Ok(vec![TaskState::Success])
+        ],
+        "3 ends; 1 ends once and its second end is fenced out; 0's stale lease is fenced out; 5 fails and is queued again; 4 ends"
     );
     let feed: Vec<TaskRun> = store.events_after(head, 1000, usize::MAX).await.unwrap().into_iter().map(|e| e.run).collect();
     assert_eq!(done.written, feed, "the answer lists the feed's snapshots in its order");
@@ -334,13 +345,17 @@ pub async fn starts_and_ends_handed_in_any_order_are_answered_as_the_feed_holds_
             (1, TaskState::Running),
             (2, TaskState::Running),
             (3, TaskState::Running),
+            (5, TaskState::Running),
             (3, TaskState::Success),
             (1, TaskState::Success),
+            (5, TaskState::Failure),
+            (5, TaskState::Queued),
             (4, TaskState::Success),
         ],
         "the starts in the order handed in, then the ends in theirs"
     );
-    for (n, state) in [(0, TaskState::Running), (2, TaskState::Running), (1, TaskState::Success)] {
+    let states = [TaskState::Running, TaskState::Success, TaskState::Running, TaskState::Success, TaskState::Success, TaskState::Queued];
+    for (n, state) in states.into_iter().enumerate() {
         assert_eq!(store.get_run(&held[n].run.id).await.unwrap().unwrap().state, state, "run {n}");
     }
     assert_the_feed_follows_the_state_machine(&store).await;
