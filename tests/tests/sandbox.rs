@@ -17,6 +17,11 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The `fluid` binary's allocator: the bounds on the host's resident memory below hold for
+/// the allocator it runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Production limits for the bundled plugins; attackers get what each test gives them.
 const BASE: &str = r#"
 [plugins.db.limits]

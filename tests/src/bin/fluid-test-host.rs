@@ -4,3 +4,7 @@
 fn main() -> std::process::ExitCode {
     fluid_cli::main(fluid_tests::test_tasks())
 }
+
+/// The `fluid` binary's allocator, so these processes hold memory as it does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
