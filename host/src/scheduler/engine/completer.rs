@@ -21,8 +21,9 @@ pub struct CompleterConfig {
     pub gather_for: Duration,
     /// Most runs held reserved at once (claimed ahead for the next free workers, see
     /// `reserved`); 0 turns claiming ahead off. A cycle reserves at most as many as it
-    /// saw end or start, so the buffer follows the pace of ends. Default: 64 (measured:
-    /// larger caps won nothing more, and lost with the db plugin on SQLite).
+    /// saw end or start, so the buffer follows the pace of ends, and only runs that end
+    /// many to a commit fill it. Default: 256 (measured against 64 and 128, see
+    /// docs/performance.md).
     pub reserve_ahead: usize,
     /// How long a reservation may wait for a free worker before it is released for any
     /// host (the heartbeat releases it): the longest a run queued later at a higher
@@ -37,7 +38,7 @@ impl Default for CompleterConfig {
             inbox: 4096,
             gather_yields: 8,
             gather_for: Duration::from_millis(1),
-            reserve_ahead: 64,
+            reserve_ahead: 256,
             reserve_for: Duration::from_secs(1),
         }
     }
