@@ -307,31 +307,31 @@ pub(crate) const FUNCTION: &str = concat!(
 /// The cycle as one statement on a pooled connection (autocommit: one transaction).
 pub(crate) async fn run(conn: &mut Db, c: &Cycle<'_>) -> Result<CycleOutcome, StoreError> {
     let paired = pair_ends(c.begins, c.finishes);
+    // Each finish's end once, for itself and for the begin it goes with.
+    let ends: Vec<_> = c.finishes.iter().map(|f| end_state(&f.outcome)).collect();
     let mut begin_of = vec![None; c.finishes.len()];
+    for (bi, fi) in paired.iter().enumerate() {
+        if let Some(fi) = fi {
+            begin_of[*fi] = Some(bi);
+        }
+    }
     let begins: Vec<Value> = c
         .begins
         .iter()
         .zip(&paired)
         .enumerate()
         .map(|(idx, (b, end))| {
-            let (state, error) = match end {
-                Some(fi) => {
-                    begin_of[*fi] = Some(idx);
-                    let (state, error) = end_state(&c.finishes[*fi].outcome);
-                    (Some(state.as_str()), error)
-                }
-                None => (None, None),
-            };
+            let (state, error) = end.map_or((None, None), |fi| (Some(ends[fi].0.as_str()), ends[fi].1.as_deref()));
             json!({"idx": idx, "id": b.id, "lease": b.lease, "at": b.at_us, "state": state, "error": error})
         })
         .collect();
     let batch: Vec<Value> = c
         .finishes
         .iter()
+        .zip(&ends)
         .zip(&begin_of)
         .enumerate()
-        .map(|(idx, (f, begin))| {
-            let (state, error) = end_state(&f.outcome);
+        .map(|(idx, ((f, (state, error)), begin))| {
             json!({
                 "idx": idx, "id": f.id, "lease": f.lease, "state": state.as_str(), "error": error,
                 "retry_in_us": f.retry_after.map(|d| d.as_micros() as i64), "paired": begin,
